@@ -1,0 +1,80 @@
+"""The distribution: manifest, console script, import hygiene."""
+
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import entry_points
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GUI_MODULES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy")
+
+
+def test_installed_manifest_is_the_root_manifest():
+    import npe2
+
+    (ep,) = [e for e in entry_points(group="napari.manifest") if e.name == "napari-deepsim"]
+    module, _, filename = ep.value.partition(":")
+    installed = files(module) / filename
+    assert installed.read_bytes() == (ROOT / "napari.yaml").read_bytes()
+    loaded = npe2.PluginManifest.from_distribution("napari-deepsim")
+    assert loaded == npe2.PluginManifest.from_file(ROOT / "napari.yaml")
+    assert {s.key for s in loaded.contributions.sample_data} == {
+        "noisy_cell_pair",
+        "noisy_cell_timelapse",
+    }
+
+
+@pytest.mark.slow
+def test_built_wheel_ships_the_root_manifest(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("napari_deepsim-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = zf.read("napari_deepsim/napari.yaml")
+        names = zf.namelist()
+    assert shipped == (ROOT / "napari.yaml").read_bytes()
+    assert any(n.startswith("src_training/") for n in names)
+
+
+def test_importing_the_core_loads_no_gui_module():
+    code = (
+        "import sys\n"
+        "import src_training, src_training.cli, src_training.spatial, src_training.networks\n"
+        "import src_training.metrics, src_training.training, src_training.demo\n"
+        f"print([m for m in sys.modules if m.split('.')[0] in {GUI_MODULES!r}])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_plugin_does_not_import_torch():
+    code = "import sys, napari_deepsim, napari_deepsim._sample_data; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_sample_data_contributions_give_matching_layers():
+    from napari_deepsim._sample_data import noisy_cell_pair, noisy_cell_timelapse
+
+    pair = noisy_cell_pair()
+    assert [kind for *_, kind in pair] == ["image", "image", "labels", "labels"]
+    assert {data.shape for data, *_ in pair} == {(128, 128)}
+    stack, labels = noisy_cell_timelapse()
+    assert stack[0].shape == labels[0].shape == (8, 128, 128)
