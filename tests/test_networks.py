@@ -22,7 +22,13 @@ def test_encoder_features_are_at_halving_resolutions():
     net = FeatureExtractor(2, num_classes=3, channels=(4, 8, 16))
     feats = net.features(torch.rand(1, 1, 64, 48))
     assert [tuple(f.shape) for f in feats] == [(1, 4, 32, 24), (1, 8, 16, 12), (1, 16, 8, 6)]
-    assert all((f >= -0.2 * f.abs().max()).all() for f in feats)  # after LeakyReLU(0.2)
+    # the reference stage: conv k4 s2, LeakyReLU(0.2), conv k3, LeakyReLU(0.2); features
+    # are taken after the last activation
+    for stage in net.unet.encoder:
+        down, act1, conv, act2 = stage
+        assert (down.kernel_size, down.stride, conv.kernel_size) == ((4, 4), (2, 2), (3, 3))
+        assert act1.negative_slope == act2.negative_slope == 0.2
+        assert stage[-1] is act2
 
 
 def test_padding_does_not_leak_into_the_valid_region_size():
