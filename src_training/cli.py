@@ -1,7 +1,8 @@
 """The ``deepsim`` command line: a thin layer over the core's public functions.
 
 Errors a user can cause are printed as one sentence and exit with code 2; pass
-``--debug`` to see the traceback instead.
+``--debug`` to see the traceback instead. Ctrl-C during training saves a checkpoint
+(resume with ``--resume``) and exits with code 130.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from src_training import __version__
+from src_training.devices import DEVICE_CHOICES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -24,13 +26,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     width = max(len(name) for name in METRICS)
     print(f"{'name':<{width}}  {'lambda':>6}  needs       description")
     for spec in METRICS.values():
-        needs = []
-        if spec.needs_labels:
-            needs.append("labels")
-        if spec.needs_extractor:
-            needs.append("features")
-        if spec.needs_weights:
-            needs.append("weights")
+        needs = [
+            word
+            for word, flag in (
+                ("labels", spec.needs_labels),
+                ("features", spec.needs_extractor),
+                ("weights", spec.needs_weights),
+            )
+            if flag
+        ]
         print(
             f"{spec.name:<{width}}  {spec.default_lambda:>6g}  {','.join(needs) or '-':<10}  "
             f"{spec.description}"
@@ -43,6 +47,84 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(steps=args.steps, metric=args.metric, device=args.device, seed=args.seed)
     return 0
+
+
+def _cmd_train_features(args: argparse.Namespace) -> int:
+    from src_training.commands import train_features
+
+    train_features(args)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from src_training.commands import train_registration
+
+    train_registration(args)
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from src_training.commands import register
+
+    register(args)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from src_training.commands import evaluate
+
+    evaluate(args)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from src_training.commands import info
+
+    info(args)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_data_options(p: argparse.ArgumentParser, frames_help: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--frames", metavar="A:B", help=frames_help)
+    g.add_argument(
+        "--labels",
+        choices=("classes", "foreground", "none"),
+        default="classes",
+        help="label values as contiguous classes (default), foreground/background, or ignored",
+    )
+    g.add_argument(
+        "--ndim", type=int, choices=(2, 3), help="read a 3D array as one volume (3) or frames (2)"
+    )
+    g.add_argument("--label-file", metavar="FILE", help="label stack of a multi-frame image file")
+    g.add_argument("--atlas", metavar="FILE", help="register every image to this atlas image")
+    g.add_argument("--atlas-labels", metavar="FILE", help="label map of the atlas")
+
+
+def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> None:
+    _add_data_options(p, "training frames (or volumes, or cases), e.g. 0:20; default all")
+    g = p.add_argument_group("training")
+    g.add_argument("--out", required=True, metavar="FILE.pt", help="model file to write")
+    g.add_argument("--val-frames", metavar="A:B", help="validation frames of DATA, e.g. 20:25")
+    g.add_argument("--steps", type=int, default=default_steps, help=f"default {default_steps}")
+    g.add_argument("--crop", type=int, help="side of random training crops (pixels/voxels)")
+    g.add_argument("--batch-size", type=_positive_int, default=4, help="default 4")
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    g.add_argument("--channels", default="64,128,256", help="U-Net encoder channels")
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    g.add_argument("--seed", type=int, default=0, help="default 0")
+    g.add_argument("--resume", action="store_true", help="continue from FILE.last.pt")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing FILE.pt")
+    g.add_argument("--val-every", type=_positive_int, default=100, help="default 100 steps")
+    g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
+    g.add_argument("--noise", type=float, default=0.0, help="std of added intensity noise")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,22 +140,71 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learned deformable image registration with semantic similarity metrics.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("metrics", help="list the similarity metrics and their default lambda")
     p.set_defaults(func=_cmd_metrics)
 
     p = sub.add_parser(
-        "demo",
-        help="train a small registration model on the built-in noisy cell sample and "
-        "report Dice before and after registration",
+        "demo", help="train and evaluate a small model on the built-in noisy cell sample"
     )
     p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
     p.add_argument("--metric", default="ncc", help="similarity metric (default ncc)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "train-features", help="train the feature extractor DeepSim compares (segmentation)"
+    )
+    p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
+    p.add_argument("--kind", choices=("segmentation", "autoencoder"), default="segmentation")
+    p.add_argument("--dice-weight", type=float, default=0.0, help="weight of a soft Dice term")
+    _add_training_options(p, default_steps=1000)
+    p.set_defaults(func=_cmd_train_features)
+
+    p = sub.add_parser("train", help="train a registration model with a similarity metric")
+    p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
+    p.add_argument("--metric", required=True, help="see `deepsim metrics`")
+    p.add_argument("--features", metavar="F.pt", help="feature extractor (deepsim, deepsim-ae)")
+    p.add_argument("--vgg-weights", metavar="FILE", help="torchvision VGG16 state dict (vgg)")
+    p.add_argument("--lam", type=float, help="regulariser weight (default: the metric's)")
+    p.add_argument("--regulariser", choices=("diffusion", "bending"), default="diffusion")
+    p.add_argument("--diffeomorphic", action="store_true", help="integrate a velocity field")
+    p.add_argument("--max-offset", type=_positive_int, default=2, help="pair distance (2)")
+    p.add_argument("--pairs", metavar="CSV", help="explicit training pairs (moving,fixed)")
+    _add_training_options(p, default_steps=1000)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("register", help="register images with a trained model")
+    p.add_argument("--model", required=True, metavar="R.pt")
+    p.add_argument("images", nargs="*", metavar="FIXED MOVING", help="the fixed and moving image")
+    p.add_argument("--labels", nargs="+", default=[], metavar="FILE", help="moving label maps")
+    p.add_argument("--fixed-labels", metavar="FILE", help="fixed labels: prints Dice")
+    p.add_argument("--series", metavar="STACK", help="register every frame of a stack instead")
+    p.add_argument("--reference", default="0", help="frame index or 'previous' (series)")
+    p.add_argument("--ndim", type=int, choices=(2, 3), help="how to read a 3D series array")
+    p.add_argument("--out", default="registered", metavar="DIR", help="default ./registered")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results in DIR")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="frames per pass")
+    p.set_defaults(func=_cmd_register)
+
+    p = sub.add_parser("evaluate", help="Dice, folding and speed of models on test pairs")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--models", nargs="+", default=[], metavar="R.pt")
+    p.add_argument("--baseline", action="append", choices=("identity",), default=[])
+    p.add_argument("--pairs", metavar="CSV", help="explicit test pairs (moving,fixed)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="auto")
+    _add_data_options(p, "test frames, e.g. 25:30 (consecutive pairs); default all")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("info", help="show what a model file holds")
+    p.add_argument("model", metavar="FILE.pt")
+    p.set_defaults(func=_cmd_info)
     return parser
 
 
@@ -98,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deepsim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, FloatingPointError) as exc:
         if args.debug:
             raise
         print(f"deepsim: error: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 PERCENTILES = (1.0, 99.0)
+NORMALISATION = "per image and channel: percentiles 1 and 99 mapped to 0 and 1, not clipped"
 
 
 def normalise_intensity(

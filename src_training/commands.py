@@ -1,0 +1,452 @@
+"""What the ``deepsim`` sub-commands do, on top of the core's public functions."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from src_training.augment import NO_AUGMENTATION, AugmentConfig
+from src_training.datasets import (
+    Dataset,
+    load_dataset,
+    load_image_file,
+    load_label_file,
+    parse_frames,
+    resample,
+)
+from src_training.devices import resolve_device
+from src_training.distributed import init_distributed, shutdown_distributed
+from src_training.evaluation import evaluate_pairs, field_regularity, mean_dice, summarise
+from src_training.metrics import METRICS, get_metric
+from src_training.modelio import ModelFile, load_model, require_kind
+from src_training.networks import FeatureExtractor, RegistrationNet
+from src_training.pairs import atlas_pairs, consecutive_pairs, read_pairs_csv
+from src_training.progress import ProgressPrinter
+from src_training.registration import (
+    check_model_fits,
+    jacobian_array,
+    predict,
+    register_series,
+    warp_array,
+    warp_label_array,
+)
+from src_training.training import (
+    FeatureTrainer,
+    RegistrationTrainer,
+    TrainConfig,
+    Trainer,
+    last_checkpoint_path,
+)
+from src_training.writers import image_suffix, prepare_output_dir, write_image
+
+
+def _channels(text: str) -> list[int]:
+    try:
+        channels = [int(c) for c in text.split(",")]
+    except ValueError:
+        channels = []
+    if not channels or min(channels) < 1:
+        raise ValueError(f"--channels must be positive integers like 64,128,256; got {text!r}")
+    return channels
+
+
+def _datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    options = {"labels": args.labels, "ndim": args.ndim, "label_file": args.label_file}
+    frames = parse_frames(args.frames) if args.frames else None
+    train = _with_atlas(load_dataset(args.data, frames=frames, **options), args)
+    val = None
+    if args.val_frames:
+        val = load_dataset(args.data, frames=parse_frames(args.val_frames), **options)
+        val = _with_atlas(val, args)
+    return train, val
+
+
+def _with_atlas(data: Dataset, args: argparse.Namespace) -> Dataset:
+    """Append ``--atlas`` (resampled onto the data grid) and pair every image with it."""
+    if not getattr(args, "atlas", None):
+        if getattr(args, "atlas_labels", None):
+            raise ValueError("--atlas-labels needs --atlas")
+        return data
+    atlas, _ = load_image_file(args.atlas)
+    shape = data.images.shape[2:]
+    if atlas.ndim - 1 != data.ndim:
+        raise ValueError(
+            f"the atlas {args.atlas} is {atlas.ndim - 1}D but the data is {data.ndim}D"
+        )
+    atlas = np.stack([resample(c, shape, order=1) for c in atlas])[None]
+    labels = None
+    if data.labels is not None:
+        if not args.atlas_labels:
+            raise ValueError(
+                f"{args.data} has labels but the atlas has none: pass --atlas-labels FILE, "
+                "or --labels none"
+            )
+        raw = resample(load_label_file(args.atlas_labels), shape, order=0)
+        unknown = sorted(set(np.unique(raw).tolist()) - set(data.class_values))
+        if unknown:
+            raise ValueError(
+                f"the atlas labels {args.atlas_labels} hold values {unknown[:5]} that the data's "
+                f"labels never use; the atlas needs the data's label values"
+            )
+        ids = np.searchsorted(np.array(data.class_values), raw)
+        labels = np.concatenate([data.labels, ids[None].astype(data.labels.dtype)])
+    n = len(data)
+    return Dataset(
+        images=np.concatenate([data.images, atlas.astype(np.float32)]),
+        labels=labels,
+        names=[*data.names, "atlas"],
+        class_values=data.class_values,
+        pairs=atlas_pairs(n + 1, n),
+        source=f"{data.source}; every image to the atlas {args.atlas}",
+        spacing=data.spacing,
+    )
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    if args.noise < 0:
+        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    augment = NO_AUGMENTATION if args.no_augment else AugmentConfig()
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        crop=args.crop,
+        seed=args.seed,
+        max_offset=getattr(args, "max_offset", 2),
+        augment=AugmentConfig(**{**augment.__dict__, "noise": args.noise}),
+        val_every=args.val_every,
+    )
+
+
+def _check_out(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    if out.suffix != ".pt":
+        raise ValueError(f"--out must name a .pt file, got {out}")
+    if args.resume:
+        if not last_checkpoint_path(out).is_file():
+            raise FileNotFoundError(
+                f"cannot resume: {last_checkpoint_path(out)} does not exist; run without --resume"
+            )
+    elif out.exists() and not args.overwrite:
+        raise ValueError(
+            f"{out} already exists; choose another --out, pass --overwrite, or --resume"
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the folder of --out ({out.parent}) does not exist")
+    return out
+
+
+def _run(trainer: Trainer, args: argparse.Namespace, out: Path) -> None:
+    if args.resume:
+        trainer.resume()
+    show = ProgressPrinter() if trainer.is_main else None
+    events = trainer.run()
+    try:
+        for event in events:
+            if show is not None:
+                show(event)
+    except KeyboardInterrupt:
+        events.close()  # runs the trainer's final save even if Ctrl-C hit the printing
+        if trainer.is_main:
+            print(
+                f"\nstopped at step {trainer.step}; saved {last_checkpoint_path(out)} "
+                "(continue with --resume)"
+            )
+        raise
+    finally:
+        shutdown_distributed()
+    if trainer.is_main:
+        print(f"saved {out} (step {trainer.step}); curves in {out.with_suffix('.csv')}")
+
+
+def train_features(args: argparse.Namespace) -> None:
+    """``deepsim train-features``: train the feature extractor DeepSim compares."""
+    out = _check_out(args)
+    config = _train_config(args)
+    train, val = _datasets(args)
+    if args.kind == "segmentation" and (train.labels is None or train.num_classes < 2):
+        raise ValueError(
+            f"{args.data} has no label images with at least 2 classes; a segmentation extractor "
+            "needs labels (or use --kind autoencoder)"
+        )
+    context, device = init_distributed(resolve_device(args.device))
+    torch.manual_seed(args.seed)
+    network = FeatureExtractor(
+        train.ndim,
+        train.channels,
+        max(train.num_classes, 2),
+        _channels(args.channels),
+        kind=args.kind,
+        dice_weight=args.dice_weight,
+    )
+    trainer = FeatureTrainer(
+        network,
+        config,
+        train,
+        val,
+        out,
+        {"task": "features"},
+        device,
+        context.rank,
+        context.world_size,
+    )
+    _run(trainer, args, out)
+
+
+def _load_extractor(path: str, metric: str, train: Dataset) -> FeatureExtractor:
+    model = load_model(path)
+    require_kind(model, "features", path)
+    network = model.network
+    assert isinstance(network, FeatureExtractor)
+    if network.ndim != train.ndim or network.in_channels != train.channels:
+        raise ValueError(
+            f"the feature extractor {path} is {network.ndim}D with {network.in_channels} "
+            f"channel(s) but the data is {train.ndim}D with {train.channels}; train features "
+            "on this data"
+        )
+    wanted = "autoencoder" if metric == "deepsim-ae" else "segmentation"
+    if network.kind != wanted:
+        raise ValueError(
+            f"{metric} needs a {wanted} feature extractor but {path} is an {network.kind}; "
+            f"use --metric {'deepsim-ae' if network.kind == 'autoencoder' else 'deepsim'}"
+        )
+    return network
+
+
+def train_registration(args: argparse.Namespace) -> None:
+    """``deepsim train``: train a registration model with a similarity metric."""
+    if args.metric not in METRICS:
+        raise ValueError(f"unknown metric {args.metric!r}; valid metrics: {', '.join(METRICS)}")
+    spec = METRICS[args.metric]
+    out = _check_out(args)
+    config = _train_config(args)
+    train, val = _datasets(args)
+    lam = spec.default_lambda if args.lam is None else args.lam
+    options: dict[str, Any] = {}
+    metadata: dict[str, Any] = {"task": "registration"}
+    if spec.needs_extractor:
+        if not args.features:
+            raise ValueError(
+                f"the {args.metric} metric needs a trained feature extractor: train one with "
+                "`deepsim train-features` and pass --features F.pt"
+            )
+        options["extractor"] = _load_extractor(args.features, args.metric, train)
+        metadata["features"] = str(Path(args.features).resolve())
+    if spec.needs_weights:
+        options["weights"] = args.vgg_weights
+    if args.pairs:
+        train = Dataset(**{**train.__dict__, "pairs": read_pairs_csv(args.pairs, train.names)})
+    metric = get_metric(args.metric, **options)
+    context, device = init_distributed(resolve_device(args.device))
+    torch.manual_seed(args.seed)
+    network = RegistrationNet(
+        train.ndim, train.channels, _channels(args.channels), diffeomorphic=args.diffeomorphic
+    )
+    trainer = RegistrationTrainer(
+        network,
+        config,
+        train,
+        metric=metric,
+        metric_name=args.metric,
+        lam=lam,
+        regulariser=args.regulariser,
+        val=val,
+        out=out,
+        metadata=metadata,
+        device=device,
+        rank=context.rank,
+        world_size=context.world_size,
+    )
+    _run(trainer, args, out)
+
+
+def _registration_model(path: str) -> ModelFile:
+    model = load_model(path)
+    require_kind(model, "registration", path)
+    return model
+
+
+def register(args: argparse.Namespace) -> None:
+    """``deepsim register``: warp a moving image (or a whole stack) with a trained model."""
+    model = _registration_model(args.model)
+    device = resolve_device(args.device)
+    if args.series:
+        if args.images:
+            raise ValueError("give either FIXED MOVING or --series STACK, not both")
+        _register_series(model, args, device)
+        return
+    if len(args.images) != 2:
+        raise ValueError("register needs two images, FIXED and MOVING (or --series STACK)")
+    fixed_path, moving_path = args.images
+    fixed, _ = load_image_file(fixed_path)
+    moving, _ = load_image_file(moving_path)
+    raw_moving, _ = load_image_file(moving_path, normalise=False)
+    check_model_fits(model, fixed, f"the fixed image {fixed_path}")
+    check_model_fits(model, moving, f"the moving image {moving_path}")
+    ndim = model.ndim
+    shape = tuple(fixed.shape[1:])
+    moving_shape = tuple(moving.shape[1:])
+    if moving_shape != shape:
+        print(f"resampling the moving image from {moving_shape} to the fixed grid {shape}")
+        moving = np.stack([resample(c, shape, order=1) for c in moving])
+        raw_moving = np.stack([resample(c, shape, order=1) for c in raw_moving])
+    moving_labels = [_labels_on_grid(p, moving_shape, shape) for p in args.labels]
+    fixed_labels = None
+    if args.fixed_labels:
+        fixed_labels = load_label_file(args.fixed_labels)
+        if fixed_labels.shape != shape:
+            raise ValueError(
+                f"--fixed-labels {args.fixed_labels} has shape {fixed_labels.shape} but the "
+                f"fixed image {shape}; pass the fixed image's labels"
+            )
+    suffix = image_suffix(ndim)
+    label_names = [f"warped_{Path(p).name.split('.')[0]}{suffix}" for p in args.labels]
+    names = [f"warped{suffix}", "displacement.npy", f"displacement{suffix}", f"jacobian{suffix}"]
+    out = prepare_output_dir(args.out, names + label_names, args.overwrite)
+    start = time.perf_counter()
+    disp = predict(model.network, moving[None], fixed[None], device)
+    seconds = time.perf_counter() - start
+    warped = warp_array(raw_moving, disp)
+    write_image(out / names[0], warped[0] if warped.shape[0] == 1 else warped, ndim)
+    np.save(out / names[1], disp[0].numpy())
+    write_image(out / names[2], disp[0].numpy(), ndim)
+    write_image(out / names[3], jacobian_array(disp), ndim)
+    stats = field_regularity(disp)
+    print(
+        f"registered {moving_path} onto {fixed_path} in {seconds:.2f} s: "
+        f"folding {stats['folding_percent']:.3f} %, std log|J| {stats['sdlogj']:.3f}"
+    )
+    for path, labels, name in zip(args.labels, moving_labels, label_names, strict=True):
+        warped_labels = warp_label_array(labels, disp)
+        write_image(out / name, warped_labels, ndim)
+        if fixed_labels is not None:
+            print(
+                f"Dice ({Path(path).name} vs {Path(args.fixed_labels).name}): "
+                f"{mean_dice(labels, fixed_labels):.4f} before -> "
+                f"{mean_dice(warped_labels, fixed_labels):.4f} after"
+            )
+    print(f"wrote {', '.join(names + label_names)} to {out}")
+
+
+def _labels_on_grid(path: str, moving_shape: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Read moving labels and bring them onto the fixed grid like the moving image."""
+    labels = load_label_file(path)
+    if labels.shape == shape:
+        return labels
+    if labels.shape == moving_shape:
+        return resample(labels, shape, order=0)
+    raise ValueError(
+        f"the labels {path} have shape {labels.shape}, but the moving image has {moving_shape}; "
+        "pass the moving image's labels"
+    )
+
+
+def _register_series(model: ModelFile, args: argparse.Namespace, device: torch.device) -> None:
+    stack = load_dataset(args.series, labels="none", ndim=args.ndim)
+    check_model_fits(model, stack.images[0], f"the frames of {args.series}")
+    reference: int | str = args.reference
+    if reference != "previous":
+        try:
+            reference = int(reference)
+        except ValueError:
+            raise ValueError(
+                f"--reference must be a frame index or 'previous', got {args.reference!r}"
+            ) from None
+    ndim = model.ndim
+    suffix = image_suffix(ndim)
+    names = [f"warped{suffix}", "displacements.npy", f"jacobians{suffix}"]
+    out = prepare_output_dir(args.out, names, args.overwrite)
+    start = time.perf_counter()
+    result = register_series(model.network, stack.images, reference, device, args.batch_size)
+    seconds = time.perf_counter() - start
+    warped = result.warped.numpy()
+    write_image(out / names[0], warped[:, 0] if warped.shape[1] == 1 else warped, ndim)
+    np.save(out / names[1], result.displacements.numpy())
+    jac = np.stack([jacobian_array(d[None]) for d in result.displacements])
+    write_image(out / names[2], jac, ndim)
+    folding = float((jac <= 0).mean() * 100)
+    n = len(stack)
+    print(
+        f"registered {n} frames of {args.series} to {reference} in {seconds:.2f} s "
+        f"({n / seconds:.1f} frames/s); folding {folding:.3f} %"
+    )
+    print(f"wrote {', '.join(names)} to {out}")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """``deepsim evaluate``: Dice, folding and time per pair and model; CSV tables."""
+    if not args.models and not args.baseline:
+        raise ValueError("nothing to evaluate: pass --models R.pt ... and/or --baseline identity")
+    frames = parse_frames(args.frames) if args.frames else None
+    data = load_dataset(
+        args.data, frames=frames, labels=args.labels, ndim=args.ndim, label_file=args.label_file
+    )
+    data = _with_atlas(data, args)
+    if data.labels is None:
+        raise ValueError(f"{args.data} has no label images; evaluation needs labels for Dice")
+    if args.pairs:
+        pairs = read_pairs_csv(args.pairs, data.names)
+    else:
+        pairs = data.pairs if data.pairs is not None else consecutive_pairs(len(data))
+    if not pairs:
+        raise ValueError("the selected data holds no pair; select at least 2 frames")
+    models: list[tuple[str, str, torch.nn.Module | None]] = [
+        ("identity", "identity", None) for _ in args.baseline
+    ]
+    for path in args.models:
+        model = _registration_model(path)
+        check_model_fits(model, data.images[0], f"the data {args.data}")
+        models.append((Path(path).stem, model.metadata.get("metric", "?"), model.network))
+    out = prepare_output_dir(args.out, ["pairs.csv", "summary.csv"], args.overwrite)
+    device = resolve_device(args.device)
+    pair_rows, summary_rows = [], []
+    for name, metric, network in models:
+        rows = evaluate_pairs(data.images, data.labels, pairs, network, data.class_values, device)
+        for row in rows:
+            row.update(
+                model=name,
+                metric=metric,
+                moving_name=data.names[int(row["moving"])],
+                fixed_name=data.names[int(row["fixed"])],
+            )
+        pair_rows += rows
+        summary_rows.append({"model": name, "metric": metric, **summarise(rows)})
+    _write_csv(out / "pairs.csv", pair_rows, ["model", "metric", "moving_name", "fixed_name"])
+    _write_csv(out / "summary.csv", summary_rows, ["model", "metric"])
+    header = ("model", "metric", "dice", "sd", "fold%", "sdlogj", "s/pair")
+    print("{:<24} {:<10} {:>7} {:>6} {:>7} {:>7} {:>7}".format(*header))
+    for r in summary_rows:
+        print(
+            f"{r['model']:<24} {r['metric']:<10} {r['dice']:>7.4f} {r['dice_sd']:>6.4f} "
+            f"{r['folding_percent']:>7.3f} {r['sdlogj']:>7.3f} {r['seconds_per_pair']:>7.3f}"
+        )
+    print(f"{len(pairs)} pairs; wrote {out / 'pairs.csv'} and {out / 'summary.csv'}")
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], first: list[str]) -> None:
+    fields = list(first)
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def info(args: argparse.Namespace) -> None:
+    """``deepsim info``: print what a model file holds."""
+    model = load_model(args.model)
+    params = sum(p.numel() for p in model.network.parameters())
+    print(f"{args.model}: {model.kind} model, {model.ndim}D, {params:,} parameters")
+    for key, value in model.metadata.items():
+        shown = json.dumps(value) if isinstance(value, dict | list) else value
+        print(f"  {key}: {shown}")
+    if model.training_state:
+        print(f"  resumable checkpoint at step {model.training_state.get('step')}")

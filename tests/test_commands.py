@@ -1,0 +1,430 @@
+"""The deepsim sub-commands end to end on small real data from ../shared/data."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from src_training.cli import main
+from src_training.demo import sample_dataset
+from src_training.modelio import load_model
+from src_training.networks import RegistrationNet
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ISBI = DATA / "isbi2012_em"
+C2C12 = DATA / "small_timelapses" / "c2c12_phase_data_small.npz"
+BIN = Path(sys.executable).parent
+TINY = ["--channels", "4,8,16", "--crop", "48", "--device", "cpu", "--batch-size", "2"]
+
+needs_data = pytest.mark.skipif(
+    not ISBI.is_dir(), reason="../shared/data is not beside the checkout"
+)
+
+
+def _sample_npz(path):
+    data = sample_dataset()
+    np.savez(path, images=data.images[:, 0], labels=data.labels)
+    return path
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A feature extractor and a DeepSim model trained for a few steps on ISBI EM."""
+    if not ISBI.is_dir():
+        pytest.skip("../shared/data is not beside the checkout")
+    out = tmp_path_factory.mktemp("models")
+    f, r = out / "f.pt", out / "r.pt"
+    assert (
+        main(
+            ["train-features", str(ISBI), "--frames", "0:4", "--steps", "3", *TINY, "--out", str(f)]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                str(ISBI),
+                "--metric",
+                "deepsim",
+                "--features",
+                str(f),
+                "--frames",
+                "0:4",
+                "--val-frames",
+                "20:22",
+                "--val-every",
+                "2",
+                "--steps",
+                "3",
+                *TINY,
+                "--out",
+                str(r),
+            ]
+        )
+        == 0
+    )
+    return f, r
+
+
+@needs_data
+@pytest.mark.slow
+def test_train_writes_model_checkpoint_and_curves(trained):
+    f, r = trained
+    meta = load_model(r).metadata
+    assert meta["metric"] == "deepsim" and meta["lam"] == 1.0  # the metric's default
+    assert meta["class_values"] == [0, 255] and "frames 0:4" in meta["train_data"]
+    assert meta["features"] == str(f.resolve())
+    assert load_model(r.with_name("r.last.pt")).training_state["step"] == 3
+    rows = _rows(r.with_suffix(".csv"))
+    assert [row["step"] for row in rows if row["loss"]] == ["1", "2", "3"]
+    assert [row["step"] for row in rows if row["val_dice"]] == ["2", "3"]
+    assert load_model(f).network.kind == "segmentation"
+
+
+@needs_data
+@pytest.mark.slow
+def test_evaluate_writes_the_tables_with_the_identity_row(trained, tmp_path, capsys):
+    _, r = trained
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(ISBI),
+                "--frames",
+                "25:28",
+                "--models",
+                str(r),
+                "--baseline",
+                "identity",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    summary = _rows(out / "summary.csv")
+    assert [row["model"] for row in summary] == ["identity", "r"]
+    for column in (
+        "model",
+        "metric",
+        "dice",
+        "dice_sd",
+        "folding_percent",
+        "sdlogj",
+        "seconds_per_pair",
+        "dice_0",
+        "dice_255",
+    ):
+        assert column in summary[0]
+    pairs = _rows(out / "pairs.csv")
+    assert len(pairs) == 4 and {p["moving_name"] for p in pairs} == {"26", "27"}
+    identity = [p for p in pairs if p["model"] == "identity"]
+    # the identity Dice is the plain overlap of consecutive label images
+    from src_training.datasets import load_dataset
+    from src_training.evaluation import mean_dice
+
+    labels = load_dataset(ISBI, frames=slice(25, 27)).labels
+    assert float(identity[0]["dice"]) == pytest.approx(mean_dice(labels[1], labels[0]))
+    assert "2 pairs" in capsys.readouterr().out
+
+
+@needs_data
+@pytest.mark.slow
+def test_register_a_pair_writes_every_output_and_reports_dice(trained, tmp_path, capsys):
+    _, r = trained
+    out = tmp_path / "reg"
+    args = [
+        "register",
+        "--model",
+        str(r),
+        str(ISBI / "images/25.png"),
+        str(ISBI / "images/26.png"),
+        "--labels",
+        str(ISBI / "labels/26.png"),
+        "--fixed-labels",
+        str(ISBI / "labels/25.png"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "displacement.npy",
+        "displacement.tif",
+        "jacobian.tif",
+        "warped.tif",
+        "warped_26.tif",
+    ]
+    assert np.load(out / "displacement.npy").shape == (2, 512, 512)
+    warped_labels = tifffile.imread(out / "warped_26.tif")
+    assert set(np.unique(warped_labels)) <= {0, 255}
+    warped = tifffile.imread(out / "warped.tif")
+    assert warped.shape == (512, 512) and warped.max() > 100  # original intensities, not [0,1]
+    assert "before ->" in capsys.readouterr().out
+    assert main(args) == 2  # never overwrites silently
+    assert "already holds" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.slow
+def test_register_a_series_to_its_predecessors(trained, tmp_path):
+    _, r = trained
+    assert (
+        main(
+            [
+                "register",
+                "--model",
+                str(r),
+                "--series",
+                str(C2C12),
+                "--reference",
+                "previous",
+                "--out",
+                str(tmp_path / "s"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    disp = np.load(tmp_path / "s" / "displacements.npy")
+    assert disp.shape == (10, 2, 234, 234)
+    assert not disp[0].any()  # frame 0 is the reference
+    assert tifffile.imread(tmp_path / "s" / "warped.tif").shape == (10, 234, 234)
+    assert (
+        main(
+            [
+                "register",
+                "--model",
+                str(r),
+                "--series",
+                str(C2C12),
+                "--reference",
+                "12",
+                "--out",
+                str(tmp_path / "t"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
+
+
+@needs_data
+def test_user_errors_exit_2_with_one_sentence(trained, tmp_path, capsys):
+    f, r = trained
+    cases = [
+        (
+            ["train", str(ISBI), "--metric", "deepsim", "--out", str(tmp_path / "a.pt")],
+            "needs a trained feature extractor",
+        ),
+        (["train", str(ISBI), "--metric", "mse", "--out", str(r)], "already exists"),
+        (
+            ["train", str(ISBI), "--metric", "mse", "--resume", "--out", str(tmp_path / "b.pt")],
+            "cannot resume",
+        ),
+        (
+            [
+                "train",
+                str(ISBI),
+                "--metric",
+                "deepsim-ae",
+                "--features",
+                str(f),
+                "--out",
+                str(tmp_path / "c.pt"),
+            ],
+            "needs a autoencoder feature extractor",
+        ),
+        (
+            ["train", str(ISBI), "--metric", "nope", "--out", str(tmp_path / "d.pt")],
+            "unknown metric 'nope'",
+        ),
+        (
+            [
+                "register",
+                "--model",
+                str(f),
+                str(ISBI / "images/00.png"),
+                str(ISBI / "images/01.png"),
+            ],
+            "holds a features model",
+        ),
+        (
+            [
+                "evaluate",
+                str(ISBI),
+                "--frames",
+                "40:50",
+                "--baseline",
+                "identity",
+                "--out",
+                str(tmp_path / "e"),
+            ],
+            "select nothing",
+        ),
+        (["info", str(ISBI / "images/00.png")], "not a napari-deepsim model file"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err, (args, err)
+        assert "Traceback" not in err
+
+
+@needs_data
+def test_a_3d_model_refuses_2d_images(tmp_path, capsys):
+    from src_training.modelio import save_model
+    from src_training.networks import RegistrationNet
+
+    model = save_model(tmp_path / "m3.pt", RegistrationNet(3, channels=(4,)), {})
+    assert (
+        main(
+            [
+                "register",
+                "--model",
+                str(model),
+                str(ISBI / "images/00.png"),
+                str(ISBI / "images/01.png"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "registers 3D images but the fixed image" in capsys.readouterr().err
+
+
+def test_info_shows_the_metadata(tmp_path, capsys):
+    from src_training.modelio import save_model
+    from src_training.networks import RegistrationNet
+
+    path = save_model(tmp_path / "m.pt", RegistrationNet(2, channels=(4,)), {"metric": "mind"})
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "registration model, 2D" in out and "metric: mind" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_saves_a_resumable_checkpoint(tmp_path):
+    data = _sample_npz(tmp_path / "cells.npz")
+    out = tmp_path / "r.pt"
+    proc = subprocess.Popen(
+        [
+            BIN / "deepsim",
+            "train",
+            str(data),
+            "--metric",
+            "mse",
+            "--steps",
+            "100000",
+            "--channels",
+            "4,8",
+            "--crop",
+            "32",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = out.with_suffix(".csv")
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 4):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    step = load_model(out.with_name("r.last.pt")).training_state["step"]
+    assert step >= 3
+    assert f"stopped at step {step}" in stdout
+    assert int(_rows(log)[-1]["step"]) == step
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    data = _sample_npz(tmp_path / "cells.npz")
+    common = [
+        "train",
+        str(data),
+        "--metric",
+        "mse",
+        "--steps",
+        "3",
+        "--channels",
+        "4,8",
+        "--crop",
+        "32",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+        "--lr",
+        "1e-4",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [BIN / "deepsim", *common, "--batch-size", "4", "--out", str(tmp_path / "one.pt")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            BIN / "torchrun",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "src_training.cli",
+            *common,
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "two.pt"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    one = load_model(tmp_path / "one.pt")
+    two = load_model(tmp_path / "two.pt")
+    assert two.metadata["world_size"] == 2 and one.metadata["world_size"] == 1
+    a = np.concatenate([p.detach().numpy().ravel() for p in one.network.parameters()])
+    b = np.concatenate([p.detach().numpy().ravel() for p in two.network.parameters()])
+    # The ranks average their gradients where one process takes the batch mean: equal up
+    # to float rounding. Adam divides by |g|, so a parameter whose gradient is ~0 can step
+    # by up to lr in either direction: no parameter differs by more than 2 * lr * steps,
+    # and nearly all agree to 1e-6.
+    diff = np.abs(a - b)
+    assert diff.max() <= 2 * 1e-4 * 3
+    assert np.mean(diff < 1e-6) > 0.99
+    torch.manual_seed(1)
+    start = np.concatenate(
+        [p.detach().numpy().ravel() for p in RegistrationNet(2, 1, (4, 8)).parameters()]
+    )
+    assert np.abs(a - start).max() > 1e-4  # the three steps did move the weights
