@@ -599,20 +599,14 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
 
 def _match_stems(reference: dict[str, Path], candidates: dict[str, Path]) -> dict[str, Path]:
     """Return ``candidates`` ordered like ``reference``; the stems must be the same."""
-    for stem, path in reference.items():
-        if stem not in candidates:
-            folder = next(iter(candidates.values())).parent
-            raise ValueError(
-                f"{path} has no matching file in {folder} (files are matched by name "
-                "without suffix)"
-            )
-    for stem, path in candidates.items():
-        if stem not in reference:
-            folder = next(iter(reference.values())).parent
-            raise ValueError(
-                f"{path} has no matching file in {folder} (files are matched by name "
-                "without suffix)"
-            )
+    for ours, theirs in ((reference, candidates), (candidates, reference)):
+        for stem, path in ours.items():
+            if stem not in theirs:
+                folder = next(iter(theirs.values())).parent
+                raise ValueError(
+                    f"{path} has no matching file in {folder} (files are matched by name "
+                    "without suffix)"
+                )
     return {stem: candidates[stem] for stem in reference}
 
 

@@ -428,3 +428,111 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tmp_path):
         [p.detach().numpy().ravel() for p in RegistrationNet(2, 1, (4, 8)).parameters()]
     )
     assert np.abs(a - start).max() > 1e-4  # the three steps did move the weights
+
+
+PROSTATE = DATA / "prostate_mr_us_3d"
+BRAIN = DATA / "brain_mri_3d"
+MNI = DATA / "mni152_2009" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
+
+@needs_data
+@pytest.mark.slow
+def test_3d_paired_mr_us_train_and_evaluate(tmp_path):
+    out = tmp_path / "p.pt"
+    assert (
+        main(
+            [
+                "train",
+                str(PROSTATE / "train"),
+                "--frames",
+                "0:4",
+                "--metric",
+                "ncc-sup",
+                "--steps",
+                "2",
+                "--channels",
+                "4,8",
+                "--crop",
+                "24",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert load_model(out).ndim == 3
+    assert (
+        main(
+            [
+                "evaluate",
+                str(PROSTATE / "test"),
+                "--models",
+                str(out),
+                "--baseline",
+                "identity",
+                "--out",
+                str(tmp_path / "e"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    rows = _rows(tmp_path / "e" / "pairs.csv")
+    assert {r["moving_name"] for r in rows} == {"case000025/moving", "case000026/moving"}
+    assert {r["model"] for r in rows} == {"identity", "p"}
+
+
+@needs_data
+@pytest.mark.slow
+def test_3d_brain_to_atlas_smoke(tmp_path, capsys):
+    out = tmp_path / "b.pt"
+    assert (
+        main(
+            [
+                "train",
+                str(BRAIN),
+                "--atlas",
+                str(MNI),
+                "--labels",
+                "none",
+                "--metric",
+                "mse",
+                "--steps",
+                "1",
+                "--channels",
+                "4,8",
+                "--crop",
+                "32",
+                "--batch-size",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    meta = load_model(out).metadata
+    assert "every image to the atlas" in meta["train_data"]
+    assert (
+        main(
+            [
+                "train",
+                str(BRAIN),
+                "--atlas",
+                str(MNI),
+                "--metric",
+                "mse",
+                "--out",
+                str(tmp_path / "c.pt"),
+            ]
+        )
+        == 2
+    )
+    assert "pass --atlas-labels" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Overlays and displacement files: analytic grids, shifts, checkerboards, folds, I/O."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_deepsim import _io
+from napari_deepsim._overlays import (
+    checkerboard,
+    folds,
+    grid_lines,
+    grid_mask,
+    raster_grid,
+    subsampled_vectors,
+)
+from src_training.registration import warp_array
+
+
+def _shift(shape, *shift):
+    return np.stack([np.full(shape, s, np.float32) for s in shift])
+
+
+def test_zero_field_gives_straight_lines_on_multiples_of_the_spacing():
+    lines = grid_lines(np.zeros((2, 20, 30), np.float32), spacing=8)
+    rows, cols = lines[:3], lines[3:]
+    assert len(rows) == 3 and len(cols) == 4  # rows 0, 8, 16; columns 0, 8, 16, 24
+    for r, line in zip((0, 8, 16), rows, strict=True):
+        np.testing.assert_array_equal(line, np.stack([np.full(30, r), np.arange(30)], axis=1))
+    for c, line in zip((0, 8, 16, 24), cols, strict=True):
+        np.testing.assert_array_equal(line, np.stack([np.arange(20), np.full(20, c)], axis=1))
+
+
+def test_constant_shift_moves_every_line_to_where_it_samples_the_moving_image():
+    disp = _shift((16, 16), 2.5, -3.0)
+    straight = grid_lines(np.zeros_like(disp), spacing=4)
+    for moved, line in zip(grid_lines(disp, spacing=4), straight, strict=True):
+        np.testing.assert_allclose(moved, line + np.array([2.5, -3.0]))
+    # The pull-back convention: the fixed point p shows moving(p + u), so a bright dot of the
+    # moving image at (7.5, 5) appears in the warped image at (5, 8), the grid node at p.
+    moving = np.zeros((16, 16), np.float32)
+    moving[7:9, 5] = 1
+    warped = warp_array(moving[None], torch.from_numpy(disp)[None])[0]
+    assert warped[5, 8] == pytest.approx(1.0)
+
+
+def test_raster_grid_of_a_zero_field_is_the_straight_grid():
+    grid = raster_grid(np.zeros((2, 12, 10), np.float32), spacing=4)
+    expected = np.zeros((12, 10), np.float32)
+    expected[::4] = 1
+    expected[:, ::4] = 1
+    np.testing.assert_allclose(grid, expected, atol=1e-5)
+    grid3d = raster_grid(np.zeros((3, 9, 9, 9), np.float32), spacing=4)
+    np.testing.assert_allclose(grid3d, grid_mask((9, 9, 9), 4), atol=1e-5)
+    on = np.argwhere(grid3d > 0.5)
+    assert ((on % 4 == 0).sum(axis=1) >= 2).all()  # lines through lattice nodes, no planes
+    assert grid3d[0, 0, 3] > 0.5 and grid3d[0, 3, 3] < 0.5
+
+
+def test_raster_grid_moves_with_an_integer_shift():
+    grid = raster_grid(_shift((16, 16), 0.0, 2.0), spacing=8)
+    assert grid[3, 6] == pytest.approx(1)  # column 6 samples the grid line at column 8
+    assert grid[3, 8] == pytest.approx(0, abs=1e-5) and grid[8, 3] == pytest.approx(1)
+
+
+def test_checkerboard_alternates_tiles_in_2d_and_3d():
+    a, b = np.zeros((8, 8)), np.ones((8, 8))
+    board = checkerboard(a, b, tiles=4)
+    expected = np.indices((4, 4)).sum(axis=0) % 2
+    np.testing.assert_array_equal(board[::2, ::2], expected)
+    np.testing.assert_array_equal(board[1::2, 1::2], expected)
+    cube = checkerboard(np.zeros((4, 4, 4)), np.ones((4, 4, 4)), tiles=2)
+    assert cube[0, 0, 0] == 0 and cube[0, 0, 3] == 1 and cube[3, 3, 0] == 0 and cube[3, 3, 3] == 1
+    with pytest.raises(ValueError, match="differ in shape"):
+        checkerboard(a, np.ones((4, 4)), 2)
+
+
+def test_vectors_start_on_the_fixed_grid_and_point_along_the_field():
+    disp = _shift((6, 9), 1.0, -2.0)
+    vectors = subsampled_vectors(disp, step=3)
+    assert vectors.shape == (6, 2, 2)
+    np.testing.assert_array_equal(vectors[:, 0], [[0, 0], [0, 3], [0, 6], [3, 0], [3, 3], [3, 6]])
+    np.testing.assert_array_equal(vectors[:, 1], np.tile([1.0, -2.0], (6, 1)))
+
+
+def test_folds_marks_only_non_positive_determinants():
+    jac = np.array([[1.0, 0.0], [-0.5, 1e-6]])
+    np.testing.assert_array_equal(folds(jac), [[0, 1], [1, 0]])
+    assert folds(jac).dtype == np.uint8
+
+
+def test_bad_fields_and_spacings_are_refused():
+    with pytest.raises(ValueError, match="displacement field"):
+        grid_lines(np.zeros((3, 4, 4, 4)), 2)
+    with pytest.raises(ValueError, match="positive"):
+        grid_lines(np.zeros((2, 4, 4)), 0)
+
+
+def test_displacement_files_round_trip_through_reader_and_writer(tmp_path):
+    field = np.random.default_rng(0).normal(size=(2, 5, 6)).astype(np.float32)
+    path = tmp_path / "field.npy"
+    data, meta, kind = _io.displacement_layer_data(field)
+    assert data is field and kind == "image" and meta["contrast_limits"][0][0] < 0
+    written = _io.write_displacement(str(path), [(field, {"metadata": {_io.MARK: True}}, kind)])
+    assert written == [str(path)]
+    reader = _io.get_reader(str(path))
+    assert reader is _io.read_displacement
+    [(read, kwargs, kind)] = reader(str(path))
+    np.testing.assert_array_equal(read, field)
+    assert kind == "image" and kwargs["channel_axis"] == 0
+    assert kwargs["name"] == ["field axis 0", "field axis 1"]
+    # The per-axis layers napari makes from the reader write back as one field, in axis order.
+    split = [(read[i], {"metadata": kwargs["metadata"][i]}, "image") for i in (1, 0)]
+    _io.write_displacement(str(tmp_path / "again.npy"), split)
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), field)
+
+
+def test_reader_declines_other_npy_files_and_writer_other_layers(tmp_path):
+    np.save(tmp_path / "image.npy", np.zeros((64, 64), np.float32))
+    np.save(tmp_path / "ints.npy", np.zeros((2, 8, 8), np.int32))
+    (tmp_path / "broken.npy").write_bytes(b"not numpy")
+    for name in ("image.npy", "ints.npy", "broken.npy"):
+        assert _io.get_reader(str(tmp_path / name)) is None
+    assert _io.get_reader(str(tmp_path / "x.tif")) is None
+    with pytest.raises(ValueError, match="only displacement layers"):
+        _io.write_displacement(str(tmp_path / "o.npy"), [(np.zeros((2, 4, 4)), {}, "image")])
+    with pytest.raises(ValueError, match="not a NumPy"):
+        _io.load_displacement(tmp_path / "broken.npy")

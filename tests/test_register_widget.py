@@ -1,0 +1,284 @@
+"""The Register widget end to end in a real viewer, on the built-in synthetic sample."""
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from napari.layers import Image, Labels, Shapes
+
+import napari_deepsim._register_widget as register_module
+from napari_deepsim._register_widget import RegisterWidget
+from src_training.modelio import load_model, save_model
+from src_training.networks import FeatureExtractor, RegistrationNet
+
+pytestmark = pytest.mark.gui
+
+SHIFT = (1.5, -2.5)  # the head bias: a clearly non-zero, fold-free field
+SCALE, TRANSLATE = (0.5, 0.5), (10.0, 20.0)
+
+
+def _registration_model(path, ndim=2):
+    torch.manual_seed(0)
+    net = RegistrationNet(ndim, channels=(4, 8))
+    with torch.no_grad():
+        net.unet.head.bias.copy_(torch.tensor(SHIFT[:ndim] + (1.0,) * (ndim - 2)))
+    return save_model(path, net, {"metric": "ncc"})
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    features = FeatureExtractor(2, 1, 3, channels=(4, 8))
+    return {
+        "2d": _registration_model(folder / "reg2d.pt"),
+        "3d": _registration_model(folder / "reg3d.pt", ndim=3),
+        "features": save_model(folder / "features.pt", features, {}),
+    }
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr(register_module, "show_error", shown.append)
+    return shown
+
+
+def _pair_widget(make_napari_viewer, model=None, show=False):
+    viewer = make_napari_viewer(show=show)
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    viewer.layers["fixed"].scale = SCALE
+    viewer.layers["fixed"].translate = TRANSLATE
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    assert isinstance(widget, RegisterWidget)
+    if model is not None:
+        widget.set_model(model)
+    return viewer, widget
+
+
+def _run(widget, qtbot):
+    worker = widget.register()
+    assert worker is not None and worker.pbar.total == register_module.STAGES
+    qtbot.waitUntil(lambda: not widget.running, timeout=30000)
+
+
+def _outputs(viewer):
+    return [layer for layer in viewer.layers if register_module.SOURCE in layer.metadata]
+
+
+def test_register_adds_every_output_on_the_fixed_grid(
+    make_napari_viewer, qtbot, models, errors, monkeypatch
+):
+    threads = []
+
+    def spy(job):
+        threads.append(threading.current_thread())
+        return (yield from run(job))
+
+    run = register_module.run
+    monkeypatch.setattr(register_module, "run", spy)
+    viewer, widget = _pair_widget(make_napari_viewer, models["2d"])
+    assert widget.fixed.value is viewer.layers["fixed"]  # the sample's layers are preselected
+    assert widget.moving_labels.value is viewer.layers["moving labels"]
+    extra = viewer.add_image(viewer.layers["moving"].data * 2, name="moving copy")
+    widget.extras.value = [extra]
+    _run(widget, qtbot)
+    assert errors == []
+    assert threads and threads[0] is not threading.main_thread()  # never on the GUI thread
+    names = {layer.name for layer in _outputs(viewer)}
+    assert names == {
+        "moving warped",
+        "moving labels warped",
+        "moving copy warped",
+        "moving grid",
+        "moving Jacobian",
+        "moving folds",
+        "moving checkerboard",
+    }
+    for layer in _outputs(viewer):
+        np.testing.assert_array_equal(layer.scale, SCALE)
+        np.testing.assert_array_equal(layer.translate, TRANSLATE)
+        if not isinstance(layer, Shapes):
+            assert layer.data.shape == (128, 128)
+    grid = viewer.layers["moving grid"]
+    assert isinstance(grid, Shapes) and len(grid.data) == 16  # 128 / 16 rows + columns
+    assert set(grid.shape_type) == {"path"}
+    np.testing.assert_allclose(grid.data[0][:, 0], SHIFT[0], atol=0.01)  # row 0 moved by u
+    assert isinstance(viewer.layers["moving labels warped"], Labels)
+    assert isinstance(viewer.layers["moving folds"], Labels)
+    assert viewer.layers["moving folds"].data.max() == 0
+    jacobian = viewer.layers["moving Jacobian"]
+    assert jacobian.contrast_limits == [0.0, 2.0]
+    np.testing.assert_allclose(widget.field.mean(axis=(1, 2)), SHIFT, atol=0.05)
+    warped, copy = viewer.layers["moving warped"].data, viewer.layers["moving copy warped"].data
+    np.testing.assert_allclose(copy, 2 * warped, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(warped, viewer.layers["moving"].data)
+    text = widget.results.text()
+    assert text.startswith("Dice 0.") and " -> 0." in text
+    assert "% folding" in text and "sdlogj" in text and " s on cpu" in text
+
+    count = len(viewer.layers)
+    _run(widget, qtbot)  # re-running replaces the outputs of this moving layer
+    assert len(viewer.layers) == count
+    assert errors == []
+
+
+def test_field_save_load_and_apply(make_napari_viewer, qtbot, models, errors, tmp_path):
+    viewer, widget = _pair_widget(make_napari_viewer, models["2d"])
+    widget.show_checkerboard.value = False
+    _run(widget, qtbot)
+    target = viewer.add_image(viewer.layers["moving"].data, name="other channel")
+    layer = widget.apply_field(target)
+    np.testing.assert_allclose(layer.data, viewer.layers["moving warped"].data, atol=1e-5)
+    np.testing.assert_array_equal(layer.scale, SCALE)  # the field's grid is the fixed layer's
+    field = widget.field.copy()
+    saved = widget.save_field(tmp_path / "field.npy")
+    assert saved == str(tmp_path / "field.npy")
+    widget._field = None
+    np.testing.assert_array_equal(widget.load_field(saved), field)
+    count = len(viewer.layers)
+    again = widget.apply_field(target)  # applying again replaces the earlier result
+    assert len(viewer.layers) == count
+    np.testing.assert_allclose(again.data, layer.data)
+    np.testing.assert_array_equal(again.scale, target.scale)  # a file has no grid: the target's
+    labels = widget.apply_field(viewer.layers["fixed labels"])
+    assert isinstance(labels, Labels) and labels.data.dtype == viewer.layers["fixed labels"].dtype
+    assert set(np.unique(labels.data)) <= {0, 1, 2}
+    # The napari reader opens the saved field as one layer per axis.
+    before = len(viewer.layers)
+    viewer.open(saved, plugin="napari-deepsim")
+    assert [layer.name for layer in viewer.layers[before:]] == ["field axis 0", "field axis 1"]
+    assert errors == []
+
+
+def test_bad_inputs_are_reported_and_the_viewer_keeps_working(
+    make_napari_viewer, qtbot, models, errors, tmp_path
+):
+    viewer, widget = _pair_widget(make_napari_viewer)
+    assert widget.register() is None
+    assert "no model chosen" in errors[-1].lower()
+
+    for model, message in (
+        (models["features"], "features model"),
+        (models["3d"], "registers 3D images"),
+    ):
+        widget.set_model(model)
+        _run(widget, qtbot)
+        assert message in errors[-1]
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"definitely not a model")
+    widget.set_model(garbage)
+    _run(widget, qtbot)
+    assert "not a napari-deepsim model file" in errors[-1]
+
+    widget.set_model(load_model(models["features"]))
+    assert "features model" in errors[-1]
+    widget.set_model(models["2d"])
+    small = viewer.add_labels(np.zeros((64, 64), np.uint8), name="small labels")
+    widget.moving_labels.value = small
+    assert widget.register() is None
+    assert "have shape (64, 64)" in errors[-1]
+
+    (tmp_path / "bad.npy").write_bytes(b"nope")
+    assert widget.load_field(tmp_path / "bad.npy") is None
+    assert widget.apply_field(viewer.layers["moving"]) is None  # no field yet
+    assert len(errors) == 8 and all(e.endswith(".") for e in errors)
+    assert not _outputs(viewer)
+
+    widget.moving_labels.value = viewer.layers["moving labels"]
+    _run(widget, qtbot)  # the widget still works after all that
+    assert "moving warped" in viewer.layers
+
+
+def test_time_lapse_registers_every_frame_to_its_predecessor(
+    make_napari_viewer, qtbot, models, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
+    widget = RegisterWidget(viewer)
+    stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]
+    widget.fixed.value = widget.moving.value = stack
+    widget.moving_labels.value = widget.fixed_labels.value = labels
+    assert not widget.reference.native.isHidden()  # the stack reference control shows
+    widget.reference.value = "previous"
+    widget.show_checkerboard.value = False
+    widget.set_model(load_model(models["2d"]))  # a model another widget trained in this viewer
+    assert "2D model trained here (ncc)" in widget.model_info.value
+    _run(widget, qtbot)
+    assert errors == []
+    for name, kind in (
+        ("noisy cells warped", Image),
+        ("noisy cells labels warped", Labels),
+        ("noisy cells Jacobian", Image),
+        ("noisy cells folds", Labels),
+        ("noisy cells grid", Image),
+    ):
+        assert isinstance(viewer.layers[name], kind)
+        assert viewer.layers[name].data.shape == (8, 128, 128)
+    assert widget.field.shape == (8, 2, 128, 128)
+    np.testing.assert_array_equal(widget.field[0], 0)  # frame 0 is the reference
+    assert "Dice" in widget.results.text()
+
+
+def test_3d_volumes_of_different_shapes_get_a_raster_grid(make_napari_viewer, qtbot, models):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    fixed = viewer.add_image(rng.random((12, 20, 16)).astype(np.float32), name="fixed volume")
+    fixed.scale, fixed.translate = (2.0, 0.5, 0.5), (1.0, 10.0, 20.0)
+    moving = viewer.add_image(rng.random((10, 16, 16)).astype(np.float32), name="moving volume")
+    widget = RegisterWidget(viewer)
+    widget.fixed.value, widget.moving.value = fixed, moving
+    widget.set_model(models["3d"])
+    _run(widget, qtbot)
+    grid = viewer.layers["moving volume grid"]
+    assert isinstance(grid, Image) and grid.data.shape == (12, 20, 16)
+    for name in ("warped", "grid", "Jacobian", "folds", "checkerboard"):
+        layer = viewer.layers[f"moving volume {name}"]
+        assert layer.data.shape == (12, 20, 16)  # moving resampled onto the fixed grid
+        np.testing.assert_array_equal(layer.scale, fixed.scale)
+        np.testing.assert_array_equal(layer.translate, fixed.translate)
+    assert widget.field.shape == (3, 12, 20, 16)
+    assert "Dice" not in widget.results.text()
+
+
+def test_screenshot_shows_the_deformation_grid(make_napari_viewer, qtbot, models, tmp_path):
+    viewer, widget = _pair_widget(make_napari_viewer, models["2d"], show=True)  # to render
+    _run(widget, qtbot)
+    grid = viewer.layers["moving grid"]
+    for layer in viewer.layers:
+        layer.visible = layer is grid
+    viewer.reset_view()
+    with_grid = viewer.screenshot(canvas_only=True)
+    grid.visible = False
+    without = viewer.screenshot(canvas_only=True)
+    PIL.Image.fromarray(with_grid).save(tmp_path / "grid_screenshot.png")
+    changed = np.any(with_grid[..., :3] != without[..., :3], axis=-1)
+    assert changed.mean() > 0.01
+    # The changed pixels are yellow: strong red and green, little blue.
+    red, green, blue = (with_grid[changed][:, i].astype(int) for i in range(3))
+    assert np.median(red) > 150 and np.median(green) > 150 and np.median(blue) < 100
+
+
+def test_importing_the_widget_does_not_import_torch():
+    code = (
+        "import sys, napari_deepsim._register_widget; "
+        "sys.exit('torch' in sys.modules or 'src_training.registration' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_manifest_puts_the_widget_under_layers_register():
+    import npe2
+
+    manifest = npe2.PluginManifest.from_distribution("napari-deepsim")
+    assert [w.display_name for w in manifest.contributions.widgets] == ["Register"]
+    menu = manifest.contributions.menus["napari/layers/register"]
+    assert [item.command for item in menu] == ["napari-deepsim.register_widget"]
+    assert {r.command for r in manifest.contributions.readers} == {"napari-deepsim.get_reader"}
+    assert {w.command for w in manifest.contributions.writers} == {
+        "napari-deepsim.write_displacement"
+    }
