@@ -82,6 +82,8 @@ def write_image(
         import nibabel as nib
 
         data = array if array.ndim == 3 else np.moveaxis(array, 0, -1)
+        # NIfTI readers expect 32-bit types: labels as int32, everything else as float32
+        data = data.astype(np.int32 if np.issubdtype(data.dtype, np.integer) else np.float32)
         nib.save(
             nib.Nifti1Image(np.ascontiguousarray(data), np.eye(4) if affine is None else affine),
             path,

@@ -485,6 +485,30 @@ def test_3d_paired_mr_us_train_and_evaluate(tmp_path):
     rows = _rows(tmp_path / "e" / "pairs.csv")
     assert {r["moving_name"] for r in rows} == {"case000025/moving", "case000026/moving"}
     assert {r["model"] for r in rows} == {"identity", "p"}
+    # register one MR/US case: the MR lives on another grid and is resampled to the US grid
+    case = PROSTATE / "test"
+    args = [
+        "register",
+        "--model",
+        str(out),
+        str(case / "fixed_images/case000025.nii.gz"),
+        str(case / "moving_images/case000025.nii.gz"),
+        "--labels",
+        str(case / "moving_labels/case000025.nii.gz"),
+        "--out",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    import nibabel as nib
+
+    fixed_shape = nib.load(case / "fixed_images/case000025.nii.gz").shape
+    assert nib.load(tmp_path / "r" / "warped.nii.gz").shape == fixed_shape
+    assert nib.load(tmp_path / "r" / "displacement.nii.gz").shape == (*fixed_shape, 3)
+    assert np.load(tmp_path / "r" / "displacement.npy").shape == (3, *fixed_shape)
+    warped_labels = np.asarray(nib.load(tmp_path / "r" / "warped_case000025.nii.gz").dataobj)
+    assert warped_labels.shape == fixed_shape and warped_labels.max() >= 1
 
 
 @needs_data
