@@ -77,7 +77,8 @@ def write_image(
     if ndim == 2:
         import tifffile
 
-        tifffile.imwrite(path, np.ascontiguousarray(array))
+        # minisblack: a 3- or 4-frame stack must not be stored as RGB(A) planes
+        tifffile.imwrite(path, np.ascontiguousarray(array), photometric="minisblack")
     else:
         import nibabel as nib
 

@@ -560,3 +560,15 @@ def test_3d_brain_to_atlas_smoke(tmp_path, capsys):
         == 2
     )
     assert "pass --atlas-labels" in capsys.readouterr().err
+
+
+def test_a_three_frame_result_stack_round_trips_as_frames(tmp_path):
+    """tifffile would store (3, H, W) as RGB planes unless told they are frames."""
+    from src_training.datasets import load_dataset
+    from src_training.writers import write_image
+
+    stack = np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)
+    write_image(tmp_path / "s.tif", stack, ndim=2)
+    with tifffile.TiffFile(tmp_path / "s.tif") as tif:
+        assert len(tif.pages) == 3
+    assert load_dataset(tmp_path / "s.tif", labels="none").images.shape == (3, 1, 12, 10)

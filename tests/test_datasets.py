@@ -56,7 +56,7 @@ def _folder(root, images, labels=None):
         for name, array in arrays.items():
             path = root / folder / (name if "." in name else name + ".png")
             if io.file_suffix(path) == ".tif":
-                tifffile.imwrite(path, array)
+                tifffile.imwrite(path, array, photometric="minisblack")
             else:
                 Image.fromarray(array).save(path)
     return root
@@ -176,7 +176,7 @@ def test_ambiguous_real_folders_are_refused(data, folder, match):
 
 def test_tiff_stack_is_2d_frames_unless_ndim_3(tmp_path):
     stack = _rng().integers(0, 4000, (4, 16, 20)).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     frames = load_dataset(tmp_path / "stack.tif")
     assert frames.images.shape == (4, 1, 16, 20) and frames.names[3] == "stack[3]"
     volume = load_dataset(tmp_path / "stack.tif", ndim=3)
@@ -385,8 +385,8 @@ def test_images_of_different_shapes(tmp_path):
 
 
 def test_label_shape_mismatch(tmp_path):
-    tifffile.imwrite(tmp_path / "img.tif", np.zeros((3, 8, 8), np.uint16))
-    tifffile.imwrite(tmp_path / "lab.tif", np.zeros((3, 8, 7), np.uint16))
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((3, 8, 8), np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "lab.tif", np.zeros((3, 8, 7), np.uint16), photometric="minisblack")
     with pytest.raises(
         ValueError, match=r"lab\.tif has shape \(8, 7\) but its image has shape \(8, 8\)"
     ):
