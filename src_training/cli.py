@@ -9,79 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from src_training import __version__
 from src_training.devices import DEVICE_CHOICES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _cmd_metrics(args: argparse.Namespace) -> int:
-    from src_training.metrics import METRICS
-
-    width = max(len(name) for name in METRICS)
-    print(f"{'name':<{width}}  {'lambda':>6}  needs       description")
-    for spec in METRICS.values():
-        needs = [
-            word
-            for word, flag in (
-                ("labels", spec.needs_labels),
-                ("features", spec.needs_extractor),
-                ("weights", spec.needs_weights),
-            )
-            if flag
-        ]
-        print(
-            f"{spec.name:<{width}}  {spec.default_lambda:>6g}  {','.join(needs) or '-':<10}  "
-            f"{spec.description}"
-        )
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from src_training.demo import run_demo
-
-    run_demo(steps=args.steps, metric=args.metric, device=args.device, seed=args.seed)
-    return 0
-
-
-def _cmd_train_features(args: argparse.Namespace) -> int:
-    from src_training.commands import train_features
-
-    train_features(args)
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from src_training.commands import train_registration
-
-    train_registration(args)
-    return 0
-
-
-def _cmd_register(args: argparse.Namespace) -> int:
-    from src_training.commands import register
-
-    register(args)
-    return 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from src_training.commands import evaluate
-
-    evaluate(args)
-    return 0
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    from src_training.commands import info
-
-    info(args)
-    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -144,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("metrics", help="list the similarity metrics and their default lambda")
-    p.set_defaults(func=_cmd_metrics)
+    p.set_defaults(handler="metrics")
 
     p = sub.add_parser(
         "demo", help="train and evaluate a small model on the built-in noisy cell sample"
@@ -153,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="ncc", help="similarity metric (default ncc)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(handler="demo")
 
     p = sub.add_parser(
         "train-features", help="train the feature extractor DeepSim compares (segmentation)"
@@ -162,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("segmentation", "autoencoder"), default="segmentation")
     p.add_argument("--dice-weight", type=float, default=0.0, help="weight of a soft Dice term")
     _add_training_options(p, default_steps=1000)
-    p.set_defaults(func=_cmd_train_features)
+    p.set_defaults(handler="train_features")
 
     p = sub.add_parser("train", help="train a registration model with a similarity metric")
     p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
@@ -175,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-offset", type=_positive_int, default=2, help="pair distance (2)")
     p.add_argument("--pairs", metavar="CSV", help="explicit training pairs (moving,fixed)")
     _add_training_options(p, default_steps=1000)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(handler="train_registration")
 
     p = sub.add_parser("register", help="register images with a trained model")
     p.add_argument("--model", required=True, metavar="R.pt")
@@ -189,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing results in DIR")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="frames per pass")
-    p.set_defaults(func=_cmd_register)
+    p.set_defaults(handler="register")
 
     p = sub.add_parser("evaluate", help="Dice, folding and speed of models on test pairs")
     p.add_argument("data", metavar="DATA")
@@ -200,11 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="auto")
     _add_data_options(p, "test frames, e.g. 25:30 (consecutive pairs); default all")
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(handler="evaluate")
 
     p = sub.add_parser("info", help="show what a model file holds")
     p.add_argument("model", metavar="FILE.pt")
-    p.set_defaults(func=_cmd_info)
+    p.set_defaults(handler="info")
     return parser
 
 
@@ -223,9 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Handler = args.func
     try:
-        return handler(args)
+        from src_training import commands  # imported here: `deepsim --help` stays fast
+
+        getattr(commands, args.handler)(args)
+        return 0
     except KeyboardInterrupt:
         print("deepsim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

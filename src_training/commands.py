@@ -47,6 +47,27 @@ from src_training.training import (
 from src_training.writers import image_suffix, prepare_output_dir, write_image
 
 
+def metrics(args: argparse.Namespace) -> None:
+    """``deepsim metrics``: list the registered metrics, their default lambda and needs."""
+    width = max(len(name) for name in METRICS)
+    print(f"{'name':<{width}}  {'lambda':>6}  needs       description")
+    for spec in METRICS.values():
+        flags = (
+            ("labels", spec.needs_labels),
+            ("features", spec.needs_extractor),
+            ("weights", spec.needs_weights),
+        )
+        needs = ",".join(word for word, flag in flags if flag) or "-"
+        print(f"{spec.name:<{width}}  {spec.default_lambda:>6g}  {needs:<10}  {spec.description}")
+
+
+def demo(args: argparse.Namespace) -> None:
+    """``deepsim demo``: the main job on the built-in noisy cell sample."""
+    from src_training.demo import run_demo
+
+    run_demo(steps=args.steps, metric=args.metric, device=args.device, seed=args.seed)
+
+
 def _channels(text: str) -> list[int]:
     try:
         channels = [int(c) for c in text.split(",")]
