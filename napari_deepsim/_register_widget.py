@@ -41,13 +41,13 @@ from napari_deepsim._register_job import (
     summary,
     warp_data,
 )
+from src_training.devices import DEVICE_CHOICES as DEVICES
 
 if TYPE_CHECKING:
     import napari
 
     from src_training.modelio import ModelFile
 
-DEVICES = ("auto", "cpu", "cuda", "mps")  # the names src_training.devices resolves
 SOURCE = "deepsim_source"  # metadata key tying an output layer to the layer it came from
 GRID_COLOR = "yellow"
 GRID_WIDTH = 1.0

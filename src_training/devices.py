@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # importable without loading torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -20,6 +23,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     torch.device
         The device.
     """
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
