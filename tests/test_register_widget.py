@@ -275,7 +275,11 @@ def test_manifest_puts_the_widget_under_layers_register():
     import npe2
 
     manifest = npe2.PluginManifest.from_distribution("napari-deepsim")
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Register"]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        "Register",
+        "Train feature extractor",
+        "Train registration model",
+    ]
     menu = manifest.contributions.menus["napari/layers/register"]
     assert [item.command for item in menu] == ["napari-deepsim.register_widget"]
     assert {r.command for r in manifest.contributions.readers} == {"napari-deepsim.get_reader"}

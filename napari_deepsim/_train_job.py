@@ -1,0 +1,308 @@
+"""Training jobs of the training widgets, free of Qt so they run in a worker thread.
+
+A job holds NumPy copies of the inputs and the settings; :func:`train` builds the
+dataset, network and trainer, yields the trainer's events and returns the trained
+model as an in-memory :class:`~src_training.modelio.ModelFile`. Torch and the core
+training code are imported inside functions. :data:`trained_models` is the session
+registry the widgets of one napari process share: every model trained here is added
+to it, so the registration widget can offer trained feature extractors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils.events import EventedList
+
+if TYPE_CHECKING:
+    from src_training.datasets import Dataset
+    from src_training.modelio import ModelFile
+    from src_training.training import Event
+
+VALIDATION_FRAMES = 2  # registration with labels holds out the last frames to score Dice
+
+
+@dataclass
+class TrainedModel:
+    """A model trained in this session.
+
+    Attributes
+    ----------
+    name : str
+        What the widgets list it as.
+    model : ModelFile
+        The network and its metadata.
+    """
+
+    name: str
+    model: ModelFile
+
+
+trained_models: EventedList = EventedList()
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    """Read encoder channels written as ``"16,32,64"``.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated positive integers.
+
+    Returns
+    -------
+    tuple of int
+        The channels.
+    """
+    try:
+        channels = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        channels = ()
+    if not channels or min(channels) < 1:
+        raise ValueError(f"channels must be positive integers such as 16,32,64, got {text!r}")
+    return channels
+
+
+def dataset_from_arrays(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    source: str,
+    *,
+    volume: bool = False,
+    labelled_only: bool = False,
+) -> Dataset:
+    """Build a :class:`Dataset` from a layer's image and label arrays.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(H, W)``, ``(T, H, W)``, ``(D, H, W)`` (with ``volume``) or ``(T, D, H, W)``.
+    labels : numpy.ndarray or None
+        Integer labels of the same shape.
+    source : str
+        Where the data came from (recorded in the model file).
+    volume : bool
+        A 3D array is one volume rather than a 2D+t stack.
+    labelled_only : bool
+        Keep only the frames where some label is painted.
+
+    Returns
+    -------
+    Dataset
+        Normalised frames, class-id labels and names.
+    """
+    from src_training.data import normalise_intensity
+    from src_training.datasets import Dataset
+
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
+        raise ValueError("the image layer must hold finite numbers")
+    if images.ndim < 2 or images.ndim > 4 or (volume and images.ndim != 3):
+        raise ValueError(
+            f"the image layer is {images.ndim}D; use a 2D image, a 2D+t stack, a 3D volume or "
+            "a 3D+t stack"
+        )
+    frames = images[None, None] if images.ndim == 2 or volume else images[:, None]
+    class_ids = None
+    class_values: list[int] = []
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != images.shape:
+            raise ValueError(
+                f"the labels have shape {labels.shape} but the image {images.shape}; choose the "
+                "image's labels"
+            )
+        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+            raise ValueError("the labels layer must hold integer label ids")
+        label_frames = labels[None] if labels.ndim == 2 or volume else labels
+        if labelled_only:
+            keep = [i for i, frame in enumerate(label_frames) if frame.any()]
+            if not keep:
+                raise ValueError("no labels are painted; paint some classes on a few frames")
+            frames, label_frames = frames[keep], label_frames[keep]
+        class_values = [int(v) for v in np.unique(label_frames)]
+        class_ids = np.searchsorted(class_values, label_frames).astype(np.int64)
+    normalised = np.stack([normalise_intensity(f.astype(np.float32)) for f in frames])
+    return Dataset(
+        images=normalised.astype(np.float32),
+        labels=class_ids,
+        names=[f"frame{t}" for t in range(len(normalised))],
+        class_values=class_values,
+        pairs=None,
+        source=source,
+    )
+
+
+@dataclass
+class TrainJob:
+    """Everything a training run needs, copied from the widget on the GUI thread.
+
+    Attributes
+    ----------
+    task : {"features", "registration"}
+        What to train.
+    train : Dataset
+        Training data.
+    val : Dataset or None
+        Validation data.
+    steps, crop : int
+        Optimisation steps and training crop side.
+    lr : float
+        Learning rate.
+    channels : tuple of int
+        Encoder channels.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    kind : str
+        Feature extractor kind (``segmentation`` or ``autoencoder``).
+    metric : str
+        Registration metric name.
+    lam : float
+        Regulariser weight.
+    metric_options : dict
+        Options of the metric (``extractor`` or ``weights``).
+    """
+
+    task: str
+    train: Dataset
+    val: Dataset | None
+    steps: int
+    crop: int
+    lr: float
+    channels: tuple[int, ...]
+    device: str = "auto"
+    kind: str = "segmentation"
+    metric: str = "ncc"
+    lam: float = 0.5
+    metric_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_every(self) -> int:
+        """Validate ten times per run (and at the end)."""
+        return max(1, self.steps // 10)
+
+    @property
+    def events(self) -> int:
+        """Number of events the run yields: one per step and per validation."""
+        if self.val is None:
+            return self.steps
+        return self.steps + -(-self.steps // self.val_every)
+
+
+def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, ModelFile]:
+    """Train the job's network, yielding each step and validation event.
+
+    Parameters
+    ----------
+    job : TrainJob
+        Data and settings.
+    stop : callable
+        Polled before every step; True ends the run early with the current weights.
+
+    Yields
+    ------
+    StepEvent or ValidationEvent
+        Progress.
+
+    Returns
+    -------
+    ModelFile
+        The trained network (on the CPU, in eval mode) and its metadata.
+    """
+    import torch
+
+    from src_training.data import NORMALISATION
+    from src_training.devices import resolve_device
+    from src_training.metrics import get_metric
+    from src_training.modelio import ModelFile, model_kind
+    from src_training.networks import FeatureExtractor, RegistrationNet
+    from src_training.training import FeatureTrainer, RegistrationTrainer, TrainConfig
+
+    device = resolve_device(job.device)
+    data = job.train
+    crop = min(job.crop, *data.images.shape[2:])
+    config = TrainConfig(steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every)
+    metadata = {"source": "napari-deepsim training widget"}
+    torch.manual_seed(config.seed)
+    trainer: FeatureTrainer | RegistrationTrainer
+    if job.task == "features":
+        extractor = FeatureExtractor(
+            data.ndim, data.channels, max(data.num_classes, 2), job.channels, kind=job.kind
+        )
+        trainer = FeatureTrainer(extractor, config, data, job.val, metadata=metadata, device=device)
+    else:
+        network = RegistrationNet(data.ndim, data.channels, job.channels)
+        trainer = RegistrationTrainer(
+            network,
+            config,
+            data,
+            val=job.val,
+            metric=get_metric(job.metric, **job.metric_options),
+            metric_name=job.metric,
+            lam=job.lam,
+            metadata=metadata,
+            device=device,
+        )
+    yield from trainer.run(stop=stop)
+    network = trainer.network.cpu().eval()
+    meta = {
+        **trainer.metadata,
+        "normalisation": NORMALISATION,
+        "class_values": list(data.class_values),
+        "num_classes": data.num_classes,
+        "train_data": data.source,
+        "train_config": config.to_json(),
+        "steps_trained": trainer.step,
+        "kind": model_kind(network),
+        "network": network.config(),
+    }
+    return ModelFile(network, meta)
+
+
+def error_message(err: BaseException) -> str:
+    """Return one sentence for the user; core errors already are one.
+
+    Parameters
+    ----------
+    err : BaseException
+        What went wrong.
+
+    Returns
+    -------
+    str
+        The notification text.
+    """
+    text = str(err).rstrip(".")
+    if isinstance(err, (ValueError, FileNotFoundError, FloatingPointError)):
+        return text[:1].upper() + text[1:] + "."
+    if "out of memory" in text.lower():
+        return (
+            "Training ran out of memory; choose the cpu device, a smaller crop or fewer "
+            f"channels ({type(err).__name__})."
+        )
+    return f"Training failed: {type(err).__name__}: {text}."
+
+
+def save(model: ModelFile, path: str | Path) -> Path:
+    """Write a model trained in this session to a file that ``load_model`` reads.
+
+    Parameters
+    ----------
+    model : ModelFile
+        The trained model.
+    path : str or Path
+        Destination ``.pt`` file.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    from src_training.modelio import save_model
+
+    extra = {k: v for k, v in model.metadata.items() if k not in ("kind", "network")}
+    return save_model(path, model.network, extra)
