@@ -18,8 +18,11 @@ split over several processes (DistributedDataParallel) sees the same global batc
 from __future__ import annotations
 
 import csv
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,26 @@ from src_training.networks import FeatureExtractor, RegistrationNet, segmentatio
 from src_training.pairs import Pair, PairSampler, consecutive_pairs
 from src_training.regularisers import get_regulariser
 from src_training.spatial import warp, warp_labels, warp_onehot
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it.
+
+    Only the main thread receives signals; elsewhere (a napari worker, which stops
+    through its ``stop`` callback) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -377,21 +400,14 @@ class Trainer:
                     )
                 self.optimiser.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimiser.step()
-                self.step += 1
-                seconds = time.perf_counter() - start
-                event = StepEvent(self.step, config.steps, loss.item(), terms, seconds)
-                if self.is_main and self.out is not None:
-                    self._write_log(
-                        [
-                            {
-                                "step": self.step,
-                                "seconds": f"{seconds:.3f}",
-                                "loss": event.loss,
-                                **terms,
-                            }
-                        ]
-                    )
+                with _interrupts_deferred():  # a step is applied, counted and logged together
+                    self.optimiser.step()
+                    self.step += 1
+                    seconds = time.perf_counter() - start
+                    event = StepEvent(self.step, config.steps, loss.item(), terms, seconds)
+                    if self.is_main and self.out is not None:
+                        row = {"step": self.step, "seconds": f"{seconds:.3f}", "loss": event.loss}
+                        self._write_log([{**row, **terms}])
                 yield event
                 last = self.step == config.steps
                 if self.val_data is not None and (self.step % config.val_every == 0 or last):

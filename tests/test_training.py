@@ -162,3 +162,18 @@ def test_autoencoder_trains_without_labels():
         FeatureTrainer(net, TrainConfig(steps=2, batch_size=2, crop=32), unlabelled).run()
     )
     assert len(events) == 2
+
+
+def test_ctrl_c_inside_a_step_waits_until_the_step_is_applied_and_logged():
+    import os
+    import signal
+
+    from src_training.training import _interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after the signal")  # still runs: the interrupt is held
+    assert done == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
