@@ -180,9 +180,12 @@ def _run(trainer: Trainer, args: argparse.Namespace, out: Path) -> None:
                 f"\nstopped at step {trainer.step}; saved {last_checkpoint_path(out)} "
                 "(continue with --resume)"
             )
+        shutdown_distributed(wait_for_all=False)
         raise
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(wait_for_all=False)
+        raise
+    shutdown_distributed()
     if trainer.is_main:
         print(f"saved {out} (step {trainer.step}); curves in {out.with_suffix('.csv')}")
 

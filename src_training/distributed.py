@@ -50,7 +50,17 @@ def init_distributed(device: torch.device) -> tuple[DistributedContext, torch.de
     return DistributedContext(rank, world_size, local_rank), device
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group, if one was joined."""
+def shutdown_distributed(wait_for_all: bool = True) -> None:
+    """Leave the process group, if one was joined.
+
+    Parameters
+    ----------
+    wait_for_all : bool
+        Meet the other ranks at a barrier first: a rank tearing gloo down while another
+        still finishes its run can abort the other. Pass False after an error, when the
+        other ranks may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()

@@ -393,7 +393,7 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tmp_path):
         env=env,
         capture_output=True,
     )
-    subprocess.run(
+    ddp = subprocess.run(
         [
             BIN / "torchrun",
             "--standalone",
@@ -407,10 +407,11 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tmp_path):
             "--out",
             str(tmp_path / "two.pt"),
         ],
-        check=True,
         env=env,
         capture_output=True,
+        text=True,
     )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = load_model(tmp_path / "one.pt")
     two = load_model(tmp_path / "two.pt")
     assert two.metadata["world_size"] == 2 and one.metadata["world_size"] == 1
