@@ -56,6 +56,7 @@ class Result:
     sdlogj: float
     seconds: float
     device: str
+    predict_seconds: float = 0.0
     warped_labels: np.ndarray | None = None
     extras: list[np.ndarray] = field(default_factory=list)
     grid: list[np.ndarray] | np.ndarray | None = None
@@ -133,7 +134,9 @@ def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, No
     def on_grid(data: np.ndarray, labels: bool) -> np.ndarray:
         return data if data.shape == shape else resample(data, shape, order=0 if labels else 1)
 
+    start = time.perf_counter()
     disp = predict(model.network, moving[None, None], fixed[None], device)
+    predict_seconds = time.perf_counter() - start
     yield "field predicted"
     jacobian = jacobian_array(disp)
     result = Result(
@@ -144,6 +147,7 @@ def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, No
         folds=_overlays.folds(jacobian),
         device=str(device),
         seconds=0.0,
+        predict_seconds=predict_seconds,
         **field_regularity(disp),
     )
     if job.moving_labels is not None:

@@ -26,12 +26,20 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image, Labels, Layer
-from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from napari_deepsim._choices import (
+    SOURCE,
+    guess_pair,
+    inputs,
+    pair_arrays,
+    spatial_data,
+    start_worker,
+    watch_layers,
+)
 from napari_deepsim._register_job import (
     STAGES,
     Job,
@@ -48,34 +56,9 @@ if TYPE_CHECKING:
 
     from src_training.modelio import ModelFile
 
-SOURCE = "deepsim_source"  # metadata key tying an output layer to the layer it came from
 GRID_COLOR = "yellow"
 GRID_WIDTH = 1.0
 FOLD_COLORS = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
-
-
-def _disconnect(events: list[Any], callback: Callable[..., None], *_args: Any) -> None:
-    """Stop layer-list events from reaching a widget that Qt has deleted."""
-    for event in events:
-        event.disconnect(callback)
-
-
-def _spatial_data(layer: Layer, what: str) -> np.ndarray:
-    """Return a layer's data as a NumPy array, refusing what the model cannot read."""
-    if getattr(layer, "multiscale", False):
-        raise ValueError(f"the {what} layer {layer.name!r} is multiscale; use a single-scale layer")
-    if getattr(layer, "rgb", False):
-        raise ValueError(
-            f"the {what} layer {layer.name!r} is RGB; split its channels "
-            "(Layers > Convert > Split RGB) and register one channel"
-        )
-    data = np.asarray(layer.data)
-    if data.ndim not in (2, 3):
-        raise ValueError(
-            f"the {what} layer {layer.name!r} is {data.ndim}D; a registration model needs 2D, "
-            "3D or 2D+t layers"
-        )
-    return data
 
 
 class RegisterWidget(QWidget):
@@ -166,33 +149,17 @@ class RegisterWidget(QWidget):
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
         self.apply_button.changed.connect(self._apply_clicked)
-        events = [getattr(self.viewer.layers.events, e) for e in ("inserted", "removed")]
-        for event in events:
-            event.connect(self.reset_choices)
-        self.destroyed.connect(partial(_disconnect, events, self.reset_choices))
+        watch_layers(self, self.viewer, self.reset_choices)
         self.reset_choices()
         self._guess_inputs()
 
     # ---- choices -------------------------------------------------------------------
 
-    def _outputs(self) -> list[Layer]:
-        return [layer for layer in self.viewer.layers if SOURCE in layer.metadata]
-
     def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        outputs = self._outputs()
-        return [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and layer not in outputs
-        ]
+        return [(layer.name, layer) for layer in inputs(self.viewer, Image)]
 
     def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        outputs = self._outputs()
-        return [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, Labels) and layer not in outputs
-        ]
+        return [(layer.name, layer) for layer in inputs(self.viewer, Labels)]
 
     def _extras(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         moving = self.moving.value
@@ -201,14 +168,10 @@ class RegisterWidget(QWidget):
         chosen = {
             id(w.value) for w in (self.moving, self.fixed, self.moving_labels, self.fixed_labels)
         }
-        outputs = self._outputs()
         return [
             (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, (Image, Labels))
-            and id(layer) not in chosen
-            and layer not in outputs
-            and getattr(layer.data, "shape", None) == moving.data.shape
+            for layer in inputs(self.viewer, (Image, Labels))
+            if id(layer) not in chosen and np.shape(layer.data) == np.shape(moving.data)
         ]
 
     def _references(self, _widget: Any = None) -> list[tuple[str, int | str]]:
@@ -230,16 +193,10 @@ class RegisterWidget(QWidget):
         self._update_reference_visibility()
 
     def _guess_inputs(self) -> None:
-        """Preselect layers named like the built-in sample (fixed/moving and their labels)."""
-        names = {layer.name: layer for layer in self.viewer.layers}
-        for widget, name in (
-            (self.fixed, "fixed"),
-            (self.moving, "moving"),
-            (self.fixed_labels, "fixed labels"),
-            (self.moving_labels, "moving labels"),
-        ):
-            if name in names and names[name] in widget.choices:
-                widget.value = names[name]
+        """Preselect the fixed and moving layers and their labels (see ``guess_pair``)."""
+        for name, layer in guess_pair(self.viewer).items():
+            if layer is not None:
+                getattr(self, name).value = layer
 
     def _inputs_changed(self, *_args: Any) -> None:
         self.extras.reset_choices()
@@ -324,46 +281,25 @@ class RegisterWidget(QWidget):
             "extras": list(self.extras.value),
             "jacobian": bool(self.show_jacobian.value),
         }
-        worker = create_worker(
-            run,
-            job,
-            _progress={"total": STAGES, "desc": f"Registering {job.moving_name}"},
-            _ignore_errors=True,
-            _start_thread=False,
-        )
-        worker.returned.connect(partial(self._on_returned, context))
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
         self.register_button.enabled = False
         self.results.setText("registering…")
-        worker.start()
-        return worker
+        self.worker = start_worker(
+            run,
+            job,
+            STAGES,
+            f"Registering {job.moving_name}",
+            partial(self._on_returned, context),
+            self._on_errored,
+            self._on_finished,
+        )
+        return self.worker
 
     def _make_job(self) -> Job:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
-        if fixed_layer is None or moving_layer is None:
-            raise ValueError("choose a fixed and a moving image layer before registering")
-        fixed = _spatial_data(fixed_layer, "fixed")
-        moving = _spatial_data(moving_layer, "moving")
-        if fixed.ndim != moving.ndim:
-            raise ValueError(
-                f"the fixed layer {fixed_layer.name!r} is {fixed.ndim}D but the moving layer "
-                f"{moving_layer.name!r} is {moving.ndim}D; choose layers of one dimensionality"
-            )
+        fixed, moving, fixed_labels, moving_labels = pair_arrays(
+            fixed_layer, moving_layer, self.fixed_labels.value, self.moving_labels.value
+        )
         stack = fixed_layer is moving_layer
-        moving_labels = self._labels_data(self.moving_labels.value, "moving")
-        if moving_labels is not None and moving_labels.shape not in (moving.shape, fixed.shape):
-            raise ValueError(
-                f"the moving labels {self.moving_labels.value.name!r} have shape "
-                f"{moving_labels.shape} but the moving image {moving.shape}; choose its labels"
-            )
-        fixed_labels = self._labels_data(self.fixed_labels.value, "fixed")
-        if fixed_labels is not None and fixed_labels.shape != fixed.shape:
-            raise ValueError(
-                f"the fixed labels {self.fixed_labels.value.name!r} have shape "
-                f"{fixed_labels.shape} but the fixed image {fixed.shape}; choose its labels"
-            )
         extras = [
             (np.asarray(layer.data), isinstance(layer, Labels)) for layer in self.extras.value
         ]
@@ -386,15 +322,6 @@ class RegisterWidget(QWidget):
             vectors=bool(self.show_vectors.value),
             checkerboard=bool(self.show_checkerboard.value),
         )
-
-    @staticmethod
-    def _labels_data(layer: Layer | None, what: str) -> np.ndarray | None:
-        if layer is None:
-            return None
-        data = np.asarray(layer.data)
-        if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
-            raise ValueError(f"the {what} labels {layer.name!r} are not integer label ids")
-        return data
 
     def _on_errored(self, err: BaseException) -> None:
         self.results.setText("registration failed")
@@ -592,7 +519,7 @@ class RegisterWidget(QWidget):
             raise ValueError("there is no displacement field yet; press Register or load a field")
         if not isinstance(layer, (Image, Labels)):
             raise ValueError(f"{layer.name!r} is not an Image or Labels layer")
-        data = _spatial_data(layer, "target")
+        data = spatial_data(layer, "target")
         field_ = self._field
         single = field_.shape[1:] == data.shape and is_displacement(field_.shape, field_.dtype)
         stack = (

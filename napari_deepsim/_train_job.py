@@ -145,8 +145,8 @@ class TrainJob:
     ----------
     task : {"features", "registration"}
         What to train.
-    train : Dataset
-        Training data.
+    train : Dataset or None
+        Training data; None to load ``folder`` in the worker.
     val : Dataset or None
         Validation data.
     steps, crop : int
@@ -165,10 +165,13 @@ class TrainJob:
         Regulariser weight.
     metric_options : dict
         Options of the metric (``extractor`` or ``weights``).
+    folder : Path or None
+        A dataset folder, read by :func:`train` in the worker thread (it can be large)
+        and checked like layer data.
     """
 
     task: str
-    train: Dataset
+    train: Dataset | None
     val: Dataset | None
     steps: int
     crop: int
@@ -179,6 +182,7 @@ class TrainJob:
     metric: str = "ncc"
     lam: float = 0.5
     metric_options: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
 
     @property
     def val_every(self) -> int:
@@ -187,10 +191,91 @@ class TrainJob:
 
     @property
     def events(self) -> int:
-        """Number of events the run yields: one per step and per validation."""
-        if self.val is None:
+        """Number of events the run yields: one per step and per validation.
+
+        Before a folder is read, a registration run counts its possible validations.
+        """
+        if self.val is None and (self.task == "features" or self.train is not None):
             return self.steps
         return self.steps + -(-self.steps // self.val_every)
+
+
+def check_features_data(data: Dataset, kind: str) -> Dataset:
+    """Refuse data a feature extractor of ``kind`` cannot train on.
+
+    Parameters
+    ----------
+    data : Dataset
+        Training frames.
+    kind : str
+        ``segmentation`` or ``autoencoder``.
+
+    Returns
+    -------
+    Dataset
+        ``data``, unchanged.
+    """
+    if kind == "segmentation" and data.labels is None:
+        raise ValueError("segmentation needs labels; choose a labels layer or an autoencoder")
+    if kind == "segmentation" and data.num_classes < 2:
+        raise ValueError("the labels hold one class; paint at least two classes")
+    return data
+
+
+def split_registration_data(
+    data: Dataset, metric: str, needs_labels: bool
+) -> tuple[Dataset, Dataset | None]:
+    """Check registration training data and hold out its last frames when labelled.
+
+    Parameters
+    ----------
+    data : Dataset
+        All frames.
+    metric : str
+        The metric's name, for the message.
+    needs_labels : bool
+        Whether the metric reads labels.
+
+    Returns
+    -------
+    train, val : Dataset
+        Training frames, and the last :data:`VALIDATION_FRAMES` frames to score Dice on
+        (None without labels or with too few frames).
+    """
+    if len(data) < 2:
+        raise ValueError("registration needs at least two frames")
+    if needs_labels and data.labels is None:
+        raise ValueError(f"the {metric} metric needs a labels stack; choose one")
+    if data.labels is None or len(data) < VALIDATION_FRAMES + 2:
+        return data, None
+    split = len(data) - VALIDATION_FRAMES
+    return data.subset(range(split)), data.subset(range(split, len(data)))
+
+
+def read_folder(job: TrainJob) -> tuple[Dataset, Dataset | None]:
+    """Read and check the job's dataset folder (in the worker thread).
+
+    Parameters
+    ----------
+    job : TrainJob
+        A job with ``folder`` set.
+
+    Returns
+    -------
+    train, val : Dataset
+        As the widget would have built them from layers.
+    """
+    from src_training.datasets import load_dataset
+    from src_training.metrics import METRICS
+
+    if job.folder is None:
+        raise ValueError("the job has neither data nor a dataset folder")
+    if job.task == "features":
+        labels = "none" if job.kind == "autoencoder" else "classes"
+        return check_features_data(load_dataset(job.folder, labels=labels), job.kind), None
+    return split_registration_data(
+        load_dataset(job.folder), job.metric, METRICS[job.metric].needs_labels
+    )
 
 
 def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, ModelFile]:
@@ -223,7 +308,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     from src_training.training import FeatureTrainer, RegistrationTrainer, TrainConfig
 
     device = resolve_device(job.device)
-    data = job.train
+    data, val = (job.train, job.val) if job.train is not None else read_folder(job)
     crop = min(job.crop, *data.images.shape[2:])
     config = TrainConfig(steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every)
     metadata = {"source": "napari-deepsim training widget"}
@@ -233,14 +318,14 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
         extractor = FeatureExtractor(
             data.ndim, data.channels, max(data.num_classes, 2), job.channels, kind=job.kind
         )
-        trainer = FeatureTrainer(extractor, config, data, job.val, metadata=metadata, device=device)
+        trainer = FeatureTrainer(extractor, config, data, val, metadata=metadata, device=device)
     else:
         network = RegistrationNet(data.ndim, data.channels, job.channels)
         trainer = RegistrationTrainer(
             network,
             config,
             data,
-            val=job.val,
+            val=val,
             metric=get_metric(job.metric, **job.metric_options),
             metric_name=job.metric,
             lam=job.lam,

@@ -34,15 +34,18 @@ from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPaintEvent, QPen, QPolygonF
 from qtpy.QtWidgets import QApplication, QFileDialog, QLabel, QVBoxLayout, QWidget
 
-from napari_deepsim._register_widget import RegisterWidget, _disconnect
+from napari_deepsim._choices import disconnect, guess_training, inputs, partner, watch_layers
+from napari_deepsim._register_widget import RegisterWidget
 from napari_deepsim._train_job import (
     VALIDATION_FRAMES,
     TrainedModel,
     TrainJob,
+    check_features_data,
     dataset_from_arrays,
     error_message,
     parse_channels,
     save,
+    split_registration_data,
     train,
     trained_models,
 )
@@ -170,10 +173,8 @@ class _TrainWidget(QWidget):
         column.addStretch()
         self.train_button.changed.connect(self._train_clicked)
         self.save_button.changed.connect(self._save_clicked)
-        events = [getattr(self.viewer.layers.events, e) for e in ("inserted", "removed")]
-        for event in events:
-            event.connect(self.reset_choices)
-        self.destroyed.connect(partial(_disconnect, events, self.reset_choices))
+        watch_layers(self, self.viewer, self.reset_choices)
+        self.reset_choices()
 
     def _input_widgets(self) -> list[Any]:
         raise NotImplementedError
@@ -184,12 +185,22 @@ class _TrainWidget(QWidget):
     def _trained(self, model: ModelFile) -> None:
         raise NotImplementedError
 
+    stack = False  # whether training needs a stack of frames (for the layer guess)
+
     def reset_choices(self, *_args: Any) -> None:
-        """Refresh the layer choosers from the viewer's current layers."""
+        """Refresh the layer choosers; fill empty ones with the likely training layers."""
         self.inputs.reset_choices()
+        if self.image.value is None:
+            image = guess_training(self.viewer, self.stack)
+            if image is not None:
+                self.image.value = image
+        if self.labels.value is None:
+            labels = partner(self.image.value, inputs(self.viewer, Labels))
+            if labels is not None:
+                self.labels.value = labels
 
     def _layers(self, kind: type[Layer]) -> list[tuple[str, Layer]]:
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
+        return [(layer.name, layer) for layer in inputs(self.viewer, kind)]
 
     def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return self._layers(Image)
@@ -340,17 +351,8 @@ class TrainFeaturesWidget(_TrainWidget):
         kind = str(self.kind.value)
         settings = self._settings()
         folder = self._folder()
-        if folder is not None:
-            from src_training.datasets import load_dataset
-
-            data = load_dataset(folder, labels="none" if kind == "autoencoder" else "classes")
-        else:
-            data = self._layer_data(kind)
-        if kind == "segmentation" and data.labels is None:
-            raise ValueError("segmentation needs labels; choose a labels layer or an autoencoder")
-        if kind == "segmentation" and data.num_classes < 2:
-            raise ValueError("the labels hold one class; paint at least two classes")
-        return TrainJob(task="features", train=data, val=None, kind=kind, **settings)
+        data = None if folder is not None else check_features_data(self._layer_data(kind), kind)
+        return TrainJob(task="features", train=data, val=None, kind=kind, folder=folder, **settings)
 
     def _layer_data(self, kind: str) -> Dataset:
         image = self.image.value
@@ -380,13 +382,14 @@ class TrainRegistrationWidget(_TrainWidget):
     """
 
     title = "registration model"
+    stack = True
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(napari_viewer)
         self.metric.changed.connect(self._metric_changed)
         trained_models.events.inserted.connect(self._extractors_changed)
         self.destroyed.connect(
-            partial(_disconnect, [trained_models.events.inserted], self._extractors_changed)
+            partial(disconnect, [trained_models.events.inserted], self._extractors_changed)
         )
         self._metric_changed()
 
@@ -457,24 +460,16 @@ class TrainRegistrationWidget(_TrainWidget):
         settings = self._settings()
         options = self._metric_options()
         folder = self._folder()
-        if folder is not None:
-            from src_training.datasets import load_dataset
-
-            data = load_dataset(folder)
-        else:
-            data = self._layer_data()
-        if len(data) < 2:
-            raise ValueError("registration needs at least two frames")
-        val = None
-        if data.labels is not None and len(data) >= VALIDATION_FRAMES + 2:
-            split = len(data) - VALIDATION_FRAMES
-            data, val = data.subset(range(split)), data.subset(range(split, len(data)))
-        if _metrics()[str(self.metric.value)].needs_labels and data.labels is None:
-            raise ValueError(f"the {self.metric.value} metric needs a labels stack; choose one")
+        metric = str(self.metric.value)
+        data, val = None, None
+        if folder is None:
+            needs_labels = _metrics()[metric].needs_labels
+            data, val = split_registration_data(self._layer_data(), metric, needs_labels)
         return TrainJob(
             task="registration",
             train=data,
             val=val,
+            folder=folder,
             metric=str(self.metric.value),
             lam=float(self.lam.value),
             metric_options=options,

@@ -1,11 +1,11 @@
 """The training widgets in a real viewer on the built-in noisy cell time-lapse."""
 
 import itertools
-import subprocess
-import sys
+import threading
 import time
 
 import pytest
+import tifffile
 from qtpy.QtCore import QTimer
 
 import napari_deepsim._train_widget as train_module
@@ -13,6 +13,7 @@ from napari_deepsim._register_widget import RegisterWidget
 from napari_deepsim._train_job import trained_models
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.modelio import load_model
+from src_training.samples import noisy_cell_sequence
 
 pytestmark = pytest.mark.gui
 
@@ -115,6 +116,47 @@ def test_bad_inputs_are_reported(viewer, qtbot, errors):
     assert len(errors) == 3
 
 
-def test_importing_the_training_widgets_does_not_import_torch():
-    code = "import sys, napari_deepsim._train_widget; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+def test_the_likely_training_layers_are_preselected(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    features = TrainFeaturesWidget(viewer)
+    registration = TrainRegistrationWidget(viewer)
+    assert features.image.value is viewer.layers["fixed"]
+    assert features.labels.value is viewer.layers["fixed labels"]
+    assert registration.image.value is None  # no stack of frames yet
+    viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
+    assert registration.image.value is viewer.layers["noisy cells"]
+    assert registration.labels.value is viewer.layers["noisy cells labels"]
+    assert features.image.value is viewer.layers["fixed"]  # a choice is never overridden
+
+
+def _tiny_folder(root, frames=4):
+    seq = noisy_cell_sequence(n_frames=frames, size=48)
+    for sub, data in (("images", seq.images), ("labels", seq.labels)):
+        (root / sub).mkdir(parents=True)
+        for t, frame in enumerate(data):
+            tifffile.imwrite(root / sub / f"f{t}.tif", frame)
+    return root
+
+
+def test_a_dataset_folder_is_read_in_the_worker(viewer, qtbot, errors, tmp_path, monkeypatch):
+    import src_training.datasets as datasets
+
+    threads = []
+    original = datasets.load_dataset
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    widget = TrainRegistrationWidget(viewer)
+    _setup(widget, viewer, steps=2)
+    widget.folder.value = _tiny_folder(tmp_path / "data")
+    _train(qtbot, widget)
+    assert errors == []
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    assert "data (images/ and labels/)" in widget.model.metadata["train_data"]
+    widget.folder.value = tmp_path / "missing"
+    _train(qtbot, widget)
+    assert "missing" in errors[-1] and widget.train_button.text == "Train"

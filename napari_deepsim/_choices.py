@@ -1,0 +1,269 @@
+"""Layer choices shared by the widgets: which layers are inputs, and sensible defaults.
+
+Output layers of the plugin carry :data:`SOURCE` in their metadata and are never
+offered as inputs. The ``guess_*`` functions preselect what a user would pick: layers
+named like the built-in samples first, otherwise by order and by matching shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+
+if TYPE_CHECKING:
+    import napari
+
+SOURCE = "deepsim_source"  # metadata key tying an output layer to the layer it came from
+
+
+def disconnect(events: list[Any], callback: Callable[..., None], *_args: Any) -> None:
+    """Stop layer-list events from reaching a widget that Qt has deleted."""
+    for event in events:
+        event.disconnect(callback)
+
+
+def watch_layers(widget: Any, viewer: napari.Viewer, callback: Callable[..., None]) -> None:
+    """Call ``callback`` when layers are added or removed, until ``widget`` is deleted."""
+    events = [getattr(viewer.layers.events, e) for e in ("inserted", "removed")]
+    for event in events:
+        event.connect(callback)
+    widget.destroyed.connect(lambda *_: disconnect(events, callback))
+
+
+def inputs(viewer: napari.Viewer, kind: type[Layer] | tuple[type[Layer], ...]) -> list[Layer]:
+    """Return the layers of ``kind`` that are not outputs of this plugin."""
+    return [
+        layer for layer in viewer.layers if isinstance(layer, kind) and SOURCE not in layer.metadata
+    ]
+
+
+def spatial_data(layer: Layer, what: str) -> np.ndarray:
+    """Return a layer's data as a NumPy array, refusing what a model cannot read.
+
+    Parameters
+    ----------
+    layer : Layer
+        An Image or Labels layer.
+    what : str
+        Its role, for the message (``"fixed"``, ``"moving"``, ...).
+
+    Returns
+    -------
+    numpy.ndarray
+        The 2D or 3D data.
+    """
+    if getattr(layer, "multiscale", False):
+        raise ValueError(f"the {what} layer {layer.name!r} is multiscale; use a single-scale layer")
+    if getattr(layer, "rgb", False):
+        raise ValueError(
+            f"the {what} layer {layer.name!r} is RGB; split its channels "
+            "(Layers > Convert > Split RGB) and register one channel"
+        )
+    data = np.asarray(layer.data)
+    if data.ndim not in (2, 3):
+        raise ValueError(
+            f"the {what} layer {layer.name!r} is {data.ndim}D; a registration model needs 2D, "
+            "3D or 2D+t layers"
+        )
+    return data
+
+
+def labels_data(layer: Layer | None, what: str) -> np.ndarray | None:
+    """Return a Labels layer's data, refusing non-integer label maps.
+
+    Parameters
+    ----------
+    layer : Layer or None
+        The chosen labels layer, if any.
+    what : str
+        Its role, for the message.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The label ids.
+    """
+    if layer is None:
+        return None
+    data = np.asarray(layer.data)
+    if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
+        raise ValueError(f"the {what} labels {layer.name!r} are not integer label ids")
+    return data
+
+
+def pair_arrays(
+    fixed: Layer | None,
+    moving: Layer | None,
+    fixed_labels: Layer | None,
+    moving_labels: Layer | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Read a chosen pair and its optional labels, refusing what cannot be registered.
+
+    Parameters
+    ----------
+    fixed, moving : Layer or None
+        The chosen image layers.
+    fixed_labels, moving_labels : Layer or None
+        Their label maps; the moving labels may have either image's shape.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Fixed, moving, fixed labels (or None) and moving labels (or None).
+    """
+    if fixed is None or moving is None:
+        raise ValueError("choose a fixed and a moving image layer first")
+    fixed_data = spatial_data(fixed, "fixed")
+    moving_data = spatial_data(moving, "moving")
+    if fixed_data.ndim != moving_data.ndim:
+        raise ValueError(
+            f"the fixed layer {fixed.name!r} is {fixed_data.ndim}D but the moving layer "
+            f"{moving.name!r} is {moving_data.ndim}D; choose layers of one dimensionality"
+        )
+    moving_ids = labels_data(moving_labels, "moving")
+    if moving_ids is not None and moving_ids.shape not in (moving_data.shape, fixed_data.shape):
+        raise ValueError(
+            f"the moving labels {moving_labels.name!r} have shape {moving_ids.shape} but the "
+            f"moving image {moving_data.shape}; choose its labels"
+        )
+    fixed_ids = labels_data(fixed_labels, "fixed")
+    if fixed_ids is not None and fixed_ids.shape != fixed_data.shape:
+        raise ValueError(
+            f"the fixed labels {fixed_labels.name!r} have shape {fixed_ids.shape} but the "
+            f"fixed image {fixed_data.shape}; choose its labels"
+        )
+    return fixed_data, moving_data, fixed_ids, moving_ids
+
+
+def start_worker(
+    function: Callable[..., Any],
+    job: Any,
+    total: int,
+    description: str,
+    returned: Callable[[Any], None],
+    errored: Callable[[BaseException], None],
+    finished: Callable[[], None],
+) -> Any:
+    """Run a generator function in a napari thread worker with a progress bar.
+
+    Parameters
+    ----------
+    function : callable
+        A generator function of ``job``; each yield advances the progress bar.
+    job : object
+        Its argument.
+    total : int
+        Expected number of yields.
+    description : str
+        The progress bar's text in napari's activity dock.
+    returned, errored, finished : callable
+        Slots for the worker's signals (called on the GUI thread).
+
+    Returns
+    -------
+    napari.qt.threading.GeneratorWorker
+        The started worker.
+    """
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(
+        function,
+        job,
+        _progress={"total": total, "desc": description},
+        _ignore_errors=True,
+        _start_thread=False,
+    )
+    worker.returned.connect(returned)
+    worker.errored.connect(errored)
+    worker.finished.connect(finished)
+    worker.start()
+    return worker
+
+
+def partner(image: Layer | None, labels: Iterable[Layer], taken: Iterable[Layer] = ()) -> Any:
+    """Find an image's labels: ``"<name> labels"``, else the first free one of its shape.
+
+    Parameters
+    ----------
+    image : Layer or None
+        The image layer.
+    labels : iterable of Layer
+        Candidate Labels layers.
+    taken : iterable of Layer
+        Layers already chosen for something else.
+
+    Returns
+    -------
+    Layer or None
+        The matching labels layer.
+    """
+    if image is None:
+        return None
+    taken_ids = {id(layer) for layer in taken}
+    free = [layer for layer in labels if id(layer) not in taken_ids]
+    for layer in free:
+        if layer.name == f"{image.name} labels":
+            return layer
+    shape = np.shape(image.data)
+    return next((layer for layer in free if np.shape(layer.data) == shape), None)
+
+
+def guess_pair(viewer: napari.Viewer) -> dict[str, Layer | None]:
+    """Preselect fixed, moving and their labels.
+
+    Layers named ``fixed`` and ``moving`` win; otherwise the first two images in layer
+    order. Each image gets the labels named after it, or the first free labels layer of
+    its shape.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+
+    Returns
+    -------
+    dict
+        ``fixed``, ``moving``, ``fixed_labels`` and ``moving_labels`` (None when there
+        is nothing sensible).
+    """
+    images = inputs(viewer, Image)
+    labels = inputs(viewer, Labels)
+    named = {layer.name: layer for layer in images}
+    fixed = named.get("fixed", images[0] if images else None)
+    others = [layer for layer in images if layer is not fixed]
+    moving = named.get("moving", others[0] if others else None)
+    fixed_labels = partner(fixed, labels)
+    moving_labels = partner(moving, labels, [fixed_labels] if fixed_labels else [])
+    return {
+        "fixed": fixed,
+        "moving": moving,
+        "fixed_labels": fixed_labels,
+        "moving_labels": moving_labels,
+    }
+
+
+def guess_training(viewer: napari.Viewer, stack: bool) -> Layer | None:
+    """Preselect a training image: one with labels first, then one with several frames.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    stack : bool
+        Only consider layers of more than two dimensions (stacks of frames, for
+        registration training).
+
+    Returns
+    -------
+    Layer or None
+        The guess; its labels are ``partner(image, ...)``.
+    """
+    labels = inputs(viewer, Labels)
+    images = [
+        layer for layer in inputs(viewer, Image) if not (stack and layer.ndim < 3) and not layer.rgb
+    ]
+    ranked = sorted(images, key=lambda layer: (partner(layer, labels) is None, layer.ndim < 3))
+    return ranked[0] if ranked else None
