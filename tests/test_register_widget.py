@@ -263,25 +263,37 @@ def test_screenshot_shows_the_deformation_grid(make_napari_viewer, qtbot, models
     assert np.median(red) > 150 and np.median(green) > 150 and np.median(blue) < 100
 
 
-def test_importing_the_widget_does_not_import_torch():
+@pytest.mark.parametrize(
+    "module", ["_register_widget", "_compare_widget", "_train_widget", "_choices"]
+)
+def test_importing_the_widgets_does_not_import_torch(module):
     code = (
-        "import sys, napari_deepsim._register_widget; "
+        f"import sys, napari_deepsim.{module}; "
         "sys.exit('torch' in sys.modules or 'src_training.registration' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def test_manifest_puts_the_widget_under_layers_register():
+WIDGETS = {
+    "Register": "RegisterWidget",
+    "Compare metrics": "CompareWidget",
+    "Train feature extractor": "TrainFeaturesWidget",
+    "Train registration model": "TrainRegistrationWidget",
+}
+
+
+def test_every_widget_is_in_layers_register_and_opens(make_napari_viewer):
     import npe2
 
     manifest = npe2.PluginManifest.from_distribution("napari-deepsim")
-    assert [w.display_name for w in manifest.contributions.widgets] == [
-        "Register",
-        "Train feature extractor",
-        "Train registration model",
-    ]
+    widgets = {w.display_name: w.command for w in manifest.contributions.widgets}
+    assert sorted(widgets) == sorted(WIDGETS)
     menu = manifest.contributions.menus["napari/layers/register"]
-    assert [item.command for item in menu] == ["napari-deepsim.register_widget"]
+    assert sorted(item.command for item in menu) == sorted(widgets.values())
+    viewer = make_napari_viewer()
+    for name, cls in WIDGETS.items():
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", name)
+        assert dock.name.startswith(name) and type(widget).__name__ == cls
     assert {r.command for r in manifest.contributions.readers} == {"napari-deepsim.get_reader"}
     assert {w.command for w in manifest.contributions.writers} == {
         "napari-deepsim.write_displacement"

@@ -1,0 +1,195 @@
+"""The Compare metrics widget in a real viewer on the built-in synthetic pair."""
+
+import numpy as np
+import pytest
+import torch
+from napari.layers import Image, Shapes
+from qtpy.QtCore import Qt
+
+import napari_deepsim._compare_widget as compare_module
+from napari_deepsim._choices import SOURCE
+from napari_deepsim._compare_job import PALETTE, zoom_box
+from napari_deepsim._compare_widget import CompareWidget
+from napari_deepsim._train_job import TrainedModel, trained_models
+from src_training.evaluation import mean_dice
+from src_training.modelio import load_model, save_model
+from src_training.networks import RegistrationNet
+
+pytestmark = pytest.mark.gui
+
+SCALE, TRANSLATE = (0.5, 0.5), (10.0, 20.0)
+SHIFTS = {"left": (0.0, -3.0), "down": (2.0, 0.0)}
+
+
+def _model(path, shift, ndim=2):
+    torch.manual_seed(0)
+    net = RegistrationNet(ndim, channels=(4, 8))
+    with torch.no_grad():
+        net.unet.head.weight.zero_()
+        net.unet.head.bias.copy_(torch.tensor(shift, dtype=torch.float32))
+    return save_model(path, net, {"metric": "ncc"})
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare-models")
+    files = {name: _model(folder / f"{name}.pt", shift) for name, shift in SHIFTS.items()}
+    files["volume"] = _model(folder / "volume.pt", (1.0, 1.0, 1.0), ndim=3)
+    return files
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr(compare_module, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    trained_models.clear()
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    for name in ("fixed", "fixed labels"):
+        viewer.layers[name].scale = SCALE
+        viewer.layers[name].translate = TRANSLATE
+    yield viewer
+    trained_models.clear()
+
+
+def _compare(widget, qtbot):
+    worker = widget.compare()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=30000)
+
+
+def _cells(widget):
+    return [
+        [widget.table.item(r, c).text() for c in range(widget.table.columnCount())]
+        for r in range(widget.table.rowCount())
+    ]
+
+
+def test_every_model_gets_layers_a_row_and_a_zoom_tile(viewer, qtbot, model_files, errors):
+    trained_models.append(TrainedModel("ncc model #1", load_model(model_files["down"])))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Compare metrics")
+    assert isinstance(widget, CompareWidget)
+    # the sample's layers are preselected by name
+    assert widget.fixed.value is viewer.layers["fixed"]
+    assert widget.moving_labels.value is viewer.layers["moving labels"]
+    widget.add_model_files([model_files["left"]])
+    assert [widget.models.item(i).text() for i in range(widget.models.count())] == [
+        "ncc model #1",
+        "left",
+    ]
+    _compare(widget, qtbot)
+    assert errors == []
+
+    fixed = viewer.layers["fixed"]
+    for index, name in enumerate(["ncc model #1", "left"]):
+        warped = viewer.layers[f"{name} warped"]
+        grid = viewer.layers[f"{name} grid"]
+        assert isinstance(warped, Image) and warped.data.shape == fixed.data.shape
+        assert isinstance(grid, Shapes) and grid.metadata[SOURCE] == f"compare:{name}"
+        np.testing.assert_allclose(warped.scale, SCALE)
+        np.testing.assert_allclose(warped.translate, TRANSLATE)
+        colors = np.unique(grid.edge_color, axis=0)
+        assert len(colors) == 1
+        expected = np.array(compare_module.QColor(PALETTE[index]).getRgbF())
+        np.testing.assert_allclose(colors[0], expected, atol=1e-6)
+        assert f"{name} Jacobian" in viewer.layers and f"{name} folds" in viewer.layers
+    # a constant shift of (0, -3) pixels moves the first column line 3 pixels left
+    first_column = viewer.layers["left grid"].data[128 // 16]
+    np.testing.assert_allclose(first_column[:, 1], -3.0, atol=1e-4)
+
+    rows = _cells(widget)
+    assert [row[0] for row in rows] == ["identity", "ncc model #1", "left"]
+    before = mean_dice(viewer.layers["moving labels"].data, viewer.layers["fixed labels"].data)
+    assert float(rows[0][1]) == pytest.approx(before, abs=1e-3)
+    for row, outcome in zip(rows[1:], widget.outcomes, strict=True):
+        assert float(row[1]) == pytest.approx(outcome.result.dice[1], abs=1e-3)
+        assert float(row[2]) == 0.0  # a constant shift never folds
+        assert float(row[4]) > 0.0
+    # the Register widget does not offer the comparison's layers as inputs
+    assert all(name in ("fixed", "moving") for name, _ in widget._images())
+
+    zoom_layer = widget.draw_zoom()
+    assert zoom_layer.mode == "add_rectangle"
+    zoom_layer.add_rectangles(np.array([[20.0, 30.0], [59.0, 89.0]]))
+    assert set(widget.zooms) == {"fixed", "moving", "ncc model #1", "left"}
+    np.testing.assert_array_equal(widget.zooms["fixed"].image, fixed.data[20:60, 30:90])
+    patch = widget.zooms["left"]
+    assert patch.image.shape == (40, 60)
+    np.testing.assert_allclose(patch.lines[0][:, 1], np.arange(60) - 3.0, atol=1e-4)
+    assert widget.zooms["fixed"].lines == []
+    assert widget.tile_grid.count() == 8  # a caption and a tile per panel
+
+
+def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
+    widget = CompareWidget(viewer)
+    widget.add_model_files([model_files["left"]])
+    _compare(widget, qtbot)
+    widget.draw_zoom().add_rectangles(np.array([[0.0, 0.0], [63.0, 63.0]]))
+    tiles = [widget.tile_grid.itemAtPosition(1, col).widget().pixmap().toImage() for col in (0, 2)]
+
+    def yellow_pixels(image):
+        image = image.convertToFormat(image.Format.Format_RGB32)  # bytes B, G, R, 255
+        bits = image.constBits()
+        bits.setsize(image.sizeInBytes())
+        bgra = np.frombuffer(bits, np.uint8).reshape(image.height(), image.width(), 4)
+        return int(np.sum((bgra[..., 2] > 200) & (bgra[..., 1] > 200) & (bgra[..., 0] < 80)))
+
+    fixed_tile, model_tile = tiles
+    assert yellow_pixels(fixed_tile) == 0
+    assert yellow_pixels(model_tile) > 500
+
+
+def test_a_model_that_cannot_run_fails_alone(viewer, qtbot, model_files, errors):
+    widget = CompareWidget(viewer)
+    widget.add_model_files([model_files["volume"], model_files["left"]])
+    _compare(widget, qtbot)
+    rows = _cells(widget)
+    assert rows[1][0] == "volume" and rows[1][1].startswith("failed: ")
+    assert "3D" in rows[1][1]
+    assert rows[2][0] == "left" and float(rows[2][1]) > 0
+    assert len(errors) == 1 and errors[0].startswith("volume: ")
+    assert "left warped" in viewer.layers and "volume warped" not in viewer.layers
+
+
+def test_bad_inputs_are_reported(viewer, qtbot, model_files, errors):
+    widget = CompareWidget(viewer)
+    assert widget.compare() is None
+    assert "No model is ticked" in errors[-1]
+    widget.add_model_files([model_files["left"], "/nonexistent/model.pt"])
+    assert "does not exist" in errors[-1]
+    assert widget.models.count() == 1
+    widget.models.item(0).setCheckState(Qt.CheckState.Unchecked)
+    assert widget.compare() is None
+    assert "No model is ticked" in errors[-1]
+    widget.models.item(0).setCheckState(Qt.CheckState.Checked)
+    widget.moving.value = widget.fixed.value
+    assert widget.compare() is None
+    assert "the same layer" in errors[-1]
+    widget.moving.value = viewer.layers["moving"]
+    viewer.add_image(np.zeros((4, 8, 8, 8)), name="4d")
+    widget.moving.value = viewer.layers["4d"]
+    assert widget.compare() is None
+    assert "4D" in errors[-1]
+    widget.moving.value = viewer.layers["moving"]
+    widget.fixed_labels.value = viewer.layers["moving labels"]
+    viewer.layers["moving labels"].data = np.zeros((8, 8), np.int32)
+    assert widget.compare() is None
+    assert "have shape (8, 8)" in errors[-1]
+    assert not widget.running
+    viewer.layers.remove("4d")  # the viewer keeps working
+
+
+def test_zoom_box_clips_and_refuses_outside():
+    plane, rows, cols = zoom_box(
+        np.array([[-5.0, 10.2], [-5, 30], [40.7, 30], [40.7, 10.2]]), (32, 64)
+    )
+    assert plane is None and (rows, cols) == (slice(0, 32), slice(10, 31))
+    plane, rows, _ = zoom_box(np.array([[3.2, 1, 1], [3.2, 9, 9]]), (5, 16, 16))
+    assert plane == 3 and rows == slice(1, 10)
+    with pytest.raises(ValueError, match="outside the image"):
+        zoom_box(np.array([[100.0, 100.0], [120.0, 120.0]]), (32, 32))
