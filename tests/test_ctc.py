@@ -1,0 +1,123 @@
+"""The Cell Tracking Challenge loader on a local archive of the Challenge's layout."""
+
+import hashlib
+import urllib.request
+import zipfile
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+
+from src_training import ctc
+from src_training.samples import noisy_cell_sequence
+
+NAME = "PhC-C2DH-U373"
+GT_TIMES = (1, 3)
+
+
+def _write_dataset(root):
+    """Sequence 01 with silver truth on every frame; 02 with sparse gold truth only."""
+    seq = noisy_cell_sequence(n_frames=5, size=32)
+    for name in ("01", "02"):
+        (root / name).mkdir(parents=True)
+        for t, frame in enumerate(seq.images):
+            tifffile.imwrite(root / name / f"t{t:03d}.tif", (frame * 1000).astype(np.uint16))
+    (root / "01_ST" / "SEG").mkdir(parents=True)
+    for t, label in enumerate(seq.labels):
+        tifffile.imwrite(root / "01_ST" / "SEG" / f"man_seg{t:03d}.tif", label.astype(np.uint16))
+    (root / "02_GT" / "SEG").mkdir(parents=True)
+    for t in GT_TIMES:
+        tifffile.imwrite(root / "02_GT" / "SEG" / f"man_seg{t:03d}.tif", seq.labels[t])
+    return seq
+
+
+@pytest.fixture
+def archive(tmp_path, monkeypatch):
+    """A zip of the layout, served at a file:// address in place of the Challenge's."""
+    source = tmp_path / "source"
+    seq = _write_dataset(source / NAME)
+    path = tmp_path / "served.zip"
+    with zipfile.ZipFile(path, "w") as bundle:
+        for file in sorted((source / NAME).rglob("*")):
+            bundle.write(file, file.relative_to(source).as_posix())
+    entry = replace(ctc.DATASETS[NAME], url=path.as_uri())
+    monkeypatch.setitem(ctc.DATASETS, NAME, entry)
+    return path, seq
+
+
+def _no_network(*_args, **_kwargs):
+    raise AssertionError("the cached dataset must not be downloaded again")
+
+
+def test_fetch_downloads_once_records_the_hash_and_then_uses_the_cache(
+    archive, tmp_path, monkeypatch
+):
+    path, _ = archive
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="deepsim fetch PhC-C2DH-U373"):
+        ctc.fetch(NAME, cache=cache)
+    lines = []
+    folder = ctc.fetch(NAME, cache=cache, download=True, report=lines.append)
+    assert folder == cache / NAME and (folder / "01" / "t004.tif").is_file()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (cache / f"{NAME}.zip.sha256").read_text().split()[0] == digest
+    assert lines[0].startswith("downloading file://") and "recorded SHA-256" in lines[2]
+    assert not list(cache.glob("*.part")) and not list(cache.glob(".*unpacking"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    assert ctc.fetch(NAME, cache=cache, download=True) == folder
+    with (cache / f"{NAME}.zip").open("ab") as stream:
+        stream.write(b"tampered")
+    with pytest.raises(ValueError, match=r"SHA-256 \w+ but \w+ was expected"):
+        ctc.fetch(NAME, cache=cache)
+
+
+def test_a_given_checksum_is_enforced(archive, tmp_path):
+    path, _ = archive
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert ctc.fetch(NAME, cache=tmp_path / "a", download=True, sha256=digest.upper()).is_dir()
+    with pytest.raises(ValueError, match="corrupt or the archive changed"):
+        ctc.fetch(NAME, cache=tmp_path / "b", download=True, sha256="0" * 64)
+    assert not (tmp_path / "b" / NAME).exists()
+
+
+def test_a_failed_download_leaves_nothing(tmp_path, monkeypatch):
+    entry = replace(ctc.DATASETS[NAME], url=(tmp_path / "missing.zip").as_uri())
+    monkeypatch.setitem(ctc.DATASETS, NAME, entry)
+    with pytest.raises(OSError, match="could not download"):
+        ctc.fetch(NAME, cache=tmp_path / "cache", download=True)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_an_archive_escaping_its_folder_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as bundle:
+        bundle.writestr(f"{NAME}/01/t000.tif", b"x")
+        bundle.writestr("../escaped.txt", b"x")
+    monkeypatch.setitem(ctc.DATASETS, NAME, replace(ctc.DATASETS[NAME], url=path.as_uri()))
+    with pytest.raises(ValueError, match="outside its folder"):
+        ctc.fetch(NAME, cache=tmp_path / "cache", download=True)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_unknown_dataset_names_the_known_ones():
+    with pytest.raises(ValueError, match="PhC-C2DH-U373"):
+        ctc.fetch("Fluo-N2DH-XYZ")
+
+
+def test_read_sequence_prefers_silver_truth_and_keeps_sparse_gold_frames(tmp_path):
+    seq = _write_dataset(tmp_path / NAME)
+    full = ctc.read_sequence(tmp_path / NAME / "01")
+    assert full.times == [0, 1, 2, 3, 4] and "01_ST/SEG" in full.source
+    np.testing.assert_array_equal(full.labels, seq.labels)
+    np.testing.assert_array_equal(full.frames, (seq.images * 1000).astype(np.uint16))
+    sparse = ctc.read_sequence(tmp_path / NAME / "02")
+    assert sparse.times == list(GT_TIMES) and "left out" in sparse.source
+    np.testing.assert_array_equal(sparse.labels, seq.labels[list(GT_TIMES)])
+    unlabelled = ctc.read_sequence(tmp_path / NAME / "02", labels=False)
+    assert unlabelled.labels is None and unlabelled.times == [0, 1, 2, 3, 4]
+    assert ctc.is_sequence(tmp_path / NAME / "01")
+    assert not ctc.is_sequence(tmp_path / NAME / "01_ST")
+    with pytest.raises(ValueError, match="no CTC frames"):
+        ctc.read_sequence(tmp_path / NAME / "01_ST")
