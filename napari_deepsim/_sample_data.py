@@ -1,4 +1,9 @@
-"""Sample data contributions: the synthetic noisy cells of :mod:`src_training.samples`."""
+"""Sample data: the synthetic noisy cells, and a Cell Tracking Challenge sequence.
+
+The synthetic samples are made by :mod:`src_training.samples` (nothing shipped or
+downloaded). The PhC-C2DH-U373 sample is downloaded once, when the user picks it from
+the File > Open Sample menu, into the cache of :mod:`src_training.ctc`.
+"""
 
 from __future__ import annotations
 
@@ -40,3 +45,33 @@ def noisy_cell_timelapse() -> list[LayerData]:
         (seq.images, {"name": "noisy cells", "colormap": "gray"}, "image"),
         (seq.labels, {"name": "noisy cells labels", "opacity": 0.4}, "labels"),
     ]
+
+
+def phc_u373() -> list[LayerData]:
+    """Sequence 01 of the Cell Tracking Challenge's PhC-C2DH-U373, with segmentations.
+
+    Downloads the training archive into the cache the first time (its SHA-256 is
+    recorded then and checked on every later use).
+
+    Returns
+    -------
+    list of LayerData
+        The ``(T, H, W)`` phase-contrast frames and their instance segmentations
+        (silver truth where available).
+    """
+    from napari.utils.notifications import show_info
+
+    from src_training.ctc import fetch, read_sequence
+
+    folder = fetch("PhC-C2DH-U373", download=True, report=show_info)
+    sequence = read_sequence(folder / "01")
+    layers: list[LayerData] = [
+        (
+            sequence.frames,
+            {"name": "U373 01", "colormap": "gray", "metadata": {"source": sequence.source}},
+            "image",
+        )
+    ]
+    if sequence.labels is not None:
+        layers.append((sequence.labels, {"name": "U373 01 labels", "opacity": 0.4}, "labels"))
+    return layers

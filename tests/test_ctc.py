@@ -7,43 +7,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import tifffile
+from ctc_layout import GT_TIMES, NAME, serve_archive, write_dataset
 
 from src_training import ctc
-from src_training.samples import noisy_cell_sequence
-
-NAME = "PhC-C2DH-U373"
-GT_TIMES = (1, 3)
-
-
-def _write_dataset(root):
-    """Sequence 01 with silver truth on every frame; 02 with sparse gold truth only."""
-    seq = noisy_cell_sequence(n_frames=5, size=32)
-    for name in ("01", "02"):
-        (root / name).mkdir(parents=True)
-        for t, frame in enumerate(seq.images):
-            tifffile.imwrite(root / name / f"t{t:03d}.tif", (frame * 1000).astype(np.uint16))
-    (root / "01_ST" / "SEG").mkdir(parents=True)
-    for t, label in enumerate(seq.labels):
-        tifffile.imwrite(root / "01_ST" / "SEG" / f"man_seg{t:03d}.tif", label.astype(np.uint16))
-    (root / "02_GT" / "SEG").mkdir(parents=True)
-    for t in GT_TIMES:
-        tifffile.imwrite(root / "02_GT" / "SEG" / f"man_seg{t:03d}.tif", seq.labels[t])
-    return seq
 
 
 @pytest.fixture
 def archive(tmp_path, monkeypatch):
-    """A zip of the layout, served at a file:// address in place of the Challenge's."""
-    source = tmp_path / "source"
-    seq = _write_dataset(source / NAME)
-    path = tmp_path / "served.zip"
-    with zipfile.ZipFile(path, "w") as bundle:
-        for file in sorted((source / NAME).rglob("*")):
-            bundle.write(file, file.relative_to(source).as_posix())
-    entry = replace(ctc.DATASETS[NAME], url=path.as_uri())
-    monkeypatch.setitem(ctc.DATASETS, NAME, entry)
-    return path, seq
+    return serve_archive(tmp_path, monkeypatch)
 
 
 def _no_network(*_args, **_kwargs):
@@ -107,7 +78,7 @@ def test_unknown_dataset_names_the_known_ones():
 
 
 def test_read_sequence_prefers_silver_truth_and_keeps_sparse_gold_frames(tmp_path):
-    seq = _write_dataset(tmp_path / NAME)
+    seq = write_dataset(tmp_path / NAME)
     full = ctc.read_sequence(tmp_path / NAME / "01")
     assert full.times == [0, 1, 2, 3, 4] and "01_ST/SEG" in full.source
     np.testing.assert_array_equal(full.labels, seq.labels)
