@@ -33,6 +33,7 @@ from qtpy.QtWidgets import QFileDialog, QFrame, QLabel, QScrollArea, QVBoxLayout
 
 from napari_deepsim._choices import (
     SOURCE,
+    disconnect,
     guess_pair,
     inputs,
     pair_arrays,
@@ -49,6 +50,7 @@ from napari_deepsim._register_job import (
     summary,
     warp_data,
 )
+from napari_deepsim._train_job import TrainedModel, trained_models
 from src_training.devices import DEVICE_CHOICES as DEVICES
 
 if TYPE_CHECKING:
@@ -74,7 +76,6 @@ class RegisterWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
-        self._model: ModelFile | None = None
         self._model_cache: dict[tuple[str, float], ModelFile] = {}
         self._field: np.ndarray | None = None
         self._field_transform: tuple[np.ndarray, np.ndarray] | None = None
@@ -91,7 +92,11 @@ class RegisterWidget(QWidget):
         self.extras = Select(label="carry along", choices=self._extras)
         self.extras.tooltip = "Layers of the moving layer's shape warped with the same field"
         self.extras.native.setMaximumHeight(80)
-        self.model_file = FileEdit(label="model", mode="r", filter="Model files (*.pt *.pth)")
+        self.trained = ComboBox(label="model", choices=self._trained_models, nullable=True)
+        self.trained.tooltip = "A registration model trained in this viewer"
+        self.model_file = FileEdit(
+            label="or model file", mode="r", filter="Model files (*.pt *.pth)"
+        )
         self.model_info = Label(value="")
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.spacing = SpinBox(label="grid spacing", value=16, min=2, max=512)
@@ -116,6 +121,7 @@ class RegisterWidget(QWidget):
                 self.moving_labels,
                 self.fixed_labels,
                 self.extras,
+                self.trained,
                 self.model_file,
                 self.model_info,
                 self.device,
@@ -145,6 +151,11 @@ class RegisterWidget(QWidget):
         for chooser in (self.fixed, self.moving, self.moving_labels, self.fixed_labels):
             chooser.changed.connect(self._inputs_changed)
         self.model_file.changed.connect(self._model_file_changed)
+        self.trained.changed.connect(self._trained_changed)
+        trained_models.events.inserted.connect(self._trained_list_changed)
+        self.destroyed.connect(
+            partial(disconnect, [trained_models.events.inserted], self._trained_list_changed)
+        )
         self.register_button.changed.connect(self.register)
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
@@ -211,15 +222,23 @@ class RegisterWidget(QWidget):
 
     # ---- model ---------------------------------------------------------------------
 
+    def _trained_models(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
+        return [(m.name, m.model) for m in trained_models if m.model.kind == "registration"]
+
+    def _trained_list_changed(self, *_args: Any) -> None:
+        self.trained.reset_choices()
+
     def set_model(self, model: str | Path | ModelFile) -> None:
         """Use a registration model: a model file path or a model trained in this viewer.
 
         Parameters
         ----------
         model : str, Path or ModelFile
-            A file written by ``deepsim train`` or a loaded/in-memory registration model.
+            A file written by ``deepsim train``, or an in-memory registration model
+            (added to the models trained in this session if it is not listed yet).
         """
         if isinstance(model, (str, Path)):
+            self.trained.value = None
             self.model_file.value = Path(model)
             return
         if model.kind != "registration":
@@ -228,17 +247,27 @@ class RegisterWidget(QWidget):
                 "model."
             )
             return
-        self._model = model
+        if all(m.model is not model for m in trained_models):
+            metric = model.metadata.get("metric", "unknown metric")
+            trained_models.append(TrainedModel(f"{metric} model (given)", model))
+        self.trained.reset_choices()
+        self.trained.value = model
+
+    def _trained_changed(self, *_args: Any) -> None:
+        model = self.trained.value
+        if model is None:
+            self.model_info.value = ""
+            return
         metric = model.metadata.get("metric", "unknown metric")
-        self.model_info.value = f"using the {model.ndim}D model trained here ({metric})"
+        self.model_info.value = f"using the {model.ndim}D {metric} model trained here"
 
     def _model_file_changed(self, *_args: Any) -> None:
-        self._model = None
-        self.model_info.value = ""
+        if str(self.model_file.value) not in ("", "."):
+            self.trained.value = None
 
     def _model_source(self) -> str | ModelFile:
-        if self._model is not None:
-            return self._model
+        if self.trained.value is not None:
+            return self.trained.value
         path = Path(self.model_file.value)
         if str(path) in ("", ".") or path.is_dir():
             raise ValueError(

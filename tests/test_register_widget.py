@@ -206,8 +206,14 @@ def test_time_lapse_registers_every_frame_to_its_predecessor(
     assert not widget.reference.native.isHidden()  # the stack reference control shows
     widget.reference.value = "previous"
     widget.show_checkerboard.value = False
-    widget.set_model(load_model(models["2d"]))  # a model another widget trained in this viewer
-    assert "2D model trained here (ncc)" in widget.model_info.value
+    model = load_model(models["2d"])
+    widget.set_model(model)  # a model another widget trained in this viewer
+    assert widget.trained.value is model
+    assert [name for name, m in widget._trained_models() if m is model] == ["ncc model (given)"]
+    assert "2D ncc model trained here" in widget.model_info.value
+    widget.model_file.value = models["2d"]  # choosing a file replaces the trained model
+    assert widget.trained.value is None and widget.model_info.value == ""
+    widget.set_model(model)
     _run(widget, qtbot)
     assert errors == []
     for name, kind in (

@@ -71,7 +71,7 @@ def test_features_then_deepsim_registration_saved_and_offered(viewer, qtbot, err
     assert registration.plot.validation  # labels given: Dice on the last two frames
     saved = load_model(registration.save(tmp_path / "r.pt"))
     assert saved.kind == "registration" and saved.metadata["metric"] == "deepsim"
-    assert register._model is registration.model
+    assert register.trained.value is registration.model
     assert registration.train_button.text == "Train"
 
 
