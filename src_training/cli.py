@@ -1,8 +1,9 @@
 """The ``deepsim`` command line: a thin layer over the core's public functions.
 
-Errors a user can cause are printed as one sentence and exit with code 2; pass
-``--debug`` to see the traceback instead. Ctrl-C during training saves a checkpoint
-(resume with ``--resume``) and exits with code 130.
+Errors a user can cause (a bad option, file or shape, too little memory) are printed
+as one line, ``deepsim: error: ...``, and exit with code 2; pass ``--debug`` to see the
+traceback instead. Ctrl-C during training saves a checkpoint (resume with
+``--resume``) and exits with code 130. docs/errors.md lists the messages.
 """
 
 from __future__ import annotations
@@ -10,12 +11,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from src_training import __version__
 from src_training.devices import DEVICE_CHOICES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+OUT_OF_MEMORY_HINT = (
+    "crop or downsample the images, lower --batch-size or --crop, or use a device with more memory"
+)
+OUT_OF_MEMORY_SIGNS = ("out of memory", "can't allocate memory")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``deepsim: error: MESSAGE; see `deepsim ... --help``` and exit with 2."""
+        self.exit(EXIT_USAGE, f"deepsim: error: {message}; see `{self.prog} --help`\n")
 
 
 def _positive_int(text: str) -> int:
@@ -57,6 +71,12 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
     g.add_argument("--resume", action="store_true", help="continue from FILE.last.pt")
     g.add_argument("--overwrite", action="store_true", help="replace an existing FILE.pt")
     g.add_argument("--val-every", type=_positive_int, default=100, help="default 100 steps")
+    g.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=100,
+        help="save FILE.last.pt every N steps (default 100)",
+    )
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     g.add_argument("--noise", type=float, default=0.0, help="std of added intensity noise")
 
@@ -69,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The parser with one sub-command per task.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="deepsim",
         description="Learned deformable image registration with semantic similarity metrics.",
     )
@@ -156,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit code: 0 on success, 2 for a usage or input error, 130 when interrupted.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version and usage errors
+        return int(done.code or 0)
     try:
         from src_training import commands  # imported here: `deepsim --help` stays fast
 
@@ -165,10 +188,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deepsim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError, FloatingPointError) as exc:
-        if args.debug:
+    except (ValueError, OSError, FloatingPointError, MemoryError, RuntimeError) as exc:
+        message = str(exc)
+        out_of_memory = isinstance(exc, MemoryError) or any(
+            sign in message.lower() for sign in OUT_OF_MEMORY_SIGNS
+        )
+        if args.debug or (isinstance(exc, RuntimeError) and not out_of_memory):
             raise
-        print(f"deepsim: error: {exc}", file=sys.stderr)
+        if out_of_memory:
+            cause = f" ({message.splitlines()[0]})" if message else ""
+            message = f"out of memory{cause}; {OUT_OF_MEMORY_HINT}"
+        print(f"deepsim: error: {' '.join(message.splitlines())}", file=sys.stderr)
         return EXIT_USAGE
 
 

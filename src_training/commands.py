@@ -24,13 +24,15 @@ from src_training.datasets import (
 from src_training.devices import resolve_device
 from src_training.distributed import init_distributed, shutdown_distributed
 from src_training.evaluation import evaluate_pairs, field_regularity, mean_dice, summarise
-from src_training.metrics import METRICS, get_metric
+from src_training.metrics import METRICS, get_metric, metric_spec
 from src_training.modelio import ModelFile, load_model, require_kind
 from src_training.networks import FeatureExtractor, RegistrationNet
 from src_training.pairs import atlas_pairs, consecutive_pairs, read_pairs_csv
 from src_training.progress import ProgressPrinter
 from src_training.registration import (
     check_model_fits,
+    check_registration_memory,
+    check_series,
     jacobian_array,
     predict,
     register_series,
@@ -43,8 +45,9 @@ from src_training.training import (
     TrainConfig,
     Trainer,
     last_checkpoint_path,
+    log_path,
 )
-from src_training.writers import image_suffix, prepare_output_dir, write_image
+from src_training.writers import check_writable, image_suffix, prepare_output_dir, write_image
 
 
 def metrics(args: argparse.Namespace) -> None:
@@ -114,7 +117,7 @@ def _with_atlas(data: Dataset, args: argparse.Namespace) -> Dataset:
         if unknown:
             raise ValueError(
                 f"the atlas labels {args.atlas_labels} hold values {unknown[:5]} that the data's "
-                f"labels never use; the atlas needs the data's label values"
+                f"labels never use; relabel the atlas with the data's values {data.class_values}"
             )
         ids = np.searchsorted(np.array(data.class_values), raw)
         labels = np.concatenate([data.labels, ids[None].astype(data.labels.dtype)])
@@ -130,9 +133,14 @@ def _with_atlas(data: Dataset, args: argparse.Namespace) -> Dataset:
     )
 
 
+def _non_negative(value: float, option: str) -> float:
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{option} must be a finite number >= 0, got {value}")
+    return value
+
+
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    if args.noise < 0:
-        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    _non_negative(args.noise, "--noise")
     augment = NO_AUGMENTATION if args.no_augment else AugmentConfig()
     return TrainConfig(
         steps=args.steps,
@@ -143,6 +151,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         max_offset=getattr(args, "max_offset", 2),
         augment=AugmentConfig(**{**augment.__dict__, "noise": args.noise}),
         val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
     )
 
 
@@ -155,12 +164,17 @@ def _check_out(args: argparse.Namespace) -> Path:
             raise FileNotFoundError(
                 f"cannot resume: {last_checkpoint_path(out)} does not exist; run without --resume"
             )
-    elif out.exists() and not args.overwrite:
-        raise ValueError(
-            f"{out} already exists; choose another --out, pass --overwrite, or --resume"
-        )
+    elif not args.overwrite:
+        for path in (out, last_checkpoint_path(out), log_path(out)):
+            if path.exists():
+                raise ValueError(
+                    f"{path} already exists; choose another --out, pass --overwrite, or --resume"
+                )
     if not out.parent.is_dir():
-        raise FileNotFoundError(f"the folder of --out ({out.parent}) does not exist")
+        raise FileNotFoundError(
+            f"the folder of --out ({out.parent}) does not exist; create it or choose another --out"
+        )
+    check_writable(out.parent)
     return out
 
 
@@ -194,6 +208,7 @@ def train_features(args: argparse.Namespace) -> None:
     """``deepsim train-features``: train the feature extractor DeepSim compares."""
     out = _check_out(args)
     config = _train_config(args)
+    _non_negative(args.dice_weight, "--dice-weight")
     train, val = _datasets(args)
     if args.kind == "segmentation" and (train.labels is None or train.num_classes < 2):
         raise ValueError(
@@ -246,9 +261,7 @@ def _load_extractor(path: str, metric: str, train: Dataset) -> FeatureExtractor:
 
 def train_registration(args: argparse.Namespace) -> None:
     """``deepsim train``: train a registration model with a similarity metric."""
-    if args.metric not in METRICS:
-        raise ValueError(f"unknown metric {args.metric!r}; valid metrics: {', '.join(METRICS)}")
-    spec = METRICS[args.metric]
+    spec = metric_spec(args.metric)
     out = _check_out(args)
     config = _train_config(args)
     train, val = _datasets(args)
@@ -312,6 +325,11 @@ def register(args: argparse.Namespace) -> None:
     fixed, _ = load_image_file(fixed_path)
     moving, _ = load_image_file(moving_path)
     raw_moving, _ = load_image_file(moving_path, normalise=False)
+    if fixed.ndim != moving.ndim:
+        raise ValueError(
+            f"the fixed image {fixed_path} is {fixed.ndim - 1}D but the moving image "
+            f"{moving_path} is {moving.ndim - 1}D; register two images of the same kind"
+        )
     check_model_fits(model, fixed, f"the fixed image {fixed_path}")
     check_model_fits(model, moving, f"the moving image {moving_path}")
     ndim = model.ndim
@@ -333,6 +351,7 @@ def register(args: argparse.Namespace) -> None:
     suffix = image_suffix(ndim)
     label_names = [f"warped_{Path(p).name.split('.')[0]}{suffix}" for p in args.labels]
     names = [f"warped{suffix}", "displacement.npy", f"displacement{suffix}", f"jacobian{suffix}"]
+    check_registration_memory(model.network, shape, 1, device)
     out = prepare_output_dir(args.out, names + label_names, args.overwrite)
     start = time.perf_counter()
     disp = predict(model.network, moving[None], fixed[None], device)
@@ -386,9 +405,12 @@ def _register_series(model: ModelFile, args: argparse.Namespace, device: torch.d
     ndim = model.ndim
     suffix = image_suffix(ndim)
     names = [f"warped{suffix}", "displacements.npy", f"jacobians{suffix}"]
+    frames = stack.images
+    check_series(len(frames), reference)
+    check_registration_memory(model.network, frames.shape[2:], len(frames), device, args.batch_size)
     out = prepare_output_dir(args.out, names, args.overwrite)
     start = time.perf_counter()
-    result = register_series(model.network, stack.images, reference, device, args.batch_size)
+    result = register_series(model.network, frames, reference, device, args.batch_size)
     seconds = time.perf_counter() - start
     warped = result.warped.numpy()
     write_image(out / names[0], warped[:, 0] if warped.shape[1] == 1 else warped, ndim)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+MIN_SIZE = 2
 PERCENTILES = (1.0, 99.0)
 NORMALISATION = "per image and channel: percentiles 1 and 99 mapped to 0 and 1, not clipped"
 
@@ -38,3 +41,29 @@ def normalise_intensity(
     if high <= low:
         return np.zeros(values.shape, np.float32)
     return ((values - low) / (high - low)).astype(np.float32)
+
+
+def check_spatial_size(shape: Sequence[int], what: str) -> None:
+    """Refuse images with fewer than :data:`MIN_SIZE` pixels along an axis.
+
+    Registration needs differences between neighbouring pixels (the regulariser and
+    the Jacobian), so an axis of one pixel gives no result; smaller images than the
+    network's ``2**depth`` are padded and work.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Spatial shape.
+    what : str
+        How to name the image in the message.
+
+    Raises
+    ------
+    ValueError
+        If an axis is shorter than :data:`MIN_SIZE`.
+    """
+    if min(shape) < MIN_SIZE:
+        raise ValueError(
+            f"{what} is only {tuple(int(n) for n in shape)} pixels; registration needs at least "
+            f"{MIN_SIZE} pixels along every axis, so use a larger image"
+        )

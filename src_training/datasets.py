@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from src_training.data import normalise_intensity
+from src_training.data import check_spatial_size, normalise_intensity
 from src_training.io import (
     IMAGE_SUFFIXES,
     NPZ_SUFFIX,
@@ -240,6 +240,7 @@ def load_dataset(
     collection = _collect(path, ndim, None if label_file is None else Path(label_file))
     items = collection.items
     _check_common_shape(items)
+    check_spatial_size(items[0].image.shape, f"the data {path}")
     use_labels = labels != "none" and items[0].label is not None
     class_values = _class_values(items, labels) if use_labels else []
     unit = "cases" if collection.group > 1 else ("frames", "volumes")[items[0].image.ndim - 2]
@@ -389,7 +390,7 @@ def _collect(path: Path, ndim: int | None, label_file: Path | None) -> _Collecti
     if path.is_file():
         return _from_file(path, ndim, label_file)
     if not path.is_dir():
-        raise FileNotFoundError(f"no such file or folder: {path}")
+        raise FileNotFoundError(f"no such file or folder: {path}; check the path")
     if (path / "fixed_images").is_dir() or (path / "moving_images").is_dir():
         _refuse_label_file(label_file, path)
         return _from_paired(path, ndim)

@@ -18,7 +18,7 @@ from src_training.data import normalise_intensity
 from src_training.datasets import Dataset
 from src_training.devices import resolve_device
 from src_training.evaluation import evaluate_pairs, summarise
-from src_training.metrics import METRICS, get_metric
+from src_training.metrics import METRICS, get_metric, metric_spec
 from src_training.networks import FeatureExtractor, RegistrationNet
 from src_training.samples import CLASS_NAMES, noisy_cell_sequence
 from src_training.training import FeatureTrainer, RegistrationTrainer, TrainConfig
@@ -76,9 +76,7 @@ def run_demo(
     dict
         Summary (Dice, its sd, folding %, sdlogj, seconds per pair) per model name.
     """
-    spec = METRICS.get(metric)
-    if spec is None:
-        raise ValueError(f"unknown metric {metric!r}; `deepsim metrics` lists them")
+    spec = metric_spec(metric)
     if spec.needs_extractor or spec.needs_weights:
         raise ValueError(
             "the demo compares DeepSim with a metric that needs no extra files, such as ncc, "

@@ -64,7 +64,8 @@ def read_image(path: str | Path, *, as_label: bool = False) -> tuple[np.ndarray,
     """Read the array of one image file, in the file's axis order and dtype.
 
     A 2D colour image (a PNG, JPEG or TIFF of shape ``(H, W, 3)`` or ``(H, W, 4)``)
-    becomes grayscale: the Rec. 709 luminance of red, green and blue, alpha ignored.
+    becomes grayscale: the Rec. 709 luminance of red, green and blue, alpha ignored; so
+    does every frame of a TIFF stack stored as colour (RGB) frames.
     With ``as_label=True`` colours are kept apart instead: a colour PNG or JPEG label
     image becomes one integer per colour (red, green and blue packed into the bits of
     an int64, black = 0), a palette PNG gives its palette indices, and a TIFF is
@@ -99,8 +100,8 @@ def read_image(path: str | Path, *, as_label: bool = False) -> tuple[np.ndarray,
     reader = _READERS.get(suffix)
     if reader is None:
         raise ValueError(
-            f"unsupported file type '{suffix or '(none)'}' of {path}; "
-            f"supported: {', '.join(IMAGE_SUFFIXES)} and {NPZ_SUFFIX}"
+            f"unsupported file type '{suffix or '(none)'}' of {path}; save it in a supported "
+            f"format instead (supported: {', '.join(IMAGE_SUFFIXES)} and {NPZ_SUFFIX})"
         )
     try:
         array, spacing = reader(path, as_label)
@@ -210,7 +211,14 @@ def pack_colours(rgb: np.ndarray) -> np.ndarray:
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise FileNotFoundError(f"no such file: {path}; check the path")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise PermissionError(
+            f"{path} is not readable (permission denied); make it readable, e.g. chmod u+r"
+        ) from None
     return path
 
 
@@ -222,13 +230,23 @@ def _check_npz(path: str | Path) -> Path:
 
 
 def _unreadable(path: Path, error: Exception, kind: str) -> ValueError:
-    return ValueError(f"could not read {path}: {error}; is it a valid {kind} file?")
+    return ValueError(
+        f"could not read {path}: {error}; check that it is a complete {kind} file "
+        "(save or copy it again)"
+    )
 
 
 def _read_tiff(path: Path, as_label: bool) -> tuple[np.ndarray, None]:
     import tifffile
 
-    return np.asarray(tifffile.imread(path)), None
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array = np.asarray(series.asarray())
+        # a stack of colour frames (axes ending in S, samples): grey like a single image
+        colour = series.axes.endswith("S") and array.shape[-1] in (3, 4)
+        if colour and not as_label and array.ndim > 3:
+            array = to_grayscale(array)
+    return array, None
 
 
 def _read_pillow(path: Path, as_label: bool) -> tuple[np.ndarray, None]:

@@ -136,10 +136,14 @@ def save_model(
 
 
 def _read_payload(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a model file; pass the .pt file")
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
+        raise FileNotFoundError(f"model file {path} does not exist; check the path")
     if path.stat().st_size == 0:
-        raise ValueError(f"model file {path} is empty; it was not written completely")
+        raise ValueError(
+            f"model file {path} is empty (it was not written completely); copy or train it again"
+        )
     with open(path, "rb") as handle:
         head = handle.read(2)
     if head != b"PK" and head[:1] != b"\x80":  # starts neither torch's zip nor a pickle
@@ -152,11 +156,13 @@ def _read_payload(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError:
         raise ValueError(
             f"refusing to load {path}: it holds Python objects other than tensors and numbers, "
-            "and loading it could run code; only napari-deepsim model files are opened"
+            "and loading it could run code; use a model file made by `deepsim train` or "
+            "`deepsim train-features`"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError):
         raise ValueError(
-            f"could not read model file {path}: it is truncated or not a model file ({err})"
+            f"could not read model file {path}: it is truncated or not a model file; copy or "
+            "train it again"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(
@@ -205,4 +211,4 @@ def require_kind(model: ModelFile, kind: str, path: str | Path) -> None:
             "registration": "a registration model made by `deepsim train`",
             "features": "a feature extractor made by `deepsim train-features`",
         }[kind]
-        raise ValueError(f"{path} holds a {model.kind} model, but {hint} is needed here")
+        raise ValueError(f"{path} holds a {model.kind} model; pass {hint} instead")

@@ -77,7 +77,7 @@ def read_pairs_csv(path: str | Path, names: Sequence[str]) -> list[Pair]:
             return int(cell)
         raise ValueError(
             f"{path}, line {line}: {cell!r} is neither an image name nor an index below "
-            f"{len(names)}"
+            f"{len(names)}; use names like {names[0]!r} or indices"
         )
 
     with open(path, newline="") as handle:
@@ -86,8 +86,17 @@ def read_pairs_csv(path: str | Path, names: Sequence[str]) -> list[Pair]:
             raise ValueError(f"{path} needs a header with the columns 'moving' and 'fixed'")
         pairs = [(index(r["moving"], i), index(r["fixed"], i)) for i, r in enumerate(reader, 2)]
     if not pairs:
-        raise ValueError(f"{path} lists no pairs")
+        raise ValueError(f"{path} lists no pairs; add lines of the form moving,fixed")
     return pairs
+
+
+def _check_neighbours(n: int, max_offset: int) -> None:
+    if n < 2:
+        raise ValueError(
+            f"training pairs need at least 2 frames but the data has {n}; select more frames"
+        )
+    if max_offset < 1:
+        raise ValueError(f"the pair offset must be at least 1, got {max_offset}")
 
 
 def neighbour_epoch(n: int, max_offset: int, generator: torch.Generator) -> list[Pair]:
@@ -110,10 +119,7 @@ def neighbour_epoch(n: int, max_offset: int, generator: torch.Generator) -> list
     list of tuple of int
         ``n`` pairs.
     """
-    if n < 2:
-        raise ValueError(f"training pairs need at least 2 frames, got {n}")
-    if max_offset < 1:
-        raise ValueError(f"the pair offset must be at least 1, got {max_offset}")
+    _check_neighbours(n, max_offset)
     pairs = []
     for fixed in torch.randperm(n, generator=generator).tolist():
         lo, hi = max(0, fixed - max_offset), min(n - 1, fixed + max_offset)
@@ -161,6 +167,10 @@ class PairSampler:
             raise ValueError(f"the batch size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside a world of size {world_size}")
+        if fixed_pairs is None:
+            _check_neighbours(n, max_offset)
+        elif not fixed_pairs:
+            raise ValueError("there are no training pairs; select frames that form pairs")
         self.n = n
         self.batch_size = batch_size
         self.seed = seed

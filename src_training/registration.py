@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from src_training.data import check_spatial_size
+from src_training.memory import require_memory
 from src_training.modelio import ModelFile
 from src_training.networks import RegistrationNet
 from src_training.spatial import compose, jacobian_determinant, warp, warp_labels
@@ -27,15 +31,91 @@ def check_model_fits(model: ModelFile, image: np.ndarray, what: str) -> None:
     """
     ndim = image.ndim - 1
     if ndim != model.ndim:
+        colour = ndim == model.ndim + 1 and image.shape[-1] in (3, 4)
         raise ValueError(
             f"the model registers {model.ndim}D images but {what} is {ndim}D "
             f"(shape {image.shape[1:]}); use a {ndim}D model"
+            + (", or convert it to grey if its last axis holds colours" if colour else "")
         )
+    check_spatial_size(image.shape[1:], what)
     channels = model.metadata["network"]["in_channels"]
     if image.shape[0] != channels:
         raise ValueError(
             f"the model expects {channels}-channel images but {what} has {image.shape[0]}"
         )
+
+
+# Peak memory of RegistrationNet inference per voxel of the padded grid and pair: about
+# 22 bytes per channel of the first U-Net stage (measured on the CPU: 1.3-1.4 kB with 64
+# channels, 2D and 3D), 32 per image channel and 64 for the field and its warps.
+_BYTES_PER_VOXEL_AND_CHANNEL = 22
+_BYTES_PER_VOXEL_AND_IMAGE_CHANNEL = 32
+_BYTES_PER_VOXEL = 64
+
+
+def registration_memory(network: RegistrationNet, shape: Sequence[int], pairs: int) -> int:
+    """Estimate the peak memory of registering ``pairs`` pairs at once.
+
+    Parameters
+    ----------
+    network : RegistrationNet
+        The network.
+    shape : sequence of int
+        Spatial shape of the images.
+    pairs : int
+        Pairs in one forward pass.
+
+    Returns
+    -------
+    int
+        Bytes, on the generous side.
+    """
+    config = network.config()
+    multiple = 2 ** len(config["channels"])
+    voxels = math.prod(-(-int(n) // multiple) * multiple for n in shape)
+    per_voxel = (
+        _BYTES_PER_VOXEL_AND_CHANNEL * config["channels"][0]
+        + _BYTES_PER_VOXEL_AND_IMAGE_CHANNEL * config["in_channels"]
+        + _BYTES_PER_VOXEL
+    )
+    return voxels * pairs * per_voxel
+
+
+def check_registration_memory(
+    network: RegistrationNet,
+    shape: Sequence[int],
+    pairs: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+) -> None:
+    """Refuse a registration that would not fit in the device's free memory.
+
+    Parameters
+    ----------
+    network : RegistrationNet
+        The network.
+    shape : sequence of int
+        Spatial shape of the images.
+    pairs : int
+        Pairs to register.
+    device : torch.device or str
+        Where the network would run.
+    batch_size : int
+        Pairs per forward pass.
+
+    Raises
+    ------
+    ValueError
+        If the estimate of :func:`registration_memory` exceeds the free memory.
+    """
+    at_once = max(1, min(pairs, batch_size))
+    size = "x".join(str(int(n)) for n in shape)
+    require_memory(
+        registration_memory(network, shape, at_once),
+        f"registering {at_once} pair(s) of {size} voxels at once",
+        device,
+        "crop or downsample the images, lower --batch-size, or use a device with more memory",
+    )
 
 
 @torch.inference_mode()
@@ -67,6 +147,7 @@ def predict(
     """
     moving = torch.as_tensor(moving, dtype=torch.float32)
     fixed = torch.as_tensor(fixed, dtype=torch.float32)
+    check_registration_memory(network, moving.shape[2:], moving.shape[0], device, batch_size)
     network.to(device).eval()
     out = []
     for start in range(0, moving.shape[0], batch_size):
@@ -92,6 +173,34 @@ class SeriesResult:
 
     displacements: Tensor
     warped: Tensor
+
+
+def check_series(frames: int, reference: int | str) -> None:
+    """Refuse a series registration that cannot run, before any work is done.
+
+    Parameters
+    ----------
+    frames : int
+        Number of frames of the stack.
+    reference : int or "previous"
+        The reference frame, as for :func:`register_series`.
+
+    Raises
+    ------
+    ValueError
+        If the stack has fewer than 2 frames or the reference is not one of them.
+    """
+    if frames < 2:
+        raise ValueError(
+            f"the series has {frames} frame; a series needs at least 2 frames, so register a "
+            "single image as a pair instead"
+        )
+    if reference != "previous" and (
+        not isinstance(reference, int) or not -frames <= reference < frames
+    ):
+        raise ValueError(
+            f"--reference must be a frame index in 0..{frames - 1} or 'previous', got {reference}"
+        )
 
 
 def register_series(
@@ -127,6 +236,7 @@ def register_series(
         Displacements and warped frames.
     """
     n = frames.shape[0]
+    check_series(n, reference)
     if reference == "previous":
         steps = predict(network, frames[1:], frames[:-1], device, batch_size)
         fields = [torch.zeros_like(steps[:1])]
@@ -134,11 +244,8 @@ def register_series(
             fields.append(compose(steps[t : t + 1], fields[-1]))
         disp = torch.cat(fields)
     else:
-        if not isinstance(reference, int) or not -n <= reference < n:
-            raise ValueError(
-                f"--reference must be a frame index in 0..{n - 1} or 'previous', got {reference}"
-            )
         disp = predict(network, frames, frames[reference : reference + 1], device, batch_size)
+        disp = disp.clone()  # an inference-mode tensor cannot be written to
         disp[reference] = 0
     source = torch.as_tensor(raw_frames if raw_frames is not None else frames).float()
     return SeriesResult(disp, warp(source, disp))

@@ -153,8 +153,8 @@ class TrainConfig:
             raise ValueError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if self.crop is not None and self.crop < 8:
             raise ValueError(f"--crop must be at least 8 pixels, got {self.crop}")
         if self.val_every < 1 or self.checkpoint_every < 1:
@@ -316,8 +316,6 @@ class Trainer:
         self.step = int(state["step"])
         best = float(state.get("best", float("nan")))
         self.best = None if np.isnan(best) else best
-        if self.is_main and self.out is not None:
-            self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
         path = log_path(self.out)
@@ -366,9 +364,18 @@ class Trainer:
             "best": float("nan") if self.best is None else self.best,
         }
         meta = self._metadata()
-        save_model(last_checkpoint_path(self.out), self.network, meta, state)
-        if best or self.val_data is None:
-            save_model(self.out, self.network, {**meta, "best_validation": self.best})
+        last = last_checkpoint_path(self.out)
+        try:
+            save_model(last, self.network, meta, state)
+            if best or self.val_data is None:
+                save_model(self.out, self.network, {**meta, "best_validation": self.best})
+        except OSError as err:
+            then = f"continue with --resume from the intact {last.name}"
+            raise OSError(
+                f"could not save the checkpoint of step {self.step} in {self.out.parent} "
+                f"({err.strerror or err}); free some space or fix the folder, then "
+                f"{then if last.is_file() else 'train again'}"
+            ) from err
 
     def run(self, stop: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Train up to ``config.steps``, yielding an event per step and validation.
@@ -387,6 +394,8 @@ class Trainer:
         start = time.perf_counter()
         batches = self.sampler.batches(start_step=self.step)
         saved_at = self.step
+        if self.is_main and self.out is not None:
+            self._truncate_log(self.step)  # rows of a stopped run's later steps, or an old run
         try:
             while self.step < config.steps:
                 if stop is not None and stop():
@@ -526,9 +535,11 @@ class RegistrationTrainer(Trainer):
     ) -> None:
         if not np.isfinite(lam) or lam < 0:
             raise ValueError(f"--lam must be a finite number >= 0, got {lam}")
-        if METRICS[metric_name].needs_labels and train.labels is None:
+        if METRICS[metric_name].needs_labels and train.num_classes < 2:
+            found = "none" if train.labels is None else f"only the value {train.class_values}"
             raise ValueError(
-                f"the {metric_name} metric needs label images; the training data has none"
+                f"the {metric_name} metric needs label images with at least 2 classes but the "
+                f"training data has {found}; pass labelled data or choose another --metric"
             )
         self.metric = metric
         self.metric_name = metric_name

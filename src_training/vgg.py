@@ -123,7 +123,8 @@ def load_vgg16_weights(path: str | Path) -> VGG16Features:
     missing = [key for key in expected if key not in state]
     if missing:
         raise ValueError(
-            f"{path} is not a torchvision VGG16 state dict: missing keys {missing}; {_HOW_TO_GET}"
+            f"{path} is not a torchvision VGG16 state dict: it lacks {', '.join(missing[:2])}"
+            f"{' and more' if len(missing) > 2 else ''}; {_HOW_TO_GET}"
         )
     wrong = [
         f"{key} {tuple(state[key].shape)} (expected {tuple(value.shape)})"

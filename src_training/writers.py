@@ -6,6 +6,7 @@ already holds results unless the caller allows it.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,43 @@ def prepare_output_dir(path: str | Path, names: list[str], overwrite: bool = Fal
             f"{folder} already holds {', '.join(clashes[:3])}"
             f"{' ...' if len(clashes) > 3 else ''}; choose another --out or pass --overwrite"
         )
+    if folder.is_dir():
+        check_writable(folder)
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OSError(f"cannot create the output folder {folder}: {err.strerror}") from None
+        raise OSError(
+            f"cannot create the output folder {folder} ({err.strerror}); choose another --out"
+        ) from None
     return folder
+
+
+def check_writable(folder: str | Path, option: str = "--out") -> None:
+    """Refuse a folder that files cannot be written to, before any work is done.
+
+    The check writes and removes a temporary file, so it also catches read-only file
+    systems and full disks, which permission bits do not show.
+
+    Parameters
+    ----------
+    folder : str or Path
+        An existing folder.
+    option : str
+        The option that named it, for the message.
+
+    Raises
+    ------
+    PermissionError
+        If a file cannot be created in ``folder``.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write to the folder {folder} ({err.strerror}); choose another {option}"
+        ) from None
 
 
 def image_suffix(ndim: int) -> str:

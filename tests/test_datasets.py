@@ -354,14 +354,14 @@ def test_missing_and_unsupported_files(tmp_path):
 def test_corrupt_files(tmp_path, name, kind):
     (tmp_path / name).write_bytes(b"not an image at all")
     with pytest.raises(
-        ValueError, match=rf"could not read .*{name}: .*; is it a valid {kind} file\?"
+        ValueError, match=rf"could not read .*{name}: .*; check that it is a complete {kind} file"
     ):
         io.read_image(tmp_path / name)
 
 
 def test_corrupt_npz(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match=r"is it a valid NumPy \.npz file\?"):
+    with pytest.raises(ValueError, match=r"check that it is a complete NumPy \.npz file"):
         io.read_npz(tmp_path / "bad.npz")
 
 

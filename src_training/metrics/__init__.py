@@ -38,6 +38,7 @@ __all__ = [
     "get_metric",
     "local_ncc",
     "metric_names",
+    "metric_spec",
     "mind_ssc",
     "soft_dice_loss",
 ]
@@ -164,6 +165,29 @@ def metric_names() -> list[str]:
     return list(METRICS)
 
 
+def metric_spec(name: str) -> MetricSpec:
+    """Return the registry entry of a metric.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`metric_names`.
+
+    Returns
+    -------
+    MetricSpec
+        Its entry.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered; the message lists the valid names.
+    """
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+    return METRICS[name]
+
+
 def get_metric(name: str, **options: object) -> nn.Module:
     """Build a similarity metric by name.
 
@@ -187,9 +211,7 @@ def get_metric(name: str, **options: object) -> nn.Module:
     TypeError
         If an option is not accepted by the metric.
     """
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(METRICS)}")
-    factory = METRICS[name].factory
+    factory = metric_spec(name).factory
     signature = inspect.signature(factory)
     try:
         signature.bind(**options)
