@@ -40,6 +40,7 @@ from src_training.training import RegistrationTrainer, TrainConfig
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 SMALL = (4, 8)
 TINY = ["--channels", "4,8", "--crop", "16", "--batch-size", "2", "--device", "cpu"]
+pytestmark = pytest.mark.usefixtures("single_thread")
 ERROR_PREFIX = "deepsim: error: "
 # a message names the fix with one of these words (e.g. "; use a 3D model")
 FIX = re.compile(
