@@ -24,6 +24,7 @@ from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
@@ -31,6 +32,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
 
 PREFIX = "compare:"  # SOURCE metadata of this widget's layers: PREFIX + model name
 ZOOM_LAYER = "compare zoom"
-TILE = 180  # side of a zoom tile in screen pixels
+TILE = 160  # side of a zoom tile in screen pixels
 TILE_COLUMNS = 3
 HEADERS = ["model", "Dice", "% folding", "sd log J", "s/pair"]
 
@@ -147,7 +149,8 @@ class CompareWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.remove_button)
-        column = QVBoxLayout(self)
+        panel = QWidget()
+        column = QVBoxLayout(panel)
         column.addWidget(self.inputs.native)
         column.addWidget(QLabel("models"))
         column.addWidget(self.models)
@@ -157,6 +160,11 @@ class CompareWidget(QWidget):
         column.addWidget(self.zoom_button)
         column.addWidget(self.tiles)
         column.addStretch()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(panel)
+        QVBoxLayout(self).addWidget(scroll)
 
         self.add_button.clicked.connect(self._add_clicked)
         self.remove_button.clicked.connect(self._remove_clicked)
@@ -325,6 +333,7 @@ class CompareWidget(QWidget):
             moving_labels=moving_labels,
             fixed_labels=fixed_labels,
             checkerboard=False,
+            warmup=True,
         )
         return CompareJob(pair, entries)
 

@@ -41,6 +41,7 @@ class Job:
     grid: bool = True
     vectors: bool = False
     checkerboard: bool = True
+    warmup: bool = False  # run the network once untimed, so the timing is steady-state
 
 
 @dataclass
@@ -134,6 +135,8 @@ def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, No
     def on_grid(data: np.ndarray, labels: bool) -> np.ndarray:
         return data if data.shape == shape else resample(data, shape, order=0 if labels else 1)
 
+    if job.warmup:
+        predict(model.network, moving[None, None], fixed[None], device)
     start = time.perf_counter()
     disp = predict(model.network, moving[None, None], fixed[None], device)
     predict_seconds = time.perf_counter() - start

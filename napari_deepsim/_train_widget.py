@@ -12,6 +12,7 @@ Register widget.
 from __future__ import annotations
 
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,6 +148,7 @@ class _TrainWidget(QWidget):
         self.worker: Any = None
         self.model: ModelFile | None = None
         self._stop = threading.Event()
+        self._started = 0.0
         self.folder = FileEdit(label="or folder", mode="d")
         self.folder.tooltip = "A dataset folder (used instead of the layers when set)"
         self.steps = SpinBox(label="steps", value=500, min=1, max=1_000_000)
@@ -247,6 +249,7 @@ class _TrainWidget(QWidget):
             show_error(error_message(err))
             return None
         self._stop.clear()
+        self._started = time.perf_counter()
         self.plot.clear(job.steps)
         worker = create_worker(
             train,
@@ -284,7 +287,10 @@ class _TrainWidget(QWidget):
         self.model = model
         self.save_button.enabled = True
         steps = model.metadata.get("steps_trained", 0)
-        self.status.setText(f"trained {steps} steps; the {self.title} is kept in memory")
+        seconds = time.perf_counter() - self._started
+        self.status.setText(
+            f"trained {steps} steps in {seconds:.0f} s; the {self.title} is kept in memory"
+        )
         try:
             self._trained(model)
         except Exception as err:  # never raise into Qt's event loop
@@ -391,6 +397,7 @@ class TrainRegistrationWidget(_TrainWidget):
         self.destroyed.connect(
             partial(disconnect, [trained_models.events.inserted], self._extractors_changed)
         )
+        self._extractors_changed()
         self._metric_changed()
 
     def _input_widgets(self) -> list[Any]:

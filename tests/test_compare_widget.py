@@ -70,7 +70,16 @@ def _cells(widget):
     ]
 
 
-def test_every_model_gets_layers_a_row_and_a_zoom_tile(viewer, qtbot, model_files, errors):
+def test_every_model_gets_layers_a_row_and_a_zoom_tile(
+    viewer, qtbot, model_files, errors, monkeypatch
+):
+    import src_training.registration as registration
+
+    calls = []
+    predict = registration.predict
+    monkeypatch.setattr(
+        registration, "predict", lambda *a, **k: calls.append(1) or predict(*a, **k)
+    )
     trained_models.append(TrainedModel("ncc model #1", load_model(model_files["down"])))
     _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Compare metrics")
     assert isinstance(widget, CompareWidget)
@@ -84,6 +93,7 @@ def test_every_model_gets_layers_a_row_and_a_zoom_tile(viewer, qtbot, model_file
     ]
     _compare(widget, qtbot)
     assert errors == []
+    assert len(calls) == 4  # one untimed warm-up pass per model, so the times compare
 
     fixed = viewer.layers["fixed"]
     for index, name in enumerate(["ncc model #1", "left"]):

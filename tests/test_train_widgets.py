@@ -59,6 +59,8 @@ def test_features_then_deepsim_registration_saved_and_offered(viewer, qtbot, err
     assert features.model is not None and features.model.kind == "features"
     assert len(features.plot.losses) == 3
     assert registration.extractor.value is features.model  # the newest extractor is chosen
+    opened_later = TrainRegistrationWidget(viewer)
+    assert opened_later.extractor.value is features.model
     assert features.save(tmp_path / "f.pt").is_file()
 
     _setup(registration, viewer)

@@ -1,0 +1,206 @@
+"""Regenerate the napari screenshots of the docs by driving the widgets as a user would.
+
+Two parts, each a sequence of button clicks on real widgets in a real window:
+
+* ``click-through``: a new user's path on the built-in sample only: open the samples,
+  train a feature extractor, train DeepSim and NCC models, register, look at the grid
+  and the Jacobian, compare the two models on a zoomed patch, save the field;
+* ``real-data``: the widgets on ``../shared/data`` with the models of
+  ``scripts/example-runs.sh``: Register and Compare on ISBI 2012 EM, both training
+  widgets on the T98G phase-contrast time-lapse.
+
+Run under a virtual X server (the canvas needs OpenGL)::
+
+    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshots.py \
+        --runs runs --out docs/screenshots
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QApplication, QFileDialog
+
+from napari_deepsim._train_job import trained_models
+from src_training.io import read_image
+
+WINDOW = (1500, 900)
+
+
+def wait(condition: Callable[[], bool], timeout: float = 1800.0) -> None:
+    """Process Qt events until ``condition()`` holds (a worker finished)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("the widget did not finish in time")
+        QApplication.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):  # let layers and plots repaint
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def new_viewer() -> napari.Viewer:
+    """Open a viewer window of a fixed size."""
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    return viewer
+
+
+def dock(viewer: napari.Viewer, name: str) -> Any:
+    """Open one of the plugin's widgets, hiding the other docks."""
+    for widget in list(viewer.window.dock_widgets.values()):
+        viewer.window.remove_dock_widget(widget)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", name)
+    return widget
+
+
+def shoot(viewer: napari.Viewer, path: Path) -> None:
+    """Save a screenshot of the whole window, docks included."""
+    wait(lambda: True)
+    viewer.window.screenshot(path=str(path), canvas_only=False, flash=False)
+    print(f"wrote {path}")
+
+
+def only_visible(viewer: napari.Viewer, names: list[str]) -> None:
+    """Show exactly the named layers."""
+    for layer in viewer.layers:
+        layer.visible = layer.name in names
+
+
+def click_through(out: Path) -> None:
+    """Sample → features → DeepSim and NCC → register → grid/Jacobian → compare → save."""
+    trained_models.clear()
+    viewer = new_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    only_visible(viewer, ["fixed", "fixed labels"])
+    shoot(viewer, out / "01_sample.png")
+
+    features = dock(viewer, "Train feature extractor")
+    features.train_button.native.click()
+    wait(lambda: not features.running)
+    shoot(viewer, out / "02_train_features.png")
+
+    registration = dock(viewer, "Train registration model")
+    registration.metric.value = "deepsim"
+    registration.train_button.native.click()
+    wait(lambda: not registration.running)
+    shoot(viewer, out / "03_train_deepsim.png")
+    registration.metric.value = "ncc"
+    registration.train_button.native.click()
+    wait(lambda: not registration.running)
+
+    register = dock(viewer, "Register")
+    names = {name: model for name, model in register._trained_models()}
+    register.trained.value = names["deepsim model #1"]
+    register.register_button.native.click()
+    wait(lambda: not register.running)
+    only_visible(viewer, ["fixed", "moving warped", "moving grid", "moving folds"])
+    shoot(viewer, out / "04_register_grid.png")
+    only_visible(viewer, ["moving Jacobian", "moving folds"])
+    shoot(viewer, out / "05_jacobian.png")
+    field_file = out / "click-through-displacement.npy"
+    field_file.unlink(missing_ok=True)
+    QFileDialog.getSaveFileName = lambda *args, **kwargs: (str(field_file), "")
+    register.save_button.native.click()
+    assert np.load(field_file).shape == (2, 128, 128)
+    field_file.unlink()
+
+    compare = dock(viewer, "Compare metrics")
+    compare.compare_button.native.click()
+    wait(lambda: not compare.running)
+    compare.zoom_button.click()
+    viewer.layers["compare zoom"].add_rectangles(np.array([[40.0, 40.0], [88.0, 88.0]]))
+    only_visible(
+        viewer,
+        ["fixed", "deepsim model #1 grid", "ncc model #2 grid", "compare zoom"],
+    )
+    shoot(viewer, out / "06_compare.png")
+    viewer.close()
+
+
+def _isbi(viewer: napari.Viewer, data: Path) -> None:
+    root = data / "isbi2012_em"
+    for index, role in ((25, "fixed"), (26, "moving")):
+        image = read_image(root / "images" / f"{index:02d}.png")[0]
+        labels = read_image(root / "labels" / f"{index:02d}.png", as_label=True)[0]
+        viewer.add_image(image, name=f"EM {index} ({role})", colormap="gray")
+        viewer.add_labels((labels > 0).astype(np.uint8), name=f"EM {index} ({role}) labels")
+
+
+def real_data(runs: Path, data: Path, out: Path) -> None:
+    """Register and Compare on ISBI EM; the training widgets on T98G."""
+    trained_models.clear()
+    viewer = new_viewer()
+    _isbi(viewer, data)
+    register = dock(viewer, "Register")
+    register.model_file.value = runs / "isbi" / "deepsim.pt"
+    register.register_button.native.click()
+    wait(lambda: not register.running)
+    only_visible(
+        viewer,
+        ["EM 25 (fixed)", "EM 26 (moving) warped", "EM 26 (moving) grid", "EM 26 (moving) folds"],
+    )
+    viewer.camera.zoom *= 1.6
+    shoot(viewer, out / "register_isbi.png")
+
+    compare = dock(viewer, "Compare metrics")
+    compare.add_model_files([runs / "isbi" / "deepsim.pt", runs / "isbi" / "ncc.pt"])
+    compare.compare_button.native.click()
+    wait(lambda: not compare.running)
+    compare.zoom_button.click()
+    viewer.layers["compare zoom"].add_rectangles(np.array([[300.0, 100.0], [395.0, 195.0]]))
+    only_visible(viewer, ["EM 25 (fixed)", "deepsim grid", "ncc grid", "compare zoom"])
+    shoot(viewer, out / "compare_isbi.png")
+    viewer.close()
+
+    trained_models.clear()
+    viewer = new_viewer()
+    root = data / "t98g_phase"
+    frames = np.stack([read_image(p)[0] for p in sorted((root / "images").glob("t*.tif"))[:8]])
+    labels = np.stack(
+        [read_image(p, as_label=True)[0] > 0 for p in sorted((root / "labels").glob("t*.png"))[:8]]
+    ).astype(np.uint8)
+    viewer.add_image(frames, name="T98G", colormap="gray")
+    viewer.add_labels(labels, name="T98G labels", opacity=0.3)
+    _, features = viewer.window.add_plugin_dock_widget("napari-deepsim", "Train feature extractor")
+    _, registration = viewer.window.add_plugin_dock_widget(
+        "napari-deepsim", "Train registration model"
+    )
+    features.steps.value = 200
+    features.crop.value = 128
+    features.train_button.native.click()
+    wait(lambda: not features.running)
+    registration.metric.value = "deepsim"
+    registration.steps.value = 200
+    registration.crop.value = 128
+    registration.train_button.native.click()
+    wait(lambda: not registration.running)
+    shoot(viewer, out / "train_t98g.png")
+    viewer.close()
+
+
+def main() -> None:
+    """Parse the arguments and take the screenshots."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    parser.add_argument("--part", choices=["click-through", "real-data", "all"], default="all")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.part in ("click-through", "all"):
+        click_through(args.out)
+    if args.part in ("real-data", "all"):
+        real_data(args.runs, args.data, args.out)
+
+
+if __name__ == "__main__":
+    main()
