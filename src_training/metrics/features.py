@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src_training.metrics._common import _check_pair
@@ -136,13 +137,18 @@ class DeepSimAE(DeepSim):
     required_kind: ClassVar[str] = "autoencoder"
 
 
+_VGG_MIN_SIZE = 4  # relu3_3 comes after two 2x2 poolings
+
+
 class VGG(_FrozenNetworkMetric):
     """Cosine feature loss on ImageNet VGG16 relu1_2, relu2_2 and relu3_3 activations.
 
     Single-channel images in ``[0, 1]`` are repeated to RGB (three-channel images are
     used as they are) and normalised with the ImageNet mean and standard deviation.
     The network is 2D: a 3D volume ``(B, C, D, H, W)`` is compared slice by slice along
-    its first spatial axis ``D``, the slices batched as ``B * D`` images.
+    its first spatial axis ``D``, the slices batched as ``B * D`` images. Its two
+    poolings before relu3_3 need 4 pixels along H and W: smaller images are padded
+    with their edge values.
 
     Parameters
     ----------
@@ -182,6 +188,9 @@ class VGG(_FrozenNetworkMetric):
         if spatial_ndim(x) == 3:
             x = x.movedim(2, 1).flatten(0, 1)
         x = x.expand(-1, 3, -1, -1)
+        short = [max(0, _VGG_MIN_SIZE - n) for n in x.shape[2:]]
+        if any(short):
+            x = F.pad(x, (0, short[1], 0, short[0]), mode="replicate")
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, warped: Tensor, fixed: Tensor) -> Tensor:
