@@ -68,6 +68,11 @@ def spatial_data(layer: Layer, what: str) -> np.ndarray:
             f"the {what} layer {layer.name!r} is {data.ndim}D; a registration model needs 2D, "
             "3D or 2D+t layers"
         )
+    if np.issubdtype(data.dtype, np.inexact) and not np.isfinite(data).all():
+        raise ValueError(
+            f"the {what} layer {layer.name!r} contains NaN or inf values; replace them (e.g. "
+            "with 0) first"
+        )
     return data
 
 

@@ -115,7 +115,10 @@ def save_displacement(path: str | Path, field: np.ndarray) -> str:
     if path.suffix != ".npy":
         path = path.with_name(path.name + ".npy")
     if not path.parent.is_dir():
-        raise ValueError(f"cannot save {path.name}: the folder {path.parent} does not exist")
+        raise ValueError(
+            f"cannot save {path.name}: the folder {path.parent} does not exist; choose an "
+            "existing folder"
+        )
     np.save(path, np.asarray(field, dtype=np.float32), allow_pickle=False)
     return str(path)
 

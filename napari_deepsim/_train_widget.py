@@ -489,8 +489,8 @@ class TrainRegistrationWidget(_TrainWidget):
             raise ValueError("choose an image stack layer or a dataset folder")
         if image.ndim not in (3, 4):
             raise ValueError(
-                f"the layer {image.name!r} is {image.ndim}D; registration trains on a 2D+t or "
-                "3D+t stack of frames"
+                f"the layer {image.name!r} is {image.ndim}D; registration trains on frames, so "
+                "choose a 2D+t or 3D+t stack (or a dataset folder)"
             )
         labels = self.labels.value
         return dataset_from_arrays(

@@ -1,0 +1,327 @@
+"""Malformed input through the napari widgets: one notification, and the viewer keeps working.
+
+Each case sets up the built-in sample pair in a real viewer, does one wrong thing with a
+widget (or lets its worker fail), and checks that exactly one error notification names
+the problem and a fix, no input layer lost or changed data, nothing is left running, and
+the viewer still takes a new layer. The second table of docs/errors.md documents every
+case; a test compares the two.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_malformed import FIX, matches
+
+import napari_deepsim._compare_widget as compare_module
+import napari_deepsim._register_widget as register_module
+import napari_deepsim._train_widget as train_module
+from napari_deepsim._compare_widget import CompareWidget
+from napari_deepsim._register_widget import RegisterWidget
+from napari_deepsim._train_job import trained_models
+from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
+from src_training.modelio import save_model
+from src_training.networks import FeatureExtractor, RegistrationNet
+
+pytestmark = pytest.mark.gui
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+ROW = re.compile(r"\| `(napari-[a-z0-9-]+)` \| (.+) \| (.+) \|")
+# widgets name fixes with a few more verbs than the command line ("pick a file")
+WIDGET_FIX = re.compile(rf"{FIX.pattern}|\b(pick|apply|paint|split|draw|tick|add|load|press)\b")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("widget-models")
+    torch.manual_seed(0)
+    corrupt = folder / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02 half a model")
+    return {
+        "2d": save_model(folder / "r2d.pt", RegistrationNet(2, channels=(4, 8)), {}),
+        "3d": save_model(folder / "r3d.pt", RegistrationNet(3, channels=(4, 8)), {}),
+        "features": save_model(folder / "f.pt", FeatureExtractor(2, 1, 3, channels=(4, 8)), {}),
+        "corrupt": corrupt,
+    }
+
+
+class Case:
+    """The viewer, the widgets and what the case did, for the case functions."""
+
+    def __init__(self, viewer, qtbot, models, tmp_path):
+        self.viewer = viewer
+        self.qtbot = qtbot
+        self.models = models
+        self.tmp_path = tmp_path
+        self.widgets = []
+
+    def open(self, cls):
+        widget = cls(self.viewer)
+        self.widgets.append(widget)
+        return widget
+
+    def register(self, model=None):
+        widget = self.open(RegisterWidget)
+        if model is not None:
+            widget.set_model(self.models[model])
+        return widget
+
+    def run(self, widget, start: Callable[[], object]) -> None:
+        """Start the widget's job; if a worker starts, wait for it to fail."""
+        if start() is not None:
+            self.qtbot.waitUntil(lambda: not widget.running, timeout=30000)
+
+
+def _register_without_layers(c):
+    c.viewer.layers.clear()
+    widget = c.register("2d")
+    c.run(widget, widget.register)
+
+
+def _register_rgb_layer(c):
+    widget = c.register("2d")
+    widget.moving.value = c.viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo")
+    c.run(widget, widget.register)
+
+
+def _register_4d_layer(c):
+    widget = c.register("2d")
+    widget.moving.value = c.viewer.add_image(np.zeros((2, 3, 16, 16)), name="4d")
+    c.run(widget, widget.register)
+
+
+def _register_2d_with_3d(c):
+    widget = c.register("2d")
+    widget.moving.value = c.viewer.add_image(np.zeros((8, 16, 16)), name="volume")
+    widget.moving_labels.value = None
+    c.run(widget, widget.register)
+
+
+def _register_labels_of_another_shape(c):
+    widget = c.register("2d")
+    widget.moving_labels.value = c.viewer.add_labels(np.zeros((20, 20), np.uint8), name="other")
+    c.run(widget, widget.register)
+
+
+def _register_without_model(c):
+    widget = c.register()
+    c.run(widget, widget.register)
+
+
+def _register_missing_model_file(c):
+    widget = c.register()
+    widget.model_file.value = c.tmp_path / "gone.pt"
+    c.run(widget, widget.register)
+
+
+def _register_corrupt_model_file(c):
+    widget = c.register("corrupt")
+    c.run(widget, widget.register)
+
+
+def _register_features_model(c):
+    widget = c.register("features")
+    c.run(widget, widget.register)
+
+
+def _register_3d_model_on_2d(c):
+    widget = c.register("3d")
+    c.run(widget, widget.register)
+
+
+def _register_nan_pixels(c):
+    widget = c.register("2d")
+    data = np.ones((32, 32), np.float32)
+    data[3, 4] = np.nan
+    widget.fixed.value = c.viewer.add_image(data, name="nan fixed")
+    widget.moving.value = c.viewer.add_image(np.ones((32, 32), np.float32), name="plain")
+    widget.fixed_labels.value = widget.moving_labels.value = None
+    c.run(widget, widget.register)
+
+
+def _register_single_pixel(c):
+    widget = c.register("2d")
+    widget.fixed.value = c.viewer.add_image(np.ones((1, 1), np.float32), name="dot")
+    widget.fixed_labels.value = widget.moving_labels.value = None
+    c.run(widget, widget.register)
+
+
+def _apply_field_before_register(c):
+    widget = c.register("2d")
+    widget.apply_field(c.viewer.layers["moving"])
+
+
+def _apply_field_to_another_shape(c):
+    widget = c.register()
+    field = c.tmp_path / "field.npy"
+    np.save(field, np.zeros((2, 128, 128), np.float32))
+    widget.load_field(field)
+    widget.apply_field(c.viewer.add_image(np.zeros((30, 30)), name="small"))
+
+
+def _load_a_field_that_is_not_one(c):
+    widget = c.register()
+    path = c.tmp_path / "image.npy"
+    np.save(path, np.zeros((128, 128), np.float32))
+    widget.load_field(path)
+
+
+def _save_field_before_register(c):
+    widget = c.register()
+    widget.save_field(c.tmp_path / "field.npy")
+
+
+def _save_field_into_a_missing_folder(c):
+    widget = c.register()
+    field = c.tmp_path / "field.npy"
+    np.save(field, np.zeros((2, 8, 8), np.float32))
+    widget.load_field(field)
+    widget.save_field(c.tmp_path / "no" / "such" / "folder" / "field.npy")
+
+
+def _features_without_labels(c):
+    widget = c.open(TrainFeaturesWidget)
+    widget.labels.value = None
+    c.run(widget, widget.start)
+
+
+def _features_labels_of_one_class(c):
+    widget = c.open(TrainFeaturesWidget)
+    widget.labels.value = c.viewer.add_labels(np.full((128, 128), 3, np.uint8), name="one class")
+    c.run(widget, widget.start)
+
+
+def _features_bad_channels(c):
+    widget = c.open(TrainFeaturesWidget)
+    widget.channels.value = "16,x"
+    c.run(widget, widget.start)
+
+
+def _features_missing_folder(c):
+    widget = c.open(TrainFeaturesWidget)
+    widget.folder.value = c.tmp_path / "no_dataset_here"
+    widget.steps.value = 1
+    c.run(widget, widget.start)
+
+
+def _train_on_a_single_image(c):
+    widget = c.open(TrainRegistrationWidget)
+    widget.image.value = c.viewer.layers["fixed"]
+    c.run(widget, widget.start)
+
+
+def _train_deepsim_without_extractor(c):
+    c.viewer.add_image(np.zeros((4, 32, 32), np.float32), name="stack")
+    widget = c.open(TrainRegistrationWidget)
+    widget.metric.value = "deepsim"
+    c.run(widget, widget.start)
+
+
+def _train_vgg_without_weights(c):
+    c.viewer.add_image(np.zeros((4, 32, 32), np.float32), name="stack")
+    widget = c.open(TrainRegistrationWidget)
+    widget.metric.value = "vgg"
+    c.run(widget, widget.start)
+
+
+def _train_ncc_sup_without_labels(c):
+    c.viewer.add_image(np.zeros((4, 32, 32), np.float32), name="stack")
+    widget = c.open(TrainRegistrationWidget)
+    widget.labels.value = None
+    widget.metric.value = "ncc-sup"
+    c.run(widget, widget.start)
+
+
+def _compare_same_layer(c):
+    widget = c.open(CompareWidget)
+    widget.add_model_files([c.models["2d"]])
+    widget.moving.value = widget.fixed.value
+    c.run(widget, widget.compare)
+
+
+def _compare_nothing_ticked(c):
+    widget = c.open(CompareWidget)
+    c.run(widget, widget.compare)
+
+
+def _compare_missing_model_file(c):
+    widget = c.open(CompareWidget)
+    widget.add_model_files([c.tmp_path / "gone.pt"])
+
+
+CASES = {
+    "napari-register-without-layers": _register_without_layers,
+    "napari-register-rgb-layer": _register_rgb_layer,
+    "napari-register-4d-layer": _register_4d_layer,
+    "napari-register-2d-with-3d": _register_2d_with_3d,
+    "napari-register-labels-of-another-shape": _register_labels_of_another_shape,
+    "napari-register-without-model": _register_without_model,
+    "napari-register-missing-model-file": _register_missing_model_file,
+    "napari-register-corrupt-model-file": _register_corrupt_model_file,
+    "napari-register-features-model": _register_features_model,
+    "napari-register-3d-model-on-2d": _register_3d_model_on_2d,
+    "napari-register-nan-pixels": _register_nan_pixels,
+    "napari-register-single-pixel": _register_single_pixel,
+    "napari-apply-field-before-register": _apply_field_before_register,
+    "napari-apply-field-to-another-shape": _apply_field_to_another_shape,
+    "napari-load-a-field-that-is-not-one": _load_a_field_that_is_not_one,
+    "napari-save-field-before-register": _save_field_before_register,
+    "napari-save-field-into-a-missing-folder": _save_field_into_a_missing_folder,
+    "napari-features-without-labels": _features_without_labels,
+    "napari-features-labels-of-one-class": _features_labels_of_one_class,
+    "napari-features-bad-channels": _features_bad_channels,
+    "napari-features-missing-folder": _features_missing_folder,
+    "napari-train-on-a-single-image": _train_on_a_single_image,
+    "napari-train-deepsim-without-extractor": _train_deepsim_without_extractor,
+    "napari-train-vgg-without-weights": _train_vgg_without_weights,
+    "napari-train-ncc-sup-without-labels": _train_ncc_sup_without_labels,
+    "napari-compare-same-layer": _compare_same_layer,
+    "napari-compare-nothing-ticked": _compare_nothing_ticked,
+    "napari-compare-missing-model-file": _compare_missing_model_file,
+}
+
+
+def documented() -> dict[str, str]:
+    """The napari rows of docs/errors.md: case id to notification text."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        match = ROW.fullmatch(line)
+        if match:
+            rows[match[1]] = match[3].strip().strip("`").strip()
+    return rows
+
+
+def test_every_widget_case_is_documented():
+    assert sorted(documented()) == sorted(CASES)
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_widget_case_gives_one_notification_and_the_viewer_keeps_working(
+    name, make_napari_viewer, qtbot, models, tmp_path, monkeypatch
+):
+    shown: list[str] = []
+    for module in (register_module, train_module, compare_module):
+        monkeypatch.setattr(module, "show_error", shown.append)
+    trained_models.clear()
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    before = {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
+    case = Case(viewer, qtbot, models, tmp_path)
+    CASES[name](case)
+    assert len(shown) == 1, shown
+    message = shown[0].replace(f"{tmp_path}/", "")
+    assert message.endswith(".") and "Traceback" not in message
+    assert WIDGET_FIX.search(message.lower()), f"the notification names no fix: {message}"
+    assert matches(documented()[name], message), f"docs/errors.md is stale: {message}"
+    for layer_name, data in before.items():
+        if layer_name in viewer.layers:
+            np.testing.assert_array_equal(viewer.layers[layer_name].data, data)
+    assert not any(getattr(widget, "running", False) for widget in case.widgets)
+    viewer.add_image(np.zeros((8, 8)), name="still working")
+    assert "still working" in viewer.layers
+    trained_models.clear()
