@@ -61,8 +61,8 @@ if TYPE_CHECKING:
 
 PREFIX = "compare:"  # SOURCE metadata of this widget's layers: PREFIX + model name
 ZOOM_LAYER = "compare zoom"
-TILE = 160  # side of a zoom tile in screen pixels
-TILE_COLUMNS = 3
+TILE = 150  # side of a zoom tile in screen pixels
+TILE_COLUMNS = 2
 HEADERS = ["model", "Dice", "% folding", "sd log J", "s/pair"]
 
 

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import QApplication, QFileDialog
 from napari_deepsim._train_job import trained_models
 from src_training.io import read_image
 
-WINDOW = (1500, 900)
+WINDOW = (1500, 1000)
 
 
 def wait(condition: Callable[[], bool], timeout: float = 1800.0) -> None:
@@ -153,11 +153,14 @@ def real_data(runs: Path, data: Path, out: Path) -> None:
 
     compare = dock(viewer, "Compare metrics")
     compare.add_model_files([runs / "isbi" / "deepsim.pt", runs / "isbi" / "ncc.pt"])
+    compare.spacing.value = 32
     compare.compare_button.native.click()
     wait(lambda: not compare.running)
     compare.zoom_button.click()
     viewer.layers["compare zoom"].add_rectangles(np.array([[300.0, 100.0], [395.0, 195.0]]))
     only_visible(viewer, ["EM 25 (fixed)", "deepsim grid", "ncc grid", "compare zoom"])
+    viewer.camera.center = (348.0, 148.0)
+    viewer.camera.zoom = 3.0
     shoot(viewer, out / "compare_isbi.png")
     viewer.close()
 

@@ -140,7 +140,9 @@ def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
     widget.add_model_files([model_files["left"]])
     _compare(widget, qtbot)
     widget.draw_zoom().add_rectangles(np.array([[0.0, 0.0], [63.0, 63.0]]))
-    tiles = [widget.tile_grid.itemAtPosition(1, col).widget().pixmap().toImage() for col in (0, 2)]
+    # panels fixed, moving, left in two columns: a caption row above each tile row
+    tiles = [widget.tile_grid.itemAtPosition(row, 0).widget().pixmap().toImage() for row in (1, 3)]
+    assert widget.tile_grid.itemAtPosition(2, 0).widget().text() == "left"
 
     def yellow_pixels(image):
         image = image.convertToFormat(image.Format.Format_RGB32)  # bytes B, G, R, 255
