@@ -101,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="metrics")
 
     p = sub.add_parser(
+        "fetch", help="download a public dataset once into the cache (checked by SHA-256)"
+    )
+    p.add_argument("name", metavar="NAME", help="PhC-C2DH-U373 (Cell Tracking Challenge)")
+    p.add_argument(
+        "--cache", metavar="DIR", help="cache folder (default $DEEPSIM_CACHE or ~/.cache/...)"
+    )
+    p.add_argument("--sha256", help="expected SHA-256 of the archive, to pin a known copy")
+    p.set_defaults(handler="fetch")
+
+    p = sub.add_parser(
         "demo", help="train and evaluate a small model on the built-in noisy cell sample"
     )
     p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")

@@ -486,6 +486,22 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], first: list[str]) -> None
         writer.writerows(rows)
 
 
+def fetch(args: argparse.Namespace) -> None:
+    """``deepsim fetch``: download a public dataset into the cache and list its sequences."""
+    from src_training.ctc import fetch as fetch_dataset
+    from src_training.ctc import is_sequence
+
+    folder = fetch_dataset(
+        args.name, download=True, cache=args.cache, sha256=args.sha256, report=print
+    )
+    sequences = sorted(path for path in folder.iterdir() if is_sequence(path))
+    print(f"{args.name} is in {folder}; its sequences are datasets for every command:")
+    for path in sequences:
+        print(f"  {path}")
+    if sequences:
+        print(f"e.g. deepsim train-features {sequences[0]} --labels foreground --out features.pt")
+
+
 def info(args: argparse.Namespace) -> None:
     """``deepsim info``: print what a model file holds."""
     model = load_model(args.model)

@@ -11,7 +11,10 @@
    ``label_file`` gives the labels of a file that holds none;
 3. a folder holding exactly one file with an image array: that file;
 4. the paired layout: a folder with ``moving_images/`` and ``fixed_images/`` (and
-   optionally ``moving_labels/`` and ``fixed_labels/``), cases matched by file name.
+   optionally ``moving_labels/`` and ``fixed_labels/``), cases matched by file name;
+5. a Cell Tracking Challenge sequence folder (``.../01`` with ``t000.tif``, ... and a
+   ``01_ST`` or ``01_GT`` sibling holding ``SEG/man_segNNN.tif``), read by
+   :func:`src_training.ctc.read_sequence`.
 
 Files are sorted by name, numbers in names compared as numbers (``t2`` before ``t10``).
 Every image is normalised on its own with :func:`src_training.data.normalise_intensity`.
@@ -32,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from src_training.ctc import is_sequence, read_sequence
 from src_training.data import check_spatial_size, normalise_intensity
 from src_training.io import (
     IMAGE_SUFFIXES,
@@ -397,7 +401,21 @@ def _collect(path: Path, ndim: int | None, label_file: Path | None) -> _Collecti
     if (path / "images").is_dir():
         _refuse_label_file(label_file, path)
         return _from_folder(path, ndim)
+    if is_sequence(path):
+        _refuse_label_file(label_file, path)
+        return _from_ctc(path)
     return _from_file(_single_data_file(path), ndim, label_file)
+
+
+def _from_ctc(folder: Path) -> _Collection:
+    sequence = read_sequence(folder)
+    items = []
+    for index, time in enumerate(sequence.times):
+        image = sequence.frames[index].astype(np.float32)
+        _check_finite(image, folder)
+        label = None if sequence.labels is None else sequence.labels[index].astype(np.int64)
+        items.append(_Item(f"t{time:03d}", image, label, folder))
+    return _Collection(items, sequence.source, None)
 
 
 def _refuse_label_file(label_file: Path | None, folder: Path) -> None:

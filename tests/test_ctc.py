@@ -92,3 +92,19 @@ def test_read_sequence_prefers_silver_truth_and_keeps_sparse_gold_frames(tmp_pat
     assert not ctc.is_sequence(tmp_path / NAME / "01_ST")
     with pytest.raises(ValueError, match="no CTC frames"):
         ctc.read_sequence(tmp_path / NAME / "01_ST")
+
+
+def test_deepsim_fetch_then_every_command_reads_a_sequence(archive, tmp_path, capsys):
+    from src_training.cli import main
+    from src_training.datasets import load_dataset
+
+    cache = tmp_path / "cache"
+    assert main(["fetch", NAME, "--cache", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert f"{cache / NAME / '01'}\n" in out and f"{cache / NAME / '02'}\n" in out
+    full = load_dataset(cache / NAME / "01", labels="foreground")
+    assert len(full) == 5 and full.labels.max() == 1 and "01_ST/SEG" in full.source
+    sparse = load_dataset(cache / NAME / "02")
+    assert sparse.names == ["t001", "t003"]
+    assert main(["fetch", "Fluo-N2DH-XYZ", "--cache", str(cache)]) == 2
+    assert "unknown dataset" in capsys.readouterr().err
