@@ -333,7 +333,7 @@ class CompareWidget(QWidget):
             moving_labels=moving_labels,
             fixed_labels=fixed_labels,
             checkerboard=False,
-            warmup=True,
+            timing_runs=3,
         )
         return CompareJob(pair, entries)
 

@@ -117,7 +117,7 @@ def click_through(out: Path) -> None:
     compare.compare_button.native.click()
     wait(lambda: not compare.running)
     compare.zoom_button.click()
-    viewer.layers["compare zoom"].add_rectangles(np.array([[40.0, 40.0], [88.0, 88.0]]))
+    viewer.layers["compare zoom"].add_rectangles(np.array([[64.0, 60.0], [115.0, 111.0]]))
     only_visible(
         viewer,
         ["fixed", "deepsim model #1 grid", "ncc model #2 grid", "compare zoom"],
