@@ -25,6 +25,7 @@ def test_installed_manifest_is_the_root_manifest():
     assert {s.key for s in loaded.contributions.sample_data} == {
         "noisy_cell_pair",
         "noisy_cell_timelapse",
+        "phc_u373",
     }
 
 
