@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,23 +23,45 @@ def _check_pair(warped: Tensor, fixed: Tensor) -> int:
     return ndim
 
 
+def _window_sum(x: Tensor, radius: int) -> Tensor:
+    """Sum of every channel over a cubic window of side ``2 * radius + 1``, zero padded.
+
+    The filter is separable: along each spatial axis the padded input is added to
+    itself shifted by ``1 .. 2 * radius`` voxels, in place. On the CPU this is about
+    twice as fast as a grouped convolution with a kernel of ones, and it sums the same
+    terms. It does not record an autograd graph: :func:`_box_sum` wraps it.
+    """
+    for axis in range(2, x.dim()):
+        size = x.shape[axis]
+        pad = [0] * (2 * (x.dim() - 2))  # F.pad lists the last axis first
+        first = 2 * (x.dim() - 1 - axis)
+        pad[first : first + 2] = [radius, radius]
+        padded = F.pad(x, pad)
+        x = padded.narrow(axis, 0, size).clone()
+        for shift in range(1, 2 * radius + 1):
+            x.add_(padded.narrow(axis, shift, size))
+    return x
+
+
+class _BoxSum(torch.autograd.Function):
+    """:func:`_window_sum` with its backward pass: the zero-padded window sum is self-adjoint."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, radius: int) -> Tensor:
+        ctx.radius = radius
+        return _window_sum(x, radius)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return _BoxSum.apply(grad, ctx.radius), None
+
+
 def _box_sum(x: Tensor, radius: int) -> Tensor:
     """Sum of every channel over a cubic window of side ``2 * radius + 1``, zero padded.
 
-    The filter is separable: one 1D convolution with a kernel of ones per spatial
-    axis, grouped so that all channels are filtered in the same pass.
+    Differentiable (twice, too); see :func:`_window_sum` for the computation.
     """
-    ndim = spatial_ndim(x)
-    conv = F.conv2d if ndim == 2 else F.conv3d
-    channels = x.shape[1]
-    for axis in range(ndim):
-        kernel_shape = [1] * ndim
-        kernel_shape[axis] = 2 * radius + 1
-        padding = [0] * ndim
-        padding[axis] = radius
-        weight = x.new_ones(channels, 1, *kernel_shape)
-        x = conv(x, weight, padding=tuple(padding), groups=channels)
-    return x
+    return _BoxSum.apply(x, radius)
 
 
 def _window_count(shape: Sequence[int], radius: int, like: Tensor) -> Tensor:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from src_training.metrics._common import _box_sum, _check_pair, _standardise
+from src_training.metrics._common import _check_pair, _standardise, _window_sum
 from src_training.spatial import one_hot
 
 
@@ -22,9 +25,11 @@ def local_ncc(warped: Tensor, fixed: Tensor, window: int = 9, eps: float = 1e-5)
     ``cc = (<IJ> - <I><J>)^2 / (max(<I^2> - <I>^2, 0) * max(<J^2> - <J>^2, 0) + eps)``.
 
     The five local moments ``I, J, I^2, J^2, IJ`` are stacked as channels and
-    box-filtered in one separable pass. The standardisation makes ``eps`` relative to the
-    data's scale, so ``cc`` is invariant to ``a * I + b`` (``a > 0``) of either image, and
-    it is 0 (not NaN) where either image is locally flat.
+    box-filtered in one separable pass; the backward pass is written out by hand
+    (:class:`_LocalNCC`), so autograd records one node instead of about thirty. The
+    standardisation makes ``eps`` relative to the data's scale, so ``cc`` is invariant
+    to ``a * I + b`` (``a > 0``) of either image, and it is 0 (not NaN) where either
+    image is locally flat.
 
     Parameters
     ----------
@@ -40,18 +45,65 @@ def local_ncc(warped: Tensor, fixed: Tensor, window: int = 9, eps: float = 1e-5)
     Tensor
         ``(B, C, *spatial)`` values in ``[0, 1]``.
     """
-    ndim = _check_pair(warped, fixed)
+    _check_pair(warped, fixed)
     if window < 1 or window % 2 == 0:
         raise ValueError(f"the NCC window must be a positive odd integer, got {window}")
-    i, j = _standardise(warped), _standardise(fixed)
-    channels = i.shape[1]
-    moments = torch.stack([i, j, i * i, j * j, i * j], dim=2).flatten(1, 2)
-    means = _box_sum(moments, window // 2) / window**ndim
-    mu_i, mu_j, ii, jj, ij = means.unflatten(1, (channels, 5)).unbind(dim=2)
-    cov = ij - mu_i * mu_j
-    var_i = (ii - mu_i * mu_i).clamp(min=0.0)
-    var_j = (jj - mu_j * mu_j).clamp(min=0.0)
-    return cov * cov / (var_i * var_j + eps)
+    return _LocalNCC.apply(_standardise(warped), _standardise(fixed), window // 2, eps)
+
+
+class _LocalNCC(torch.autograd.Function):
+    """The ``cc`` map of :func:`local_ncc` from standardised images, with its gradient.
+
+    With ``c = <IJ> - <I><J>``, ``v_I = max(<I^2> - <I>^2, 0)``, ``D = v_I v_J + eps``
+    and an incoming gradient ``G`` of ``cc = c^2 / D``: ``dcc/dc = 2c / D`` and
+    ``dcc/dv_I = -c^2 v_J / D^2``. The moments' adjoints are
+    ``g<I> = -g_c <J> - 2 <I> g_vI``, ``g<I^2> = g_vI`` and ``g<IJ> = g_c``; as the
+    zero-padded window mean ``<.>`` is self-adjoint, ``dL/dI = <g<I>> + 2 I <g<I^2>>
+    + J <g<IJ>>`` (and likewise for ``J``), three channels box-filtered per image.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, i: Tensor, j: Tensor, radius: int, eps: float) -> Tensor:
+        channels = i.shape[1]
+        count = (2 * radius + 1) ** (i.dim() - 2)
+        moments = torch.stack([i, j, i * i, j * j, i * j], dim=2).flatten(1, 2)
+        means = _window_sum(moments, radius).div_(count)
+        mu_i, mu_j, ii, jj, ij = means.unflatten(1, (channels, 5)).unbind(dim=2)
+        cov = ij - mu_i * mu_j
+        var_i = ii - mu_i * mu_i  # before the clamp at 0, whose gradient mask needs the sign
+        var_j = jj - mu_j * mu_j
+        ctx.save_for_backward(i, j, mu_i, mu_j, cov, var_i, var_j)
+        ctx.radius, ctx.count, ctx.eps = radius, count, eps
+        return cov * cov / (var_i.clamp(min=0.0) * var_j.clamp(min=0.0) + eps)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        i, j, mu_i, mu_j, cov, var_i, var_j = ctx.saved_tensors
+        need_i, need_j = ctx.needs_input_grad[:2]
+        clamped_i, clamped_j = var_i.clamp(min=0.0), var_j.clamp(min=0.0)
+        den = (clamped_i * clamped_j).add_(ctx.eps)
+        ratio = grad * cov / den  # G c / D
+        g_cov = 2.0 * ratio
+        g_den = ratio.mul_(cov).div_(den).neg_()  # -G c^2 / D^2
+        adjoints = []
+        if need_i:
+            g_var_i = g_den * clamped_j * (var_i >= 0)
+            adjoints += [-g_cov * mu_j - 2.0 * mu_i * g_var_i, g_var_i]
+        if need_j:
+            g_var_j = g_den * clamped_i * (var_j >= 0)
+            adjoints += [-g_cov * mu_i - 2.0 * mu_j * g_var_j, g_var_j]
+        adjoints.append(g_cov)
+        parts = len(adjoints)
+        filtered = _window_sum(torch.stack(adjoints, dim=2).flatten(1, 2), ctx.radius)
+        filtered = filtered.div_(ctx.count).unflatten(1, (i.shape[1], parts)).unbind(dim=2)
+        grad_i = grad_j = None
+        if need_i:
+            grad_i = filtered[0] + 2.0 * i * filtered[1] + j * filtered[-1]
+        if need_j:
+            first = 2 if need_i else 0
+            grad_j = filtered[first] + 2.0 * j * filtered[first + 1] + i * filtered[-1]
+        return grad_i, grad_j, None, None
 
 
 class MSE(nn.Module):
