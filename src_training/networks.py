@@ -5,16 +5,22 @@ stride 2) halves the resolution, then a kernel-3 convolution refines; each is
 followed by LeakyReLU(0.2), with optional batch norm and dropout. The U-Net pads
 its input on the far side of each axis to a multiple of ``2**depth`` (replicating
 the edge) and crops the output back, so any image size works.
+
+Memory: the activations overwrite the convolution outputs in place (a convolution's
+backward pass needs its input, not its output), so training keeps one map per
+convolution instead of two; ``activation_checkpointing=True`` keeps only the stages'
+inputs and recomputes each stage in the backward pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from src_training.spatial import integrate_velocity, spatial_ndim
 
@@ -42,7 +48,7 @@ def _conv_act(
     layers: list[nn.Module] = [_conv(ndim)(cin, cout, kernel, stride=stride, padding=padding)]
     if batch_norm:
         layers.append(_norm(ndim, cout))
-    layers.append(nn.LeakyReLU(0.2))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
     return layers
 
 
@@ -99,6 +105,11 @@ class UNet(nn.Module):
         Batch normalisation after each convolution.
     dropout : float
         Channel dropout probability after each encoder stage.
+    activation_checkpointing : bool
+        While gradients are recorded, keep only each stage's input and recompute the
+        stage in the backward pass: less memory for about one more forward pass.
+        Dropout draws the same mask when recomputed; batch norm statistics are updated
+        twice per step.
     """
 
     def __init__(
@@ -110,6 +121,7 @@ class UNet(nn.Module):
         skip: bool = True,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
@@ -118,6 +130,7 @@ class UNet(nn.Module):
         self.ndim = ndim
         self.depth = len(channels)
         self.skip = skip
+        self.activation_checkpointing = activation_checkpointing
         cins = [in_channels, *channels[:-1]]
         self.encoder = nn.ModuleList(
             EncoderStage(ndim, ci, co, batch_norm, dropout)
@@ -143,6 +156,12 @@ class UNet(nn.Module):
             x = F.pad(x, pad, mode="replicate")
         return x, shape
 
+    def _run(self, stage: Callable[..., Tensor], *inputs: Tensor | None) -> Tensor:
+        """Apply a stage, through :func:`torch.utils.checkpoint.checkpoint` if asked to."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(stage, *inputs, use_reentrant=False)
+        return stage(*inputs)
+
     def encode(self, x: Tensor) -> list[Tensor]:
         """Encoder-stage outputs (after activation), from the finest to the coarsest.
 
@@ -159,7 +178,7 @@ class UNet(nn.Module):
         x, _ = self._pad(x)
         feats = []
         for stage in self.encoder:
-            x = stage(x)
+            x = self._run(stage, x)
             feats.append(x)
         return feats
 
@@ -174,10 +193,10 @@ class UNet(nn.Module):
         skips = [padded]
         h = padded
         for stage in self.encoder:
-            h = stage(h)
+            h = self._run(stage, h)
             skips.append(h)
         for k, stage in zip(reversed(range(self.depth)), self.decoder, strict=True):
-            h = stage(h, skips[k] if self.skip else None)
+            h = self._run(stage, h, skips[k] if self.skip else None)
         out = self.head(h)
         return out[(..., *[slice(0, s) for s in shape])]
 
@@ -204,6 +223,9 @@ class RegistrationNet(nn.Module):
         Scaling-and-squaring steps when ``diffeomorphic``.
     batch_norm, dropout
         Passed to :class:`UNet`.
+    activation_checkpointing : bool
+        Passed to :class:`UNet`: a way to train on less memory, not part of the
+        architecture, so :meth:`config` does not record it.
     """
 
     def __init__(
@@ -215,6 +237,7 @@ class RegistrationNet(nn.Module):
         int_steps: int = 7,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self._config = {
@@ -230,7 +253,16 @@ class RegistrationNet(nn.Module):
         self.in_channels = in_channels
         self.diffeomorphic = diffeomorphic
         self.int_steps = int_steps
-        self.unet = UNet(ndim, 2 * in_channels, ndim, channels, True, batch_norm, dropout)
+        self.unet = UNet(
+            ndim,
+            2 * in_channels,
+            ndim,
+            channels,
+            True,
+            batch_norm,
+            dropout,
+            activation_checkpointing,
+        )
         nn.init.normal_(self.unet.head.weight, std=1e-5)
         nn.init.zeros_(self.unet.head.bias)
 

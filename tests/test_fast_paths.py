@@ -4,12 +4,20 @@ The code before each optimisation is kept in ``benchmarks/reference.py`` (the
 benchmarks time it beside the new code); these tests hold the two equal.
 """
 
+import copy
+
 import pytest
 import torch
 
-from benchmarks.reference import box_sum_conv, local_ncc_autograd, ncc_loss_autograd
+from benchmarks.reference import (
+    box_sum_conv,
+    local_ncc_autograd,
+    ncc_loss_autograd,
+    without_inplace_activations,
+)
 from src_training.metrics import get_metric, local_ncc
 from src_training.metrics._common import _box_sum
+from src_training.networks import FeatureExtractor, RegistrationNet, UNet
 
 SHAPES = {2: (2, 3, 17, 23), 3: (1, 2, 9, 12, 14)}
 
@@ -80,3 +88,77 @@ def test_local_ncc_leaves_its_inputs_unchanged():
     before = warped.clone(), fixed.clone()
     local_ncc(warped.requires_grad_(True), fixed, 5).sum().backward()
     torch.testing.assert_close((warped.detach(), fixed), before, atol=0, rtol=0)
+
+
+# --- U-Net memory options: same numbers, fewer saved activations ---------------------------
+
+
+def _saved_bytes(fn):
+    """Bytes of the distinct storages autograd saves for the backward pass while ``fn`` runs."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    return out, sum(storages.values())
+
+
+def _registration_loss(network, moving, fixed):
+    disp = network(moving, fixed)
+    return (disp * fixed.expand_as(disp)).square().mean() + disp.std()
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("option", ["out_of_place", "checkpointing"])
+def test_unet_memory_options_keep_outputs_and_gradients(ndim, option):
+    shape = (2, 1, *([12] * ndim)) if ndim == 2 else (1, 1, 9, 10, 11)
+    moving, fixed = _image(shape, 12, torch.float32), _image(shape, 13, torch.float32)
+    torch.manual_seed(0)
+    fast = RegistrationNet(ndim, channels=(4, 8, 8))
+    torch.nn.init.normal_(fast.unet.head.weight, std=0.1)  # a field far from zero
+    slow = copy.deepcopy(fast)
+    if option == "out_of_place":
+        without_inplace_activations(slow)
+    else:
+        fast.unet.activation_checkpointing = True
+    loss_fast, saved_fast = _saved_bytes(lambda: _registration_loss(fast, moving, fixed))
+    loss_slow, saved_slow = _saved_bytes(lambda: _registration_loss(slow, moving, fixed))
+    assert saved_fast < 0.8 * saved_slow
+    torch.testing.assert_close(loss_fast, loss_slow, atol=0, rtol=0)
+    loss_fast.backward()
+    loss_slow.backward()
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-7, rtol=1e-5, msg=name)
+
+
+def test_checkpointing_recomputes_dropout_and_batch_norm_alike():
+    torch.manual_seed(1)
+    plain = UNet(2, 1, 3, channels=(4, 8), batch_norm=True, dropout=0.3).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.activation_checkpointing = True
+    x = _image((2, 1, 16, 16), 14, torch.float32)
+    grads = []
+    for network in (plain, checkpointed):
+        torch.manual_seed(2)
+        network(x).square().mean().backward()
+        grads.append([p.grad for p in network.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+
+
+def test_deepsim_features_keep_their_gradient_with_inplace_activations():
+    torch.manual_seed(3)
+    extractor = FeatureExtractor(2, channels=(4, 8, 8))
+    reference = without_inplace_activations(copy.deepcopy(extractor))
+    warped = _image((1, 1, 16, 16), 15, torch.float32)
+    fixed = _image((1, 1, 16, 16), 16, torch.float32)
+    grads = []
+    for network in (extractor, reference):
+        x = warped.clone().requires_grad_(True)
+        get_metric("deepsim", extractor=network)(x, fixed).backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=0, rtol=0)
