@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from src_training.spatial import folding_fraction, sd_log_jacobian, warp_labels
@@ -65,6 +68,144 @@ def field_regularity(disp: Tensor) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class Registered:
+    """What a registration method returns for one pair.
+
+    Attributes
+    ----------
+    disp : Tensor
+        ``(1, ndim, *spatial)`` displacement in voxels (the convention of
+        :mod:`src_training.spatial`).
+    seconds : float
+        Wall time of the registration itself.
+    warped_labels : numpy.ndarray or None
+        ``(*spatial)`` moving labels warped by the method itself (e.g. elastix's own
+        resampler); None to warp them with ``disp``.
+    """
+
+    disp: Tensor
+    seconds: float
+    warped_labels: np.ndarray | None = None
+
+
+Method = Callable[[np.ndarray, np.ndarray, np.ndarray], Registered]
+"""Registers ``(moving image, fixed image, moving labels)``; images are ``(C, *spatial)``."""
+
+
+def identity_method(moving: np.ndarray, fixed: np.ndarray, moving_labels: np.ndarray) -> Registered:
+    """Register nothing (the identity baseline): a zero displacement in no time.
+
+    Parameters
+    ----------
+    moving, fixed : numpy.ndarray
+        ``(C, *spatial)`` images.
+    moving_labels : numpy.ndarray
+        ``(*spatial)`` labels (unused).
+
+    Returns
+    -------
+    Registered
+        A zero field.
+    """
+    return Registered(torch.zeros(1, moving.ndim - 1, *moving.shape[1:]), 0.0)
+
+
+def network_method(network: torch.nn.Module, device: torch.device | str = "cpu") -> Method:
+    """Wrap a registration network as a :data:`Method` timed over its forward pass.
+
+    Parameters
+    ----------
+    network : nn.Module
+        Maps ``(moving, fixed)`` batches to displacement fields.
+    device : torch.device or str
+        Where to run it.
+
+    Returns
+    -------
+    Method
+        The network as a registration method.
+    """
+
+    def register(moving: np.ndarray, fixed: np.ndarray, moving_labels: np.ndarray) -> Registered:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            m = torch.from_numpy(moving[None]).to(device)
+            f = torch.from_numpy(fixed[None]).to(device)
+            disp = network.to(device).eval()(m, f).cpu()
+        return Registered(disp, time.perf_counter() - start)
+
+    return register
+
+
+@dataclass
+class Scored:
+    """Per-pair scores of one method, and the field of one pair kept for figures."""
+
+    rows: list[dict[str, float]]
+    kept: Registered | None = None
+
+
+def score_pairs(
+    images: np.ndarray,
+    labels: np.ndarray,
+    pairs: list[tuple[int, int]],
+    method: Method,
+    class_values: list[int],
+    *,
+    hd95: bool = False,
+    keep: tuple[int, int] | None = None,
+) -> Scored:
+    """Register each pair with ``method`` and score it.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(N, C, *spatial)`` normalised images.
+    labels : numpy.ndarray
+        ``(N, *spatial)`` class ids.
+    pairs : list of tuple of int
+        ``(moving, fixed)`` indices.
+    method : Method
+        The registration method, e.g. :func:`network_method` or :func:`identity_method`.
+    class_values : list of int
+        Original label value of each class id (names the per-class columns).
+    hd95 : bool
+        Also compute :func:`hd95_per_class` (column ``hd95``, mean over classes).
+    keep : tuple of int, optional
+        A pair whose :class:`Registered` result to return, for figures.
+
+    Returns
+    -------
+    Scored
+        Per pair: ``moving``, ``fixed``, ``dice`` (mean over classes present in either
+        map, background included), ``dice_<value>`` per class, ``hd95`` if asked,
+        ``folding_percent``, ``sdlogj``, ``seconds``; and the kept result.
+    """
+    scored = Scored([])
+    for moving, fixed in pairs:
+        result = method(images[moving], images[fixed], labels[moving])
+        warped = result.warped_labels
+        if warped is None:
+            moved = warp_labels(torch.from_numpy(labels[moving : moving + 1, None]), result.disp)
+            warped = moved[0, 0].numpy()
+        scores = dice_per_class(warped, labels[fixed])
+        row: dict[str, float] = {
+            "moving": moving,
+            "fixed": fixed,
+            "dice": float(np.mean(list(scores.values()))),
+            **{f"dice_{class_values[k]}": v for k, v in scores.items()},
+        }
+        if hd95:
+            distances = hd95_per_class(warped, labels[fixed])
+            row["hd95"] = float(np.mean(list(distances.values()))) if distances else float("nan")
+        row.update(**field_regularity(result.disp), seconds=result.seconds)
+        scored.rows.append(row)
+        if (moving, fixed) == keep:
+            scored.kept = result
+    return scored
+
+
 def evaluate_pairs(
     images: np.ndarray,
     labels: np.ndarray,
@@ -73,7 +214,7 @@ def evaluate_pairs(
     class_values: list[int],
     device: torch.device | str = "cpu",
 ) -> list[dict[str, float]]:
-    """Register each pair and score it; ``network=None`` is the identity baseline.
+    """Register each pair with a network and score it; ``network=None`` is the identity.
 
     Parameters
     ----------
@@ -93,33 +234,89 @@ def evaluate_pairs(
     Returns
     -------
     list of dict
-        Per pair: ``moving``, ``fixed``, ``dice`` (mean over classes present in either
-        map, background included), ``dice_<value>`` per class, ``folding_percent``,
-        ``sdlogj``, ``seconds``.
+        The rows of :func:`score_pairs`.
     """
-    rows = []
-    for moving, fixed in pairs:
-        start = time.perf_counter()
-        if network is None:
-            disp = torch.zeros(1, images.ndim - 2, *images.shape[2:])
-        else:
-            with torch.inference_mode():
-                m = torch.from_numpy(images[moving : moving + 1]).to(device)
-                f = torch.from_numpy(images[fixed : fixed + 1]).to(device)
-                disp = network.to(device).eval()(m, f).cpu()
-        seconds = time.perf_counter() - start
-        warped = warp_labels(torch.from_numpy(labels[moving : moving + 1, None]), disp)
-        scores = dice_per_class(warped[0, 0], labels[fixed])
-        row: dict[str, float] = {
-            "moving": moving,
-            "fixed": fixed,
-            "dice": float(np.mean(list(scores.values()))),
-            **{f"dice_{class_values[k]}": v for k, v in scores.items()},
-            **field_regularity(disp),
-            "seconds": seconds,
-        }
-        rows.append(row)
-    return rows
+    method = identity_method if network is None else network_method(network, device)
+    return score_pairs(images, labels, pairs, method, class_values).rows
+
+
+def add_noise(images: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """Add Gaussian noise of std ``sigma`` to normalised images, reproducibly.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(N, C, *spatial)`` images normalised to about ``[0, 1]``.
+    sigma : float
+        Standard deviation of the noise (0 returns the images unchanged).
+    seed : int
+        Seed of the noise: the same seed gives the same noisy images.
+
+    Returns
+    -------
+    numpy.ndarray
+        A noisy float32 copy (not clipped).
+    """
+    if sigma == 0:
+        return images
+    noise = np.random.default_rng(seed).normal(0.0, sigma, images.shape)
+    return (images + noise).astype(np.float32)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` with a face neighbour outside it (the image border counts)."""
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def hausdorff95(a: np.ndarray, b: np.ndarray) -> float:
+    """95th percentile of the symmetric surface distances of two non-empty masks.
+
+    The distances of every surface voxel of ``a`` to the surface of ``b`` and of every
+    surface voxel of ``b`` to the surface of ``a`` are pooled, and their 95th percentile
+    (linear interpolation) is returned, in voxels. A surface voxel is a mask voxel with a
+    face neighbour outside the mask or outside the image.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        Boolean masks of one shape, each with at least one voxel set.
+
+    Returns
+    -------
+    float
+        HD95 in voxels; 0 for identical masks.
+    """
+    surface_a, surface_b = _surface(a), _surface(b)
+    # distances to surface voxels are exact inside any box holding both surfaces
+    hits = np.nonzero(surface_a | surface_b)
+    box = tuple(slice(int(h.min()), int(h.max()) + 1) for h in hits)
+    surface_a, surface_b = surface_a[box], surface_b[box]
+    a_to_b = ndimage.distance_transform_edt(~surface_b)[surface_a]
+    b_to_a = ndimage.distance_transform_edt(~surface_a)[surface_b]
+    return float(np.percentile(np.concatenate([a_to_b, b_to_a]), 95))
+
+
+def hd95_per_class(pred: np.ndarray, target: np.ndarray) -> dict[int, float]:
+    """:func:`hausdorff95` of every label value present in both maps, background included.
+
+    A class present in only one of the maps has no finite distance and is skipped (its
+    absence is already scored by Dice); with no class in both maps the result is empty.
+
+    Parameters
+    ----------
+    pred, target : numpy.ndarray
+        Integer label maps of one shape.
+
+    Returns
+    -------
+    dict
+        ``{class id: HD95 in voxels}`` in increasing class order.
+    """
+    pred, target = np.asarray(pred), np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"label maps differ in shape: {pred.shape} vs {target.shape}")
+    both = np.intersect1d(np.unique(pred), np.unique(target))
+    return {int(v): hausdorff95(pred == v, target == v) for v in both}
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -128,22 +325,29 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     Parameters
     ----------
     rows : list of dict
-        Output of :func:`evaluate_pairs`.
+        Output of :func:`score_pairs` or :func:`evaluate_pairs`.
 
     Returns
     -------
     dict
         ``n_pairs``, ``dice``, ``dice_sd``, the per-class ``dice_<value>`` means over the
-        pairs where the class is present, ``folding_percent``, ``sdlogj`` and
+        pairs where the class is present, ``hd95`` (if the rows have it: the mean over the
+        pairs where it is defined, NaN if none), ``folding_percent``, ``sdlogj`` and
         ``seconds_per_pair``.
     """
     dice = np.array([r["dice"] for r in rows])
     per_class = sorted({k for r in rows for k in r if k.startswith("dice_")}, key=_class_key)
-    return {
+    summary = {
         "n_pairs": len(rows),
         "dice": float(dice.mean()),
         "dice_sd": float(dice.std(ddof=1)) if len(rows) > 1 else 0.0,
         **{k: float(np.mean([r[k] for r in rows if k in r])) for k in per_class},
+    }
+    if any("hd95" in r for r in rows):
+        defined = [r["hd95"] for r in rows if np.isfinite(r["hd95"])]
+        summary["hd95"] = float(np.mean(defined)) if defined else float("nan")
+    return {
+        **summary,
         "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),
         "sdlogj": float(np.mean([r["sdlogj"] for r in rows])),
         "seconds_per_pair": float(np.mean([r["seconds"] for r in rows])),

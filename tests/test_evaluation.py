@@ -5,7 +5,18 @@ import pytest
 import torch
 
 from src_training.data import normalise_intensity
-from src_training.evaluation import dice_per_class, field_regularity, mean_dice
+from src_training.evaluation import (
+    Registered,
+    add_noise,
+    dice_per_class,
+    field_regularity,
+    hausdorff95,
+    hd95_per_class,
+    identity_method,
+    mean_dice,
+    score_pairs,
+    summarise,
+)
 from src_training.samples import noisy_cell_sequence
 from src_training.spatial import warp_labels
 
@@ -66,3 +77,81 @@ def test_normalise_maps_percentiles_to_unit_range():
     assert not normalise_intensity(np.full((4, 4), 7.0)).any()
     with pytest.raises(ValueError, match="no finite"):
         normalise_intensity(np.full((2, 2), np.nan))
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_hd95_of_squares_shifted_by_k_pixels_is_k(k):
+    a = np.zeros((64, 64), bool)
+    a[10:40, 12:42] = True
+    b = np.roll(a, k, axis=1)
+    assert hausdorff95(a, b) == pytest.approx(k)
+    assert hausdorff95(b, a) == pytest.approx(k)
+    assert hausdorff95(a, a) == 0.0
+    assert hausdorff95(a, np.roll(a, k, axis=0)) == pytest.approx(k)
+
+
+def test_hd95_in_3d_and_per_class():
+    a = np.zeros((20, 24, 24), np.int64)
+    a[4:14, 5:15, 5:15] = 1
+    b = np.roll(a, 2, axis=0)
+    assert hausdorff95(a == 1, b == 1) == pytest.approx(2)
+    scores = hd95_per_class(a, b)
+    assert list(scores) == [0, 1] and scores[1] == pytest.approx(2)
+
+
+def test_hd95_skips_a_class_missing_from_one_map():
+    a = np.zeros((16, 16), np.int64)
+    a[2:8, 2:8] = 1
+    b = a.copy()
+    a[10:14, 10:14] = 2  # only in a
+    assert list(hd95_per_class(a, b)) == [0, 1]
+    assert hd95_per_class(np.zeros((4, 4)), np.ones((4, 4))) == {}
+    with pytest.raises(ValueError, match="differ in shape"):
+        hd95_per_class(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+def _shifted_pair():
+    images = np.zeros((2, 1, 32, 32), np.float32)
+    images[0, 0, 8:20, 8:20] = 1
+    images[1, 0, 8:20, 11:23] = 1  # moving = fixed shifted by +3 columns
+    return images, images[:, 0].astype(np.int64)
+
+
+def test_score_pairs_scores_a_method_and_keeps_the_asked_pair():
+    images, labels = _shifted_pair()
+
+    def shift(moving, fixed, moving_labels):
+        disp = torch.zeros(1, 2, 32, 32)
+        disp[0, 1] = 3.0
+        return Registered(disp, 0.25)
+
+    scored = score_pairs(images, labels, [(1, 0), (0, 1)], shift, [0, 1], hd95=True, keep=(1, 0))
+    first, second = scored.rows
+    assert first["dice"] == pytest.approx(1.0) and first["hd95"] == 0.0
+    assert second["dice"] < 0.9 and second["hd95"] > 3  # shifted 6 pixels the wrong way
+    assert first["seconds"] == 0.25 and first["folding_percent"] == 0.0
+    assert scored.kept is not None and scored.kept.disp[0, 1].eq(3).all()
+    identity = score_pairs(images, labels, [(1, 0)], identity_method, [0, 1], hd95=True).rows
+    assert identity[0]["hd95"] == pytest.approx(3.0)
+    assert summarise(identity)["hd95"] == pytest.approx(3.0)
+    assert "hd95" not in summarise(score_pairs(images, labels, [(1, 0)], shift, [0, 1]).rows)
+
+
+def test_score_pairs_uses_labels_the_method_warped_itself():
+    images, labels = _shifted_pair()
+
+    def own_labels(moving, fixed, moving_labels):
+        return Registered(torch.zeros(1, 2, 32, 32), 0.0, warped_labels=labels[0])
+
+    assert score_pairs(images, labels, [(1, 0)], own_labels, [0, 1]).rows[0]["dice"] == 1.0
+
+
+def test_noise_is_seeded_and_added_to_every_image():
+    images = np.zeros((3, 1, 50, 50), np.float32)
+    noisy = add_noise(images, 0.1, seed=2)
+    assert noisy.dtype == np.float32 and noisy.shape == images.shape
+    assert noisy.std() == pytest.approx(0.1, rel=0.05)
+    assert np.array_equal(noisy, add_noise(images, 0.1, seed=2))
+    assert not np.array_equal(noisy, add_noise(images, 0.1, seed=3))
+    assert not np.array_equal(noisy[0], noisy[1])
+    assert add_noise(images, 0.0) is images
