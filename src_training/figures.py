@@ -1,0 +1,452 @@
+"""Paper-style figures of an evaluation and of training curves, as PNG files.
+
+matplotlib is imported only here and only when a figure is asked for; figures are drawn
+on :class:`matplotlib.figure.Figure` objects rendered by the Agg backend, never through
+pyplot, so nothing opens a window and a running napari (Qt) session is not touched.
+
+3D data is shown by its middle slice along the first spatial axis, with the in-plane
+components of the field (channels 1 and 2).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from src_training.spatial import jacobian_determinant
+
+MISSING_MATPLOTLIB = "figures need matplotlib, which is not installed; pip install matplotlib"
+PANEL_INCHES = 2.6
+FOLD_COLOUR = "limegreen"
+
+
+def require_matplotlib() -> None:
+    """Refuse early, in one sentence, when matplotlib is missing.
+
+    Raises
+    ------
+    ValueError
+        If matplotlib cannot be imported.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError(MISSING_MATPLOTLIB) from None
+
+
+def _figure(width: float, height: float) -> Any:
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(figure: Any, path: str | Path) -> Path:
+    figure.savefig(path, format="png")
+    return Path(path)
+
+
+# --- box plot of per-pair Dice (the paper's Figure 2) -------------------------------------
+
+
+@dataclass(frozen=True)
+class Box:
+    """One box of :func:`dice_boxplot`: a model's per-pair Dice and the text above it."""
+
+    name: str
+    values: list[float]
+    label: str
+
+
+def dice_boxes(
+    pair_rows: Sequence[dict[str, Any]],
+    reference: str | None = None,
+    statistics: dict[str, dict[str, Any]] | None = None,
+) -> list[Box]:
+    """Gather one box per model, in the order the models appear in ``pair_rows``.
+
+    Parameters
+    ----------
+    pair_rows : sequence of dict
+        Rows with ``model`` and ``dice`` (the rows of ``pairs.csv``).
+    reference : str, optional
+        The reference model: its box is labelled ``ref``.
+    statistics : dict, optional
+        :func:`src_training.stats.against_reference` output; each other box is labelled
+        with its stars (``n.s.`` when not significant) and Cohen's d.
+
+    Returns
+    -------
+    list of Box
+        One per model.
+    """
+    names = list(dict.fromkeys(str(row["model"]) for row in pair_rows))
+    boxes = []
+    for name in names:
+        values = [float(row["dice"]) for row in pair_rows if row["model"] == name]
+        label = ""
+        if name == reference:
+            label = "ref"
+        elif statistics is not None and name in statistics:
+            stat = statistics[name]
+            label = f"{stat['stars'] or 'n.s.'}\nd={float(stat['cohens_d']):.2f}"
+        boxes.append(Box(name, values, label))
+    return boxes
+
+
+def dice_boxplot(path: str | Path, boxes: Sequence[Box], title: str = "") -> Path:
+    """Draw per-pair Dice as one box per model with its label above the box.
+
+    Parameters
+    ----------
+    path : str or Path
+        PNG file to write.
+    boxes : sequence of Box
+        From :func:`dice_boxes`.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    figure = _figure(max(4.0, 0.9 * len(boxes) + 1.5), 4.0)
+    ax = figure.add_subplot()
+    positions = list(range(1, len(boxes) + 1))
+    ax.boxplot([box.values for box in boxes], positions=positions, widths=0.6)
+    ax.set_xticks(positions, [box.name for box in boxes], rotation=30, ha="right")
+    top = max(max(box.values) for box in boxes)
+    bottom = min(min(box.values) for box in boxes)
+    pad = max(top - bottom, 0.01) * 0.04
+    for x, box in zip(positions, boxes, strict=True):
+        ax.text(x, max(box.values) + pad, box.label, ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(bottom - 2 * pad, top + 9 * pad)
+    ax.set_ylabel("Dice per test pair")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(figure, path)
+
+
+# --- qualitative figure with warped grid lines (the paper's Figure 3) ---------------------
+
+
+def view_2d(image: np.ndarray) -> np.ndarray:
+    """Show a ``(C, *spatial)`` image in 2D: channel 0, its middle slice if 3D.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(C, H, W)`` or ``(C, D, H, W)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)``.
+    """
+    plane = image[0]
+    return plane[plane.shape[0] // 2] if plane.ndim == 3 else plane
+
+
+def field_2d(disp: Tensor) -> np.ndarray:
+    """Cut the in-plane field of the view of :func:`view_2d` out of a displacement.
+
+    Parameters
+    ----------
+    disp : Tensor
+        ``(1, ndim, *spatial)`` displacement in voxels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2, H, W)``: row and column components.
+    """
+    field = disp[0].detach().cpu().numpy()
+    return field[1:, field.shape[1] // 2] if field.shape[0] == 3 else field
+
+
+def grid_lines(field: np.ndarray, spacing: int) -> list[np.ndarray]:
+    """Lines of a regular grid on the fixed image, each point ``p`` moved to ``p + u(p)``.
+
+    Parameters
+    ----------
+    field : numpy.ndarray
+        ``(2, H, W)`` displacement (rows, columns) in pixels.
+    spacing : int
+        Distance of the grid lines in pixels; lines lie at rows and columns
+        ``0, spacing, 2 * spacing, ...``.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``(n, 2)`` polylines of (row, column) points: first the lines of constant row,
+        then those of constant column.
+    """
+    height, width = field.shape[1:]
+    rows, cols = np.mgrid[:height, :width].astype(np.float64)
+    mapped_rows, mapped_cols = rows + field[0], cols + field[1]
+    lines = [np.stack([mapped_rows[r], mapped_cols[r]], axis=1) for r in range(0, height, spacing)]
+    lines += [
+        np.stack([mapped_rows[:, c], mapped_cols[:, c]], axis=1) for c in range(0, width, spacing)
+    ]
+    return lines
+
+
+def parse_zoom(text: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """Read ``--zoom R0,C0,R1,C1``: rows ``R0:R1`` and columns ``C0:C1`` of the 2D view.
+
+    Parameters
+    ----------
+    text : str
+        Four integers separated by commas.
+    shape : sequence of int
+        ``(H, W)`` of the 2D view the rectangle must lie in.
+
+    Returns
+    -------
+    tuple of int
+        ``(R0, C0, R1, C1)``.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not four integers of a non-empty rectangle inside the view.
+    """
+    height, width = shape
+    try:
+        r0, c0, r1, c1 = (int(part) for part in text.split(","))
+    except ValueError:
+        r0 = c0 = r1 = c1 = -1
+    if not (0 <= r0 < r1 <= height and 0 <= c0 < c1 <= width):
+        raise ValueError(
+            f"--zoom must be R0,C0,R1,C1 with 0 <= R0 < R1 <= {height} and "
+            f"0 <= C0 < C1 <= {width} (rows, then columns, of the {height}x{width} view); "
+            f"got {text!r}"
+        )
+    return r0, c0, r1, c1
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One warped image of :func:`qualitative_figure` with the field that made it."""
+
+    name: str
+    warped: np.ndarray
+    field: np.ndarray
+
+
+def qualitative_figure(
+    path: str | Path,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    panels: Sequence[Panel],
+    *,
+    spacing: int = 16,
+    zoom: tuple[int, int, int, int] | None = None,
+    title: str = "",
+) -> Path:
+    """Draw fixed, moving and each model's warped image with its warped grid lines.
+
+    Parameters
+    ----------
+    path : str or Path
+        PNG file to write.
+    fixed, moving : numpy.ndarray
+        ``(H, W)`` views of the pair.
+    panels : sequence of Panel
+        ``(H, W)`` warped views and ``(2, H, W)`` fields (see :func:`field_2d`).
+    spacing : int
+        Grid line distance in pixels (:func:`grid_lines`).
+    zoom : tuple of int, optional
+        ``(R0, C0, R1, C1)``: drawn as a rectangle on every panel, and shown enlarged in
+        a second row.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    from matplotlib.patches import Rectangle
+
+    columns = 2 + len(panels)
+    rows = 1 if zoom is None else 2
+    figure = _figure(PANEL_INCHES * columns, PANEL_INCHES * rows + 0.4)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    low, high = np.percentile(fixed, [1, 99])
+    shown = [("fixed", fixed, None), ("moving", moving, None)]
+    shown += [(panel.name, panel.warped, panel.field) for panel in panels]
+    for column, (name, image, field) in enumerate(shown):
+        for row in range(rows):
+            ax = axes[row, column]
+            ax.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+            if field is not None:
+                for line in grid_lines(field, spacing):
+                    ax.plot(line[:, 1], line[:, 0], color="#ffb000", linewidth=0.5)
+            ax.set_xlim(-0.5, image.shape[1] - 0.5)
+            ax.set_ylim(image.shape[0] - 0.5, -0.5)
+            if zoom is not None:
+                r0, c0, r1, c1 = zoom
+                if row == 0:
+                    ax.add_patch(
+                        Rectangle(
+                            (c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, color="#00c0ff"
+                        )
+                    )
+                else:
+                    ax.set_xlim(c0 - 0.5, c1 - 0.5)
+                    ax.set_ylim(r1 - 0.5, r0 - 0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, column].set_title(name, fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+# --- Jacobian determinant per model -------------------------------------------------------
+
+
+def jacobian_figure(path: str | Path, fields: dict[str, Tensor], title: str = "") -> Path:
+    """Each model's Jacobian determinant on a diverging colormap centred at 1, folds marked.
+
+    For 3D fields the full 3D determinant is computed and its middle slice shown. Voxels
+    with ``det J <= 0`` (folds) are painted in a solid colour; the shared colour scale
+    spans at least ``[0, 2]``.
+
+    Parameters
+    ----------
+    path : str or Path
+        PNG file to write.
+    fields : dict
+        ``{model name: (1, ndim, *spatial) displacement}``.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    from matplotlib.colors import ListedColormap, TwoSlopeNorm
+
+    dets = {}
+    for name, disp in fields.items():
+        det = jacobian_determinant(disp.detach().cpu().to(torch.float64))[0].numpy()
+        dets[name] = det[det.shape[0] // 2] if det.ndim == 3 else det
+    low = min(0.0, *(float(d.min()) for d in dets.values()))
+    high = max(2.0, *(float(d.max()) for d in dets.values()))
+    norm = TwoSlopeNorm(vcenter=1.0, vmin=low, vmax=high)
+    figure = _figure(PANEL_INCHES * len(dets) + 0.8, PANEL_INCHES + 0.5)
+    axes = figure.subplots(1, len(dets), squeeze=False)[0]
+    image = None
+    for ax, (name, det) in zip(axes, dets.items(), strict=True):
+        image = ax.imshow(det, cmap="RdBu_r", norm=norm, interpolation="nearest")
+        folds = np.ma.masked_where(det > 0, np.ones_like(det))
+        ax.imshow(folds, cmap=ListedColormap([FOLD_COLOUR]), interpolation="nearest")
+        ax.set_title(f"{name}\nfolds {100 * float((det <= 0).mean()):.2f} %", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.colorbar(image, ax=list(axes), shrink=0.8, label="det J (folds, det J ≤ 0, in green)")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+# --- convergence: validation Dice of training runs ----------------------------------------
+
+CURVE_COLUMNS = ("step", "seconds", "val_dice")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Validation Dice of one training run against step and wall time."""
+
+    name: str
+    steps: np.ndarray
+    seconds: np.ndarray
+    dice: np.ndarray
+
+
+def read_validation_curve(path: str | Path, name: str | None = None) -> Curve:
+    """Read the validation rows of a training log (``R.csv`` beside ``R.pt``).
+
+    Parameters
+    ----------
+    path : str or Path
+        A CSV written by training, with columns ``step``, ``seconds`` and ``val_dice``.
+    name : str, optional
+        The run's name; the file stem by default.
+
+    Returns
+    -------
+    Curve
+        The rows whose ``val_dice`` is filled in, in file order.
+
+    Raises
+    ------
+    ValueError
+        If the file lacks those columns or holds no validation row.
+    """
+    path = Path(path)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CURVE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path} lacks the column(s) {', '.join(missing)} of a training log; pass the "
+                ".csv that `deepsim train` writes beside the model"
+            )
+        rows = [row for row in reader if row["val_dice"]]
+    if not rows:
+        raise ValueError(
+            f"{path} holds no validation Dice; train with --val-frames (validation data "
+            "with labels) so that validation rows are logged"
+        )
+    return Curve(
+        name or path.stem,
+        np.array([int(row["step"]) for row in rows]),
+        np.array([float(row["seconds"]) for row in rows]),
+        np.array([float(row["val_dice"]) for row in rows]),
+    )
+
+
+def convergence_figure(path: str | Path, curves: Sequence[Curve], title: str = "") -> Path:
+    """Plot validation Dice against step (left) and wall time (right), a line per run.
+
+    Parameters
+    ----------
+    path : str or Path
+        PNG file to write.
+    curves : sequence of Curve
+        From :func:`read_validation_curve`.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    figure = _figure(10.0, 4.0)
+    by_step, by_time = figure.subplots(1, 2, sharey=True)
+    for curve in curves:
+        by_step.plot(curve.steps, curve.dice, marker=".", label=curve.name)
+        by_time.plot(curve.seconds, curve.dice, marker=".", label=curve.name)
+    by_step.set_xlabel("training step")
+    by_time.set_xlabel("wall time (s)")
+    by_step.set_ylabel("validation Dice")
+    for ax in (by_step, by_time):
+        ax.grid(alpha=0.3)
+    by_time.legend(fontsize=8, loc="lower right")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
