@@ -158,13 +158,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="Dice, folding and speed of models on test pairs")
     p.add_argument("data", metavar="DATA")
     p.add_argument("--models", nargs="+", default=[], metavar="R.pt")
-    p.add_argument("--baseline", action="append", choices=("identity",), default=[])
+    p.add_argument(
+        "--baseline",
+        action="append",
+        choices=("identity", "elastix"),
+        default=[],
+        help="add a baseline row; repeat for both (elastix needs napari-deepsim[baselines])",
+    )
     p.add_argument("--pairs", metavar="CSV", help="explicit test pairs (moving,fixed)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="auto")
+    g = p.add_argument_group("statistics")
+    g.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="test every other row against this model (Wilcoxon, Cohen's d on per-pair Dice)",
+    )
+    g.add_argument("--hd95", action="store_true", help="95th-percentile Hausdorff distance")
+    g.add_argument(
+        "--noise", type=float, default=0.0, help="add Gaussian noise of this std to both images"
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of --noise (default 0)")
+    g = p.add_argument_group("figures")
+    g.add_argument(
+        "--figures", action="store_true", help="write dice_boxplot, qualitative, jacobian PNGs"
+    )
+    g.add_argument("--zoom", metavar="R0,C0,R1,C1", help="region shown enlarged in qualitative")
+    g.add_argument(
+        "--grid-spacing", type=_positive_int, default=16, help="grid line distance (default 16)"
+    )
     _add_data_options(p, "test frames, e.g. 25:30 (consecutive pairs); default all")
     p.set_defaults(handler="evaluate")
+
+    p = sub.add_parser(
+        "curves", help="plot validation Dice of training runs against step and wall time"
+    )
+    p.add_argument("logs", nargs="+", metavar="R.csv", help="training logs (beside R.pt)")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--names", nargs="+", metavar="NAME", help="one per log (default: file stems)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing FILE.png")
+    p.set_defaults(handler="curves")
 
     p = sub.add_parser("info", help="show what a model file holds")
     p.add_argument("model", metavar="FILE.pt")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from src_training.augment import NO_AUGMENTATION, AugmentConfig
+from src_training.baselines import ElastixBSpline, elastix_version
 from src_training.datasets import (
     Dataset,
     load_dataset,
@@ -23,7 +24,30 @@ from src_training.datasets import (
 )
 from src_training.devices import resolve_device
 from src_training.distributed import init_distributed, shutdown_distributed
-from src_training.evaluation import evaluate_pairs, field_regularity, mean_dice, summarise
+from src_training.evaluation import (
+    Method,
+    Registered,
+    add_noise,
+    field_regularity,
+    identity_method,
+    mean_dice,
+    network_method,
+    score_pairs,
+    summarise,
+)
+from src_training.figures import (
+    Panel,
+    convergence_figure,
+    dice_boxes,
+    dice_boxplot,
+    field_2d,
+    jacobian_figure,
+    parse_zoom,
+    qualitative_figure,
+    read_validation_curve,
+    require_matplotlib,
+    view_2d,
+)
 from src_training.metrics import METRICS, get_metric, metric_spec
 from src_training.modelio import ModelFile, load_model, require_kind
 from src_training.networks import FeatureExtractor, RegistrationNet
@@ -39,6 +63,7 @@ from src_training.registration import (
     warp_array,
     warp_label_array,
 )
+from src_training.stats import against_reference
 from src_training.training import (
     FeatureTrainer,
     RegistrationTrainer,
@@ -426,10 +451,18 @@ def _register_series(model: ModelFile, args: argparse.Namespace, device: torch.d
     print(f"wrote {', '.join(names)} to {out}")
 
 
+FIGURES = ("dice_boxplot.png", "qualitative.png", "jacobian.png")
+
+
 def evaluate(args: argparse.Namespace) -> None:
-    """``deepsim evaluate``: Dice, folding and time per pair and model; CSV tables."""
+    """``deepsim evaluate``: scores per pair and model, statistics, CSV tables, figures."""
     if not args.models and not args.baseline:
         raise ValueError("nothing to evaluate: pass --models R.pt ... and/or --baseline identity")
+    _non_negative(args.noise, "--noise")
+    if args.zoom and not args.figures:
+        raise ValueError("--zoom marks a region of the figures; pass --figures too")
+    if args.figures:
+        require_matplotlib()
     frames = parse_frames(args.frames) if args.frames else None
     data = load_dataset(
         args.data, frames=frames, labels=args.labels, ndim=args.ndim, label_file=args.label_file
@@ -443,37 +476,162 @@ def evaluate(args: argparse.Namespace) -> None:
         pairs = data.pairs if data.pairs is not None else consecutive_pairs(len(data))
     if not pairs:
         raise ValueError("the selected data holds no pair; select at least 2 frames")
-    models: list[tuple[str, str, torch.nn.Module | None]] = [
-        ("identity", "identity", None) for _ in args.baseline
-    ]
-    for path in args.models:
-        model = _registration_model(path)
-        check_model_fits(model, data.images[0], f"the data {args.data}")
-        models.append((Path(path).stem, model.metadata.get("metric", "?"), model.network))
-    out = prepare_output_dir(args.out, ["pairs.csv", "summary.csv"], args.overwrite)
     device = resolve_device(args.device)
-    pair_rows, summary_rows = [], []
-    for name, metric, network in models:
-        rows = evaluate_pairs(data.images, data.labels, pairs, network, data.class_values, device)
-        for row in rows:
+    methods = _evaluated_methods(args, data, device)
+    zoom = parse_zoom(args.zoom, view_2d(data.images[0]).shape) if args.zoom else None
+    names = ["pairs.csv", "summary.csv", *(FIGURES if args.figures else ())]
+    out = prepare_output_dir(args.out, names, args.overwrite)
+    images = add_noise(data.images, args.noise, args.seed)
+    shown = _median_identity_pair(data.labels, pairs) if args.figures else None
+    pair_rows, summary_rows, kept = [], [], {}
+    for name, metric, method in methods:
+        scored = score_pairs(
+            images, data.labels, pairs, method, data.class_values, hd95=args.hd95, keep=shown
+        )
+        for row in scored.rows:
             row.update(
                 model=name,
                 metric=metric,
+                noise=args.noise,
                 moving_name=data.names[int(row["moving"])],
                 fixed_name=data.names[int(row["fixed"])],
             )
-        pair_rows += rows
-        summary_rows.append({"model": name, "metric": metric, **summarise(rows)})
+        pair_rows += scored.rows
+        summary_rows.append(
+            {"model": name, "metric": metric, "noise": args.noise, **summarise(scored.rows)}
+        )
+        if scored.kept is not None:
+            kept[name] = scored.kept
+    statistics = None
+    if args.reference is not None:
+        dice = {name: [r["dice"] for r in pair_rows if r["model"] == name] for name, *_ in methods}
+        statistics = against_reference(dice, args.reference)
+        for row in summary_rows:
+            row.update(statistics.get(row["model"], {}))
     _write_csv(out / "pairs.csv", pair_rows, ["model", "metric", "moving_name", "fixed_name"])
     _write_csv(out / "summary.csv", summary_rows, ["model", "metric"])
+    if shown is not None:
+        _write_figures(out, images, shown, kept, pair_rows, statistics, args, zoom, data.names)
+    _print_summary(summary_rows)
+    written = ", ".join(str(out / n) for n in names)
+    print(f"{len(pairs)} pairs{f', noise {args.noise:g}' if args.noise else ''}; wrote {written}")
+
+
+def _evaluated_methods(
+    args: argparse.Namespace, data: Dataset, device: torch.device
+) -> list[tuple[str, str, Method]]:
+    """``(row name, metric, method)`` of every baseline and model, checked before any work."""
+    methods: list[tuple[str, str, Method]] = []
+    for baseline in dict.fromkeys(args.baseline):
+        if baseline == "identity":
+            methods.append(("identity", "identity", identity_method))
+        else:
+            methods.append(("elastix", "bspline", ElastixBSpline()))
+            print(f"elastix baseline: itk-elastix {elastix_version()}, default B-spline map")
+    for path in args.models:
+        model = _registration_model(path)
+        check_model_fits(model, data.images[0], f"the data {args.data}")
+        name = Path(path).stem
+        if name in [m[0] for m in methods]:
+            raise ValueError(
+                f"two evaluated models are named {name} (a row's name is its file stem); "
+                "give the model files different names"
+            )
+        metric = model.metadata.get("metric", "?")
+        methods.append((name, metric, network_method(model.network, device)))
+    names = [m[0] for m in methods]
+    if args.reference is not None and args.reference not in names:
+        raise ValueError(
+            f"--reference {args.reference} is none of the evaluated models; choose one of "
+            f"{', '.join(names)} (a model's name is its file stem)"
+        )
+    return methods
+
+
+def _median_identity_pair(labels: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[int, int]:
+    """Pick the pair whose unregistered Dice is the median (the lower one of an even count)."""
+    ranked = sorted(pairs, key=lambda pair: mean_dice(labels[pair[0]], labels[pair[1]]))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _write_figures(
+    out: Path,
+    images: np.ndarray,
+    shown: tuple[int, int],
+    kept: dict[str, Registered],
+    pair_rows: list[dict[str, Any]],
+    statistics: dict[str, dict[str, Any]] | None,
+    args: argparse.Namespace,
+    zoom: tuple[int, int, int, int] | None,
+    frame_names: list[str],
+) -> None:
+    noise = f", noise σ={args.noise:g}" if args.noise else ""
+    boxes = dice_boxes(pair_rows, args.reference, statistics)
+    reference = f", stars: {args.reference} better (Wilcoxon)" if args.reference else ""
+    dice_boxplot(out / FIGURES[0], boxes, f"{len(boxes[0].values)} test pairs{noise}{reference}")
+    moving, fixed = shown
+    panels = [
+        Panel(name, view_2d(warp_array(images[moving], result.disp)), field_2d(result.disp))
+        for name, result in kept.items()
+    ]
+    title = f"moving {frame_names[moving]} → fixed {frame_names[fixed]}{noise}"
+    qualitative_figure(
+        out / FIGURES[1],
+        view_2d(images[fixed]),
+        view_2d(images[moving]),
+        panels,
+        spacing=args.grid_spacing,
+        zoom=zoom,
+        title=title,
+    )
+    jacobian_figure(out / FIGURES[2], {name: r.disp for name, r in kept.items()}, title)
+
+
+def _print_summary(rows: list[dict[str, Any]]) -> None:
+    hd95 = "hd95" in rows[0]
     header = ("model", "metric", "dice", "sd", "fold%", "sdlogj", "s/pair")
-    print("{:<24} {:<10} {:>7} {:>6} {:>7} {:>7} {:>7}".format(*header))
-    for r in summary_rows:
-        print(
+    print(
+        "{:<24} {:<10} {:>7} {:>6} {:>7} {:>7} {:>7}".format(*header)
+        + (f" {'hd95':>7}" if hd95 else "")
+        + (f" {'p':>8} {'d':>6}" if "p_value" in rows[-1] else "")
+    )
+    for r in rows:
+        line = (
             f"{r['model']:<24} {r['metric']:<10} {r['dice']:>7.4f} {r['dice_sd']:>6.4f} "
             f"{r['folding_percent']:>7.3f} {r['sdlogj']:>7.3f} {r['seconds_per_pair']:>7.3f}"
         )
-    print(f"{len(pairs)} pairs; wrote {out / 'pairs.csv'} and {out / 'summary.csv'}")
+        if hd95:
+            line += f" {r['hd95']:>7.2f}"
+        if "p_value" in r:
+            line += f" {r['p_value']:>8.4f} {r['cohens_d']:>6.2f} {r['stars']}"
+        print(line)
+
+
+def curves(args: argparse.Namespace) -> None:
+    """``deepsim curves``: validation Dice of training runs against step and wall time."""
+    names = args.names or [Path(path).stem for path in args.logs]
+    if len(names) != len(args.logs):
+        raise ValueError(
+            f"--names gives {len(names)} name(s) for {len(args.logs)} training log(s); "
+            "give one name per CSV"
+        )
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {out}")
+    require_matplotlib()
+    for path in args.logs:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no such file: {path}; check the path")
+    runs = [read_validation_curve(path, name) for path, name in zip(args.logs, names, strict=True)]
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} already exists; choose another --out or pass --overwrite")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(
+            f"the folder of --out ({out.parent}) does not exist; create it or choose another --out"
+        )
+    check_writable(out.parent)
+    convergence_figure(out, runs)
+    print(f"plotted the validation Dice of {len(runs)} run(s); wrote {out}")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], first: list[str]) -> None:

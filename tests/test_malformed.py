@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,12 @@ import torch
 from PIL import Image
 
 from src_training import memory, modelio
+from src_training.baselines import ElastixBSpline
 from src_training.cli import main
 from src_training.data import check_spatial_size
 from src_training.datasets import load_dataset, load_image_file, parse_frames
 from src_training.devices import resolve_device
+from src_training.figures import parse_zoom, read_validation_curve
 from src_training.metrics import get_metric
 from src_training.modelio import load_model, require_kind, save_model
 from src_training.networks import FeatureExtractor, RegistrationNet
@@ -45,7 +48,7 @@ ERROR_PREFIX = "deepsim: error: "
 # a message names the fix with one of these words (e.g. "; use a 3D model")
 FIX = re.compile(
     r"\b(use|pass|choose|check|replace|train|upgrade|create|select|copy|make|relabel|"
-    r"crop|convert|register|free|expected|must|needs?|see|give|lower|fix|run|save)\b"
+    r"crop|convert|register|free|expected|must|needs?|see|give|lower|fix|run|save|install)\b"
 )
 
 
@@ -493,6 +496,59 @@ def _(w: Workspace) -> Case:
 def _(w: Workspace) -> Case:
     data = w.unlabelled_stack()
     return Case(["evaluate", data, "--baseline", "identity", "--out", w.path("eval")])
+
+
+@case("reference-naming-no-evaluated-model")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--baseline", "identity", "--reference", "deepsim"]
+    return Case([*args, "--out", w.path("eval")])
+
+
+@case("two-evaluated-models-of-one-name")
+def _(w: Workspace) -> Case:
+    (w.root / "a").mkdir()
+    (w.root / "b").mkdir()
+    models = [w.model("a/r.pt"), w.model("b/r.pt")]
+    return Case(["evaluate", w.stack(), "--models", *models, "--out", w.path("eval")])
+
+
+@case("malformed-zoom")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--baseline", "identity", "--figures", "--zoom", "1,2,3"]
+    return Case([*args, "--out", w.path("eval")], lambda: parse_zoom("1,2,3", (32, 32)))
+
+
+@case("zoom-without-figures")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--baseline", "identity", "--zoom", "0,0,8,8"]
+    return Case([*args, "--out", w.path("eval")])
+
+
+@case("negative-evaluation-noise")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--baseline", "identity", "--noise", "-0.1"]
+    return Case([*args, "--out", w.path("eval")])
+
+
+@case("elastix-not-installed")
+def _(w: Workspace) -> Case:
+    w.monkeypatch.setitem(sys.modules, "itk", None)
+    args = ["evaluate", w.stack(), "--baseline", "elastix", "--out", w.path("eval")]
+    return Case(args, ElastixBSpline)
+
+
+@case("curves-of-a-run-without-validation")
+def _(w: Workspace) -> Case:
+    log = w.root / "r.csv"
+    log.write_text("step,seconds,loss,similarity,regularisation,val_dice,val_loss\n1,0.5,0.9,,,,\n")
+    args = ["curves", str(log), "--out", w.path("convergence.png")]
+    return Case(args, lambda: read_validation_curve(log))
+
+
+@case("curves-with-too-few-names")
+def _(w: Workspace) -> Case:
+    logs = [w.path("a.csv"), w.path("b.csv")]
+    return Case(["curves", *logs, "--names", "a", "--out", w.path("convergence.png")])
 
 
 @case("label-metric-without-labels")

@@ -63,12 +63,14 @@ def test_imports_and_commands_open_no_connection(tmp_path):
     save_model(tmp_path / "given.pt", RegistrationNet(2, 1, (4, 8)), {})
     tiny = ["--steps", "2", "--channels", "4,8", "--crop", "16", "--batch-size", "2"]
     tiny += ["--device", "cpu"]
+    statistics = ["--baseline", "identity", "--reference", "given", "--hd95", "--figures"]
     jobs = [
         ["metrics"],
         ["train-features", "cells.npz", *tiny, "--out", "f.pt"],
         ["train", "cells.npz", "--metric", "deepsim", "--features", "f.pt", *tiny, "--out", "r.pt"],
         ["register", "--model", "r.pt", "a.npy", "b.npy", "--out", "reg", "--device", "cpu"],
         ["evaluate", "cells.npz", "--models", "given.pt", "--out", "eval", "--device", "cpu"],
+        ["evaluate", "cells.npz", "--models", "given.pt", "--out", "eval2", *statistics],
         ["info", "r.pt"],
     ]
     root = str(Path(__file__).resolve().parents[1])
