@@ -589,11 +589,12 @@ def _write_figures(
 
 def _print_summary(rows: list[dict[str, Any]]) -> None:
     hd95 = "hd95" in rows[0]
+    tested = any("p_value" in r for r in rows)
     header = ("model", "metric", "dice", "sd", "fold%", "sdlogj", "s/pair")
     print(
         "{:<24} {:<10} {:>7} {:>6} {:>7} {:>7} {:>7}".format(*header)
         + (f" {'hd95':>7}" if hd95 else "")
-        + (f" {'p':>8} {'d':>6}" if "p_value" in rows[-1] else "")
+        + (f" {'p':>8} {'d':>6}" if tested else "")
     )
     for r in rows:
         line = (

@@ -74,6 +74,7 @@ def test_statistics_hd95_noise_and_figures_on_real_em(tmp_path, capsys):
         width, height = image.size
     assert width > 2 * height  # 5 columns, 2 rows (the zoom)
     printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[-3:] == ["hd95", "p", "d"]
     assert "2 pairs, noise 0.1" in printed and "qualitative.png" in printed
     # the same command refuses to overwrite the figures
     assert _evaluate(ISBI, "25:28", models, *options, *figures, out=out) == 2
@@ -95,6 +96,21 @@ def test_noise_is_seeded_and_the_same_for_every_model(tmp_path):
     assert first[0] == first[1]  # both models saw the same noisy images
     assert first == again and first[0] != other[0]
     assert first[0] != sdlogj(0, "s0")[0]
+
+
+def test_figures_of_3d_volumes_show_the_middle_slice(tmp_path):
+    z, y, x = np.mgrid[:12, :32, :24]
+    balls = [
+        ((z - 6) ** 2 + (y - c) ** 2 + (x - 12) ** 2 < 25).astype(np.float32) for c in (14, 16)
+    ]
+    np.savez(tmp_path / "vol.npz", images=np.stack(balls), labels=np.stack(balls).astype(np.uint8))
+    model = str(save_model(tmp_path / "m3.pt", RegistrationNet(3, channels=(4, 8)), {}))
+    args = ["evaluate", str(tmp_path / "vol.npz"), "--ndim", "3", "--models", model, "--figures"]
+    out = tmp_path / "eval"
+    # the zoom lies in the 32x24 slice; a rectangle reaching row 30 of a 12-deep axis is fine
+    assert main([*args, "--zoom", "2,2,30,20", "--out", str(out), "--device", "cpu"]) == 0
+    assert all((out / name).is_file() for name in FIGURES)
+    assert main([*args, "--zoom", "2,2,20,30", "--out", str(tmp_path / "e2")]) == 2
 
 
 def _disc_stack(path):
