@@ -177,16 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--hd95", action="store_true", help="95th-percentile Hausdorff distance")
     g.add_argument(
-        "--noise", type=float, default=0.0, help="add Gaussian noise of this std to both images"
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="add Gaussian noise of this std to both images",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of --noise (default 0)")
+    g.add_argument("--seed", type=int, default=0, metavar="N", help="seed of --noise (default 0)")
     g = p.add_argument_group("figures")
     g.add_argument(
         "--figures", action="store_true", help="write dice_boxplot, qualitative, jacobian PNGs"
     )
     g.add_argument("--zoom", metavar="R0,C0,R1,C1", help="region shown enlarged in qualitative")
     g.add_argument(
-        "--grid-spacing", type=_positive_int, default=16, help="grid line distance (default 16)"
+        "--grid-spacing",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="grid line distance in pixels (default 16)",
     )
     _add_data_options(p, "test frames, e.g. 25:30 (consecutive pairs); default all")
     p.set_defaults(handler="evaluate")
