@@ -1,0 +1,359 @@
+"""Reproduce docs/reproduction.md: every metric on two real datasets, end to end.
+
+Stages (each skips work whose outputs already exist, so an interrupted run continues):
+
+1. ``features``: a segmentation and an autoencoder feature extractor per dataset;
+2. ``tune`` (first dataset): per metric, λ ∈ {¼, 1, 4} × the metric's default; the λ
+   with the best validation Dice (frames held out from training and testing) wins and
+   its run is the metric's model;
+3. ``train`` (other datasets): one model per metric with the λ chosen on the first
+   dataset and the same number of steps;
+4. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
+   statistics against DeepSim, HD95, figures; again with Gaussian noise on both images;
+5. ``report``: convergence plots and ``docs/reproduction.md``.
+
+Every step is a ``deepsim`` command (printed as it runs). Usage::
+
+    .venv/bin/python scripts/reproduce.py [--runs runs/reproduction] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEEPSIM = [sys.executable, "-m", "src_training.cli"]
+METRICS = ("mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae")
+DEFAULT_LAMBDA = {
+    "mse": 0.02,
+    "ncc": 0.5,
+    "ncc-sup": 0.5,
+    "nmi": 0.5,
+    "mind": 0.5,
+    "vgg": 1.0,
+    "deepsim": 1.0,
+    "deepsim-ae": 1.0,
+}
+LAMBDA_FACTORS = (0.25, 1.0, 4.0)
+COMMON = ["--channels", "16,32,64", "--crop", "96", "--batch-size", "4", "--lr", "1e-3"]
+FEATURE_STEPS = 600
+STEPS = 300
+VAL_EVERY = 50
+NOISE = 0.1
+
+
+@dataclass(frozen=True)
+class Split:
+    """A dataset of ../shared/data and its frame ranges."""
+
+    key: str
+    folder: str
+    labels: list[str]
+    features_train: str
+    features_val: str
+    train: str
+    val: str
+    test: str
+    zoom: str
+    stands_in_for: str
+
+
+SPLITS = (
+    Split(
+        "isbi",
+        "isbi2012_em",
+        [],
+        "0:20",
+        "20:25",
+        "0:20",
+        "20:25",
+        "25:30",
+        "300,100,396,196",
+        "Platelet-EM",
+    ),
+    Split(
+        "t98g",
+        "t98g_phase",
+        ["--labels", "foreground"],
+        "0:16",
+        "16:20",
+        "0:16",
+        "16:20",
+        "20:24",
+        "400,400,560,560",
+        "PhC-U373",
+    ),
+)
+
+
+def run(args: list[str], log: Path) -> None:
+    """Run one deepsim command, echo it, append its output to the log; stop on failure."""
+    command = [*DEEPSIM, *args]
+    shown = "deepsim " + shlex.join(args)
+    print(f"$ {shown}", flush=True)
+    start = time.perf_counter()
+    with log.open("a") as stream:
+        stream.write(f"$ {shown}\n")
+        stream.flush()
+        result = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
+        stream.write(f"# {time.perf_counter() - start:.1f} s, exit {result.returncode}\n")
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {shown}; see {log}")
+
+
+def finished(model: Path, steps: int) -> bool:
+    """Whether a training run reached its last step (an interrupted one is redone)."""
+    curves = model.with_suffix(".csv")
+    if not (model.is_file() and curves.is_file()):
+        return False
+    with curves.open() as handle:
+        return any(int(r["step"]) >= steps for r in csv.DictReader(handle))
+
+
+def best_val_dice(csv_path: Path) -> float:
+    """Return the best validation Dice in a training CSV."""
+    with csv_path.open() as handle:
+        values = [float(r["val_dice"]) for r in csv.DictReader(handle) if r["val_dice"]]
+    return max(values)
+
+
+def vgg_weights() -> Path | None:
+    """Return the user's torchvision VGG16 weights ($DEEPSIM_VGG16), if given."""
+    path = os.environ.get("DEEPSIM_VGG16")
+    return Path(path) if path and Path(path).is_file() else None
+
+
+def metric_options(metric: str, folder: Path) -> list[str] | None:
+    """Options a metric needs; None when it cannot run here (VGG without weights)."""
+    if metric == "deepsim":
+        return ["--features", str(folder / "features.pt")]
+    if metric == "deepsim-ae":
+        return ["--features", str(folder / "features-ae.pt")]
+    if metric == "vgg":
+        weights = vgg_weights()
+        return None if weights is None else ["--vgg-weights", str(weights)]
+    return []
+
+
+def stage_features(split: Split, data: Path, folder: Path, device: list[str], log: Path) -> None:
+    """Train the segmentation and autoencoder extractors of one dataset."""
+    for kind, name in (("segmentation", "features.pt"), ("autoencoder", "features-ae.pt")):
+        if (folder / name).is_file():
+            continue
+        run(
+            [
+                "train-features",
+                str(data / split.folder),
+                *split.labels,
+                "--kind",
+                kind,
+                "--frames",
+                split.features_train,
+                "--val-frames",
+                split.features_val,
+                "--steps",
+                str(FEATURE_STEPS),
+                *COMMON,
+                *device,
+                "--out",
+                str(folder / name),
+            ],
+            log,
+        )
+
+
+def train_one(
+    split: Split,
+    data: Path,
+    folder: Path,
+    metric: str,
+    lam: float,
+    steps: int,
+    out: Path,
+    device: list[str],
+    log: Path,
+) -> bool:
+    """Train one registration model unless it exists; False when the metric cannot run."""
+    options = metric_options(metric, folder)
+    if options is None:
+        return False
+    if not finished(out, steps):
+        run(
+            [
+                "train",
+                str(data / split.folder),
+                *split.labels,
+                "--metric",
+                metric,
+                *options,
+                "--lam",
+                f"{lam:g}",
+                "--frames",
+                split.train,
+                "--val-frames",
+                split.val,
+                "--val-every",
+                str(VAL_EVERY),
+                "--steps",
+                str(steps),
+                *COMMON,
+                *device,
+                "--out",
+                str(out),
+                "--overwrite",
+            ],
+            log,
+        )
+    return True
+
+
+def stage_tune(
+    split: Split, data: Path, folder: Path, device: list[str], log: Path
+) -> dict[str, dict[float, float]]:
+    """Train every metric at each λ briefly; return the best validation Dice per λ."""
+    grid: dict[str, dict[float, float]] = {}
+    (folder / "tune").mkdir(exist_ok=True)
+    for metric in METRICS:
+        for factor in LAMBDA_FACTORS:
+            lam = DEFAULT_LAMBDA[metric] * factor
+            out = folder / "tune" / f"{metric}-lam{lam:g}.pt"
+            if train_one(split, data, folder, metric, lam, STEPS, out, device, log):
+                grid.setdefault(metric, {})[lam] = best_val_dice(out.with_suffix(".csv"))
+    return grid
+
+
+def pick_tuned(folder: Path, grid: dict[str, dict[float, float]]) -> list[Path]:
+    """Copy each metric's best tuning run to ``<metric>.pt`` (and its curves)."""
+    models = []
+    for metric, scores in grid.items():
+        lam = max(scores, key=lambda value: scores[value])
+        best = folder / "tune" / f"{metric}-lam{lam:g}.pt"
+        out = folder / f"{metric}.pt"
+        for suffix in (".pt", ".csv"):
+            shutil.copy(best.with_suffix(suffix), out.with_suffix(suffix))
+        models.append(out)
+    return models
+
+
+def stage_train(
+    split: Split,
+    data: Path,
+    folder: Path,
+    grid: dict[str, dict[float, float]],
+    device: list[str],
+    log: Path,
+) -> list[Path]:
+    """Train every metric with the λ chosen on the tuned dataset; return the model files."""
+    models = []
+    for metric, scores in grid.items():
+        lam = max(scores, key=lambda value: scores[value])
+        out = folder / f"{metric}.pt"
+        train_one(split, data, folder, metric, lam, STEPS, out, device, log)
+        models.append(out)
+    return models
+
+
+def stage_evaluate(
+    split: Split, data: Path, folder: Path, models: list[Path], device: list[str], log: Path
+) -> None:
+    """Evaluate on the test pairs, clean and with noise."""
+    for name, extra in (("eval", []), ("eval-noise", ["--noise", str(NOISE)])):
+        if (folder / name / "summary.csv").is_file():
+            continue
+        run(
+            [
+                "evaluate",
+                str(data / split.folder),
+                *split.labels,
+                "--frames",
+                split.test,
+                "--models",
+                *map(str, models),
+                "--baseline",
+                "identity",
+                "--baseline",
+                "elastix",
+                "--reference",
+                "deepsim",
+                "--hd95",
+                "--figures",
+                "--zoom",
+                split.zoom,
+                *extra,
+                *device,
+                "--out",
+                str(folder / name),
+                "--overwrite",
+            ],
+            log,
+        )
+
+
+def stage_curves(folder: Path, models: list[Path], log: Path) -> None:
+    """Plot validation Dice against steps and wall time."""
+    csvs = [str(model.with_suffix(".csv")) for model in models]
+    names = [model.stem for model in models]
+    run(
+        [
+            "curves",
+            *csvs,
+            "--names",
+            *names,
+            "--out",
+            str(folder / "convergence.png"),
+            "--overwrite",
+        ],
+        log,
+    )
+
+
+def main() -> None:
+    """Run every stage on both datasets, then write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "reproduction")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--stop-after", choices=("train", "evaluate", "report"), default="report")
+    args = parser.parse_args()
+    device = ["--device", args.device]
+    args.runs.mkdir(parents=True, exist_ok=True)
+    log = args.runs / "commands.log"
+    start = time.perf_counter()
+    results = {}
+    grid: dict[str, dict[float, float]] = {}
+    for index, split in enumerate(SPLITS):
+        folder = args.runs / split.key
+        folder.mkdir(exist_ok=True)
+        stage_features(split, args.data, folder, device, log)
+        if index == 0:
+            grid = stage_tune(split, args.data, folder, device, log)
+            models = pick_tuned(folder, grid)
+        else:
+            models = stage_train(split, args.data, folder, grid, device, log)
+        results[split.key] = (grid, models)
+    if args.stop_after == "train":
+        return
+    for split in SPLITS:
+        grid, models = results[split.key]
+        folder = args.runs / split.key
+        stage_evaluate(split, args.data, folder, models, device, log)
+        stage_curves(folder, models, log)
+    if args.stop_after == "evaluate":
+        return
+    from report import write_report  # scripts/report.py, beside this file
+
+    write_report(args.runs, SPLITS, results, time.perf_counter() - start, ROOT / "docs")
+    shutil.copy(log, ROOT / "docs" / "reproduction" / "commands.log")
+
+
+if __name__ == "__main__":
+    main()
