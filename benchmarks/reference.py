@@ -55,3 +55,17 @@ def without_inplace_activations(network: nn.Module) -> nn.Module:
         if isinstance(module, nn.LeakyReLU):
             module.inplace = False
     return network
+
+
+@torch.inference_mode()
+def predict_contiguous(
+    network: nn.Module, moving: Tensor, fixed: Tensor, batch_size: int = 8
+) -> Tensor:
+    """``registration.predict`` on the CPU as before: images in the default (NCHW) layout."""
+    network.eval()
+    out = []
+    for start in range(0, moving.shape[0], batch_size):
+        m = moving[start : start + batch_size]
+        f = fixed[start : start + batch_size] if fixed.shape[0] > 1 else fixed
+        out.append(network(m, f.expand_as(m)))
+    return torch.cat(out)

@@ -13,13 +13,16 @@ from benchmarks.reference import (
     box_sum_conv,
     local_ncc_autograd,
     ncc_loss_autograd,
+    predict_contiguous,
     without_inplace_activations,
 )
 from src_training.metrics import get_metric, local_ncc
 from src_training.metrics._common import _box_sum
 from src_training.networks import FeatureExtractor, RegistrationNet, UNet
+from src_training.registration import predict
 
 SHAPES = {2: (2, 3, 17, 23), 3: (1, 2, 9, 12, 14)}
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 def _image(shape, seed, dtype=torch.float64, flat=False):
@@ -162,3 +165,32 @@ def test_deepsim_features_keep_their_gradient_with_inplace_activations():
         get_metric("deepsim", extractor=network)(x, fixed).backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=0, rtol=0)
+
+
+# --- inference in channels-last layout ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "fixed_frames"), [((5, 1, 20, 28), 1), ((3, 2, 20, 28), 3), ((2, 1, 9, 12, 10), 1)]
+)
+def test_predict_in_channels_last_layout_gives_the_same_displacements(shape, fixed_frames):
+    ndim = len(shape) - 2
+    moving = _image(shape, 17, torch.float32)
+    fixed = _image((fixed_frames, *shape[1:]), 18, torch.float32)
+    torch.manual_seed(4)
+    network = RegistrationNet(ndim, in_channels=shape[1], channels=(4, 8, 8))
+    torch.nn.init.normal_(network.unet.head.weight, std=0.1)
+    first_conv = network.unet.encoder[0][0]
+    layouts = []
+    first_conv.register_forward_hook(
+        lambda module, _args, out: layouts.append(
+            module.weight.is_contiguous(memory_format=CHANNELS_LAST[ndim])
+            and out.is_contiguous(memory_format=CHANNELS_LAST[ndim])
+        )
+    )
+    new = predict(network, moving, fixed, batch_size=2)
+    assert layouts == [True] * -(-shape[0] // 2)  # one forward pass per batch, channels-last
+    assert first_conv.weight.is_contiguous() and new.is_contiguous()  # and back afterwards
+    old = predict_contiguous(network, moving, fixed, batch_size=2)
+    assert layouts[-1] is False  # the reference ran in the default layout
+    torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-6)
