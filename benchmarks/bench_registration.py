@@ -1,0 +1,177 @@
+"""Registration latency per pair and Dice: our trained models against itk-elastix.
+
+Anchor: elastix B-spline registration with the default parameter map
+(``itk.ParameterObject.New().GetDefaultParameterMap("bspline")``: 4 resolutions,
+256 iterations each, Mattes mutual information plus bending energy, 2048 random
+samples), on the same pairs. Labels are carried by each method's own transform with
+nearest-neighbour interpolation (transformix with ``FinalBSplineInterpolationOrder 0``;
+ours ``warp_labels``) and scored with the project's Dice (mean over the classes present,
+background included). Latency: from the two images in memory to the transform and the
+warped moving image (ours: ``registration.predict`` under ``torch.inference_mode`` and
+``warp``; elastix: ``elastix_registration_method``, which also resamples the image).
+The first of our pairs is run once more beforehand as a warm-up (in 3D a 32³ pair).
+"Ours, before" is the same network called as before the channels-last change
+(``benchmarks/reference.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import itk
+import numpy as np
+import torch
+
+from benchmarks import data
+from benchmarks.common import RUNS, load, save, table
+from benchmarks.reference import predict_contiguous
+from benchmarks.workloads import register_pair
+from src_training.evaluation import mean_dice
+from src_training.modelio import load_model
+from src_training.networks import RegistrationNet
+from src_training.registration import predict
+from src_training.spatial import warp_labels
+
+ANCHOR = "elastix B-spline (anchor)"
+BEFORE = "ours, before (NCHW layout)"
+CASES = {
+    "2D 512² isbi2012_em": ("isbi", [(26, 25), (27, 26), (28, 27), (29, 28)]),
+    "2D 1022×1024 t98g_phase": ("t98g", [(21, 20), (22, 21), (23, 22)]),
+}
+CHANNELS_3D = (32, 64, 128)  # the architecture of the trained 2D models
+
+
+def elastix(moving: np.ndarray, fixed: np.ndarray, labels: np.ndarray | None):
+    """Register ``moving`` to ``fixed`` (spatial arrays); return seconds and warped labels."""
+    parameters = itk.ParameterObject.New()
+    parameters.AddParameterMap(parameters.GetDefaultParameterMap("bspline"))
+    start = time.perf_counter()
+    _, transform = itk.elastix_registration_method(
+        itk.image_from_array(np.ascontiguousarray(fixed)),
+        itk.image_from_array(np.ascontiguousarray(moving)),
+        parameter_object=parameters,
+        log_to_console=False,
+    )
+    seconds = time.perf_counter() - start
+    if labels is None:
+        return seconds, None
+    transform.SetParameter(0, "FinalBSplineInterpolationOrder", "0")
+    warped = itk.transformix_filter(itk.image_from_array(labels.astype(np.float32)), transform)
+    return seconds, np.asarray(warped).round().astype(labels.dtype)
+
+
+def ours(network: RegistrationNet, moving: np.ndarray, fixed: np.ndarray, labels, method="ours"):
+    """The same for our network on ``(1, C, *spatial)`` arrays (``method``: ours or BEFORE)."""
+    m, f = torch.from_numpy(moving), torch.from_numpy(fixed)
+    predictor = predict_contiguous if method == BEFORE else predict
+    start = time.perf_counter()
+    disp, _ = register_pair(network, m, f, predictor)
+    seconds = time.perf_counter() - start
+    if labels is None:
+        return seconds, None
+    return seconds, warp_labels(torch.from_numpy(labels)[None, None], disp)[0, 0].numpy()
+
+
+def _row(case: str, method: str, model: str, seconds: list[float], dice: list[float]) -> dict:
+    return {
+        "case": case,
+        "method": method,
+        "model": model,
+        "pairs": len(seconds),
+        "latency_s": statistics.median(seconds),
+        "dice": float(np.mean(dice)) if dice else None,
+        "load": load(),
+    }
+
+
+def run_2d(case: str, model_path: Path) -> list[dict]:
+    name, pairs = CASES[case]
+    dataset = getattr(data, name)()
+    images, labels = dataset.images, dataset.labels
+    network = load_model(model_path).network
+    methods = ("ours", BEFORE)
+    for method in methods:  # warm-up
+        ours(network, images[pairs[0][0]][None], images[pairs[0][1]][None], None, method)
+    results: dict[str, tuple[list[float], list[float]]] = {
+        name: ([], []) for name in (ANCHOR, *methods, "identity")
+    }
+    for m, f in pairs:
+        t, warped = elastix(images[m, 0], images[f, 0], labels[m])
+        results[ANCHOR][0].append(t)
+        results[ANCHOR][1].append(mean_dice(warped, labels[f]))
+        for method in methods:
+            t, warped = ours(network, images[m][None], images[f][None], labels[m], method)
+            results[method][0].append(t)
+            results[method][1].append(mean_dice(warped, labels[f]))
+        results["identity"][1].append(mean_dice(labels[m], labels[f]))
+    model = f"{model_path} (trained)"
+    return [
+        _row(case, ANCHOR, "default B-spline map", *results[ANCHOR]),
+        *(_row(case, method, model, *results[method]) for method in methods),
+        _row(case, "identity (no registration)", "–", [0.0], results["identity"][1]),
+    ]
+
+
+def run_3d() -> list[dict]:
+    case = "3D 160×192×224 brain_mri_3d → MNI152"
+    moving, fixed = data.brain_pair()
+    torch.manual_seed(0)
+    network = RegistrationNet(3, channels=CHANNELS_3D).eval()
+    warm_up = np.random.default_rng(0).random((1, 1, 32, 32, 32), np.float32)
+    ours(network, warm_up, warm_up, None)
+    t_ours, _ = ours(network, moving, fixed, None)
+    t_before, _ = ours(network, moving, fixed, None, BEFORE)
+    t_elastix, _ = elastix(moving[0, 0], fixed[0, 0], None)
+    model = f"untrained, channels {','.join(map(str, CHANNELS_3D))}; Dice not measured"
+    return [
+        _row(case, ANCHOR, "default B-spline map; Dice not measured", [t_elastix], []),
+        _row(case, "ours", model, [t_ours], []),
+        _row(case, BEFORE, model, [t_before], []),
+    ]
+
+
+def run(isbi_model: Path | None = None, t98g_model: Path | None = None) -> dict:
+    models = {
+        "2D 512² isbi2012_em": isbi_model or RUNS / "isbi" / "deepsim.pt",
+        "2D 1022×1024 t98g_phase": t98g_model or RUNS / "t98g" / "deepsim.pt",
+    }
+    rows = []
+    for case, path in models.items():
+        rows += run_2d(case, path)
+        print(table(rows[-4:], COLUMNS), flush=True)
+    rows += run_3d()
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["method"]] = row
+    for row in rows:
+        anchor = by_case[row["case"]][ANCHOR]
+        if row["method"] in ("ours", BEFORE):
+            row["speedup_vs_elastix"] = anchor["latency_s"] / row["latency_s"]
+            if row["dice"] is not None:
+                row["dice_minus_elastix"] = row["dice"] - anchor["dice"]
+    record = save("registration", rows)
+    print(table(rows, COLUMNS))
+    return record
+
+
+COLUMNS = [
+    ("case", "case"),
+    ("method", "method"),
+    ("model", "model / settings"),
+    ("pairs", "pairs"),
+    ("latency_s", "s per pair (median)"),
+    ("speedup_vs_elastix", "× faster than elastix"),
+    ("dice", "Dice"),
+    ("dice_minus_elastix", "Dice − elastix"),
+    ("load", "load"),
+]
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--isbi-model", type=Path, help="default ../runs/isbi/deepsim.pt")
+    parser.add_argument("--t98g-model", type=Path, help="default ../runs/t98g/deepsim.pt")
+    arguments = parser.parse_args()
+    run(arguments.isbi_model, arguments.t98g_model)
