@@ -125,6 +125,7 @@ def predict(
     fixed: np.ndarray | Tensor,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
+    bf16: bool = False,
 ) -> Tensor:
     """Displacements that warp each moving image onto its fixed image.
 
@@ -139,11 +140,15 @@ def predict(
         Where to run the network.
     batch_size : int
         Pairs per forward pass.
+    bf16 : bool
+        Run the network under bfloat16 autocast: faster where the hardware computes in
+        bfloat16 (CPUs with AVX512-BF16 or AMX, recent GPUs), with displacements that
+        differ from float32 by about 1% of their largest value.
 
     Returns
     -------
     Tensor
-        ``(B, ndim, *spatial)`` displacements in voxels, on the CPU.
+        ``(B, ndim, *spatial)`` float32 displacements in voxels, on the CPU.
 
     Notes
     -----
@@ -156,7 +161,8 @@ def predict(
     fixed = torch.as_tensor(fixed, dtype=torch.float32)
     check_registration_memory(network, moving.shape[2:], moving.shape[0], device, batch_size)
     network.to(device).eval()
-    if torch.device(device).type == "cpu":
+    device_type = torch.device(device).type
+    if device_type == "cpu":
         layout = torch.channels_last if moving.dim() == 4 else torch.channels_last_3d
         network.to(memory_format=layout)
     out = []
@@ -164,7 +170,9 @@ def predict(
         m = moving[start : start + batch_size].to(device)
         f = fixed[start : start + batch_size] if fixed.shape[0] > 1 else fixed
         f = f.to(device).expand_as(m)
-        out.append(network(m, f).cpu().contiguous())
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            disp = network(m, f)
+        out.append(disp.float().cpu().contiguous())
     network.to(memory_format=torch.contiguous_format)
     return torch.cat(out)
 

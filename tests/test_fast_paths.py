@@ -194,3 +194,20 @@ def test_predict_in_channels_last_layout_gives_the_same_displacements(shape, fix
     old = predict_contiguous(network, moving, fixed, batch_size=2)
     assert layouts[-1] is False  # the reference ran in the default layout
     torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 24, 20), (1, 1, 10, 12, 9)])
+def test_predict_in_bf16_runs_the_convolutions_in_bf16_and_stays_close(shape):
+    ndim = len(shape) - 2
+    moving, fixed = _image(shape, 19, torch.float32), _image(shape, 20, torch.float32)
+    torch.manual_seed(5)
+    network = RegistrationNet(ndim, channels=(8, 16, 16))
+    torch.nn.init.normal_(network.unet.head.weight, std=0.1)
+    dtypes = []
+    network.unet.head.register_forward_hook(lambda _m, _a, out: dtypes.append(out.dtype))
+    exact = predict(network, moving, fixed)
+    fast = predict(network, moving, fixed, bf16=True)
+    assert dtypes == [torch.float32, torch.bfloat16]
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    assert not torch.equal(fast, exact)
+    assert (fast - exact).abs().max() <= 0.02 * exact.abs().max()
