@@ -40,11 +40,13 @@ RUNS = Path(os.environ.get("DEEPSIM_RUNS", ROOT.parent / "runs"))
 
 def machine() -> dict[str, Any]:
     """Describe the machine and software a result was measured with."""
-    cpu = "unknown"
+    cpu, flags = "unknown", set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
-            break
+        elif line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     mem_kb = 0
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
@@ -56,7 +58,7 @@ def machine() -> dict[str, Any]:
         check=False,
     ).stdout.strip()
     return {
-        "cpu": cpu,
+        "cpu": f"{cpu} ({', '.join(vector)})" if vector else cpu,
         "cores": os.cpu_count(),
         "ram_gib": round(mem_kb / 2**20, 1),
         "torch": torch.__version__,
