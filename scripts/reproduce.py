@@ -147,7 +147,7 @@ def metric_options(metric: str, folder: Path) -> list[str] | None:
 def stage_features(split: Split, data: Path, folder: Path, device: list[str], log: Path) -> None:
     """Train the segmentation and autoencoder extractors of one dataset."""
     for kind, name in (("segmentation", "features.pt"), ("autoencoder", "features-ae.pt")):
-        if (folder / name).is_file():
+        if finished(folder / name, FEATURE_STEPS):
             continue
         run(
             [
@@ -166,6 +166,7 @@ def stage_features(split: Split, data: Path, folder: Path, device: list[str], lo
                 *device,
                 "--out",
                 str(folder / name),
+                "--overwrite",
             ],
             log,
         )
