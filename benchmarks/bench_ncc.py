@@ -11,7 +11,8 @@ computes the same from window sums ``S`` over ``N`` voxels:
 The values are compared with ``smooth_nr = 0``, ``smooth_dr = 1e-5`` (MONAI's default)
 and our ``eps = 0`` on the standardised images, after adding Gaussian noise of standard
 deviation 0.05 to the normalised images so that no window is flat (on flat windows the
-two definitions differ by design, and MONAI's float32 sums cancel; see ``raw``).
+two definitions differ by design, and MONAI's float32 sums cancel: see the check on
+the raw volumes).
 """
 
 from __future__ import annotations
