@@ -3,14 +3,12 @@
 Stages (each skips work whose outputs already exist, so an interrupted run continues):
 
 1. ``features``: a segmentation and an autoencoder feature extractor per dataset;
-2. ``tune`` (first dataset): per metric, λ ∈ {¼, 1, 4} × the metric's default; the λ
-   with the best validation Dice (frames held out from training and testing) wins and
-   its run is the metric's model;
-3. ``train`` (other datasets): one model per metric with the λ chosen on the first
-   dataset and the same number of steps;
-4. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
+2. ``tune`` (each dataset): per metric, λ ∈ {1/16, ¼, 1, 4} × the metric's default; the
+   λ with the best validation Dice (frames held out from training and testing) wins and
+   its run is the metric's model (the paper also chose λ per dataset);
+3. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
    statistics against DeepSim, HD95, figures; again with Gaussian noise on both images;
-5. ``report``: convergence plots and ``docs/reproduction.md``.
+4. ``report``: convergence plots and ``docs/reproduction.md``.
 
 Every step is a ``deepsim`` command (printed as it runs). Usage::
 
@@ -43,7 +41,7 @@ DEFAULT_LAMBDA = {
     "deepsim": 1.0,
     "deepsim-ae": 1.0,
 }
-LAMBDA_FACTORS = (0.25, 1.0, 4.0)
+LAMBDA_FACTORS = (0.0625, 0.25, 1.0, 4.0)
 COMMON = ["--channels", "16,32,64", "--crop", "96", "--batch-size", "4", "--lr", "1e-3"]
 FEATURE_STEPS = 600
 STEPS = 300
@@ -245,24 +243,6 @@ def pick_tuned(folder: Path, grid: dict[str, dict[float, float]]) -> list[Path]:
     return models
 
 
-def stage_train(
-    split: Split,
-    data: Path,
-    folder: Path,
-    grid: dict[str, dict[float, float]],
-    device: list[str],
-    log: Path,
-) -> list[Path]:
-    """Train every metric with the λ chosen on the tuned dataset; return the model files."""
-    models = []
-    for metric, scores in grid.items():
-        lam = max(scores, key=lambda value: scores[value])
-        out = folder / f"{metric}.pt"
-        train_one(split, data, folder, metric, lam, STEPS, out, device, log)
-        models.append(out)
-    return models
-
-
 def stage_evaluate(
     split: Split, data: Path, folder: Path, models: list[Path], device: list[str], log: Path
 ) -> None:
@@ -330,17 +310,12 @@ def main() -> None:
     log = args.runs / "commands.log"
     start = time.perf_counter()
     results = {}
-    grid: dict[str, dict[float, float]] = {}
-    for index, split in enumerate(SPLITS):
+    for split in SPLITS:
         folder = args.runs / split.key
         folder.mkdir(exist_ok=True)
         stage_features(split, args.data, folder, device, log)
-        if index == 0:
-            grid = stage_tune(split, args.data, folder, device, log)
-            models = pick_tuned(folder, grid)
-        else:
-            models = stage_train(split, args.data, folder, grid, device, log)
-        results[split.key] = (grid, models)
+        grid = stage_tune(split, args.data, folder, device, log)
+        results[split.key] = (grid, pick_tuned(folder, grid))
     if args.stop_after == "train":
         return
     for split in SPLITS:
