@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
     p.add_argument("--metric", required=True, help="see `deepsim metrics`")
     p.add_argument("--features", metavar="F.pt", help="feature extractor (deepsim, deepsim-ae)")
+    p.add_argument(
+        "--feature-levels",
+        metavar="L,L",
+        help="encoder stages DeepSim compares, 1 = half resolution (default: all)",
+    )
     p.add_argument("--vgg-weights", metavar="FILE", help="torchvision VGG16 state dict (vgg)")
     p.add_argument("--lam", type=float, help="regulariser weight (default: the metric's)")
     p.add_argument("--regulariser", choices=("diffusion", "bending"), default="diffusion")

@@ -106,6 +106,13 @@ def _channels(text: str) -> list[int]:
     return channels
 
 
+def _levels(text: str) -> list[int]:
+    try:
+        return [int(level) for level in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--feature-levels must be stage numbers like 1,2; got {text!r}") from None
+
+
 def _datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
     options = {"labels": args.labels, "ndim": args.ndim, "label_file": args.label_file}
     frames = parse_frames(args.frames) if args.frames else None
@@ -301,11 +308,20 @@ def train_registration(args: argparse.Namespace) -> None:
             )
         options["extractor"] = _load_extractor(args.features, args.metric, train)
         metadata["features"] = str(Path(args.features).resolve())
+        if args.feature_levels:
+            options["levels"] = _levels(args.feature_levels)
+    elif args.feature_levels:
+        raise ValueError(
+            f"--feature-levels applies to deepsim and deepsim-ae, not {args.metric}; "
+            "use it with --metric deepsim or remove it"
+        )
     if spec.needs_weights:
         options["weights"] = args.vgg_weights
     if args.pairs:
         train = Dataset(**{**train.__dict__, "pairs": read_pairs_csv(args.pairs, train.names)})
     metric = get_metric(args.metric, **options)
+    if "levels" in options:
+        metadata["feature_levels"] = metric.levels
     context, device = init_distributed(resolve_device(args.device))
     torch.manual_seed(args.seed)
     network = RegistrationNet(

@@ -233,6 +233,7 @@ def test_register_a_series_to_its_predecessors(trained, tmp_path):
 @needs_data
 def test_user_errors_exit_2_with_one_sentence(trained, tmp_path, capsys):
     f, r = trained
+    train_deepsim = ["train", str(ISBI), "--metric", "deepsim", "--features", str(f)]
     cases = [
         (
             ["train", str(ISBI), "--metric", "deepsim", "--out", str(tmp_path / "a.pt")],
@@ -284,12 +285,33 @@ def test_user_errors_exit_2_with_one_sentence(trained, tmp_path, capsys):
             "select nothing",
         ),
         (["info", str(ISBI / "images/00.png")], "not a napari-deepsim model file"),
+        (
+            [*train_deepsim, "--feature-levels", "1,9", "--out", str(tmp_path / "f.pt")],
+            "has 3 encoder stages; choose levels from 1 to 3",
+        ),
+        (
+            [*train_deepsim, "--feature-levels", "one", "--out", str(tmp_path / "g.pt")],
+            "--feature-levels must be stage numbers like 1,2",
+        ),
+        (
+            ["train", str(ISBI), "--metric", "mse", "--feature-levels", "1"],
+            "--feature-levels applies to deepsim and deepsim-ae, not mse",
+        ),
     ]
     for args, message in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert message in err, (args, err)
         assert "Traceback" not in err
+
+
+@needs_data
+def test_feature_levels_are_recorded_with_the_model(trained, tmp_path):
+    f, _ = trained
+    out = tmp_path / "levels.pt"
+    args = ["train", str(ISBI), "--metric", "deepsim", "--features", str(f), "--frames", "0:4"]
+    assert main([*args, "--feature-levels", "3,1", "--steps", "1", *TINY, "--out", str(out)]) == 0
+    assert load_model(out).metadata["feature_levels"] == [1, 3]
 
 
 @needs_data

@@ -561,6 +561,18 @@ def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "deepsim"))
 
 
+@case("feature-levels-beyond-the-encoder")
+def _(w: Workspace) -> Case:
+    return Case(
+        w.train("--metric", "deepsim", "--features", w.features(), "--feature-levels", "1,9")
+    )
+
+
+@case("feature-levels-for-another-metric")
+def _(w: Workspace) -> Case:
+    return Case(w.train("--metric", "mse", "--feature-levels", "1"))
+
+
 @case("resume-without-checkpoint")
 def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "mse", "--resume"))

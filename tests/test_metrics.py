@@ -113,6 +113,33 @@ def test_extractor_kind_must_match_the_metric():
         get_metric("deepsim-ae", extractor=TinyExtractor(2, kind="segmentation"))
 
 
+def test_deepsim_levels_compare_only_the_chosen_stages():
+    extractor = TinyExtractor(2)
+    fixed, warped = smooth_image((32, 32), seed=1), smooth_image((32, 32), seed=2)
+    maps_w, maps_f = extractor.eval().features(warped), extractor.features(fixed)
+    second = get_metric("deepsim", extractor=extractor, levels=[2])(warped, fixed)
+    both = get_metric("deepsim", extractor=extractor)(warped, fixed)
+    assert second == pytest.approx(feature_cosine_loss(maps_w[1:], maps_f[1:]).item(), abs=1e-7)
+    assert both == pytest.approx(feature_cosine_loss(maps_w, maps_f).item(), abs=1e-7)
+    assert abs(second.item() - both.item()) > 1e-3  # the first stage did count before
+
+
+@pytest.mark.parametrize("levels", [[0, 1], [1, 1], []])
+def test_deepsim_levels_must_be_distinct_stage_numbers(levels):
+    with pytest.raises(ValueError, match=r"distinct stage numbers from 1 up.*--feature-levels"):
+        get_metric("deepsim", extractor=TinyExtractor(2), levels=levels)
+
+
+def test_deepsim_levels_beyond_the_encoder_are_refused():
+    from src_training.networks import FeatureExtractor
+
+    with pytest.raises(ValueError, match="has 2 encoder stages; choose levels from 1 to 2"):
+        get_metric("deepsim", extractor=FeatureExtractor(2, channels=(4, 8)), levels=[3])
+    metric = get_metric("deepsim", extractor=TinyExtractor(2), levels=[3])  # no config()
+    with pytest.raises(ValueError, match="has 2 encoder stages"):
+        metric(smooth_image((32, 32)), smooth_image((32, 32), seed=1))
+
+
 def test_vgg_without_weights_says_how_to_get_them():
     with pytest.raises(ValueError, match="vgg16"):
         get_metric("vgg")

@@ -85,12 +85,20 @@ class DeepSim(_FrozenNetworkMetric):
         ``"segmentation"`` (``"autoencoder"`` for ``deepsim-ae``).
     eps : float
         Lower bound of the feature norms.
+    levels : sequence of int, optional
+        Encoder stages compared, counted from 1 (the stage at 1/2 resolution); all
+        stages when omitted (the paper's choice).
     """
 
     metric_name: ClassVar[str] = "deepsim"
     required_kind: ClassVar[str] = "segmentation"
 
-    def __init__(self, extractor: nn.Module | None = None, eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        extractor: nn.Module | None = None,
+        eps: float = 1e-6,
+        levels: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if extractor is None:
             raise ValueError(
@@ -110,6 +118,17 @@ class DeepSim(_FrozenNetworkMetric):
             )
         self._freeze(extractor)
         self.eps = eps
+        self.levels = _check_levels(levels, extractor)
+
+    def _select(self, features: list[Tensor]) -> list[Tensor]:
+        if self.levels is None:
+            return features
+        if max(self.levels) > len(features):
+            raise ValueError(
+                f"feature level {max(self.levels)} asked for, but the extractor has "
+                f"{len(features)} encoder stages; choose levels from 1 to {len(features)}"
+            )
+        return [features[level - 1] for level in self.levels]
 
     def forward(self, warped: Tensor, fixed: Tensor) -> Tensor:
         """Return the DeepSim loss.
@@ -126,8 +145,29 @@ class DeepSim(_FrozenNetworkMetric):
         """
         _check_pair(warped, fixed)
         with torch.no_grad():
-            fixed_features = self.network.features(fixed)
-        return feature_cosine_loss(self.network.features(warped), fixed_features, self.eps)
+            fixed_features = self._select(self.network.features(fixed))
+        warped_features = self._select(self.network.features(warped))
+        return feature_cosine_loss(warped_features, fixed_features, self.eps)
+
+
+def _check_levels(levels: Sequence[int] | None, extractor: nn.Module) -> list[int] | None:
+    """Validate DeepSim's encoder levels (1-based) against the extractor's stage count."""
+    if levels is None:
+        return None
+    chosen = [int(level) for level in levels]
+    if not chosen or min(chosen) < 1 or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"feature levels must be distinct stage numbers from 1 up, got {list(levels)}; "
+            "e.g. --feature-levels 1,2"
+        )
+    config = getattr(extractor, "config", None)
+    stages = len(config()["channels"]) if callable(config) else None
+    if stages is not None and max(chosen) > stages:
+        raise ValueError(
+            f"feature level {max(chosen)} asked for, but the extractor has {stages} encoder "
+            f"stages; choose levels from 1 to {stages}"
+        )
+    return sorted(chosen)
 
 
 class DeepSimAE(DeepSim):
