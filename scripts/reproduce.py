@@ -3,12 +3,18 @@
 Stages (each skips work whose outputs already exist, so an interrupted run continues):
 
 1. ``features``: a segmentation and an autoencoder feature extractor per dataset;
-2. ``tune`` (each dataset): per metric, λ ∈ {1/16, ¼, 1, 4} × the metric's default; the
-   λ with the best validation Dice (frames held out from training and testing) wins and
-   its run is the metric's model (the paper also chose λ per dataset);
-3. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
+2. ``tune`` (each dataset): per metric, short runs with λ ∈ {1/16, ¼, 1, 4} × the
+   metric's default; the λ with the best validation Dice (frames held out from training
+   and testing) wins (the paper also chose λ per dataset);
+3. ``train`` (each dataset): per metric, the model: a run five times as long at the
+   chosen λ;
+4. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
    statistics against DeepSim, HD95, figures; again with Gaussian noise on both images;
-4. ``report``: convergence plots and ``docs/reproduction.md``.
+5. ``ablate`` (first dataset): why DeepSim wins or loses. DeepSim at its chosen λ with
+   one encoder stage or two, with a weaker and a stronger feature extractor and with 2×
+   larger crops, against the best other metric with the same larger crops; short runs
+   like the λ grid's, scored by validation Dice;
+6. ``report``: convergence plots and ``docs/reproduction.md``.
 
 Every step is a ``deepsim`` command (printed as it runs). Usage::
 
@@ -25,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +51,10 @@ DEFAULT_LAMBDA = {
 LAMBDA_FACTORS = (0.0625, 0.25, 1.0, 4.0)
 COMMON = ["--channels", "16,32,64", "--crop", "96", "--batch-size", "4", "--lr", "1e-3"]
 FEATURE_STEPS = 600
-STEPS = 300
+STEPS = 300  # λ grid and ablations
 VAL_EVERY = 50
+FINAL_STEPS = 1500  # the evaluated models
+FINAL_VAL_EVERY = 100
 NOISE = 0.1
 
 
@@ -93,6 +102,38 @@ SPLITS = (
 )
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One ablation run: a metric trained with some settings changed."""
+
+    name: str
+    change: str
+    deepsim: bool = True
+    extra: tuple[str, ...] = ()
+    feature_steps: int = FEATURE_STEPS
+
+
+ABLATIONS = (
+    Variant(
+        "levels-1",
+        "DeepSim on encoder stage 1 only (1/2 resolution)",
+        extra=("--feature-levels", "1"),
+    ),
+    Variant("levels-2", "stage 2 only (1/4)", extra=("--feature-levels", "2")),
+    Variant("levels-3", "stage 3 only (1/8)", extra=("--feature-levels", "3")),
+    Variant("levels-12", "stages 1 and 2", extra=("--feature-levels", "1,2")),
+    Variant("extractor-150", "extractor trained 150 instead of 600 steps", feature_steps=150),
+    Variant("extractor-2400", "extractor trained 2400 instead of 600 steps", feature_steps=2400),
+    Variant("crop-192", "crops of 192 instead of 96 pixels", extra=("--crop", "192")),
+    Variant(
+        "other-crop-192",
+        "crops of 192 instead of 96 pixels",
+        deepsim=False,
+        extra=("--crop", "192"),
+    ),
+)
+
+
 def run(args: list[str], log: Path) -> None:
     """Run one deepsim command, echo it, append its output to the log; stop on failure."""
     command = [*DEEPSIM, *args]
@@ -106,6 +147,19 @@ def run(args: list[str], log: Path) -> None:
         stream.write(f"# {time.perf_counter() - start:.1f} s, exit {result.returncode}\n")
     if result.returncode != 0:
         raise SystemExit(f"failed ({result.returncode}): {shown}; see {log}")
+
+
+def run_training(
+    args: list[str],
+    steps: int,
+    out: Path,
+    device: list[str],
+    log: Path,
+    extra: Sequence[str] = (),
+) -> None:
+    """Run a training command with the common settings; ``extra`` overrides them."""
+    command = [*args, "--steps", str(steps), *COMMON, *extra, *device]
+    run([*command, "--out", str(out), "--overwrite"], log)
 
 
 def finished(model: Path, steps: int) -> bool:
@@ -142,32 +196,35 @@ def metric_options(metric: str, folder: Path) -> list[str] | None:
     return []
 
 
+def train_extractor(
+    split: Split, data: Path, out: Path, kind: str, steps: int, device: list[str], log: Path
+) -> None:
+    """Train one feature extractor unless it exists."""
+    if finished(out, steps):
+        return
+    run_training(
+        [
+            "train-features",
+            str(data / split.folder),
+            *split.labels,
+            "--kind",
+            kind,
+            "--frames",
+            split.features_train,
+            "--val-frames",
+            split.features_val,
+        ],
+        steps,
+        out,
+        device,
+        log,
+    )
+
+
 def stage_features(split: Split, data: Path, folder: Path, device: list[str], log: Path) -> None:
     """Train the segmentation and autoencoder extractors of one dataset."""
     for kind, name in (("segmentation", "features.pt"), ("autoencoder", "features-ae.pt")):
-        if finished(folder / name, FEATURE_STEPS):
-            continue
-        run(
-            [
-                "train-features",
-                str(data / split.folder),
-                *split.labels,
-                "--kind",
-                kind,
-                "--frames",
-                split.features_train,
-                "--val-frames",
-                split.features_val,
-                "--steps",
-                str(FEATURE_STEPS),
-                *COMMON,
-                *device,
-                "--out",
-                str(folder / name),
-                "--overwrite",
-            ],
-            log,
-        )
+        train_extractor(split, data, folder / name, kind, FEATURE_STEPS, device, log)
 
 
 def train_one(
@@ -180,13 +237,19 @@ def train_one(
     out: Path,
     device: list[str],
     log: Path,
+    extra: Sequence[str] = (),
+    val_every: int = VAL_EVERY,
 ) -> bool:
-    """Train one registration model unless it exists; False when the metric cannot run."""
+    """Train one registration model unless it exists; False when the metric cannot run.
+
+    ``extra`` options come after the common ones and override them (``--crop``) or add
+    to them (``--feature-levels``, ``--features``).
+    """
     options = metric_options(metric, folder)
     if options is None:
         return False
     if not finished(out, steps):
-        run(
+        run_training(
             [
                 "train",
                 str(data / split.folder),
@@ -201,16 +264,13 @@ def train_one(
                 "--val-frames",
                 split.val,
                 "--val-every",
-                str(VAL_EVERY),
-                "--steps",
-                str(steps),
-                *COMMON,
-                *device,
-                "--out",
-                str(out),
-                "--overwrite",
+                str(val_every),
             ],
+            steps,
+            out,
+            device,
             log,
+            extra,
         )
     return True
 
@@ -230,25 +290,69 @@ def stage_tune(
     return grid
 
 
-def pick_tuned(folder: Path, grid: dict[str, dict[float, float]]) -> list[Path]:
-    """Copy each metric's best tuning run to ``<metric>.pt`` (and its curves)."""
+def stage_train(
+    split: Split,
+    data: Path,
+    folder: Path,
+    grid: dict[str, dict[float, float]],
+    device: list[str],
+    log: Path,
+) -> list[Path]:
+    """Train each metric's model at its chosen λ for FINAL_STEPS; return the model files."""
     models = []
     for metric, scores in grid.items():
-        lam = max(scores, key=lambda value: scores[value])
-        best = folder / "tune" / f"{metric}-lam{lam:g}.pt"
         out = folder / f"{metric}.pt"
-        for suffix in (".pt", ".csv"):
-            shutil.copy(best.with_suffix(suffix), out.with_suffix(suffix))
+        lam = chosen_lambda(scores)
+        train_one(
+            split, data, folder, metric, lam, FINAL_STEPS, out, device, log, (), FINAL_VAL_EVERY
+        )
         models.append(out)
     return models
+
+
+def chosen_lambda(scores: dict[float, float]) -> float:
+    """Return the λ with the best validation Dice."""
+    return max(scores, key=lambda value: scores[value])
+
+
+def stage_ablate(
+    split: Split,
+    data: Path,
+    folder: Path,
+    grid: dict[str, dict[float, float]],
+    device: list[str],
+    log: Path,
+) -> dict[str, object]:
+    """Train the ablation variants; return the other metric and each run's CSV."""
+    other = max(
+        (m for m in grid if not m.startswith("deepsim")), key=lambda m: max(grid[m].values())
+    )
+    (folder / "ablate").mkdir(exist_ok=True)
+    runs = {}
+    for variant in ABLATIONS:
+        metric = "deepsim" if variant.deepsim else other
+        extra = list(variant.extra)
+        if variant.feature_steps != FEATURE_STEPS:
+            extractor = folder / "ablate" / f"features-{variant.feature_steps}.pt"
+            train_extractor(
+                split, data, extractor, "segmentation", variant.feature_steps, device, log
+            )
+            extra += ["--features", str(extractor)]
+        out = folder / "ablate" / f"{variant.name}.pt"
+        lam = chosen_lambda(grid[metric])
+        train_one(split, data, folder, metric, lam, STEPS, out, device, log, extra)
+        runs[variant.name] = out.with_suffix(".csv")
+    return {"other": other, "runs": runs}
 
 
 def stage_evaluate(
     split: Split, data: Path, folder: Path, models: list[Path], device: list[str], log: Path
 ) -> None:
     """Evaluate on the test pairs, clean and with noise."""
+    newest = max(model.stat().st_mtime for model in models)
     for name, extra in (("eval", []), ("eval-noise", ["--noise", str(NOISE)])):
-        if (folder / name / "summary.csv").is_file():
+        summary = folder / name / "summary.csv"
+        if summary.is_file() and summary.stat().st_mtime > newest:
             continue
         run(
             [
@@ -315,7 +419,7 @@ def main() -> None:
         folder.mkdir(exist_ok=True)
         stage_features(split, args.data, folder, device, log)
         grid = stage_tune(split, args.data, folder, device, log)
-        results[split.key] = (grid, pick_tuned(folder, grid))
+        results[split.key] = (grid, stage_train(split, args.data, folder, grid, device, log))
     if args.stop_after == "train":
         return
     for split in SPLITS:
@@ -323,11 +427,15 @@ def main() -> None:
         folder = args.runs / split.key
         stage_evaluate(split, args.data, folder, models, device, log)
         stage_curves(folder, models, log)
+    first = SPLITS[0]
+    ablation = stage_ablate(
+        first, args.data, args.runs / first.key, results[first.key][0], device, log
+    )
     if args.stop_after == "evaluate":
         return
     from report import write_report  # scripts/report.py, beside this file
 
-    write_report(args.runs, SPLITS, results, time.perf_counter() - start, ROOT / "docs")
+    write_report(args.runs, SPLITS, results, ablation, time.perf_counter() - start, ROOT / "docs")
     shutil.copy(log, ROOT / "docs" / "reproduction" / "commands.log")
 
 
