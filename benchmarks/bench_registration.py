@@ -14,7 +14,9 @@ also resamples the image).
 The first of our pairs is run once more beforehand as a warm-up (in 3D a 32³ pair).
 "Ours, before" is the same network called as before the channels-last change
 (``benchmarks/reference.py``); "bf16 autocast" is ``predict(..., bf16=True)``, an
-opt-in that trades about 1% of the displacement's precision for speed.
+opt-in that trades about 1% of the displacement's precision for speed. "Smaller
+network" is the DeepSim model of ``scripts/reproduce.py`` (channels 16,32,64, a quarter
+of the multiply-adds of 32,64,128, trained for 300 steps), where that run exists.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from src_training.spatial import warp_labels
 ANCHOR = "elastix B-spline (anchor)"
 BEFORE = "ours, before (NCHW layout)"
 BF16 = "ours, bf16 autocast (opt-in)"
+SMALL = "ours, smaller network"
 METHODS = ("ours", BF16, BEFORE)
+SMALL_CHANNELS = (16, 32, 64)  # the reproduction report's models
 CASES = {
     "2D 512² isbi2012_em": ("isbi", [(26, 25), (27, 26), (28, 27), (29, 28)]),
     "2D 1022×1024 t98g_phase": ("t98g", [(21, 20), (22, 21), (23, 22)]),
@@ -85,30 +89,34 @@ def _row(case: str, method: str, model: str, seconds: list[float], dice: list[fl
     }
 
 
-def run_2d(case: str, model_path: Path) -> list[dict]:
+def run_2d(case: str, model_path: Path, small_path: Path | None = None) -> list[dict]:
     name, pairs = CASES[case]
     dataset = getattr(data, name)()
     images, labels = dataset.images, dataset.labels
-    network = load_model(model_path).network
-    methods = METHODS
-    for method in methods:  # warm-up
-        ours(network, images[pairs[0][0]][None], images[pairs[0][1]][None], None, method)
+    networks = dict.fromkeys(METHODS, load_model(model_path).network)
+    if small_path is not None and small_path.is_file():
+        networks[SMALL] = load_model(small_path).network
+    for method, network in networks.items():  # warm-up
+        predictor = "ours" if method == SMALL else method
+        ours(network, images[pairs[0][0]][None], images[pairs[0][1]][None], None, predictor)
     results: dict[str, tuple[list[float], list[float]]] = {
-        name: ([], []) for name in (ANCHOR, *methods, "identity")
+        name: ([], []) for name in (ANCHOR, *networks, "identity")
     }
     for m, f in pairs:
         t, warped = elastix(images[m][None], images[f][None], labels[m])
         results[ANCHOR][0].append(t)
         results[ANCHOR][1].append(mean_dice(warped, labels[f]))
-        for method in methods:
-            t, warped = ours(network, images[m][None], images[f][None], labels[m], method)
+        for method, network in networks.items():
+            predictor = "ours" if method == SMALL else method
+            t, warped = ours(network, images[m][None], images[f][None], labels[m], predictor)
             results[method][0].append(t)
             results[method][1].append(mean_dice(warped, labels[f]))
         results["identity"][1].append(mean_dice(labels[m], labels[f]))
-    model = f"{model_path} (trained)"
+    described = {method: f"{model_path} (trained)" for method in METHODS}
+    described[SMALL] = f"{small_path} (trained, channels 16,32,64)"
     return [
         _row(case, ANCHOR, "default B-spline map", *results[ANCHOR]),
-        *(_row(case, method, model, *results[method]) for method in methods),
+        *(_row(case, method, described[method], *results[method]) for method in networks),
         _row(case, "identity (no registration)", "–", [0.0], results["identity"][1]),
     ]
 
@@ -124,6 +132,10 @@ def run_3d() -> list[dict]:
     for method in METHODS:
         ours(network, warm_up, warm_up, None, method)
         rows.append(_row(case, method, model, [ours(network, moving, fixed, None, method)[0]], []))
+    small = RegistrationNet(3, channels=SMALL_CHANNELS).eval()
+    ours(small, warm_up, warm_up, None)
+    seconds = [ours(small, moving, fixed, None)[0]]
+    rows.append(_row(case, SMALL, "untrained, channels 16,32,64; Dice not measured", seconds, []))
     t_elastix, _ = elastix(moving, fixed, None)
     return [_row(case, ANCHOR, "default B-spline map; Dice not measured", [t_elastix], []), *rows]
 
@@ -135,15 +147,16 @@ def run(isbi_model: Path | None = None, t98g_model: Path | None = None) -> dict:
     }
     rows = []
     for case, path in models.items():
-        rows += run_2d(case, path)
-        print(table(rows[-5:], COLUMNS), flush=True)
+        small = RUNS / "reproduction" / CASES[case][0] / "deepsim.pt"
+        rows += run_2d(case, path, small)
+        print(table([r for r in rows if r["case"] == case], COLUMNS), flush=True)
     rows += run_3d()
     by_case: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_case.setdefault(row["case"], {})[row["method"]] = row
     for row in rows:
         anchor = by_case[row["case"]][ANCHOR]
-        if row["method"] in METHODS:
+        if row["method"] in (*METHODS, SMALL):
             row["speedup_vs_elastix"] = anchor["latency_s"] / row["latency_s"]
             if row["dice"] is not None:
                 row["dice_minus_elastix"] = row["dice"] - anchor["dice"]
