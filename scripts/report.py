@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import platform
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,7 +137,7 @@ def _ablation_table(
     folder: Path, ablation: dict[str, Any], grid: dict[str, dict[float, float]]
 ) -> list[str]:
     """Tabulate each ablation run's validation Dice next to its metric's tuned run."""
-    from reproduce import ABLATIONS, STEPS
+    from reproduce import ABLATIONS, FEATURE_STEPS, STEPS
 
     other = ablation["other"]
     base = {m: _best_and_seconds(_tuned_run(folder, m, grid)) for m in ("deepsim", other)}
@@ -151,14 +150,32 @@ def _ablation_table(
             for m in base
         ),
     ]
+    extractor, _ = _best_and_seconds(folder / "features.csv")
     for variant in ABLATIONS:
         metric = "deepsim" if variant.deepsim else other
         dice, seconds = _best_and_seconds(ablation["runs"][variant.name])
+        change = variant.change
+        if variant.feature_steps != FEATURE_STEPS:
+            weaker, _ = _best_and_seconds(
+                folder / "ablate" / f"features-{variant.feature_steps}.csv"
+            )
+            change += f" (its segmentation Dice {weaker:.3f}, the default's {extractor:.3f})"
         lines.append(
-            f"| {metric} | {variant.change} | {dice:.3f} | {dice - base[metric][0]:+.3f} | "
-            f"{seconds:.0f} |"
+            f"| {metric} | {change} | {dice:.3f} | {dice - base[metric][0]:+.3f} | {seconds:.0f} |"
         )
     return lines
+
+
+def _copy_figures(sources: dict[str, Path], target: Path) -> None:
+    """Replace ``target``'s figures by ``sources`` as 256-colour PNGs (a third the size)."""
+    from PIL import Image
+
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob("*.png"):
+        stale.unlink()
+    for name, source in sources.items():
+        with Image.open(source) as image:
+            image.convert("RGB").quantize(256).save(target / name, optimize=True)
 
 
 def _command_seconds(log: Path) -> dict[str, float]:
@@ -226,7 +243,7 @@ def write_report(
         FINAL_STEPS,
         FINAL_VAL_EVERY,
         LAMBDA_FACTORS,
-        NOISE,
+        NOISES,
         STEPS,
         VAL_EVERY,
     )
@@ -240,9 +257,10 @@ def write_report(
         "",
         "Regenerated end to end by `.venv/bin/python scripts/reproduce.py` (the commands and",
         "their times are in [commands.log](reproduction/commands.log)). Machine: "
-        f"{_machine()}. CPU time of the recorded run: {total / 60:.0f} min "
+        f"{_machine()}. Wall time of the logged commands: {total / 60:.0f} min ("
         + ", ".join(f"{k} {v / 60:.0f} min" for k, v in times.items())
-        + ".",
+        + "), summed over every invocation of the script, including runs that were "
+        "interrupted and redone; part of it ran while other jobs shared the CPU.",
         "",
         "## Setup",
         "",
@@ -272,7 +290,8 @@ def write_report(
         "default parameter map; labels warped with the same transform).",
         f"- Statistics: one-sided Wilcoxon signed-rank test of DeepSim against each model on "
         f"per-pair Dice (stars: * p < .05, ** < .01, *** < .001) and paired Cohen's d; "
-        f"noise robustness: the same test pairs with Gaussian noise σ = {NOISE} on both "
+        "noise robustness: the same test pairs with Gaussian noise σ = "
+        f"{' and '.join(f'{sigma:g}' for sigma in NOISES)} on both "
         "(normalised) images.",
         "",
     ]
@@ -282,14 +301,26 @@ def write_report(
         grid = tuning_grid(folder)
         chosen = {m: max(s, key=lambda lam, s=s: s[lam]) for m, s in grid.items()}
         clean = _rows(folder / "eval" / "summary.csv")
-        noisy = _rows(folder / "eval-noise" / "summary.csv")
-        target = figures / key
-        target.mkdir(exist_ok=True)
-        for name in FIGURES:
-            for sub, prefix in (("eval", ""), ("eval-noise", "noise_")):
-                if (folder / sub / name).is_file():
-                    shutil.copy(folder / sub / name, target / f"{prefix}{name}")
-        shutil.copy(folder / "convergence.png", target / "convergence.png")
+        sources = {name: folder / "eval" / name for name in FIGURES}
+        sources["convergence.png"] = folder / "convergence.png"
+        for sigma in NOISES:
+            sources[f"noise{sigma:g}_dice_boxplot.png"] = (
+                folder / f"eval-noise{sigma:g}" / "dice_boxplot.png"
+            )
+        noisiest = f"noise{max(NOISES):g}_qualitative.png"
+        sources[noisiest] = folder / f"eval-noise{max(NOISES):g}" / "qualitative.png"
+        _copy_figures(sources, figures / key)
+        noisy = []
+        for sigma in NOISES:
+            noisy += [
+                f"### With noise σ = {sigma:g}",
+                "",
+                *_result_table(_rows(folder / f"eval-noise{sigma:g}" / "summary.csv"), chosen),
+                "",
+                f"![Per-pair Dice with noise]({key}/noise{sigma:g}_dice_boxplot.png)",
+                "",
+            ]
+        noisy += [f"![Warped noisy images, σ = {max(NOISES):g}]({key}/{noisiest})", ""]
         lines += [
             f"## {split.folder} (stands in for {split.stands_in_for})",
             "",
@@ -310,12 +341,7 @@ def write_report(
             "",
             f"![Jacobian determinants]({key}/jacobian.png)",
             "",
-            f"### With noise σ = {NOISE}",
-            "",
-            *_result_table(noisy, chosen),
-            "",
-            f"![Per-pair Dice with noise]({key}/noise_dice_boxplot.png)",
-            "",
+            *noisy,
             "### Convergence",
             "",
             f"![Validation Dice against steps and wall time]({key}/convergence.png)",
@@ -340,8 +366,9 @@ def write_report(
         f"## Why: ablations on {first.folder} validation frames {first.val}",
         "",
         f"DeepSim at its chosen λ with one setting changed at a time, and {ablation['other']} "
-        "(the best other metric on these frames) with the same longer training and larger "
-        "crops. Scored like the λ grid: best validation Dice of the run.",
+        "(the best other metric on these frames) with the same larger "
+        "crops. Scored like the λ grid: best validation Dice of the run. Training seconds "
+        "are wall time; most λ-grid runs were timed while other jobs shared the CPU.",
         "",
         *_ablation_table(runs / first.key, ablation, results[first.key][0]),
         "",

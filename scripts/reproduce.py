@@ -55,7 +55,7 @@ STEPS = 300  # λ grid and ablations
 VAL_EVERY = 50
 FINAL_STEPS = 1500  # the evaluated models
 FINAL_VAL_EVERY = 100
-NOISE = 0.1
+NOISES = (0.1, 0.3)  # σ of the Gaussian noise added to both normalised images
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ SPLITS = (
         "0:16",
         "16:20",
         "20:24",
-        "400,400,560,560",
+        "520,560,680,720",
         "PhC-U373",
     ),
 )
@@ -350,7 +350,8 @@ def stage_evaluate(
 ) -> None:
     """Evaluate on the test pairs, clean and with noise."""
     newest = max(model.stat().st_mtime for model in models)
-    for name, extra in (("eval", []), ("eval-noise", ["--noise", str(NOISE)])):
+    runs = [("eval", [])] + [(f"eval-noise{s:g}", ["--noise", f"{s:g}"]) for s in NOISES]
+    for name, extra in runs:
         summary = folder / name / "summary.csv"
         if summary.is_file() and summary.stat().st_mtime > newest:
             continue
