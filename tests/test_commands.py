@@ -294,7 +294,7 @@ def test_user_errors_exit_2_with_one_sentence(trained, tmp_path, capsys):
             "--feature-levels must be stage numbers like 1,2",
         ),
         (
-            ["train", str(ISBI), "--metric", "mse", "--feature-levels", "1"],
+            [*train_deepsim[:3], "mse", "--feature-levels", "1", "--out", str(tmp_path / "h.pt")],
             "--feature-levels applies to deepsim and deepsim-ae, not mse",
         ),
     ]
