@@ -4,7 +4,7 @@ Anchor: elastix B-spline registration with the default parameter map
 (``itk.ParameterObject.New().GetDefaultParameterMap("bspline")``: 4 resolutions,
 256 iterations each, Mattes mutual information plus bending energy, 2048 random
 samples), on the same pairs, through the project's baseline
-(``src_training.baselines.ElastixBSpline``, as ``deepsim evaluate --baseline elastix``).
+(``src_training.evaluation.baselines.ElastixBSpline``, as ``deepsim evaluate --baseline elastix``).
 Labels are carried by each method's own transform with nearest-neighbour interpolation
 (transformix; ours ``warp_labels``) and scored with the project's Dice (mean over the
 classes present, background included). Latency: from the two images in memory to the
@@ -34,12 +34,12 @@ from benchmarks import data
 from benchmarks.common import RUNS, load, save, table
 from benchmarks.reference import predict_contiguous
 from benchmarks.workloads import register_pair
-from src_training.baselines import ElastixBSpline
-from src_training.evaluation import mean_dice
-from src_training.modelio import load_model
-from src_training.networks import RegistrationNet
-from src_training.registration import predict
-from src_training.spatial import warp_labels
+from src_training.evaluation.baselines import ElastixBSpline
+from src_training.metrics.dice import mean_dice
+from src_training.networks.modelio import load_model
+from src_training.networks.models import RegistrationNet
+from src_training.registration.inference import predict
+from src_training.spatial.transforms import warp_labels
 
 ANCHOR = "elastix B-spline (anchor)"
 BEFORE = "ours, before (NCHW layout)"

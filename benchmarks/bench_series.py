@@ -20,8 +20,8 @@ BATCH_SIZES = (1, 8)  # 8: the CLI default of --batch-size
 def series(model: str, batch_size: int) -> dict:
     """Register the whole stack to frame 0 with one batch size (run in a fresh process)."""
     from benchmarks import data
-    from src_training.modelio import load_model
-    from src_training.registration import register_series
+    from src_training.networks.modelio import load_model
+    from src_training.registration.inference import register_series
 
     frames = data.t98g().images
     network = load_model(model).network

@@ -9,8 +9,8 @@ import numpy as np
 from scipy import ndimage
 
 from benchmarks.common import DATA
-from src_training.data import normalise_intensity
-from src_training.datasets import Dataset, load_dataset
+from src_training.data.datasets import Dataset, load_dataset
+from src_training.data.normalise import normalise_intensity
 
 MNI_T1 = "mni152_2009/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 

@@ -17,13 +17,14 @@ from scipy import ndimage
 from benchmarks import data
 from benchmarks.common import load, start_peak, timeit
 from benchmarks.reference import without_inplace_activations
-from src_training.datasets import Dataset
-from src_training.metrics import METRICS, get_metric
-from src_training.networks import FeatureExtractor, RegistrationNet
-from src_training.registration import predict
-from src_training.spatial import warp
-from src_training.training import RegistrationTrainer, TrainConfig
-from src_training.vgg import VGG16Features
+from src_training.data.datasets import Dataset
+from src_training.metrics import METRICS, Similarity, get_metric
+from src_training.metrics.vgg16 import VGG16Features
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.registration.inference import predict
+from src_training.spatial.transforms import warp
+from src_training.training.trainer import TrainConfig
+from src_training.training.trainers import RegistrationTrainer
 
 PAPER_CHANNELS = (64, 128, 256)  # also the CLI default of --channels
 
@@ -99,8 +100,7 @@ def training_step(
         network,
         config,
         train,
-        metric=_metric(metric, ndim),
-        metric_name=metric,
+        metric=Similarity(METRICS[metric], _metric(metric, ndim)),
         lam=METRICS[metric].default_lambda,
     )
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in variant else nullcontext()

@@ -16,9 +16,10 @@ import numpy as np
 
 from napari_deepsim._register_job import STAGES, Job, Result
 from napari_deepsim._register_job import run as register
+from src_training.spatial.grid import grid_lines
 
 if TYPE_CHECKING:
-    from src_training.modelio import ModelFile
+    from src_training.networks.modelio import ModelFile
 
 # Grid colours: Shapes edge colours for 2D and single-hue napari colormaps for 3D.
 PALETTE = ("yellow", "cyan", "magenta", "green", "red", "blue")
@@ -184,7 +185,7 @@ def zoom(
 
     The grid has about :data:`ZOOM_LINES` lines across the window's shorter side; each
     line of the fixed grid is drawn where it samples the moving image (``p + u(p)``,
-    as in :func:`napari_deepsim._overlays.grid_lines`), in the window's coordinates.
+    as in :func:`src_training.spatial.grid.grid_lines`), in the window's coordinates.
     3D images show the in-plane part of the field on the slice ``plane``.
 
     Parameters
@@ -210,10 +211,4 @@ def zoom(
     if disp is None:
         return Zoom(patch, [])
     spacing = max(2, round(min(patch.shape) / ZOOM_LINES))
-    local = disp[:, rows, cols]
-    height, width = patch.shape
-    r, c = np.mgrid[0:height, 0:width].astype(np.float32)
-    points = np.stack([r + local[0], c + local[1]], axis=-1)
-    lines = [points[i] for i in range(0, height, spacing)]
-    lines += [points[:, j] for j in range(0, width, spacing)]
-    return Zoom(patch, [np.ascontiguousarray(line, np.float32) for line in lines])
+    return Zoom(patch, grid_lines(np.ascontiguousarray(disp[:, rows, cols]), spacing))

@@ -52,12 +52,12 @@ from napari_deepsim._compare_job import CompareJob, Entry, Outcome, Zoom, run, t
 from napari_deepsim._register_job import Job, error_message
 from napari_deepsim._register_widget import FOLD_COLORS, GRID_WIDTH
 from napari_deepsim._train_job import trained_models
-from src_training.devices import DEVICE_CHOICES as DEVICES
+from src_training.runtime.devices import DEVICE_CHOICES as DEVICES
 
 if TYPE_CHECKING:
     import napari
 
-    from src_training.modelio import ModelFile
+    from src_training.networks.modelio import ModelFile
 
 PREFIX = "compare:"  # SOURCE metadata of this widget's layers: PREFIX + model name
 ZOOM_LAYER = "compare zoom"
@@ -523,6 +523,6 @@ class CompareWidget(QWidget):
         moving = np.asarray(self._pair["moving"].data, np.float32)
         if moving.shape == shape:
             return moving
-        from src_training.datasets import resample
+        from src_training.data.normalise import resample
 
         return resample(moving, shape, order=1)

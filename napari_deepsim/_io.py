@@ -1,7 +1,7 @@
 """Reading and writing displacement fields as ``.npy`` files.
 
 A displacement field is a float array ``(ndim, *spatial)`` in voxels of the fixed
-grid, ``ndim`` 2 or 3, following :mod:`src_training.spatial` (channel ``i`` moves
+grid, ``ndim`` 2 or 3, following :mod:`src_training.spatial.transforms` (channel ``i`` moves
 along array axis ``i``; ``warped(x) = moving(x + u(x))``). The Register widget also
 saves the fields of a 2D+t stack as ``(T, 2, H, W)``. In napari a field is shown as
 one Image layer per axis, each marked in its metadata, so that it can be written

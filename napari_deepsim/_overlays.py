@@ -3,7 +3,7 @@
 Every function here is pure NumPy (plus the core's warp for raster grids) and never
 touches Qt or napari, so it runs in a worker thread and in plain unit tests.
 
-Displacements follow the convention of :mod:`src_training.spatial`: a field ``u`` of
+Displacements follow the convention of :mod:`src_training.spatial.transforms`: a field ``u`` of
 shape ``(ndim, *spatial)`` in voxels pulls back, ``warped(x) = moving(x + u(x))``. The
 overlays therefore draw, for each point ``p`` of the FIXED grid, the point ``p + u(p)``
 of the moving image that it shows.
@@ -25,36 +25,6 @@ def _check_field(disp: np.ndarray, ndims: tuple[int, ...]) -> None:
 def _check_spacing(spacing: int, name: str = "spacing") -> None:
     if int(spacing) < 1:
         raise ValueError(f"the grid {name} must be a positive number of pixels, got {spacing}")
-
-
-def grid_lines(disp: np.ndarray, spacing: int) -> list[np.ndarray]:
-    """Trace the deformed fixed grid as polylines for a napari Shapes layer of paths.
-
-    Every ``spacing``-th row (from row 0) and every ``spacing``-th column (from column
-    0) of the fixed grid becomes one path, sampled at every pixel along the line and
-    moved to where it samples the moving image: ``p + u(p)``.
-
-    Parameters
-    ----------
-    disp : numpy.ndarray
-        ``(2, H, W)`` displacement in pixels; channel 0 moves rows, channel 1 columns.
-    spacing : int
-        Distance between grid lines in pixels.
-
-    Returns
-    -------
-    list of numpy.ndarray
-        The row lines (``W`` points each) followed by the column lines (``H`` points
-        each); each path is an ``(N, 2)`` float32 array of ``(row, col)`` coordinates.
-    """
-    _check_field(disp, (2,))
-    _check_spacing(spacing)
-    height, width = disp.shape[1:]
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    points = np.stack([rows + disp[0], cols + disp[1]], axis=-1)  # (H, W, 2)
-    row_lines = [points[r] for r in range(0, height, spacing)]
-    col_lines = [points[:, c] for c in range(0, width, spacing)]
-    return [np.ascontiguousarray(line, dtype=np.float32) for line in row_lines + col_lines]
 
 
 def grid_mask(shape: tuple[int, ...], spacing: int) -> np.ndarray:
@@ -105,7 +75,7 @@ def raster_grid(disp: np.ndarray, spacing: int) -> np.ndarray:
     """
     import torch
 
-    from src_training.registration import warp_array
+    from src_training.registration.inference import warp_array
 
     _check_field(disp, (2, 3))
     grid = grid_mask(tuple(disp.shape[1:]), spacing)

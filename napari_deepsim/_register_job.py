@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from src_training.modelio import ModelFile
+    from src_training.networks.modelio import ModelFile
 
 STAGES = 4  # yields of the job, for the progress bar
 CHECKER_TILES = 8
@@ -66,19 +66,9 @@ class Result:
     dice: tuple[float, float] | None = None
 
 
-def _load_registration_model(source: str | ModelFile) -> ModelFile:
-    from src_training.modelio import load_model, require_kind
-
-    if not isinstance(source, str):
-        return source
-    model = load_model(source)
-    require_kind(model, "registration", source)
-    return model
-
-
 def warp_data(data: np.ndarray, disp: Tensor, labels: bool, stack: bool) -> np.ndarray:
     """Warp data on the field's grid; with ``stack`` frame ``t`` uses field ``t``."""
-    from src_training.registration import warp_array, warp_label_array
+    from src_training.registration.inference import warp_array, warp_label_array
 
     if stack:
         return np.stack(
@@ -91,10 +81,11 @@ def warp_data(data: np.ndarray, disp: Tensor, labels: bool, stack: bool) -> np.n
 
 def run(job: Job) -> Generator[str, None, Result]:
     """Register in a worker thread, yielding after each stage for the progress bar."""
-    from src_training.devices import resolve_device
+    from src_training.engine.registration import load_registration_model
+    from src_training.runtime.devices import resolve_device
 
     start = time.perf_counter()
-    model = _load_registration_model(job.model)
+    model = load_registration_model(job.model)
     device = resolve_device(job.device)
     yield "model loaded"
     if job.stack:
@@ -107,15 +98,8 @@ def run(job: Job) -> Generator[str, None, Result]:
 
 def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, None, Result]:
     from napari_deepsim import _overlays
-    from src_training.data import normalise_intensity
-    from src_training.datasets import resample
-    from src_training.evaluation import field_regularity, mean_dice
-    from src_training.registration import (
-        check_model_fits,
-        jacobian_array,
-        predict,
-        warp_array,
-    )
+    from src_training.engine.registration import register_pair
+    from src_training.spatial.grid import grid_lines
 
     if job.fixed.ndim == model.ndim + 1:
         raise ValueError(
@@ -123,69 +107,66 @@ def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, No
             f"{job.fixed.ndim}D; to register the frames of a 2D+t stack, choose the same stack "
             "as fixed and moving layer"
         )
-    check_model_fits(model, job.fixed[None], f"the fixed layer {job.fixed_name!r}")
-    check_model_fits(model, job.moving[None], f"the moving layer {job.moving_name!r}")
-    shape = job.fixed.shape
-    fixed = normalise_intensity(job.fixed)[None]
-    moving = normalise_intensity(job.moving)
-    raw = np.asarray(job.moving, np.float32)
-    if job.moving.shape != shape:
-        moving, raw = resample(moving, shape, order=1), resample(raw, shape, order=1)
-
-    def on_grid(data: np.ndarray, labels: bool) -> np.ndarray:
-        return data if data.shape == shape else resample(data, shape, order=0 if labels else 1)
-
-    if job.timing_runs > 1:
-        predict(model.network, moving[None, None], fixed[None], device)
-    predict_seconds = float("inf")
-    for _ in range(job.timing_runs):
-        start = time.perf_counter()
-        disp = predict(model.network, moving[None, None], fixed[None], device)
-        predict_seconds = min(predict_seconds, time.perf_counter() - start)
-    yield "field predicted"
-    jacobian = jacobian_array(disp)
+    registration = register_pair(
+        model,
+        job.fixed[None],
+        job.moving[None],
+        device=device,
+        moving_labels=[] if job.moving_labels is None else [job.moving_labels],
+        fixed_labels=job.fixed_labels if job.moving_labels is not None else None,
+        extras=job.extras,
+        names=(f"the fixed layer {job.fixed_name!r}", f"the moving layer {job.moving_name!r}"),
+        timing_runs=job.timing_runs,
+    )
+    pair = yield from _finish(registration)
     result = Result(
         model=model,
-        field=disp[0].numpy(),
-        warped=warp_array(raw[None], disp)[0],
-        jacobian=jacobian,
-        folds=_overlays.folds(jacobian),
+        field=pair.field,
+        warped=pair.warped[0],
+        jacobian=pair.jacobian,
+        folds=_overlays.folds(pair.jacobian),
+        folding_percent=pair.folding_percent,
+        sdlogj=pair.sdlogj,
         device=str(device),
         seconds=0.0,
-        predict_seconds=predict_seconds,
-        **field_regularity(disp),
+        predict_seconds=pair.seconds,
+        warped_labels=pair.warped_labels[0] if pair.warped_labels else None,
+        dice=pair.dice[0] if pair.dice else None,
+        extras=pair.extras,
     )
-    if job.moving_labels is not None:
-        labels = on_grid(job.moving_labels, True)
-        result.warped_labels = warp_data(labels, disp, True, False)
-        if job.fixed_labels is not None:
-            before = mean_dice(labels, job.fixed_labels)
-            result.dice = (before, mean_dice(result.warped_labels, job.fixed_labels))
-    result.extras = [warp_data(on_grid(d, lab), disp, lab, False) for d, lab in job.extras]
-    yield "layers warped"
     if job.grid:
         result.grid = (
-            _overlays.grid_lines(result.field, job.spacing)
+            grid_lines(result.field, job.spacing)
             if model.ndim == 2
             else _overlays.raster_grid(result.field, job.spacing)
         )
     if job.vectors and model.ndim == 2:
         result.vectors = _overlays.subsampled_vectors(result.field, job.spacing)
     if job.checkerboard:
-        warped = warp_array(moving[None], disp)[0]
-        result.checkerboard = _overlays.checkerboard(fixed[0], warped, CHECKER_TILES)
+        result.checkerboard = _overlays.checkerboard(
+            pair.fixed_normalised[0], pair.warped_normalised[0], CHECKER_TILES
+        )
     yield "overlays drawn"
     return result
+
+
+def _finish(job: Generator[Any, None, Any]) -> Generator[str, None, Any]:
+    """Run the rest of an engine generator, passing its stages on; return its result."""
+    while True:
+        try:
+            progress = next(job)
+        except StopIteration as done:
+            return done.value
+        yield progress.what
 
 
 def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, None, Result]:
     import torch
 
     from napari_deepsim import _overlays
-    from src_training.data import normalise_intensity
-    from src_training.evaluation import field_regularity, mean_dice
-    from src_training.registration import check_model_fits, jacobian_array, register_series
-    from src_training.spatial import warp
+    from src_training.data.normalise import normalise_intensity
+    from src_training.engine.registration import register_stack
+    from src_training.spatial.transforms import warp
 
     frames = job.moving
     if frames.ndim != model.ndim + 1:
@@ -196,35 +177,39 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
         )
     if frames.shape[0] < 2:
         raise ValueError(f"the stack {job.moving_name!r} has one frame; it needs at least 2")
-    check_model_fits(model, frames[0][None], f"the frames of {job.moving_name!r}")
     normalised = np.stack([normalise_intensity(f) for f in frames])[:, None]
     raw = np.asarray(frames, np.float32)[:, None]
-    series = register_series(model.network, normalised, job.reference, device, raw_frames=raw)
-    disp = series.displacements
-    yield "fields predicted"
-    reference = 0 if job.reference == "previous" else int(job.reference) % len(frames)
-    others = [t for t in range(len(frames)) if t != reference]
-    jacobian = np.stack([jacobian_array(d[None]) for d in disp])
+    series = yield from _finish(
+        register_stack(
+            model,
+            normalised,
+            job.reference,
+            device=device,
+            raw_frames=raw,
+            labels=job.moving_labels if job.fixed_labels is not None else None,
+            what=f"the layer {job.moving_name!r}",
+        )
+    )
     result = Result(
         model=model,
-        field=disp.numpy(),
-        warped=series.warped.numpy()[:, 0],
-        jacobian=jacobian,
-        folds=_overlays.folds(jacobian),
+        field=series.fields,
+        warped=series.warped[:, 0],
+        jacobian=series.jacobians,
+        folds=_overlays.folds(series.jacobians),
+        folding_percent=series.folding_percent,
+        sdlogj=series.sdlogj,
         device=str(device),
         seconds=0.0,
-        **field_regularity(disp[others]),
+        dice=series.dice,
     )
+    disp = torch.as_tensor(series.fields)
     if job.moving_labels is not None:
-        result.warped_labels = warp_data(job.moving_labels, disp, True, True)
-        if job.fixed_labels is not None:
-            target = job.fixed_labels[reference]
-            result.dice = (
-                float(np.mean([mean_dice(job.moving_labels[t], target) for t in others])),
-                float(np.mean([mean_dice(result.warped_labels[t], target) for t in others])),
-            )
+        result.warped_labels = (
+            series.warped_labels
+            if series.warped_labels is not None
+            else warp_data(job.moving_labels, disp, True, True)
+        )
     result.extras = [warp_data(d, disp, lab, True) for d, lab in job.extras]
-    yield "layers warped"
     if job.grid:
         result.grid = np.stack([_overlays.raster_grid(d, job.spacing) for d in result.field])
     if job.vectors:
@@ -237,7 +222,10 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
     if job.checkerboard:
         warped = warp(torch.as_tensor(normalised), disp).numpy()[:, 0]
         result.checkerboard = np.stack(
-            [_overlays.checkerboard(normalised[reference, 0], w, CHECKER_TILES) for w in warped]
+            [
+                _overlays.checkerboard(normalised[series.reference, 0], w, CHECKER_TILES)
+                for w in warped
+            ]
         )
     yield "overlays drawn"
     return result

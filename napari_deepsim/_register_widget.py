@@ -51,12 +51,12 @@ from napari_deepsim._register_job import (
     warp_data,
 )
 from napari_deepsim._train_job import TrainedModel, trained_models
-from src_training.devices import DEVICE_CHOICES as DEVICES
+from src_training.runtime.devices import DEVICE_CHOICES as DEVICES
 
 if TYPE_CHECKING:
     import napari
 
-    from src_training.modelio import ModelFile
+    from src_training.networks.modelio import ModelFile
 
 GRID_COLOR = "yellow"
 GRID_WIDTH = 1.0

@@ -1,15 +1,15 @@
 """Sample data: the synthetic noisy cells, and a Cell Tracking Challenge sequence.
 
-The synthetic samples are made by :mod:`src_training.samples` (nothing shipped or
+The synthetic samples are made by :mod:`src_training.data.samples` (nothing shipped or
 downloaded). The PhC-C2DH-U373 sample is downloaded once, when the user picks it from
-the File > Open Sample menu, into the cache of :mod:`src_training.ctc`.
+the File > Open Sample menu, into the cache of :mod:`src_training.data.ctc`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from src_training.samples import noisy_cell_sequence
+from src_training.data.samples import noisy_cell_sequence
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -61,7 +61,7 @@ def phc_u373() -> list[LayerData]:
     """
     from napari.utils.notifications import show_info
 
-    from src_training.ctc import fetch, read_sequence
+    from src_training.data.ctc import fetch, read_sequence
 
     folder = fetch("PhC-C2DH-U373", download=True, report=show_info)
     sequence = read_sequence(folder / "01")

@@ -2,7 +2,7 @@
 
 A job holds NumPy copies of the inputs and the settings; :func:`train` builds the
 dataset, network and trainer, yields the trainer's events and returns the trained
-model as an in-memory :class:`~src_training.modelio.ModelFile`. Torch and the core
+model as an in-memory :class:`~src_training.networks.modelio.ModelFile`. Torch and the core
 training code are imported inside functions. :data:`trained_models` is the session
 registry the widgets of one napari process share: every model trained here is added
 to it, so the registration widget can offer trained feature extractors.
@@ -19,9 +19,10 @@ import numpy as np
 from napari.utils.events import EventedList
 
 if TYPE_CHECKING:
-    from src_training.datasets import Dataset
-    from src_training.modelio import ModelFile
-    from src_training.training import Event
+    from src_training.data.datasets import Dataset
+    from src_training.networks.modelio import ModelFile
+    from src_training.training.trainer import Event
+    from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
 
 VALIDATION_FRAMES = 2  # registration with labels holds out the last frames to score Dice
 
@@ -43,28 +44,6 @@ class TrainedModel:
 
 
 trained_models: EventedList = EventedList()
-
-
-def parse_channels(text: str) -> tuple[int, ...]:
-    """Read encoder channels written as ``"16,32,64"``.
-
-    Parameters
-    ----------
-    text : str
-        Comma-separated positive integers.
-
-    Returns
-    -------
-    tuple of int
-        The channels.
-    """
-    try:
-        channels = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError:
-        channels = ()
-    if not channels or min(channels) < 1:
-        raise ValueError(f"channels must be positive integers such as 16,32,64, got {text!r}")
-    return channels
 
 
 def dataset_from_arrays(
@@ -95,8 +74,8 @@ def dataset_from_arrays(
     Dataset
         Normalised frames, class-id labels and names.
     """
-    from src_training.data import normalise_intensity
-    from src_training.datasets import Dataset
+    from src_training.data.datasets import Dataset
+    from src_training.data.normalise import normalise_intensity
 
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
@@ -265,7 +244,7 @@ def read_folder(job: TrainJob) -> tuple[Dataset, Dataset | None]:
     train, val : Dataset
         As the widget would have built them from layers.
     """
-    from src_training.datasets import load_dataset
+    from src_training.data.datasets import load_dataset
     from src_training.metrics import METRICS
 
     if job.folder is None:
@@ -298,54 +277,53 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     ModelFile
         The trained network (on the CPU, in eval mode) and its metadata.
     """
-    import torch
-
-    from src_training.data import NORMALISATION
-    from src_training.devices import resolve_device
-    from src_training.metrics import get_metric
-    from src_training.modelio import ModelFile, model_kind
-    from src_training.networks import FeatureExtractor, RegistrationNet
-    from src_training.training import FeatureTrainer, RegistrationTrainer, TrainConfig
+    from src_training.engine.training import (
+        features_trainer,
+        registration_metric,
+        registration_trainer,
+    )
+    from src_training.runtime.devices import resolve_device
+    from src_training.training.trainer import TrainConfig
 
     device = resolve_device(job.device)
     data, val = (job.train, job.val) if job.train is not None else read_folder(job)
     crop = min(job.crop, *data.images.shape[2:])
     config = TrainConfig(steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every)
     metadata = {"source": "napari-deepsim training widget"}
-    torch.manual_seed(config.seed)
     trainer: FeatureTrainer | RegistrationTrainer
     if job.task == "features":
-        extractor = FeatureExtractor(
-            data.ndim, data.channels, max(data.num_classes, 2), job.channels, kind=job.kind
-        )
-        trainer = FeatureTrainer(extractor, config, data, val, metadata=metadata, device=device)
-    else:
-        network = RegistrationNet(data.ndim, data.channels, job.channels)
-        trainer = RegistrationTrainer(
-            network,
-            config,
+        trainer = features_trainer(
             data,
-            val=val,
-            metric=get_metric(job.metric, **job.metric_options),
-            metric_name=job.metric,
+            val,
+            config,
+            kind=job.kind,
+            channels=job.channels,
+            metadata=metadata,
+            device=device,
+        )
+    else:
+        metric = registration_metric(
+            job.metric,
+            ndim=data.ndim,
+            channels=data.channels,
+            features=job.metric_options.get("extractor"),
+            vgg_weights=job.metric_options.get("weights"),
+            how_to_get_extractor=(
+                "train one with 'Train feature extractor' or choose an extractor file"
+            ),
+        )
+        trainer = registration_trainer(
+            data,
+            val,
+            metric,
+            config,
             lam=job.lam,
+            channels=job.channels,
             metadata=metadata,
             device=device,
         )
     yield from trainer.run(stop=stop)
-    network = trainer.network.cpu().eval()
-    meta = {
-        **trainer.metadata,
-        "normalisation": NORMALISATION,
-        "class_values": list(data.class_values),
-        "num_classes": data.num_classes,
-        "train_data": data.source,
-        "train_config": config.to_json(),
-        "steps_trained": trainer.step,
-        "kind": model_kind(network),
-        "network": network.config(),
-    }
-    return ModelFile(network, meta)
+    return trainer.model_file()
 
 
 def error_message(err: BaseException) -> str:
@@ -387,7 +365,7 @@ def save(model: ModelFile, path: str | Path) -> Path:
     Path
         The written file.
     """
-    from src_training.modelio import save_model
+    from src_training.networks.modelio import save_model
 
     extra = {k: v for k, v in model.metadata.items() if k not in ("kind", "network")}
     return save_model(path, model.network, extra)

@@ -44,21 +44,21 @@ from napari_deepsim._train_job import (
     check_features_data,
     dataset_from_arrays,
     error_message,
-    parse_channels,
     save,
     split_registration_data,
     train,
     trained_models,
 )
-from src_training.devices import DEVICE_CHOICES as DEVICES
+from src_training.engine.options import parse_channels
+from src_training.runtime.devices import DEVICE_CHOICES as DEVICES
 
 if TYPE_CHECKING:
     import napari
 
-    from src_training.datasets import Dataset
+    from src_training.data.datasets import Dataset
     from src_training.metrics import MetricSpec
-    from src_training.modelio import ModelFile
-    from src_training.training import Event
+    from src_training.networks.modelio import ModelFile
+    from src_training.training.trainer import Event
 
 MARGIN = 8
 
@@ -219,7 +219,7 @@ class _TrainWidget(QWidget):
             "steps": int(self.steps.value),
             "crop": int(self.crop.value),
             "lr": float(self.lr.value),
-            "channels": parse_channels(str(self.channels.value)),
+            "channels": parse_channels(str(self.channels.value), "the channels"),
             "device": str(self.device.value),
         }
 
@@ -452,16 +452,14 @@ class TrainRegistrationWidget(_TrainWidget):
         if not spec.needs_extractor:
             return {}
         if self.extractor.value is not None:
-            return {"extractor": self.extractor.value.network}
+            return {"extractor": self.extractor.value}
         path = Path(self.extractor_file.value)
         if not path.is_file():
             raise ValueError(
                 f"the {spec.name} metric needs a feature extractor; train one with "
                 "'Train feature extractor' or choose an extractor file"
             )
-        from src_training.modelio import load_model
-
-        return {"extractor": load_model(path).network}
+        return {"extractor": str(path)}
 
     def _make_job(self) -> TrainJob:
         settings = self._settings()

@@ -118,7 +118,7 @@ def _tuned_run(folder: Path, metric: str, grid: dict[str, dict[float, float]]) -
 
 def _length_table(folder: Path, grid: dict[str, dict[float, float]]) -> list[str]:
     """Tabulate each metric's validation Dice after the short and the long run."""
-    from reproduce import FINAL_STEPS, STEPS
+    from reproduction_plan import FINAL_STEPS, STEPS
 
     lines = [
         f"| metric | {STEPS} steps | {FINAL_STEPS} steps | gain | training s ({FINAL_STEPS}) |",
@@ -137,7 +137,7 @@ def _ablation_table(
     folder: Path, ablation: dict[str, Any], grid: dict[str, dict[float, float]]
 ) -> list[str]:
     """Tabulate each ablation run's validation Dice next to its metric's tuned run."""
-    from reproduce import ABLATIONS, FEATURE_STEPS, STEPS
+    from reproduction_plan import ABLATIONS, FEATURE_STEPS, STEPS
 
     other = ablation["other"]
     base = {m: _best_and_seconds(_tuned_run(folder, m, grid)) for m in ("deepsim", other)}
@@ -237,7 +237,7 @@ def write_report(
     Path
         The written report.
     """
-    from reproduce import (
+    from reproduction_plan import (
         COMMON,
         FEATURE_STEPS,
         FINAL_STEPS,
@@ -317,10 +317,10 @@ def write_report(
                 "",
                 *_result_table(_rows(folder / f"eval-noise{sigma:g}" / "summary.csv"), chosen),
                 "",
-                f"![Per-pair Dice with noise]({key}/noise{sigma:g}_dice_boxplot.png)",
+                f"![Per-pair Dice with noise](reproduction/{key}/noise{sigma:g}_dice_boxplot.png)",
                 "",
             ]
-        noisy += [f"![Warped noisy images, σ = {max(NOISES):g}]({key}/{noisiest})", ""]
+        noisy += [f"![Warped noisy images, σ = {max(NOISES):g}](reproduction/{key}/{noisiest})", ""]
         lines += [
             f"## {split.folder} (stands in for {split.stands_in_for})",
             "",
@@ -335,16 +335,16 @@ def write_report(
             "",
             *_result_table(clean, chosen),
             "",
-            f"![Per-pair Dice]({key}/dice_boxplot.png)",
+            f"![Per-pair Dice](reproduction/{key}/dice_boxplot.png)",
             "",
-            f"![Warped images and grids, with a zoom]({key}/qualitative.png)",
+            f"![Warped images and grids, with a zoom](reproduction/{key}/qualitative.png)",
             "",
-            f"![Jacobian determinants]({key}/jacobian.png)",
+            f"![Jacobian determinants](reproduction/{key}/jacobian.png)",
             "",
             *noisy,
             "### Convergence",
             "",
-            f"![Validation Dice against steps and wall time]({key}/convergence.png)",
+            f"![Validation Dice against steps and wall time](reproduction/{key}/convergence.png)",
             "",
             "Training length: best validation Dice of the λ-grid run at the chosen λ "
             "against the model's longer run.",

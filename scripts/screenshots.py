@@ -28,7 +28,7 @@ import numpy as np
 from qtpy.QtWidgets import QApplication, QFileDialog
 
 from napari_deepsim._train_job import trained_models
-from src_training.io import read_image
+from src_training.data.reading import read_image
 
 WINDOW = (1500, 1000)
 

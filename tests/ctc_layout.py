@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import tifffile
 
-from src_training import ctc
-from src_training.samples import noisy_cell_sequence
+from src_training.data import ctc
+from src_training.data.samples import noisy_cell_sequence
 
 NAME = "PhC-C2DH-U373"
 GT_TIMES = (1, 3)

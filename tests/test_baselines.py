@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from src_training import baselines
-from src_training.evaluation import identity_method, score_pairs
-from src_training.spatial import warp
+from src_training.evaluation import baselines
+from src_training.evaluation.scoring import identity_method, score_pairs
+from src_training.spatial.transforms import warp
 
 
 def _disc_pair():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from src_training.cli import main
-from src_training.demo import run_demo
+from src_training.engine.demo import run_demo
 
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
 

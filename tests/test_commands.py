@@ -14,9 +14,9 @@ import tifffile
 import torch
 
 from src_training.cli import main
-from src_training.demo import sample_dataset
-from src_training.modelio import load_model
-from src_training.networks import RegistrationNet
+from src_training.engine.demo import sample_dataset
+from src_training.networks.modelio import load_model
+from src_training.networks.models import RegistrationNet
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
@@ -137,8 +137,8 @@ def test_evaluate_writes_the_tables_with_the_identity_row(trained, tmp_path, cap
     assert len(pairs) == 4 and {p["moving_name"] for p in pairs} == {"26", "27"}
     identity = [p for p in pairs if p["model"] == "identity"]
     # the identity Dice is the plain overlap of consecutive label images
-    from src_training.datasets import load_dataset
-    from src_training.evaluation import mean_dice
+    from src_training.data.datasets import load_dataset
+    from src_training.metrics.dice import mean_dice
 
     labels = load_dataset(ISBI, frames=slice(25, 27)).labels
     assert float(identity[0]["dice"]) == pytest.approx(mean_dice(labels[1], labels[0]))
@@ -316,8 +316,8 @@ def test_feature_levels_are_recorded_with_the_model(trained, tmp_path):
 
 @needs_data
 def test_a_3d_model_refuses_2d_images(tmp_path, capsys):
-    from src_training.modelio import save_model
-    from src_training.networks import RegistrationNet
+    from src_training.networks.modelio import save_model
+    from src_training.networks.models import RegistrationNet
 
     model = save_model(tmp_path / "m3.pt", RegistrationNet(3, channels=(4,)), {})
     assert (
@@ -338,8 +338,8 @@ def test_a_3d_model_refuses_2d_images(tmp_path, capsys):
 
 
 def test_info_shows_the_metadata(tmp_path, capsys):
-    from src_training.modelio import save_model
-    from src_training.networks import RegistrationNet
+    from src_training.networks.modelio import save_model
+    from src_training.networks.models import RegistrationNet
 
     path = save_model(tmp_path / "m.pt", RegistrationNet(2, channels=(4,)), {"metric": "mind"})
     assert main(["info", str(path)]) == 0
@@ -587,8 +587,8 @@ def test_3d_brain_to_atlas_smoke(tmp_path, capsys):
 
 def test_a_three_frame_result_stack_round_trips_as_frames(tmp_path):
     """tifffile would store (3, H, W) as RGB planes unless told they are frames."""
-    from src_training.datasets import load_dataset
-    from src_training.writers import write_image
+    from src_training.data.datasets import load_dataset
+    from src_training.data.writing import write_image
 
     stack = np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)
     write_image(tmp_path / "s.tif", stack, ndim=2)

@@ -11,9 +11,9 @@ from napari_deepsim._choices import SOURCE
 from napari_deepsim._compare_job import PALETTE, zoom_box
 from napari_deepsim._compare_widget import CompareWidget
 from napari_deepsim._train_job import TrainedModel, trained_models
-from src_training.evaluation import mean_dice
-from src_training.modelio import load_model, save_model
-from src_training.networks import RegistrationNet
+from src_training.metrics.dice import mean_dice
+from src_training.networks.modelio import load_model, save_model
+from src_training.networks.models import RegistrationNet
 
 pytestmark = pytest.mark.gui
 
@@ -73,7 +73,7 @@ def _cells(widget):
 def test_every_model_gets_layers_a_row_and_a_zoom_tile(
     viewer, qtbot, model_files, errors, monkeypatch
 ):
-    import src_training.registration as registration
+    import src_training.engine.registration as registration
 
     calls = []
     predict = registration.predict

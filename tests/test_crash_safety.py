@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from src_training.cli import main
-from src_training.demo import sample_dataset
-from src_training.modelio import load_model
+from src_training.engine.demo import sample_dataset
+from src_training.networks.modelio import load_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TRAIN = ["--metric", "mse", "--channels", "4,8", "--crop", "32", "--batch-size", "2"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ctc_layout import GT_TIMES, NAME, serve_archive, write_dataset
 
-from src_training import ctc
+from src_training.data import ctc
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_read_sequence_prefers_silver_truth_and_keeps_sparse_gold_frames(tmp_pat
 
 def test_deepsim_fetch_then_every_command_reads_a_sequence(archive, tmp_path, capsys):
     from src_training.cli import main
-    from src_training.datasets import load_dataset
+    from src_training.data.datasets import load_dataset
 
     cache = tmp_path / "cache"
     assert main(["fetch", NAME, "--cache", str(cache)]) == 0

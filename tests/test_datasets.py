@@ -8,14 +8,14 @@ import pytest
 import tifffile
 from PIL import Image
 
-from src_training import io
-from src_training.datasets import (
+from src_training.data import reading as io
+from src_training.data.datasets import (
     load_dataset,
     load_image_file,
     load_label_file,
     parse_frames,
-    resample,
 )
+from src_training.data.normalise import resample
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

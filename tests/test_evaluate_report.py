@@ -10,11 +10,11 @@ from PIL import Image
 from scipy import ndimage
 
 from src_training.cli import main
-from src_training.datasets import load_dataset
-from src_training.evaluation import hd95_per_class
-from src_training.modelio import save_model
-from src_training.networks import RegistrationNet
-from src_training.training import LOG_FIELDS
+from src_training.data.datasets import load_dataset
+from src_training.evaluation.scoring import hd95_per_class
+from src_training.networks.modelio import save_model
+from src_training.networks.models import RegistrationNet
+from src_training.training.trainer import LOG_FIELDS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"

@@ -4,21 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from src_training.data import normalise_intensity
-from src_training.evaluation import (
+from src_training.data.normalise import normalise_intensity
+from src_training.data.samples import noisy_cell_sequence
+from src_training.evaluation.scoring import (
     Registered,
     add_noise,
-    dice_per_class,
     field_regularity,
     hausdorff95,
     hd95_per_class,
     identity_method,
-    mean_dice,
     score_pairs,
     summarise,
 )
-from src_training.samples import noisy_cell_sequence
-from src_training.spatial import warp_labels
+from src_training.metrics.dice import dice_per_class, mean_dice
+from src_training.spatial.transforms import warp_labels
 
 
 def test_dice_by_hand():

@@ -18,8 +18,9 @@ from benchmarks.reference import (
 )
 from src_training.metrics import get_metric, local_ncc
 from src_training.metrics._common import _box_sum
-from src_training.networks import FeatureExtractor, RegistrationNet, UNet
-from src_training.registration import predict
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.networks.unet import UNet
+from src_training.registration.inference import predict
 
 SHAPES = {2: (2, 3, 17, 23), 3: (1, 2, 9, 12, 14)}
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}

@@ -8,22 +8,21 @@ import pytest
 import torch
 from PIL import Image
 
-from src_training import figures
-from src_training.figures import (
+from src_training.evaluation import figures
+from src_training.evaluation.curves import convergence_figure, read_validation_curve
+from src_training.evaluation.figures import (
     Panel,
-    convergence_figure,
     dice_boxes,
     dice_boxplot,
     field_2d,
-    grid_lines,
     jacobian_figure,
     parse_zoom,
     qualitative_figure,
-    read_validation_curve,
     view_2d,
 )
-from src_training.stats import against_reference
-from src_training.training import LOG_FIELDS
+from src_training.evaluation.stats import against_reference
+from src_training.spatial.grid import grid_lines
+from src_training.training.trainer import LOG_FIELDS
 
 
 def _png_size(path):

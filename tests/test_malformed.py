@@ -27,18 +27,25 @@ import tifffile
 import torch
 from PIL import Image
 
-from src_training import memory, modelio
-from src_training.baselines import ElastixBSpline
 from src_training.cli import main
-from src_training.data import check_spatial_size
-from src_training.datasets import load_dataset, load_image_file, parse_frames
-from src_training.devices import resolve_device
-from src_training.figures import parse_zoom, read_validation_curve
-from src_training.metrics import get_metric
-from src_training.modelio import load_model, require_kind, save_model
-from src_training.networks import FeatureExtractor, RegistrationNet
-from src_training.registration import check_model_fits, check_registration_memory, register_series
-from src_training.training import RegistrationTrainer, TrainConfig
+from src_training.data.datasets import load_dataset, load_image_file, parse_frames
+from src_training.data.normalise import check_spatial_size
+from src_training.evaluation.baselines import ElastixBSpline
+from src_training.evaluation.curves import read_validation_curve
+from src_training.evaluation.figures import parse_zoom
+from src_training.metrics import build_metric, get_metric
+from src_training.networks import modelio
+from src_training.networks.modelio import load_model, require_kind, save_model
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.registration.inference import (
+    check_model_fits,
+    check_registration_memory,
+    register_series,
+)
+from src_training.runtime import memory
+from src_training.runtime.devices import resolve_device
+from src_training.training.trainer import TrainConfig
+from src_training.training.trainers import RegistrationTrainer
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 SMALL = (4, 8)
@@ -303,7 +310,7 @@ def _(w: Workspace) -> Case:
     def exhausted(*args: object, **kwargs: object) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    w.monkeypatch.setattr("src_training.commands.predict", exhausted)
+    w.monkeypatch.setattr("src_training.engine.registration.predict", exhausted)
     (w.root / "out").mkdir()
     return Case(w.register(w.image(), w.image("moving.tif")))
 
@@ -323,8 +330,7 @@ def _(w: Workspace) -> Case:
             RegistrationNet(2, 1, SMALL),
             TrainConfig(steps=1),
             load_dataset(data),
-            metric=get_metric("ncc-sup"),
-            metric_name="ncc-sup",
+            metric=build_metric("ncc-sup"),
             lam=0.5,
         )
 

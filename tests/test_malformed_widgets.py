@@ -25,8 +25,8 @@ from napari_deepsim._compare_widget import CompareWidget
 from napari_deepsim._register_widget import RegisterWidget
 from napari_deepsim._train_job import trained_models
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
-from src_training.modelio import save_model
-from src_training.networks import FeatureExtractor, RegistrationNet
+from src_training.networks.modelio import save_model
+from src_training.networks.models import FeatureExtractor, RegistrationNet
 
 pytestmark = pytest.mark.gui
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"

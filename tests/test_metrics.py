@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from src_training import spatial as S
 from src_training.metrics import (
     METRICS,
     feature_cosine_loss,
@@ -17,9 +16,10 @@ from src_training.metrics import (
     local_ncc,
     metric_names,
     mind_ssc,
-    soft_dice_loss,
 )
-from src_training.vgg import VGG16Features, load_vgg16_weights
+from src_training.metrics.dice import soft_dice_loss
+from src_training.metrics.vgg16 import VGG16Features, load_vgg16_weights
+from src_training.spatial import transforms as S
 
 SHAPES = {2: (40, 40), 3: (16, 16, 16)}
 VGG_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256)}
@@ -131,7 +131,7 @@ def test_deepsim_levels_must_be_distinct_stage_numbers(levels):
 
 
 def test_deepsim_levels_beyond_the_encoder_are_refused():
-    from src_training.networks import FeatureExtractor
+    from src_training.networks.models import FeatureExtractor
 
     with pytest.raises(ValueError, match="has 2 encoder stages; choose levels from 1 to 2"):
         get_metric("deepsim", extractor=FeatureExtractor(2, channels=(4, 8)), levels=[3])

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from src_training import modelio
-from src_training.modelio import load_model, require_kind, save_model
-from src_training.networks import FeatureExtractor, RegistrationNet
+from src_training.networks import modelio
+from src_training.networks.modelio import load_model, require_kind, save_model
+from src_training.networks.models import FeatureExtractor, RegistrationNet
 
 SMALL = (4, 8)
 

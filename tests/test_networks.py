@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from src_training.networks import FeatureExtractor, RegistrationNet, UNet, segmentation_loss
+from src_training.networks.models import FeatureExtractor, RegistrationNet, segmentation_loss
+from src_training.networks.unet import UNet
 
 SMALL = (4, 8, 16)
 
@@ -61,7 +62,7 @@ def test_diffeomorphic_net_integrates_its_velocity():
 
 def test_registration_net_learns_a_translation():
     """A few Adam steps on an MSE loss move the field towards a known shift."""
-    from src_training.spatial import warp
+    from src_training.spatial.transforms import warp
 
     torch.manual_seed(0)
     grid = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")

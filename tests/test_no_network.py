@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src_training.modelio import save_model
-from src_training.networks import RegistrationNet
+from src_training.networks.modelio import save_model
+from src_training.networks.models import RegistrationNet
 
 GUARD = """
 import importlib, json, pkgutil, socket, sys

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from src_training.data import normalise_intensity
-from src_training.datasets import Dataset
-from src_training.metrics import METRICS, get_metric, metric_names
-from src_training.networks import FeatureExtractor, RegistrationNet
-from src_training.training import RegistrationTrainer, StepEvent, TrainConfig
-from src_training.vgg import VGG16Features
+from src_training.data.datasets import Dataset
+from src_training.data.normalise import normalise_intensity
+from src_training.metrics import METRICS, Similarity, get_metric, metric_names
+from src_training.metrics.vgg16 import VGG16Features
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.training.trainer import StepEvent, TrainConfig
+from src_training.training.trainers import RegistrationTrainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 SHAPES = {2: (32, 32), 3: (12, 12, 12)}
@@ -49,8 +50,7 @@ def test_every_metric_trains_on_noise_and_constant_images_without_nan(name, kind
         network,
         TrainConfig(steps=3, batch_size=2, lr=1e-2, seed=0),
         data,
-        metric=_metric(name, ndim),
-        metric_name=name,
+        metric=Similarity(METRICS[name], _metric(name, ndim)),
         lam=METRICS[name].default_lambda,
     )
     events = [event for event in trainer.run() if isinstance(event, StepEvent)]

@@ -8,12 +8,12 @@ from napari_deepsim import _io
 from napari_deepsim._overlays import (
     checkerboard,
     folds,
-    grid_lines,
     grid_mask,
     raster_grid,
     subsampled_vectors,
 )
-from src_training.registration import warp_array
+from src_training.registration.inference import warp_array
+from src_training.spatial.grid import grid_lines
 
 
 def _shift(shape, *shift):

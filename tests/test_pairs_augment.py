@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from src_training.augment import (
+from src_training.data.augment import (
     NO_AUGMENTATION,
     AugmentConfig,
     augment_pair,
@@ -12,7 +12,7 @@ from src_training.augment import (
     pair_generator,
     random_affine,
 )
-from src_training.pairs import (
+from src_training.data.pairs import (
     PairSampler,
     atlas_pairs,
     consecutive_pairs,

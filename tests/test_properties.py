@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src_training.metrics import METRICS, get_metric, local_ncc, metric_names
-from src_training.networks import FeatureExtractor
-from src_training.spatial import (
+from src_training.metrics.vgg16 import VGG16Features
+from src_training.networks.models import FeatureExtractor
+from src_training.spatial.transforms import (
     affine_displacement,
     compose,
     integrate_velocity,
@@ -24,7 +25,6 @@ from src_training.spatial import (
     warp,
     warp_labels,
 )
-from src_training.vgg import VGG16Features
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 FAST = settings(max_examples=25, deadline=None)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from src_training.regularisers import bending_energy, diffusion, get_regulariser
-from src_training.spatial import affine_displacement, identity_grid
+from src_training.metrics.regularisers import bending_energy, diffusion, get_regulariser
+from src_training.spatial.transforms import affine_displacement, identity_grid
 
 
 @pytest.mark.parametrize("ndim", [2, 3])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from src_training import spatial as S
+from src_training.spatial import transforms as S
 
 SHAPES = {2: (24, 29), 3: (14, 17, 19)}
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from src_training.stats import against_reference, cohens_d, stars, wilcoxon_p
+from src_training.evaluation.stats import against_reference, cohens_d, stars, wilcoxon_p
 
 
 def test_wilcoxon_p_matches_the_exact_distribution_by_hand():

@@ -12,8 +12,8 @@ import napari_deepsim._train_widget as train_module
 from napari_deepsim._register_widget import RegisterWidget
 from napari_deepsim._train_job import trained_models
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
-from src_training.modelio import load_model
-from src_training.samples import noisy_cell_sequence
+from src_training.data.samples import noisy_cell_sequence
+from src_training.networks.modelio import load_model
 
 pytestmark = pytest.mark.gui
 
@@ -142,7 +142,7 @@ def _tiny_folder(root, frames=4):
 
 
 def test_a_dataset_folder_is_read_in_the_worker(viewer, qtbot, errors, tmp_path, monkeypatch):
-    import src_training.datasets as datasets
+    import src_training.data.datasets as datasets
 
     threads = []
     original = datasets.load_dataset

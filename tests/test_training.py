@@ -6,21 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from src_training.augment import AugmentConfig
-from src_training.datasets import Dataset
-from src_training.demo import sample_dataset
-from src_training.metrics import get_metric
-from src_training.modelio import load_model
-from src_training.networks import FeatureExtractor, RegistrationNet
-from src_training.training import (
-    FeatureTrainer,
-    RegistrationTrainer,
+from src_training.data.augment import AugmentConfig
+from src_training.data.datasets import Dataset
+from src_training.engine.demo import sample_dataset
+from src_training.metrics import METRICS, Similarity, build_metric
+from src_training.networks.modelio import load_model
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.training.trainer import (
     StepEvent,
     TrainConfig,
     ValidationEvent,
     last_checkpoint_path,
     log_path,
 )
+from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
 
 SMALL = (4, 8)
 
@@ -37,8 +36,7 @@ def _reg_trainer(out=None, steps=6, val=None, metric="ncc", data=None, **config)
         net,
         cfg,
         data or _data(),
-        metric=get_metric(metric),
-        metric_name=metric,
+        metric=build_metric(metric),
         lam=0.5,
         val=val,
         out=out,
@@ -100,8 +98,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tmp_p
         RegistrationNet(2, channels=SMALL),
         TrainConfig(steps=10, batch_size=2, crop=32, checkpoint_every=1),
         _data(),
-        metric=Poisoned(),
-        metric_name="mse",
+        metric=Similarity(METRICS["mse"], Poisoned()),
         lam=0.1,
         out=tmp_path / "r.pt",
     )
@@ -133,8 +130,7 @@ def test_bad_settings_are_refused():
             RegistrationNet(2, channels=SMALL),
             TrainConfig(steps=1),
             _data(),
-            metric=get_metric("mse"),
-            metric_name="mse",
+            metric=build_metric("mse"),
             lam=float("nan"),
         )
 
@@ -168,7 +164,7 @@ def test_ctrl_c_inside_a_step_waits_until_the_step_is_applied_and_logged():
     import os
     import signal
 
-    from src_training.training import _interrupts_deferred
+    from src_training.training.events import interrupts_deferred as _interrupts_deferred
 
     done = []
     with pytest.raises(KeyboardInterrupt), _interrupts_deferred():

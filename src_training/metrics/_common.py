@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src_training.spatial import spatial_ndim
+from src_training.spatial.transforms import spatial_ndim
 
 
 def _check_pair(warped: Tensor, fixed: Tensor) -> int:

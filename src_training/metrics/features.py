@@ -11,8 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src_training.metrics._common import _check_pair
-from src_training.spatial import spatial_ndim
-from src_training.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16Features, load_vgg16_weights
+from src_training.metrics.vgg16 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGG16Features,
+    load_vgg16_weights,
+)
+from src_training.spatial.transforms import spatial_ndim
 
 
 def feature_cosine_loss(
@@ -193,7 +198,8 @@ class VGG(_FrozenNetworkMetric):
     Parameters
     ----------
     weights : str or Path, optional
-        Local torchvision VGG16 state dict, see :func:`src_training.vgg.load_vgg16_weights`.
+        Local torchvision VGG16 state dict, see
+        :func:`src_training.metrics.vgg16.load_vgg16_weights`.
     network : VGG16Features, optional
         An already built network, used instead of ``weights``.
     eps : float

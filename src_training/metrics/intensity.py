@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from src_training.metrics._common import _check_pair, _standardise, _window_sum
-from src_training.spatial import one_hot
+from src_training.metrics.dice import soft_dice_loss
+from src_training.spatial.transforms import one_hot
 
 
 def local_ncc(warped: Tensor, fixed: Tensor, window: int = 9, eps: float = 1e-5) -> Tensor:
@@ -167,7 +168,7 @@ class SupervisedNCC(nn.Module):
     """NCC plus a label overlap term: ``NCC + label_weight * label_loss``.
 
     The label term compares the moving labels, one-hot encoded and warped linearly
-    (:func:`src_training.spatial.warp_onehot`), with the fixed labels.
+    (:func:`src_training.spatial.transforms.warp_onehot`), with the fixed labels.
 
     Parameters
     ----------
@@ -239,26 +240,3 @@ def _as_one_hot(labels: Tensor, reference: Tensor) -> Tensor:
             f"{tuple(reference.shape)}; pass (B, K, *spatial) one-hot or (B, 1, *spatial) ids"
         )
     return labels.to(reference.dtype)
-
-
-def soft_dice_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Soft Dice loss: ``1 -`` the mean Dice over the classes present in either map.
-
-    Parameters
-    ----------
-    pred, target : Tensor
-        ``(B, K, *spatial)`` soft or one-hot class maps.
-
-    Returns
-    -------
-    Tensor
-        Scalar loss, the mean over the batch; classes absent from both maps are skipped
-        instead of counting as zero overlap.
-    """
-    dims = tuple(range(2, pred.dim()))
-    intersection = (pred * target).sum(dim=dims)
-    total = pred.sum(dim=dims) + target.sum(dim=dims)
-    present = total > 0
-    dice = 2.0 * intersection / total.clamp(min=torch.finfo(total.dtype).tiny)
-    per_sample = (dice * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)
-    return 1.0 - per_sample.mean()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src_training.metrics._common import _box_mean, _check_pair
-from src_training.spatial import spatial_ndim
+from src_training.spatial.transforms import spatial_ndim
 
 
 def _neighbour_pairs(ndim: int, dilation: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:

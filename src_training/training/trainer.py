@@ -18,12 +18,8 @@ split over several processes (DistributedDataParallel) sees the same global batc
 from __future__ import annotations
 
 import csv
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,152 +27,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from src_training.augment import AugmentConfig, augment_pair, crop_window, pair_generator
-from src_training.data import NORMALISATION
-from src_training.datasets import Dataset
-from src_training.evaluation import mean_dice
-from src_training.metrics import METRICS
-from src_training.modelio import load_model, save_model
-from src_training.networks import FeatureExtractor, RegistrationNet, segmentation_loss
-from src_training.pairs import Pair, PairSampler, consecutive_pairs
-from src_training.regularisers import get_regulariser
-from src_training.spatial import warp, warp_labels, warp_onehot
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends, then raise it.
-
-    Only the main thread receives signals; elsewhere (a napari worker, which stops
-    through its ``stop`` callback) the block runs as it is.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """One optimisation step finished.
-
-    Attributes
-    ----------
-    step, steps : int
-        The step just finished (1-based) and the total.
-    loss : float
-        Training loss of the step's batch.
-    terms : dict
-        Named parts of the loss (e.g. ``similarity``, ``regularisation``).
-    seconds : float
-        Wall time since this run (or resumption) started.
-    """
-
-    step: int
-    steps: int
-    loss: float
-    terms: dict[str, float]
-    seconds: float
-
-
-@dataclass(frozen=True)
-class ValidationEvent:
-    """Scores on the validation data after ``step``.
-
-    Attributes
-    ----------
-    step, steps : int
-        Progress.
-    scores : dict
-        ``dice`` (when labels exist) and ``loss``.
-    best : bool
-        Whether this is the best validation so far (and was saved as the model).
-    seconds : float
-        Wall time since this run started.
-    """
-
-    step: int
-    steps: int
-    scores: dict[str, float]
-    best: bool
-    seconds: float
-
-
-Event = StepEvent | ValidationEvent
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by both trainers.
-
-    Attributes
-    ----------
-    steps : int
-        Optimisation steps in total (a resumed run continues up to this).
-    batch_size : int
-        Pairs (or images) per step and process.
-    lr : float
-        Adam learning rate.
-    crop : int or None
-        Side of random training crops; None trains on whole images.
-    seed : int
-        Seed of every random choice.
-    max_offset : int
-        Registration pairs: largest frame distance (the paper's 2).
-    augment : AugmentConfig
-        Random affine and noise applied to each training pair/image.
-    val_every : int
-        Validate every this many steps (and at the end).
-    checkpoint_every : int
-        Save ``.last.pt`` every this many steps (and at the end or when stopped).
-    """
-
-    steps: int = 1000
-    batch_size: int = 4
-    lr: float = 1e-4
-    crop: int | None = None
-    seed: int = 0
-    max_offset: int = 2
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    val_every: int = 100
-    checkpoint_every: int = 100
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not 0 < self.lr < float("inf"):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
-        if self.crop is not None and self.crop < 8:
-            raise ValueError(f"--crop must be at least 8 pixels, got {self.crop}")
-        if self.val_every < 1 or self.checkpoint_every < 1:
-            raise ValueError("validation and checkpoint intervals must be at least 1 step")
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the settings as plain JSON values."""
-        return asdict(self)
-
-
-def last_checkpoint_path(out: str | Path) -> Path:
-    """``R.pt`` -> ``R.last.pt``: the resumable checkpoint next to a model file."""
-    out = Path(out)
-    return out.with_name(out.stem + ".last" + out.suffix)
-
-
-def log_path(out: str | Path) -> Path:
-    """``R.pt`` -> ``R.csv``: the training curves next to a model file."""
-    return Path(out).with_suffix(".csv")
-
-
-LOG_FIELDS = ("step", "seconds", "loss", "similarity", "regularisation", "val_dice", "val_loss")
+from src_training.data.augment import augment_pair, crop_window, pair_generator
+from src_training.data.datasets import Dataset
+from src_training.data.normalise import NORMALISATION
+from src_training.data.pairs import Pair, PairSampler
+from src_training.networks.modelio import ModelFile, load_model, model_kind, save_model
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.training.events import (
+    LOG_FIELDS,
+    Event,
+    StepEvent,
+    TrainConfig,
+    ValidationEvent,
+    interrupts_deferred,
+    last_checkpoint_path,
+    log_path,
+)
 
 
 class Trainer:
@@ -348,6 +214,19 @@ class Trainer:
             "world_size": self.world_size,
         }
 
+    def model_file(self) -> ModelFile:
+        """Return the network (moved to the CPU, in eval mode) and what its file would record.
+
+        Returns
+        -------
+        ModelFile
+            The in-memory model, as :func:`~src_training.networks.modelio.load_model`
+            would return it from the saved file.
+        """
+        network = self.network.cpu().eval()
+        metadata = {**self._metadata(), "kind": model_kind(network), "network": network.config()}
+        return ModelFile(network, metadata)
+
     def save(self, best: bool = False) -> None:
         """Write the resumable checkpoint, and the model file when it is the one to use.
 
@@ -409,7 +288,7 @@ class Trainer:
                     )
                 self.optimiser.zero_grad(set_to_none=True)
                 loss.backward()
-                with _interrupts_deferred():  # a step is applied, counted and logged together
+                with interrupts_deferred():  # a step is applied, counted and logged together
                     self.optimiser.step()
                     self.step += 1
                     seconds = time.perf_counter() - start
@@ -454,189 +333,3 @@ class Trainer:
         return ValidationEvent(
             self.step, self.config.steps, scores, best, time.perf_counter() - start
         )
-
-
-class FeatureTrainer(Trainer):
-    """Trains a :class:`FeatureExtractor` on segmentation (or as an autoencoder)."""
-
-    network: FeatureExtractor
-
-    def _make_sampler(self) -> PairSampler:
-        n = len(self.train_data)
-        return PairSampler(
-            n,
-            self.config.batch_size,
-            self.config.seed,
-            fixed_pairs=[(i, i) for i in range(n)],  # a "pair" of one image
-            rank=self.rank,
-            world_size=self.world_size,
-        )
-
-    def _loss(self, batch: list[Pair]) -> tuple[Tensor, dict[str, float]]:
-        images, labels = self._batch(batch, n_images=1)
-        out = self.model(images[0])
-        if self.network.kind == "autoencoder":
-            loss = nn.functional.mse_loss(out, images[0])
-        else:
-            loss = segmentation_loss(out, labels[0], self.network.dice_weight)
-        return loss, {}
-
-    @torch.inference_mode()
-    def validate(self) -> dict[str, float]:
-        """Mean Dice of the argmax segmentation (or reconstruction MSE) on validation images."""
-        self.network.eval()
-        data = self.val_data
-        dices, losses = [], []
-        for i in range(len(data)):
-            image = torch.from_numpy(data.images[i : i + 1]).to(self.device)
-            out = self.network(image)
-            if self.network.kind == "autoencoder":
-                losses.append(float(nn.functional.mse_loss(out, image)))
-            elif data.labels is not None:
-                labels = torch.from_numpy(data.labels[i : i + 1]).to(self.device)
-                losses.append(float(nn.functional.cross_entropy(out, labels)))
-                dices.append(mean_dice(out.argmax(1)[0].cpu(), data.labels[i]))
-        scores = {"loss": float(np.mean(losses))} if losses else {}
-        if dices:
-            scores["dice"] = float(np.mean(dices))
-        return scores
-
-
-class RegistrationTrainer(Trainer):
-    """Trains a :class:`RegistrationNet` with a similarity metric and a regulariser.
-
-    Parameters
-    ----------
-    network, config, train, val, out, metadata, device, rank, world_size
-        As for :class:`Trainer`.
-    metric : nn.Module
-        Similarity loss from :func:`src_training.metrics.get_metric`.
-    metric_name : str
-        Its registry name.
-    lam : float
-        Weight of the regulariser.
-    regulariser : str
-        ``diffusion`` or ``bending``.
-    """
-
-    network: RegistrationNet
-
-    def __init__(
-        self,
-        network: RegistrationNet,
-        config: TrainConfig,
-        train: Dataset,
-        *,
-        metric: nn.Module,
-        metric_name: str,
-        lam: float,
-        regulariser: str = "diffusion",
-        **kwargs: Any,
-    ) -> None:
-        if not np.isfinite(lam) or lam < 0:
-            raise ValueError(f"--lam must be a finite number >= 0, got {lam}")
-        if METRICS[metric_name].needs_labels and train.num_classes < 2:
-            found = "none" if train.labels is None else f"only the value {train.class_values}"
-            raise ValueError(
-                f"the {metric_name} metric needs label images with at least 2 classes but the "
-                f"training data has {found}; pass labelled data or choose another --metric"
-            )
-        self.metric = metric
-        self.metric_name = metric_name
-        self.lam = lam
-        self.regulariser_name = regulariser
-        self.regulariser = get_regulariser(regulariser)
-        metadata = {
-            **kwargs.pop("metadata", {}),
-            "metric": metric_name,
-            "lam": lam,
-            "regulariser": regulariser,
-        }
-        super().__init__(network, config, train, metadata=metadata, **kwargs)
-        metric.to(self.device)
-
-    def _make_sampler(self) -> PairSampler:
-        return PairSampler(
-            len(self.train_data),
-            self.config.batch_size,
-            self.config.seed,
-            max_offset=self.config.max_offset,
-            fixed_pairs=self.train_data.pairs,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
-
-    def pair_loss(
-        self,
-        moving: Tensor,
-        fixed: Tensor,
-        moving_labels: Tensor | None,
-        fixed_labels: Tensor | None,
-        model: nn.Module | None = None,
-    ) -> tuple[Tensor, dict[str, float], Tensor]:
-        """Loss ``D(moving o phi, fixed) + lam R(phi)`` of a batch and its displacement."""
-        disp = (model or self.model)(moving, fixed)
-        extra = {}
-        if METRICS[self.metric_name].needs_labels:
-            extra["warped_labels"] = warp_onehot(moving_labels, disp, self.train_data.num_classes)
-            extra["fixed_labels"] = fixed_labels
-        similarity = self.metric(warp(moving, disp), fixed, **extra)
-        regularisation = self.regulariser(disp)
-        loss = similarity + self.lam * regularisation
-        terms = {"similarity": similarity.item(), "regularisation": regularisation.item()}
-        return loss, terms, disp
-
-    def _loss(self, batch: list[Pair]) -> tuple[Tensor, dict[str, float]]:
-        images, labels = self._batch(batch, n_images=2)
-        lm, lf = (labels[0], labels[1]) if labels is not None else (None, None)
-        loss, terms, _ = self.pair_loss(images[0], images[1], lm, lf)
-        return loss, terms
-
-    @torch.inference_mode()
-    def validate(self) -> dict[str, float]:
-        """Mean Dice and loss over the validation pairs (consecutive frames or the fixed pairs)."""
-        self.network.eval()
-        data = self.val_data
-        pairs = data.pairs if data.pairs is not None else consecutive_pairs(len(data))
-        dices, losses = [], []
-        for m, f in pairs:
-            moving = torch.from_numpy(data.images[m : m + 1]).to(self.device)
-            fixed = torch.from_numpy(data.images[f : f + 1]).to(self.device)
-            lm = lf = None
-            if data.labels is not None:
-                lm = torch.from_numpy(data.labels[m : m + 1, None]).to(self.device)
-                lf = torch.from_numpy(data.labels[f : f + 1, None]).to(self.device)
-            if METRICS[self.metric_name].needs_labels and lm is None:
-                continue
-            loss, _, disp = self.pair_loss(moving, fixed, lm, lf, model=self.network)
-            losses.append(loss.item())
-            if lm is not None:
-                dices.append(mean_dice(warp_labels(lm, disp)[0, 0].cpu(), data.labels[f]))
-        scores = {"loss": float(np.mean(losses))} if losses else {}
-        if dices:
-            scores["dice"] = float(np.mean(dices))
-        return scores
-
-
-@torch.inference_mode()
-def register(
-    model: RegistrationNet, moving: Tensor, fixed: Tensor, device: torch.device | str = "cpu"
-) -> Tensor:
-    """Displacement that warps ``moving`` onto ``fixed`` (no gradients), returned on the CPU.
-
-    Parameters
-    ----------
-    model : RegistrationNet
-        A trained network.
-    moving, fixed : Tensor
-        ``(B, C, *spatial)`` normalised images.
-    device : torch.device or str
-        Where to run the network.
-
-    Returns
-    -------
-    Tensor
-        ``(B, ndim, *spatial)`` displacement in voxels.
-    """
-    model.to(device).eval()
-    return model(moving.to(device), fixed.to(device)).cpu()

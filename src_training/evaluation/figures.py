@@ -10,7 +10,6 @@ components of the field (channels 1 and 2).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from src_training.spatial import jacobian_determinant
+from src_training.spatial.grid import grid_lines
+from src_training.spatial.transforms import jacobian_determinant
 
 MISSING_MATPLOTLIB = "figures need matplotlib, which is not installed; pip install matplotlib"
 PANEL_INCHES = 2.6
@@ -41,14 +41,16 @@ def require_matplotlib() -> None:
         raise ValueError(MISSING_MATPLOTLIB) from None
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """Return a matplotlib figure of ``width`` x ``height`` inches (no pyplot state)."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(figure: Any, path: str | Path) -> Path:
+def save_figure(figure: Any, path: str | Path) -> Path:
+    """Write a figure as PNG and return its path."""
     figure.savefig(path, format="png")
     return Path(path)
 
@@ -79,7 +81,7 @@ def dice_boxes(
     reference : str, optional
         The reference model: its box is labelled ``ref``.
     statistics : dict, optional
-        :func:`src_training.stats.against_reference` output; each other box is labelled
+        :func:`src_training.evaluation.stats.against_reference` output; each other box is labelled
         with its stars (``n.s.`` when not significant) and Cohen's d.
 
     Returns
@@ -118,7 +120,7 @@ def dice_boxplot(path: str | Path, boxes: Sequence[Box], title: str = "") -> Pat
     Path
         The written file.
     """
-    figure = _figure(max(4.0, 0.9 * len(boxes) + 1.5), 4.0)
+    figure = new_figure(max(4.0, 0.9 * len(boxes) + 1.5), 4.0)
     ax = figure.add_subplot()
     positions = list(range(1, len(boxes) + 1))
     ax.boxplot([box.values for box in boxes], positions=positions, widths=0.6)
@@ -132,7 +134,7 @@ def dice_boxplot(path: str | Path, boxes: Sequence[Box], title: str = "") -> Pat
     ax.set_ylabel("Dice per test pair")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # --- qualitative figure with warped grid lines (the paper's Figure 3) ---------------------
@@ -170,33 +172,6 @@ def field_2d(disp: Tensor) -> np.ndarray:
     """
     field = disp[0].detach().cpu().numpy()
     return field[1:, field.shape[1] // 2] if field.shape[0] == 3 else field
-
-
-def grid_lines(field: np.ndarray, spacing: int) -> list[np.ndarray]:
-    """Lines of a regular grid on the fixed image, each point ``p`` moved to ``p + u(p)``.
-
-    Parameters
-    ----------
-    field : numpy.ndarray
-        ``(2, H, W)`` displacement (rows, columns) in pixels.
-    spacing : int
-        Distance of the grid lines in pixels; lines lie at rows and columns
-        ``0, spacing, 2 * spacing, ...``.
-
-    Returns
-    -------
-    list of numpy.ndarray
-        ``(n, 2)`` polylines of (row, column) points: first the lines of constant row,
-        then those of constant column.
-    """
-    height, width = field.shape[1:]
-    rows, cols = np.mgrid[:height, :width].astype(np.float64)
-    mapped_rows, mapped_cols = rows + field[0], cols + field[1]
-    lines = [np.stack([mapped_rows[r], mapped_cols[r]], axis=1) for r in range(0, height, spacing)]
-    lines += [
-        np.stack([mapped_rows[:, c], mapped_cols[:, c]], axis=1) for c in range(0, width, spacing)
-    ]
-    return lines
 
 
 def parse_zoom(text: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -263,7 +238,7 @@ def qualitative_figure(
     panels : sequence of Panel
         ``(H, W)`` warped views and ``(2, H, W)`` fields (see :func:`field_2d`).
     spacing : int
-        Grid line distance in pixels (:func:`grid_lines`).
+        Grid line distance in pixels (:func:`~src_training.spatial.grid.grid_lines`).
     zoom : tuple of int, optional
         ``(R0, C0, R1, C1)``: drawn as a rectangle on every panel, and shown enlarged in
         a second row.
@@ -279,7 +254,7 @@ def qualitative_figure(
 
     columns = 2 + len(panels)
     rows = 1 if zoom is None else 2
-    figure = _figure(PANEL_INCHES * columns, PANEL_INCHES * rows + 0.4)
+    figure = new_figure(PANEL_INCHES * columns, PANEL_INCHES * rows + 0.4)
     axes = figure.subplots(rows, columns, squeeze=False)
     low, high = np.percentile(fixed, [1, 99])
     shown = [("fixed", fixed, None), ("moving", moving, None)]
@@ -309,7 +284,7 @@ def qualitative_figure(
         axes[0, column].set_title(name, fontsize=9)
     if title:
         figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # --- Jacobian determinant per model -------------------------------------------------------
@@ -345,7 +320,7 @@ def jacobian_figure(path: str | Path, fields: dict[str, Tensor], title: str = ""
     low = min(0.0, *(float(d.min()) for d in dets.values()))
     high = max(2.0, *(float(d.max()) for d in dets.values()))
     norm = TwoSlopeNorm(vcenter=1.0, vmin=low, vmax=high)
-    figure = _figure(PANEL_INCHES * len(dets) + 0.8, PANEL_INCHES + 0.5)
+    figure = new_figure(PANEL_INCHES * len(dets) + 0.8, PANEL_INCHES + 0.5)
     axes = figure.subplots(1, len(dets), squeeze=False)[0]
     image = None
     for ax, (name, det) in zip(axes, dets.items(), strict=True):
@@ -358,95 +333,7 @@ def jacobian_figure(path: str | Path, fields: dict[str, Tensor], title: str = ""
     figure.colorbar(image, ax=list(axes), shrink=0.8, label="det J (folds, det J ≤ 0, in green)")
     if title:
         figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # --- convergence: validation Dice of training runs ----------------------------------------
-
-CURVE_COLUMNS = ("step", "seconds", "val_dice")
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Validation Dice of one training run against step and wall time."""
-
-    name: str
-    steps: np.ndarray
-    seconds: np.ndarray
-    dice: np.ndarray
-
-
-def read_validation_curve(path: str | Path, name: str | None = None) -> Curve:
-    """Read the validation rows of a training log (``R.csv`` beside ``R.pt``).
-
-    Parameters
-    ----------
-    path : str or Path
-        A CSV written by training, with columns ``step``, ``seconds`` and ``val_dice``.
-    name : str, optional
-        The run's name; the file stem by default.
-
-    Returns
-    -------
-    Curve
-        The rows whose ``val_dice`` is filled in, in file order.
-
-    Raises
-    ------
-    ValueError
-        If the file lacks those columns or holds no validation row.
-    """
-    path = Path(path)
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CURVE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"{path} lacks the column(s) {', '.join(missing)} of a training log; pass the "
-                ".csv that `deepsim train` writes beside the model"
-            )
-        rows = [row for row in reader if row["val_dice"]]
-    if not rows:
-        raise ValueError(
-            f"{path} holds no validation Dice; train with --val-frames (validation data "
-            "with labels) so that validation rows are logged"
-        )
-    return Curve(
-        name or path.stem,
-        np.array([int(row["step"]) for row in rows]),
-        np.array([float(row["seconds"]) for row in rows]),
-        np.array([float(row["val_dice"]) for row in rows]),
-    )
-
-
-def convergence_figure(path: str | Path, curves: Sequence[Curve], title: str = "") -> Path:
-    """Plot validation Dice against step (left) and wall time (right), a line per run.
-
-    Parameters
-    ----------
-    path : str or Path
-        PNG file to write.
-    curves : sequence of Curve
-        From :func:`read_validation_curve`.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    Path
-        The written file.
-    """
-    figure = _figure(10.0, 4.0)
-    by_step, by_time = figure.subplots(1, 2, sharey=True)
-    for curve in curves:
-        by_step.plot(curve.steps, curve.dice, marker=".", label=curve.name)
-        by_time.plot(curve.seconds, curve.dice, marker=".", label=curve.name)
-    by_step.set_xlabel("training step")
-    by_time.set_xlabel("wall time (s)")
-    by_step.set_ylabel("validation Dice")
-    for ax in (by_step, by_time):
-        ax.grid(alpha=0.3)
-    by_time.legend(fontsize=8, loc="lower right")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    return _save(figure, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from src_training.training import Event, StepEvent, ValidationEvent
+from src_training.training.trainer import Event, StepEvent, ValidationEvent
 
 
 class ProgressPrinter:

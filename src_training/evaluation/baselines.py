@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from src_training.evaluation import Registered
+from src_training.evaluation.scoring import Registered
 
 MISSING_ELASTIX = "itk-elastix is not installed; pip install 'napari-deepsim[baselines]'"
 
@@ -47,7 +47,7 @@ def elastix_version() -> str:
 class ElastixBSpline:
     """Elastix with its default B-spline parameter map, as a registration method.
 
-    Calling it registers one pair (see :data:`src_training.evaluation.Method`): the
+    Calling it registers one pair (see :data:`src_training.evaluation.scoring.Method`): the
     fixed and moving images (channels averaged) go to elastix as float32, the moving
     labels are resampled with the found transform by transformix with nearest-neighbour
     interpolation (value 0 outside the image), and the transform's deformation field is

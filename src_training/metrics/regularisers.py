@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from src_training.spatial import spatial_ndim
+from src_training.spatial.transforms import spatial_ndim
 
 
 def _diff(x: Tensor, axis: int) -> Tensor:

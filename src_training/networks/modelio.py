@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from src_training import __version__
-from src_training.networks import FeatureExtractor, RegistrationNet
+from src_training.networks.models import FeatureExtractor, RegistrationNet
 
 FORMAT = "napari-deepsim-model"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from src_training.spatial import affine_displacement, warp, warp_labels
+from src_training.spatial.transforms import affine_displacement, warp, warp_labels
 
 
 @dataclass(frozen=True)

@@ -253,7 +253,7 @@ def read_sequence(folder: str | Path, *, labels: bool = True) -> Sequence:
     Sequence
         Frames, instance labels and the time indices kept.
     """
-    from src_training.io import read_image
+    from src_training.data.reading import read_image
 
     folder = Path(folder)
     if not folder.is_dir():

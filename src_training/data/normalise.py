@@ -1,10 +1,11 @@
-"""Image data: intensity normalisation (datasets and pair sampling grow here)."""
+"""Preparing arrays: intensity normalisation, the smallest size, and resampling to a grid."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 MIN_SIZE = 2
 PERCENTILES = (1.0, 99.0)
@@ -67,3 +68,43 @@ def check_spatial_size(shape: Sequence[int], what: str) -> None:
             f"{what} is only {tuple(int(n) for n in shape)} pixels; registration needs at least "
             f"{MIN_SIZE} pixels along every axis, so use a larger image"
         )
+
+
+def resample(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    """Resample an array onto a grid of another shape, mapping corner onto corner.
+
+    The first and last element along each axis land on the first and last element of
+    the output (the physical extent is assumed equal; file affines are not used).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Spatial array, one axis per entry of ``shape``.
+    shape : sequence of int
+        Output shape.
+    order : int
+        Spline order: 0 (nearest, for labels; keeps the dtype) or 1 (linear, for
+        images; computed in float32, or float64 for float64 input).
+
+    Returns
+    -------
+    numpy.ndarray
+        The resampled array (the input itself if the shape already matches).
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` has a different number of axes than ``array``.
+    """
+    shape = tuple(int(size) for size in shape)
+    if len(shape) != array.ndim:
+        raise ValueError(f"cannot resample an array of shape {array.shape} to shape {shape}")
+    if shape == array.shape:
+        return array
+    if order > 0 and array.dtype != np.float64:
+        array = array.astype(np.float32)
+    scale = [
+        (size_in - 1) / max(size_out - 1, 1)
+        for size_in, size_out in zip(array.shape, shape, strict=True)
+    ]
+    return ndimage.affine_transform(array, scale, output_shape=shape, order=order, mode="nearest")

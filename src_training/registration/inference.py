@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from src_training.data import check_spatial_size
-from src_training.memory import require_memory
-from src_training.modelio import ModelFile
-from src_training.networks import RegistrationNet
-from src_training.spatial import compose, jacobian_determinant, warp, warp_labels
+from src_training.data.normalise import check_spatial_size
+from src_training.networks.modelio import ModelFile
+from src_training.networks.models import RegistrationNet
+from src_training.runtime.memory import require_memory
+from src_training.spatial.transforms import compose, jacobian_determinant, warp, warp_labels
 
 
 def check_model_fits(model: ModelFile, image: np.ndarray, what: str) -> None:

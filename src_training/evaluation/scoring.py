@@ -1,4 +1,4 @@
-"""Registration quality: Dice overlap and transformation regularity."""
+"""Scoring registration methods on pairs: Dice, HD95, field regularity, time."""
 
 from __future__ import annotations
 
@@ -11,42 +11,8 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from src_training.spatial import folding_fraction, sd_log_jacobian, warp_labels
-
-
-def dice_per_class(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> dict[int, float]:
-    """Dice of every label value present in either map, background included.
-
-    Classes absent from both maps are skipped rather than scored as 0 (the
-    reference code's defect) or 1.
-
-    Parameters
-    ----------
-    pred, target : Tensor or numpy.ndarray
-        Integer label maps of one shape.
-
-    Returns
-    -------
-    dict
-        ``{class id: Dice}`` in increasing class order.
-    """
-    pred = torch.as_tensor(np.asarray(pred) if isinstance(pred, np.ndarray) else pred)
-    target = torch.as_tensor(np.asarray(target) if isinstance(target, np.ndarray) else target)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"label maps differ in shape: {tuple(pred.shape)} vs {tuple(target.shape)}"
-        )
-    scores = {}
-    for value in torch.cat([pred.unique(), target.unique()]).unique().tolist():
-        a, b = pred == value, target == value
-        scores[int(value)] = float(2 * (a & b).sum() / (a.sum() + b.sum()))
-    return scores
-
-
-def mean_dice(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
-    """Mean of :func:`dice_per_class` over the classes present in either map."""
-    scores = dice_per_class(pred, target)
-    return float(np.mean(list(scores.values())))
+from src_training.metrics.dice import dice_per_class
+from src_training.spatial.transforms import folding_fraction, sd_log_jacobian, warp_labels
 
 
 def field_regularity(disp: Tensor) -> dict[str, float]:
@@ -76,7 +42,7 @@ class Registered:
     ----------
     disp : Tensor
         ``(1, ndim, *spatial)`` displacement in voxels (the convention of
-        :mod:`src_training.spatial`).
+        :mod:`src_training.spatial.transforms`).
     seconds : float
         Wall time of the registration itself.
     warped_labels : numpy.ndarray or None

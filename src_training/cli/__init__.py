@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from src_training import __version__
-from src_training.devices import DEVICE_CHOICES
+from src_training.runtime.devices import DEVICE_CHOICES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -149,7 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", help="register images with a trained model")
     p.add_argument("--model", required=True, metavar="R.pt")
     p.add_argument("images", nargs="*", metavar="FIXED MOVING", help="the fixed and moving image")
-    p.add_argument("--labels", nargs="+", default=[], metavar="FILE", help="moving label maps")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="moving label maps (with --series: one label stack of the frames)",
+    )
     p.add_argument("--fixed-labels", metavar="FILE", help="fixed labels: prints Dice")
     p.add_argument("--series", metavar="STACK", help="register every frame of a stack instead")
     p.add_argument("--reference", default="0", help="frame index or 'previous' (series)")
@@ -238,9 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, --version and usage errors
         return int(done.code or 0)
     try:
-        from src_training import commands  # imported here: `deepsim --help` stays fast
+        from src_training.cli import commands  # imported here: `deepsim --help` stays fast
 
-        getattr(commands, args.handler)(args)
+        commands.HANDLERS[args.handler](args)
         return 0
     except KeyboardInterrupt:
         print("deepsim: interrupted", file=sys.stderr)
@@ -257,7 +263,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"out of memory{cause}; {OUT_OF_MEMORY_HINT}"
         print(f"deepsim: error: {' '.join(message.splitlines())}", file=sys.stderr)
         return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,17 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from src_training.augment import NO_AUGMENTATION
-from src_training.data import normalise_intensity
-from src_training.datasets import Dataset
-from src_training.devices import resolve_device
-from src_training.evaluation import evaluate_pairs, summarise
-from src_training.metrics import METRICS, get_metric, metric_spec
-from src_training.networks import FeatureExtractor, RegistrationNet
-from src_training.samples import CLASS_NAMES, noisy_cell_sequence
-from src_training.training import FeatureTrainer, RegistrationTrainer, TrainConfig
+from src_training.data.augment import NO_AUGMENTATION
+from src_training.data.datasets import Dataset
+from src_training.data.normalise import normalise_intensity
+from src_training.data.samples import CLASS_NAMES, noisy_cell_sequence
+from src_training.engine.training import features_trainer, registration_metric, registration_trainer
+from src_training.evaluation.scoring import evaluate_pairs, summarise
+from src_training.metrics import metric_spec
+from src_training.networks.models import RegistrationNet
+from src_training.runtime.devices import resolve_device
+from src_training.training.trainer import TrainConfig, Trainer
 
 TRAIN_FRAMES = list(range(6))
 TEST_PAIRS = [(6, 5), (7, 6)]  # (moving, fixed): frames 6 and 7 are never trained on
@@ -42,7 +42,7 @@ def sample_dataset() -> Dataset:
     )
 
 
-def _train(trainer: FeatureTrainer | RegistrationTrainer, echo: Callable[[str], None]) -> None:
+def _train(trainer: Trainer, echo: Callable[[str], None]) -> None:
     steps = trainer.config.steps
     for event in trainer.run():
         if event.step % max(1, steps // 4) == 0 and hasattr(event, "loss"):
@@ -54,7 +54,7 @@ def run_demo(
     metric: str = "ncc",
     device: str = "auto",
     seed: int = 0,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = lambda _line: None,
 ) -> dict[str, dict[str, float]]:
     """Train DeepSim and a baseline metric on the sample and compare them on held-out pairs.
 
@@ -69,7 +69,7 @@ def run_demo(
     seed : int
         Random seed.
     echo : callable
-        Receives each line of the report.
+        Receives each line of the report (the command line prints them).
 
     Returns
     -------
@@ -86,29 +86,21 @@ def run_demo(
     data = sample_dataset()
     train = data.subset(TRAIN_FRAMES)
     config = TrainConfig(steps=steps, lr=1e-3, seed=seed, augment=NO_AUGMENTATION)
-    torch.manual_seed(seed)
-    extractor = FeatureExtractor(2, 1, data.num_classes, DEMO_CHANNELS)
     echo(f"1/3 feature extractor: segmentation of frames 0-5 ({steps} steps, {dev})")
     features_config = TrainConfig(steps=steps, lr=1e-3, seed=seed)
-    _train(FeatureTrainer(extractor, features_config, train, device=dev), echo)
+    features = features_trainer(train, None, features_config, channels=DEMO_CHANNELS, device=dev)
+    _train(features, echo)
+    extractor = features.model_file()
     models: dict[str, RegistrationNet | None] = {"identity": None}
     for k, name in enumerate((metric, "deepsim"), start=2):
-        options = {"extractor": extractor} if name == "deepsim" else {}
-        lam = METRICS[name].default_lambda
+        similarity = registration_metric(name, ndim=2, channels=1, features=extractor)
+        lam = similarity.spec.default_lambda
         echo(f"{k}/3 registration with {name} (lambda {lam:g}, {steps} steps)")
-        torch.manual_seed(seed)
-        network = RegistrationNet(2, 1, DEMO_CHANNELS)
-        trainer = RegistrationTrainer(
-            network,
-            config,
-            train,
-            metric=get_metric(name, **options),
-            metric_name=name,
-            lam=lam,
-            device=dev,
+        trainer = registration_trainer(
+            train, None, similarity, config, channels=DEMO_CHANNELS, device=dev
         )
         _train(trainer, echo)
-        models[name] = network
+        models[name] = trainer.network
     echo("held-out pairs 6->5 and 7->6: mean Dice (background, cytoplasm, nucleus), folding")
     results = {}
     for name, network in models.items():

@@ -1,0 +1,7 @@
+"""``python -m src_training.cli``: the ``deepsim`` command (torchrun starts it this way)."""
+
+import sys
+
+from src_training.cli import main
+
+sys.exit(main())

@@ -1,0 +1,235 @@
+"""Evaluate registration methods on test pairs: identity, elastix, models, in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from src_training.data.datasets import Dataset
+from src_training.data.pairs import consecutive_pairs
+from src_training.engine.registration import load_registration_model
+from src_training.evaluation.baselines import ElastixBSpline
+from src_training.evaluation.scoring import (
+    Method,
+    Registered,
+    add_noise,
+    identity_method,
+    network_method,
+    score_pairs,
+    summarise,
+)
+from src_training.evaluation.stats import against_reference
+from src_training.metrics.dice import mean_dice
+from src_training.registration.inference import check_model_fits
+
+BASELINES = ("identity", "elastix")
+
+
+@dataclass(frozen=True)
+class EvaluatedMethod:
+    """One row of the evaluation table.
+
+    Attributes
+    ----------
+    name : str
+        The row's name (a model's file stem).
+    metric : str
+        The metric it was trained with (or the baseline's kind).
+    method : Method
+        The registration callable.
+    """
+
+    name: str
+    metric: str
+    method: Method
+
+
+@dataclass
+class Evaluation:
+    """Scores of every method on every pair.
+
+    Attributes
+    ----------
+    pair_rows : list of dict
+        One row per method and pair (Dice, per-class Dice, HD95, folding, time).
+    summary_rows : list of dict
+        One row per method: means, spreads and, with a reference, the statistics.
+    kept : dict
+        Per method, the :class:`Registered` result of the kept pair (for figures).
+    statistics : dict or None
+        Per method, the paired test against the reference.
+    images : numpy.ndarray
+        The images as scored (with the noise added).
+    """
+
+    pair_rows: list[dict[str, Any]] = field(default_factory=list)
+    summary_rows: list[dict[str, Any]] = field(default_factory=list)
+    kept: dict[str, Registered] = field(default_factory=dict)
+    statistics: dict[str, dict[str, Any]] | None = None
+    images: np.ndarray | None = None
+
+
+def evaluation_pairs(
+    data: Dataset, pairs: list[tuple[int, int]] | None = None, data_name: str = "the data"
+) -> list[tuple[int, int]]:
+    """Return the pairs to score: given ones, the data's own, or consecutive frames.
+
+    Parameters
+    ----------
+    data : Dataset
+        Labelled test data.
+    pairs : list of (int, int), optional
+        Explicit ``(moving, fixed)`` pairs.
+    data_name : str
+        How messages name the data.
+
+    Returns
+    -------
+    list of (int, int)
+        At least one pair.
+    """
+    if data.labels is None:
+        raise ValueError(f"{data_name} has no label images; evaluation needs labels for Dice")
+    if pairs is None:
+        pairs = data.pairs if data.pairs is not None else consecutive_pairs(len(data))
+    if not pairs:
+        raise ValueError("the selected data holds no pair; select at least 2 frames")
+    return pairs
+
+
+def evaluation_methods(
+    baselines: Sequence[str],
+    models: Sequence[str | Path],
+    data: Dataset,
+    device: torch.device | str = "cpu",
+    data_name: str = "the data",
+) -> list[EvaluatedMethod]:
+    """Build every baseline and model row, checked against the data before any work.
+
+    Parameters
+    ----------
+    baselines : sequence of str
+        Any of :data:`BASELINES` (repeats ignored).
+    models : sequence of str or Path
+        Registration model files; a row's name is the file stem.
+    data : Dataset
+        The test data.
+    device : torch.device or str
+        Where the models run.
+    data_name : str
+        How messages name the data.
+
+    Returns
+    -------
+    list of EvaluatedMethod
+        Baselines first, then models in order.
+    """
+    methods: list[EvaluatedMethod] = []
+    for baseline in dict.fromkeys(baselines):
+        if baseline == "identity":
+            methods.append(EvaluatedMethod("identity", "identity", identity_method))
+        elif baseline == "elastix":
+            methods.append(EvaluatedMethod("elastix", "bspline", ElastixBSpline()))
+        else:
+            raise ValueError(f"unknown baseline {baseline!r}; choose from {', '.join(BASELINES)}")
+    for path in models:
+        model = load_registration_model(path)
+        check_model_fits(model, data.images[0], f"the data {data_name}")
+        name = Path(path).stem
+        if name in [m.name for m in methods]:
+            raise ValueError(
+                f"two evaluated models are named {name} (a row's name is its file stem); "
+                "give the model files different names"
+            )
+        metric = model.metadata.get("metric", "?")
+        methods.append(EvaluatedMethod(name, metric, network_method(model.network, device)))
+    return methods
+
+
+def check_reference(methods: Sequence[EvaluatedMethod], reference: str | None) -> None:
+    """Refuse a reference row that is none of the evaluated methods."""
+    names = [m.name for m in methods]
+    if reference is not None and reference not in names:
+        raise ValueError(
+            f"--reference {reference} is none of the evaluated models; choose one of "
+            f"{', '.join(names)} (a model's name is its file stem)"
+        )
+
+
+def median_identity_pair(labels: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[int, int]:
+    """Pick the pair whose unregistered Dice is the median (the lower one of an even count)."""
+    ranked = sorted(pairs, key=lambda pair: mean_dice(labels[pair[0]], labels[pair[1]]))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def evaluate_methods(
+    data: Dataset,
+    pairs: list[tuple[int, int]],
+    methods: Sequence[EvaluatedMethod],
+    *,
+    hd95: bool = False,
+    noise: float = 0.0,
+    seed: int = 0,
+    reference: str | None = None,
+    keep: tuple[int, int] | None = None,
+) -> Evaluation:
+    """Score every method on every pair, with optional noise and statistics.
+
+    Parameters
+    ----------
+    data : Dataset
+        Labelled test data.
+    pairs : list of (int, int)
+        ``(moving, fixed)`` indices.
+    methods : sequence of EvaluatedMethod
+        From :func:`evaluation_methods`.
+    hd95 : bool
+        Also score the 95th-percentile Hausdorff distance.
+    noise : float
+        Std of Gaussian noise added to both images of every pair.
+    seed : int
+        Seed of the noise.
+    reference : str, optional
+        Test every other row against this row (Wilcoxon, Cohen's d on per-pair Dice).
+    keep : (int, int), optional
+        The pair whose results are kept for figures.
+
+    Returns
+    -------
+    Evaluation
+        Per-pair rows, summary rows, kept results and statistics.
+    """
+    names = [m.name for m in methods]
+    check_reference(methods, reference)
+    assert data.labels is not None
+    images = add_noise(data.images, noise, seed)
+    result = Evaluation(images=images)
+    for entry in methods:
+        scored = score_pairs(
+            images, data.labels, pairs, entry.method, data.class_values, hd95=hd95, keep=keep
+        )
+        for row in scored.rows:
+            row.update(
+                model=entry.name,
+                metric=entry.metric,
+                noise=noise,
+                moving_name=data.names[int(row["moving"])],
+                fixed_name=data.names[int(row["fixed"])],
+            )
+        result.pair_rows += scored.rows
+        result.summary_rows.append(
+            {"model": entry.name, "metric": entry.metric, "noise": noise, **summarise(scored.rows)}
+        )
+        if scored.kept is not None:
+            result.kept[entry.name] = scored.kept
+    if reference is not None:
+        dice = {n: [r["dice"] for r in result.pair_rows if r["model"] == n] for n in names}
+        result.statistics = against_reference(dice, reference)
+        for row in result.summary_rows:
+            row.update(result.statistics.get(row["model"], {}))
+    return result

@@ -1,0 +1,229 @@
+"""Train a feature extractor or a registration model: datasets and options in, a trainer out.
+
+The returned trainer's :meth:`~src_training.training.trainer.Trainer.run` yields the
+progress events (steps and validations) and can be stopped between steps; its
+:meth:`~src_training.training.trainer.Trainer.model_file` is the trained model in
+memory, and with ``out`` the model, checkpoint and log are written as it goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from src_training.data.datasets import Dataset
+from src_training.metrics.registry import MetricInputs, Similarity, build_metric, metric_spec
+from src_training.networks.modelio import ModelFile, load_model, require_kind
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.training.trainer import TrainConfig
+from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
+
+
+def load_extractor(
+    source: str | Path | ModelFile, metric: str, ndim: int, channels: int
+) -> FeatureExtractor:
+    """Load a feature extractor and check it suits the metric and the data.
+
+    Parameters
+    ----------
+    source : str, Path or ModelFile
+        An extractor file, or one in memory.
+    metric : str
+        The metric that will compare its features.
+    ndim, channels : int
+        Dimensionality and channels of the data.
+
+    Returns
+    -------
+    FeatureExtractor
+        The network.
+    """
+    name = str(source) if not isinstance(source, ModelFile) else "the feature extractor"
+    model = source if isinstance(source, ModelFile) else load_model(source)
+    require_kind(model, "features", name)
+    network = model.network
+    assert isinstance(network, FeatureExtractor)
+    if network.ndim != ndim or network.in_channels != channels:
+        raise ValueError(
+            f"the feature extractor {name} is {network.ndim}D with {network.in_channels} "
+            f"channel(s) but the data is {ndim}D with {channels}; train features on this data"
+        )
+    wanted = metric_spec(metric).extractor_kind
+    if network.kind != wanted:
+        other = "deepsim-ae" if network.kind == "autoencoder" else "deepsim"
+        raise ValueError(
+            f"{metric} needs a {wanted} feature extractor but {name} is an {network.kind}; "
+            f"use --metric {other}"
+        )
+    return network
+
+
+def registration_metric(
+    name: str,
+    *,
+    ndim: int,
+    channels: int,
+    features: str | Path | ModelFile | None = None,
+    vgg_weights: str | None = None,
+    feature_levels: Sequence[int] | None = None,
+    how_to_get_extractor: str = MetricInputs.how_to_get_extractor,
+) -> Similarity:
+    """Build a metric by name with what it needs, checked against the data.
+
+    Parameters
+    ----------
+    name : str
+        A registered metric.
+    ndim, channels : int
+        The data the metric will compare.
+    features : str, Path or ModelFile, optional
+        The feature extractor of deepsim and deepsim-ae.
+    vgg_weights : str, optional
+        The VGG16 weights file of vgg.
+    feature_levels : sequence of int, optional
+        Encoder stages DeepSim compares.
+    how_to_get_extractor : str
+        The end of the message when an extractor is needed but missing.
+
+    Returns
+    -------
+    Similarity
+        The metric; its metadata records the extractor file.
+    """
+    spec = metric_spec(name)
+    extractor = None
+    if spec.extractor_kind is not None and features is not None:
+        extractor = load_extractor(features, name, ndim, channels)
+    inputs = MetricInputs(extractor, vgg_weights, feature_levels, how_to_get_extractor)
+    metric = build_metric(name, inputs)
+    if extractor is not None and not isinstance(features, ModelFile):
+        metric.metadata["features"] = str(Path(str(features)).resolve())
+    return metric
+
+
+def features_trainer(
+    train: Dataset,
+    val: Dataset | None,
+    config: TrainConfig,
+    *,
+    kind: str = "segmentation",
+    channels: Sequence[int] = (64, 128, 256),
+    dice_weight: float = 0.0,
+    out: str | Path | None = None,
+    metadata: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    what: str = "the training data",
+) -> FeatureTrainer:
+    """Build a feature extractor for the data and its trainer.
+
+    Parameters
+    ----------
+    train, val : Dataset
+        Training and (optional) validation data.
+    config : TrainConfig
+        Optimisation settings (its seed also seeds the weights).
+    kind : {"segmentation", "autoencoder"}
+        The extractor's task.
+    channels : sequence of int
+        Encoder channels.
+    dice_weight : float
+        Weight of the soft Dice term of segmentation.
+    out : str or Path, optional
+        Model file to write as training goes.
+    metadata : dict, optional
+        Facts to record in the model file.
+    device : torch.device or str
+        Where to train.
+    rank, world_size : int
+        Process index and count under distributed training.
+    what : str
+        How messages name the training data.
+
+    Returns
+    -------
+    FeatureTrainer
+        Ready to :meth:`run`.
+    """
+    if kind == "segmentation" and (train.labels is None or train.num_classes < 2):
+        raise ValueError(
+            f"{what} has no label images with at least 2 classes; a segmentation extractor "
+            "needs labels (or use --kind autoencoder)"
+        )
+    if not 0 <= dice_weight < float("inf"):
+        raise ValueError(f"--dice-weight must be a finite number >= 0, got {dice_weight}")
+    torch.manual_seed(config.seed)
+    network = FeatureExtractor(
+        train.ndim,
+        train.channels,
+        max(train.num_classes, 2),
+        channels,
+        kind=kind,
+        dice_weight=dice_weight,
+    )
+    meta = {"task": "features", **(metadata or {})}
+    return FeatureTrainer(network, config, train, val, out, meta, device, rank, world_size)
+
+
+def registration_trainer(
+    train: Dataset,
+    val: Dataset | None,
+    metric: Similarity,
+    config: TrainConfig,
+    *,
+    lam: float | None = None,
+    regulariser: str = "diffusion",
+    channels: Sequence[int] = (64, 128, 256),
+    diffeomorphic: bool = False,
+    out: str | Path | None = None,
+    metadata: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+) -> RegistrationTrainer:
+    """Build a registration network for the data and its trainer.
+
+    Parameters
+    ----------
+    train, val : Dataset
+        Training and (optional) validation data.
+    metric : Similarity
+        From :func:`registration_metric`.
+    config : TrainConfig
+        Optimisation settings (its seed also seeds the weights).
+    lam : float, optional
+        Regulariser weight; the metric's default when None.
+    regulariser : str
+        ``diffusion`` or ``bending``.
+    channels : sequence of int
+        Encoder channels.
+    diffeomorphic : bool
+        Predict a velocity field and integrate it.
+    out, metadata, device, rank, world_size
+        As for :func:`features_trainer`.
+
+    Returns
+    -------
+    RegistrationTrainer
+        Ready to :meth:`run`.
+    """
+    torch.manual_seed(config.seed)
+    network = RegistrationNet(train.ndim, train.channels, channels, diffeomorphic=diffeomorphic)
+    return RegistrationTrainer(
+        network,
+        config,
+        train,
+        metric=metric,
+        lam=metric.spec.default_lambda if lam is None else lam,
+        regulariser=regulariser,
+        val=val,
+        out=out,
+        metadata={"task": "registration", **(metadata or {})},
+        device=device,
+        rank=rank,
+        world_size=world_size,
+    )

@@ -1,0 +1,1 @@
+"""Registration: applying a trained model to pairs, batches and time series."""
