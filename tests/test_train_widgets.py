@@ -8,9 +8,8 @@ import pytest
 import tifffile
 from qtpy.QtCore import QTimer
 
-import napari_deepsim._train_widget as train_module
+from napari_deepsim._models import trained_models
 from napari_deepsim._register_widget import RegisterWidget
-from napari_deepsim._train_job import trained_models
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.modelio import load_model
 from src_training.samples import noisy_cell_sequence
@@ -21,19 +20,26 @@ TINY = {"crop": 32, "channels": "4,8", "device": "cpu", "steps": 3}
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(train_module, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
 def viewer(make_napari_viewer):
     trained_models.clear()
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
     yield viewer
     trained_models.clear()
+
+
+WIDGETS = {
+    "Register": RegisterWidget,
+    "Train feature extractor": TrainFeaturesWidget,
+    "Train registration model": TrainRegistrationWidget,
+}
+
+
+def _dock(viewer, name):
+    """Open a widget as the Plugins menu does (it gets its own proxy of the viewer)."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", name)
+    assert isinstance(widget, WIDGETS[name])
+    return widget
 
 
 def _setup(widget, viewer, **settings):
@@ -50,16 +56,18 @@ def _train(qtbot, widget):
     return worker
 
 
-def test_features_then_deepsim_registration_saved_and_offered(viewer, qtbot, errors, tmp_path):
-    features = TrainFeaturesWidget(viewer)
-    registration = TrainRegistrationWidget(viewer)
-    register = RegisterWidget(viewer)
+def test_features_then_deepsim_registration_saved_and_offered(
+    viewer, make_napari_viewer, qtbot, errors, tmp_path
+):
+    features = _dock(viewer, "Train feature extractor")
+    registration = _dock(viewer, "Train registration model")
+    register = _dock(viewer, "Register")
     _setup(features, viewer)
     _train(qtbot, features)
     assert features.model is not None and features.model.kind == "features"
     assert len(features.plot.losses) == 3
     assert registration.extractor.value is features.model  # the newest extractor is chosen
-    opened_later = TrainRegistrationWidget(viewer)
+    opened_later = _dock(make_napari_viewer(), "Train registration model")
     assert opened_later.extractor.value is features.model
     assert features.save(tmp_path / "f.pt").is_file()
 
@@ -78,7 +86,7 @@ def test_features_then_deepsim_registration_saved_and_offered(viewer, qtbot, err
 
 
 def test_stop_ends_a_long_run_quickly(viewer, qtbot, errors):
-    widget = TrainRegistrationWidget(viewer)
+    widget = _dock(viewer, "Train registration model")
     _setup(widget, viewer, steps=10000)
     ticks: list[float] = []
     timer = QTimer()
@@ -102,12 +110,12 @@ def test_stop_ends_a_long_run_quickly(viewer, qtbot, errors):
 
 
 def test_bad_inputs_are_reported(viewer, qtbot, errors):
-    features = TrainFeaturesWidget(viewer)
+    features = _dock(viewer, "Train feature extractor")
     _setup(features, viewer)
     features.labels.value = None
     assert features.start() is None
     assert "labels" in errors[-1]
-    registration = TrainRegistrationWidget(viewer)
+    registration = _dock(viewer, "Train registration model")
     _setup(registration, viewer)
     registration.metric.value = "deepsim"
     assert registration.extractor.choices == (None,)
@@ -121,8 +129,8 @@ def test_bad_inputs_are_reported(viewer, qtbot, errors):
 def test_the_likely_training_layers_are_preselected(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "noisy_cell_pair")
-    features = TrainFeaturesWidget(viewer)
-    registration = TrainRegistrationWidget(viewer)
+    features = _dock(viewer, "Train feature extractor")
+    registration = _dock(viewer, "Train registration model")
     assert features.image.value is viewer.layers["fixed"]
     assert features.labels.value is viewer.layers["fixed labels"]
     assert registration.image.value is None  # no stack of frames yet
@@ -152,7 +160,7 @@ def test_a_dataset_folder_is_read_in_the_worker(viewer, qtbot, errors, tmp_path,
         return original(*args, **kwargs)
 
     monkeypatch.setattr(datasets, "load_dataset", spy)
-    widget = TrainRegistrationWidget(viewer)
+    widget = _dock(viewer, "Train registration model")
     _setup(widget, viewer, steps=2)
     widget.folder.value = _tiny_folder(tmp_path / "data")
     _train(qtbot, widget)
