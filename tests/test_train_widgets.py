@@ -6,8 +6,10 @@ import time
 
 import pytest
 import tifffile
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QApplication
 
+from napari_deepsim._compare_widget import CompareWidget
 from napari_deepsim._models import trained_models
 from napari_deepsim._register_widget import RegisterWidget
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
@@ -30,6 +32,7 @@ def viewer(make_napari_viewer):
 
 WIDGETS = {
     "Register": RegisterWidget,
+    "Compare metrics": CompareWidget,
     "Train feature extractor": TrainFeaturesWidget,
     "Train registration model": TrainRegistrationWidget,
 }
@@ -170,3 +173,44 @@ def test_a_dataset_folder_is_read_in_the_worker(viewer, qtbot, errors, tmp_path,
     widget.folder.value = tmp_path / "missing"
     _train(qtbot, widget)
     assert "missing" in errors[-1] and widget.train_button.text == "Train"
+
+
+def test_a_trained_model_reaches_the_docked_register_widget(viewer, qtbot, errors):
+    registration = _dock(viewer, "Train registration model")
+    register = _dock(viewer, "Register")
+    compare = _dock(viewer, "Compare metrics")
+    assert register.viewer is not registration.viewer  # napari gives each dock its own proxy
+    assert register.trained.value is None
+    _setup(registration, viewer)
+    _train(qtbot, registration)
+    assert errors == []
+    assert registration.model is not None
+    assert register.trained.value is registration.model
+    assert register.model_info.value == "using the 2D ncc model trained here"
+    assert [name for name, _ in register._trained_models()] == ["ncc model #1"]
+    assert [compare.models.item(i).text() for i in range(compare.models.count())] == [
+        "ncc model #1"
+    ]
+
+
+def test_a_closed_register_widget_no_longer_hears_the_registry(
+    viewer, make_napari_viewer, qtbot, errors
+):
+    trained = trained_models.events.trained
+    listening = len(trained.callbacks)
+    dock, closed = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    assert len(trained.callbacks) == listening + 1
+    dock.destroyOnClose()  # what the dock's close button does
+    assert len(trained.callbacks) == listening
+    other = make_napari_viewer()
+    _dock(other, "Register")
+    other.close()  # its widgets are deleted with the window
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert len(trained.callbacks) == listening
+
+    registration = _dock(viewer, "Train registration model")
+    _setup(registration, viewer)
+    _train(qtbot, registration)
+    assert errors == []
+    assert registration.model is not None and trained_models.of_kind("registration")
+    assert closed.trained.value is None  # the closed widget did not take the model
