@@ -7,7 +7,7 @@ named like the built-in samples first, otherwise by order and by matching shapes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,20 +17,6 @@ if TYPE_CHECKING:
     import napari
 
 SOURCE = "deepsim_source"  # metadata key tying an output layer to the layer it came from
-
-
-def disconnect(events: list[Any], callback: Callable[..., None], *_args: Any) -> None:
-    """Stop layer-list events from reaching a widget that Qt has deleted."""
-    for event in events:
-        event.disconnect(callback)
-
-
-def watch_layers(widget: Any, viewer: napari.Viewer, callback: Callable[..., None]) -> None:
-    """Call ``callback`` when layers are added or removed, until ``widget`` is deleted."""
-    events = [getattr(viewer.layers.events, e) for e in ("inserted", "removed")]
-    for event in events:
-        event.connect(callback)
-    widget.destroyed.connect(lambda *_: disconnect(events, callback))
 
 
 def inputs(viewer: napari.Viewer, kind: type[Layer] | tuple[type[Layer], ...]) -> list[Layer]:
@@ -141,51 +127,6 @@ def pair_arrays(
             f"fixed image {fixed_data.shape}; choose its labels"
         )
     return fixed_data, moving_data, fixed_ids, moving_ids
-
-
-def start_worker(
-    function: Callable[..., Any],
-    job: Any,
-    total: int,
-    description: str,
-    returned: Callable[[Any], None],
-    errored: Callable[[BaseException], None],
-    finished: Callable[[], None],
-) -> Any:
-    """Run a generator function in a napari thread worker with a progress bar.
-
-    Parameters
-    ----------
-    function : callable
-        A generator function of ``job``; each yield advances the progress bar.
-    job : object
-        Its argument.
-    total : int
-        Expected number of yields.
-    description : str
-        The progress bar's text in napari's activity dock.
-    returned, errored, finished : callable
-        Slots for the worker's signals (called on the GUI thread).
-
-    Returns
-    -------
-    napari.qt.threading.GeneratorWorker
-        The started worker.
-    """
-    from napari.qt.threading import create_worker
-
-    worker = create_worker(
-        function,
-        job,
-        _progress={"total": total, "desc": description},
-        _ignore_errors=True,
-        _start_thread=False,
-    )
-    worker.returned.connect(returned)
-    worker.errored.connect(errored)
-    worker.finished.connect(finished)
-    worker.start()
-    return worker
 
 
 def partner(image: Layer | None, labels: Iterable[Layer], taken: Iterable[Layer] = ()) -> Any:

@@ -3,29 +3,26 @@
 Each model's warped image, warped labels, deformation grid (in its own colour),
 Jacobian and folds become layers; a table lists Dice, % folding, the std of log J and
 the time per model. A rectangle drawn on the ``compare zoom`` Shapes layer shows the
-fixed and moving patches and every model's warped patch with its grid, side by side.
-The models run one after another in a napari thread worker
-(:mod:`napari_deepsim._compare_job`); layers and tiles are made on the GUI thread.
+fixed and moving patches and every model's warped patch with its grid, side by side
+(:mod:`napari_deepsim._compare_zoom`). The models run one after another in a napari
+thread worker (:mod:`napari_deepsim._compare_job`); layers and tiles are made on the
+GUI thread. The registration models trained in this session are listed as they come.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
-from napari.layers import Image, Labels, Layer, Shapes
+from magicgui.widgets import Container, PushButton
+from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QPointF, Qt
-from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
     QFrame,
-    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -39,61 +36,35 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deepsim._choices import (
-    SOURCE,
-    disconnect,
-    guess_pair,
-    inputs,
-    pair_arrays,
-    start_worker,
-    watch_layers,
+from napari_deepsim._choices import guess_pair, pair_arrays
+from napari_deepsim._compare_job import CompareJob, Entry, Outcome, run, table
+from napari_deepsim._compare_zoom import PREFIX, ZoomView
+from napari_deepsim._controls import (
+    FOLDS_STYLE,
+    JACOBIAN_STYLE,
+    add_output,
+    device_picker,
+    grid_style,
+    layer_choices,
+    like,
+    pair_pickers,
+    remove_outputs,
+    spacing_picker,
 )
-from napari_deepsim._compare_job import CompareJob, Entry, Outcome, Zoom, run, table, zoom, zoom_box
-from napari_deepsim._register_job import Job, error_message
-from napari_deepsim._register_widget import FOLD_COLORS, GRID_WIDTH
-from napari_deepsim._train_job import trained_models
-from src_training.runtime.devices import DEVICE_CHOICES as DEVICES
+from napari_deepsim._models import trained_models
+from napari_deepsim._register_job import Job
+from napari_deepsim._subscriptions import subscribe, watch_layers
+from napari_deepsim._workers import error_message, start_worker
 
 if TYPE_CHECKING:
     import napari
 
     from src_training.networks.modelio import ModelFile
 
-PREFIX = "compare:"  # SOURCE metadata of this widget's layers: PREFIX + model name
-ZOOM_LAYER = "compare zoom"
-TILE = 150  # side of a zoom tile in screen pixels
-TILE_COLUMNS = 2
 HEADERS = ["model", "Dice", "% folding", "sd log J", "s/pair"]
 
 
-def _tile(patch: Zoom, limits: tuple[float, float], color: str | None) -> QPixmap:
-    """Render a patch (grey, with the layer's contrast limits) and its grid lines."""
-    low, high = limits
-    scaled = np.clip((patch.image - low) / max(high - low, 1e-12), 0.0, 1.0)
-    grey = np.ascontiguousarray(np.round(scaled * 255).astype(np.uint8))
-    height, width = grey.shape
-    image = QImage(grey.data, width, height, width, QImage.Format.Format_Grayscale8).copy()
-    factor = TILE / max(height, width)
-    pixmap = QPixmap.fromImage(image).scaled(
-        max(1, round(width * factor)),
-        max(1, round(height * factor)),
-        Qt.AspectRatioMode.IgnoreAspectRatio,
-        Qt.TransformationMode.FastTransformation,
-    )
-    if color is not None and patch.lines:
-        painter = QPainter(pixmap)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        pen = QPen(QColor(color))
-        pen.setWidthF(1.5)
-        painter.setPen(pen)
-        for line in patch.lines:
-            points = [QPointF((c + 0.5) * factor, (r + 0.5) * factor) for r, c in line]
-            painter.drawPolyline(QPolygonF(points))
-        painter.end()
-    return pixmap
-
-
-class CompareWidget(QWidget):
+class CompareWidget(ZoomView, QWidget):
     """Compare registration models (metrics) on one pair: layers, a table and zooms.
 
     Parameters
@@ -107,16 +78,14 @@ class CompareWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.outcomes: list[Outcome] = []
-        self.zooms: dict[str, Zoom] = {}
         self._files: list[Path] = []
         self._pair: dict[str, Any] = {}
 
-        self.fixed = ComboBox(label="fixed", choices=self._images, nullable=True)
-        self.moving = ComboBox(label="moving", choices=self._images, nullable=True)
-        self.moving_labels = ComboBox(label="moving labels", choices=self._labels, nullable=True)
-        self.fixed_labels = ComboBox(label="fixed labels", choices=self._labels, nullable=True)
-        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
-        self.spacing = SpinBox(label="grid spacing", value=16, min=2, max=512)
+        self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
+            self._images, self._labels
+        )
+        self.device = device_picker()
+        self.spacing = spacing_picker()
         self.inputs = Container(
             widgets=[
                 self.fixed,
@@ -139,12 +108,7 @@ class CompareWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.zoom_button = QPushButton("Draw zoom rectangle")
-        self.zoom_button.setToolTip(
-            "Draw a rectangle on the image (a noisy patch) to see every model's warp on it"
-        )
-        self.tiles = QWidget()
-        self.tile_grid = QGridLayout(self.tiles)
+        zoom_button, tiles = self._zoom_widgets()
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_button)
@@ -157,8 +121,8 @@ class CompareWidget(QWidget):
         column.addLayout(buttons)
         column.addWidget(self.compare_button.native)
         column.addWidget(self.table)
-        column.addWidget(self.zoom_button)
-        column.addWidget(self.tiles)
+        column.addWidget(zoom_button)
+        column.addWidget(tiles)
         column.addStretch()
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -169,27 +133,19 @@ class CompareWidget(QWidget):
         self.add_button.clicked.connect(self._add_clicked)
         self.remove_button.clicked.connect(self._remove_clicked)
         self.compare_button.changed.connect(self.compare)
-        self.zoom_button.clicked.connect(self.draw_zoom)
         watch_layers(self, self.viewer, self.reset_choices)
-        trained_models.events.inserted.connect(self._list_models)
-        trained_models.events.removed.connect(self._list_models)
-        self.destroyed.connect(
-            partial(
-                disconnect,
-                [trained_models.events.inserted, trained_models.events.removed],
-                self._list_models,
-            )
-        )
+        events = trained_models.events
+        subscribe(self, [events.inserted, events.removed], self._list_models)
         self.reset_choices()
         self._list_models()
 
     # ---- inputs --------------------------------------------------------------------
 
     def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [(layer.name, layer) for layer in inputs(self.viewer, Image)]
+        return layer_choices(self.viewer, Image)
 
     def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [(layer.name, layer) for layer in inputs(self.viewer, Labels)]
+        return layer_choices(self.viewer, Labels)
 
     def reset_choices(self, *_args: Any) -> None:
         """Refresh the layer choosers; fill empty ones with the likely pair."""
@@ -209,7 +165,7 @@ class CompareWidget(QWidget):
             if self.models.item(i).checkState() != Qt.CheckState.Checked
         }
         self.models.clear()
-        names = [m.name for m in trained_models if m.model.kind == "registration"]
+        names = [m.name for m in trained_models.of_kind("registration")]
         names += [self._file_name(path) for path in self._files]
         for name in names:
             item = QListWidgetItem(name)
@@ -242,7 +198,7 @@ class CompareWidget(QWidget):
 
     def _entries(self) -> list[Entry]:
         sources: dict[str, str | ModelFile] = {
-            m.name: m.model for m in trained_models if m.model.kind == "registration"
+            m.name: m.model for m in trained_models.of_kind("registration")
         }
         sources.update({self._file_name(path): str(path) for path in self._files})
         return [
@@ -286,7 +242,7 @@ class CompareWidget(QWidget):
         try:
             job = self._make_job()
         except ValueError as err:
-            show_error(error_message(err))
+            self._report(err)
             return None
         self._pair = {
             "fixed": self.fixed.value,
@@ -300,7 +256,7 @@ class CompareWidget(QWidget):
             job.stages,
             f"Comparing {len(job.entries)} models",
             self._on_returned,
-            lambda err: show_error(error_message(err)),
+            self._report,
             self._on_finished,
         )
         return self.worker
@@ -337,6 +293,9 @@ class CompareWidget(QWidget):
         )
         return CompareJob(pair, entries)
 
+    def _report(self, err: BaseException) -> None:
+        show_error(error_message(err, "Comparison"))
+
     def _on_finished(self) -> None:
         self.worker = None
         self.compare_button.enabled = True
@@ -345,13 +304,11 @@ class CompareWidget(QWidget):
         try:
             self._show(outcomes)
         except Exception as err:  # never raise into Qt's event loop
-            show_error(error_message(err))
+            self._report(err)
 
     def _show(self, outcomes: list[Outcome]) -> None:
         self.outcomes = outcomes
-        for layer in list(self.viewer.layers):
-            if str(layer.metadata.get(SOURCE, "")).startswith(PREFIX):
-                self.viewer.layers.remove(layer)
+        remove_outputs(self.viewer, PREFIX, prefix=True)
         failed = [o for o in outcomes if o.error is not None]
         for outcome in outcomes:
             if outcome.result is not None:
@@ -369,56 +326,22 @@ class CompareWidget(QWidget):
         result = outcome.result
         assert result is not None
         fixed, moving = self._pair["fixed"], self._pair["moving"]
-        grid_layer = fixed
+        grid = (fixed.scale, fixed.translate)
 
-        def add(kind: str, data: Any, suffix: str, **kwargs: Any) -> Layer:
-            adder: Callable[..., Layer] = getattr(self.viewer, f"add_{kind}")
-            return adder(
-                data,
-                name=f"{outcome.name} {suffix}",
-                scale=grid_layer.scale,
-                translate=grid_layer.translate,
-                metadata={SOURCE: PREFIX + outcome.name},
-                **kwargs,
-            )
+        def add(kind: str, data: Any, suffix: str, **style: Any) -> None:
+            name = f"{outcome.name} {suffix}"
+            add_output(self.viewer, kind, data, name, PREFIX + outcome.name, grid, **style)
 
-        add(
-            "image",
-            result.jacobian,
-            "Jacobian",
-            colormap="PiYG",
-            contrast_limits=(0.0, 2.0),
-            visible=False,
-        )
-        add(
-            "image",
-            result.warped,
-            "warped",
-            colormap=moving.colormap,
-            contrast_limits=moving.contrast_limits,
-        )
+        add("image", result.jacobian, "Jacobian", **JACOBIAN_STYLE, visible=False)
+        add("image", result.warped, "warped", **like(moving))
         if result.warped_labels is not None:
-            labels = self._pair["moving_labels"]
-            add("labels", result.warped_labels, "warped labels", opacity=labels.opacity)
-        add("labels", result.folds, "folds", colormap=FOLD_COLORS, visible=False)
-        if isinstance(result.grid, list):
             add(
-                "shapes",
-                result.grid,
-                "grid",
-                shape_type="path",
-                edge_color=outcome.color,
-                edge_width=GRID_WIDTH,
+                "labels", result.warped_labels, "warped labels", **like(self._pair["moving_labels"])
             )
-        elif result.grid is not None:
-            add(
-                "image",
-                result.grid,
-                "grid",
-                colormap=outcome.color,
-                blending="additive",
-                contrast_limits=(0.0, 1.0),
-            )
+        add("labels", result.folds, "folds", **FOLDS_STYLE, visible=False)
+        if result.grid is not None:
+            kind, style = grid_style(result.grid, outcome.color)
+            add(kind, result.grid, "grid", **style)
 
     def _fill_table(self, outcomes: list[Outcome], dice_before: float | None) -> None:
         rows = table(outcomes, dice_before)
@@ -432,97 +355,3 @@ class CompareWidget(QWidget):
                     item.setToolTip(f"grid colour: {color}")
                 self.table.setItem(r, c, item)
         self.table.setMinimumHeight(30 * (len(rows) + 1))
-
-    # ---- zoom ----------------------------------------------------------------------
-
-    def _zoom_layer(self) -> Shapes | None:
-        return next(
-            (
-                layer
-                for layer in self.viewer.layers
-                if isinstance(layer, Shapes) and layer.metadata.get(SOURCE) == PREFIX + "zoom"
-            ),
-            None,
-        )
-
-    def draw_zoom(self, *_args: Any) -> Shapes | None:
-        """Add (or select) the ``compare zoom`` Shapes layer in rectangle-drawing mode.
-
-        Returns
-        -------
-        Shapes or None
-            The layer whose last rectangle is zoomed on, or None without a fixed layer.
-        """
-        fixed = self.fixed.value
-        if fixed is None:
-            show_error("Choose a fixed image layer before drawing a zoom rectangle.")
-            return None
-        layer = self._zoom_layer()
-        if layer is None:
-            layer = self.viewer.add_shapes(
-                name=ZOOM_LAYER,
-                ndim=fixed.ndim,
-                scale=fixed.scale,
-                translate=fixed.translate,
-                edge_color="white",
-                edge_width=2,
-                face_color="transparent",
-                metadata={SOURCE: PREFIX + "zoom"},
-            )
-            layer.events.data.connect(self.update_zoom)
-        self.viewer.layers.selection.active = layer
-        layer.mode = "add_rectangle"
-        return layer
-
-    def update_zoom(self, *_args: Any) -> None:
-        """Show the fixed, moving and every model's warped patch in the last rectangle."""
-        layer = self._zoom_layer()
-        if layer is None or not len(layer.data) or not self.outcomes:
-            return
-        try:
-            self._show_zoom(np.asarray(layer.data[-1]))
-        except ValueError as err:
-            show_error(error_message(err))
-
-    def _show_zoom(self, corners: np.ndarray) -> None:
-        fixed, moving = self._pair["fixed"], self._pair["moving"]
-        results = [o for o in self.outcomes if o.result is not None]
-        if not results:
-            return
-        plane, rows, cols = zoom_box(corners, np.shape(fixed.data))
-        fixed_data = np.asarray(fixed.data)
-        self.zooms = {
-            "fixed": zoom(fixed_data, None, plane, rows, cols),
-            "moving": zoom(self._moving_on_fixed_grid(fixed_data.shape), None, plane, rows, cols),
-        }
-        tiles: list[tuple[str, Zoom, tuple[float, float], str | None]] = [
-            ("fixed", self.zooms["fixed"], tuple(fixed.contrast_limits), None),
-            ("moving", self.zooms["moving"], tuple(moving.contrast_limits), None),
-        ]
-        for outcome in results:
-            result = outcome.result
-            assert result is not None
-            patch = zoom(result.warped, result.field, plane, rows, cols)
-            self.zooms[outcome.name] = patch
-            tiles.append((outcome.name, patch, tuple(moving.contrast_limits), outcome.color))
-        while self.tile_grid.count():
-            item = self.tile_grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
-        for index, (name, patch, limits, color) in enumerate(tiles):
-            tile = QLabel()
-            tile.setPixmap(_tile(patch, limits, color))
-            caption = QLabel(name)
-            caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            row, col = divmod(index, TILE_COLUMNS)
-            self.tile_grid.addWidget(caption, 2 * row, col)
-            self.tile_grid.addWidget(tile, 2 * row + 1, col)
-
-    def _moving_on_fixed_grid(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Return the moving image on the fixed grid (resampled when the shapes differ)."""
-        moving = np.asarray(self._pair["moving"].data, np.float32)
-        if moving.shape == shape:
-            return moving
-        from src_training.data.normalise import resample
-
-        return resample(moving, shape, order=1)

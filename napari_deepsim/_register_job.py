@@ -246,16 +246,3 @@ def stack_vectors(t: int, vectors: np.ndarray) -> np.ndarray:
     time_axis = np.zeros((*vectors.shape[:2], 1), vectors.dtype)
     time_axis[:, 0] = t
     return np.concatenate([time_axis, vectors], axis=2)
-
-
-def error_message(err: BaseException) -> str:
-    """One sentence for the user; core errors already are one."""
-    text = str(err).rstrip(".")
-    if isinstance(err, (ValueError, FileNotFoundError)):
-        return text[:1].upper() + text[1:] + "."
-    if "out of memory" in text.lower():
-        return (
-            "Registration ran out of memory; choose the cpu device or crop the images "
-            f"({type(err).__name__})."
-        )
-    return f"Registration failed: {type(err).__name__}: {text}."

@@ -5,66 +5,53 @@ data; the worker only computes arrays (with :mod:`src_training` and
 :mod:`napari_deepsim._overlays`) and never touches Qt or layers. Its ``returned``
 signal, delivered on the GUI thread, adds the output layers. Torch and the core are
 imported inside functions, so importing this module (and opening napari) stays fast.
+Saving, loading and applying fields is :mod:`napari_deepsim._register_fields`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    Label,
-    PushButton,
-    Select,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Select
 from napari.layers import Image, Labels, Layer
-from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from napari_deepsim._choices import (
-    SOURCE,
-    disconnect,
-    guess_pair,
-    inputs,
-    pair_arrays,
-    spatial_data,
-    start_worker,
-    watch_layers,
+from napari_deepsim._choices import guess_pair, pair_arrays
+from napari_deepsim._controls import (
+    FOLDS_STYLE,
+    GRID_COLOR,
+    JACOBIAN_STYLE,
+    add_output,
+    device_picker,
+    grid_style,
+    layer_choices,
+    like,
+    pair_pickers,
+    remove_outputs,
+    spacing_picker,
 )
-from napari_deepsim._register_job import (
-    STAGES,
-    Job,
-    Result,
-    error_message,
-    run,
-    summary,
-    warp_data,
-)
-from napari_deepsim._train_job import TrainedModel, trained_models
-from src_training.runtime.devices import DEVICE_CHOICES as DEVICES
+from napari_deepsim._models import TrainedModel, trained_models
+from napari_deepsim._register_fields import FieldActions
+from napari_deepsim._register_job import STAGES, Job, Result, run, summary
+from napari_deepsim._subscriptions import subscribe, watch_layers
+from napari_deepsim._workers import error_message, start_worker
 
 if TYPE_CHECKING:
     import napari
 
     from src_training.networks.modelio import ModelFile
 
-GRID_COLOR = "yellow"
-GRID_WIDTH = 1.0
-FOLD_COLORS = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
 
-
-class RegisterWidget(QWidget):
+class RegisterWidget(FieldActions, QWidget):
     """Register a moving layer onto a fixed layer and show the warp, grid and Jacobian.
+
+    A registration model trained in this session (announced by
+    :data:`~napari_deepsim._models.trained_models`) is selected as soon as it is trained.
 
     Parameters
     ----------
@@ -80,15 +67,14 @@ class RegisterWidget(QWidget):
         self._field: np.ndarray | None = None
         self._field_transform: tuple[np.ndarray, np.ndarray] | None = None
 
-        self.fixed = ComboBox(label="fixed", choices=self._images, nullable=True)
-        self.moving = ComboBox(label="moving", choices=self._images, nullable=True)
+        self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
+            self._images, self._labels
+        )
         self.reference = ComboBox(label="stack reference", choices=self._references)
         self.reference.tooltip = (
             "Fixed and moving are the same 2D+t stack: register every frame to this frame, or "
             "each frame to the previous one (fields composed, all aligned to frame 0)"
         )
-        self.moving_labels = ComboBox(label="moving labels", choices=self._labels, nullable=True)
-        self.fixed_labels = ComboBox(label="fixed labels", choices=self._labels, nullable=True)
         self.extras = Select(label="carry along", choices=self._extras)
         self.extras.tooltip = "Layers of the moving layer's shape warped with the same field"
         self.extras.native.setMaximumHeight(80)
@@ -98,8 +84,8 @@ class RegisterWidget(QWidget):
             label="or model file", mode="r", filter="Model files (*.pt *.pth)"
         )
         self.model_info = Label(value="")
-        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
-        self.spacing = SpinBox(label="grid spacing", value=16, min=2, max=512)
+        self.device = device_picker()
+        self.spacing = spacing_picker()
         self.show_grid = CheckBox(text="deformation grid", value=True)
         self.show_jacobian = CheckBox(text="Jacobian and folds", value=True)
         self.show_vectors = CheckBox(text="displacement vectors (2D)", value=False)
@@ -108,10 +94,6 @@ class RegisterWidget(QWidget):
         self.results = QLabel("")
         self.results.setWordWrap(True)
         self.results.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.save_button = PushButton(text="Save field…")
-        self.load_button = PushButton(text="Load field…")
-        self.apply_target = ComboBox(label="apply to", choices=self._apply_targets, nullable=True)
-        self.apply_button = PushButton(text="Apply field to layer")
 
         self.inputs = Container(
             widgets=[
@@ -133,9 +115,7 @@ class RegisterWidget(QWidget):
                 self.register_button,
             ]
         )
-        self.field_controls = Container(
-            widgets=[self.save_button, self.load_button, self.apply_target, self.apply_button]
-        )
+        self.field_controls = self._field_controls()
         panel = QWidget()
         column = QVBoxLayout(panel)
         column.addWidget(self.inputs.native)
@@ -152,14 +132,10 @@ class RegisterWidget(QWidget):
             chooser.changed.connect(self._inputs_changed)
         self.model_file.changed.connect(self._model_file_changed)
         self.trained.changed.connect(self._trained_changed)
-        trained_models.events.inserted.connect(self._trained_list_changed)
-        self.destroyed.connect(
-            partial(disconnect, [trained_models.events.inserted], self._trained_list_changed)
-        )
         self.register_button.changed.connect(self.register)
-        self.save_button.changed.connect(self._save_clicked)
-        self.load_button.changed.connect(self._load_clicked)
-        self.apply_button.changed.connect(self._apply_clicked)
+        events = trained_models.events
+        subscribe(self, [events.inserted, events.removed], self._trained_list_changed)
+        subscribe(self, [events.trained], self._model_trained)
         watch_layers(self, self.viewer, self.reset_choices)
         self.reset_choices()
         self._guess_inputs()
@@ -167,10 +143,10 @@ class RegisterWidget(QWidget):
     # ---- choices -------------------------------------------------------------------
 
     def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [(layer.name, layer) for layer in inputs(self.viewer, Image)]
+        return layer_choices(self.viewer, Image)
 
     def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [(layer.name, layer) for layer in inputs(self.viewer, Labels)]
+        return layer_choices(self.viewer, Labels)
 
     def _extras(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         moving = self.moving.value
@@ -180,8 +156,8 @@ class RegisterWidget(QWidget):
             id(w.value) for w in (self.moving, self.fixed, self.moving_labels, self.fixed_labels)
         }
         return [
-            (layer.name, layer)
-            for layer in inputs(self.viewer, (Image, Labels))
+            (name, layer)
+            for name, layer in layer_choices(self.viewer, (Image, Labels))
             if id(layer) not in chosen and np.shape(layer.data) == np.shape(moving.data)
         ]
 
@@ -189,13 +165,6 @@ class RegisterWidget(QWidget):
         fixed = self.fixed.value
         frames = fixed.data.shape[0] if fixed is not None and fixed.ndim == 3 else 0
         return [("previous frame", "previous")] + [(f"frame {t}", t) for t in range(frames)]
-
-    def _apply_targets(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, (Image, Labels)) and layer.metadata.get(SOURCE) is None
-        ]
 
     def reset_choices(self, *_args: Any) -> None:
         """Refresh every layer chooser from the viewer's current layers."""
@@ -223,10 +192,16 @@ class RegisterWidget(QWidget):
     # ---- model ---------------------------------------------------------------------
 
     def _trained_models(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
-        return [(m.name, m.model) for m in trained_models if m.model.kind == "registration"]
+        return [(m.name, m.model) for m in trained_models.of_kind("registration")]
 
     def _trained_list_changed(self, *_args: Any) -> None:
         self.trained.reset_choices()
+
+    def _model_trained(self, event: Any) -> None:
+        """Use a registration model as soon as a training widget has trained it."""
+        if event.value.model.kind == "registration":
+            self.set_model(event.value.model)
+            show_info("The trained registration model is now used by the Register widget.")
 
     def set_model(self, model: str | Path | ModelFile) -> None:
         """Use a registration model: a model file path or a model trained in this viewer.
@@ -299,7 +274,7 @@ class RegisterWidget(QWidget):
         try:
             job = self._make_job()
         except ValueError as err:
-            show_error(error_message(err))
+            self._report(err)
             return None
         path = Path(self.model_file.value)
         context = {
@@ -352,9 +327,12 @@ class RegisterWidget(QWidget):
             checkerboard=bool(self.show_checkerboard.value),
         )
 
+    def _report(self, err: BaseException) -> None:
+        show_error(error_message(err, "Registration"))
+
     def _on_errored(self, err: BaseException) -> None:
         self.results.setText("registration failed")
-        show_error(error_message(err))
+        self._report(err)
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -364,7 +342,7 @@ class RegisterWidget(QWidget):
         try:
             self._show_result(context, result)
         except Exception as err:  # never raise into Qt's event loop
-            show_error(error_message(err))
+            self._report(err)
 
     def _show_result(self, context: dict[str, Any], result: Result) -> None:
         fixed, moving = context["fixed"], context["moving"]
@@ -372,17 +350,16 @@ class RegisterWidget(QWidget):
             self._model_cache = {context["model_key"]: result.model}
         self._field = result.field
         self._field_transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
-        key = moving.unique_id
-        self._remove_outputs(key)
-        add = partial(self._add_output, key, fixed)
+        key = str(moving.unique_id)
+        remove_outputs(self.viewer, key)
+        grid = (fixed.scale, fixed.translate)
+
+        def add(kind: str, data: Any, name: str, **style: Any) -> None:
+            add_output(self.viewer, kind, data, name, key, grid, **style)
+
         if context["jacobian"]:
             add(
-                "image",
-                result.jacobian,
-                f"{moving.name} Jacobian",
-                colormap="PiYG",
-                contrast_limits=(0.0, 2.0),
-                visible=False,
+                "image", result.jacobian, f"{moving.name} Jacobian", **JACOBIAN_STYLE, visible=False
             )
         if result.checkerboard is not None:
             add(
@@ -392,48 +369,22 @@ class RegisterWidget(QWidget):
                 colormap="gray",
                 visible=False,
             )
-        add(
-            "image",
-            result.warped,
-            f"{moving.name} warped",
-            colormap=moving.colormap,
-            contrast_limits=moving.contrast_limits,
-        )
+        add("image", result.warped, f"{moving.name} warped", **like(moving))
         if result.warped_labels is not None:
             labels = context["moving_labels"]
-            add("labels", result.warped_labels, f"{labels.name} warped", opacity=labels.opacity)
+            add("labels", result.warped_labels, f"{labels.name} warped", **like(labels))
         for source, data in zip(context["extras"], result.extras, strict=True):
             if isinstance(source, Labels):
-                add("labels", data, f"{source.name} warped", opacity=source.opacity)
+                add("labels", data, f"{source.name} warped", **like(source))
             else:
                 add(
-                    "image",
-                    data,
-                    f"{source.name} warped",
-                    colormap=source.colormap,
-                    contrast_limits=source.contrast_limits,
-                    blending=source.blending,
+                    "image", data, f"{source.name} warped", **like(source), blending=source.blending
                 )
         if context["jacobian"]:
-            add("labels", result.folds, f"{moving.name} folds", colormap=FOLD_COLORS)
-        if isinstance(result.grid, list):
-            add(
-                "shapes",
-                result.grid,
-                f"{moving.name} grid",
-                shape_type="path",
-                edge_color=GRID_COLOR,
-                edge_width=GRID_WIDTH,
-            )
-        elif result.grid is not None:
-            add(
-                "image",
-                result.grid,
-                f"{moving.name} grid",
-                colormap="yellow",
-                blending="additive",
-                contrast_limits=(0.0, 1.0),
-            )
+            add("labels", result.folds, f"{moving.name} folds", **FOLDS_STYLE)
+        if result.grid is not None:
+            kind, style = grid_style(result.grid, GRID_COLOR)
+            add(kind, result.grid, f"{moving.name} grid", **style)
         if result.vectors is not None:
             add(
                 "vectors",
@@ -443,169 +394,3 @@ class RegisterWidget(QWidget):
                 edge_width=0.5,
             )
         self.results.setText(summary(result))
-
-    def _add_output(
-        self, key: str, grid_layer: Layer, kind: str, data: Any, name: str, **kwargs: Any
-    ) -> Layer:
-        adder: Callable[..., Layer] = getattr(self.viewer, f"add_{kind}")
-        return adder(
-            data,
-            name=name,
-            scale=grid_layer.scale,
-            translate=grid_layer.translate,
-            metadata={SOURCE: key},
-            **kwargs,
-        )
-
-    def _remove_outputs(self, key: str) -> None:
-        for layer in list(self.viewer.layers):
-            if layer.metadata.get(SOURCE) == key:
-                self.viewer.layers.remove(layer)
-
-    # ---- displacement fields -------------------------------------------------------
-
-    @property
-    def field(self) -> np.ndarray | None:
-        """The current displacement field: of the last registration or a loaded file."""
-        return self._field
-
-    def save_field(self, path: str | Path) -> str | None:
-        """Save the current displacement field as ``.npy`` (float32).
-
-        Parameters
-        ----------
-        path : str or Path
-            Destination file.
-
-        Returns
-        -------
-        str or None
-            The written path, or None when there was nothing to save or it failed.
-        """
-        from napari_deepsim._io import save_displacement
-
-        if self._field is None:
-            show_error("There is no displacement field yet; press Register or load a field.")
-            return None
-        try:
-            return save_displacement(path, self._field)
-        except (OSError, ValueError) as err:
-            show_error(error_message(err))
-            return None
-
-    def load_field(self, path: str | Path) -> np.ndarray | None:
-        """Load a displacement field saved as ``.npy`` to apply it to layers.
-
-        Parameters
-        ----------
-        path : str or Path
-            A ``(2, H, W)``, ``(3, D, H, W)`` or stack ``(T, 2, H, W)`` float ``.npy`` file.
-
-        Returns
-        -------
-        numpy.ndarray or None
-            The field, or None when the file could not be used.
-        """
-        from napari_deepsim._io import load_displacement
-
-        try:
-            self._field = load_displacement(path, allow_stack=True)
-        except ValueError as err:
-            show_error(error_message(err))
-            return None
-        self._field_transform = None
-        self.results.setText(f"loaded field {Path(path).name} {self._field.shape}")
-        return self._field
-
-    def apply_field(self, layer: Layer) -> Layer | None:
-        """Warp an Image or Labels layer of the fixed grid with the current field.
-
-        Images use linear and labels nearest-neighbour interpolation; the result is
-        added as ``"<layer> warped"`` and replaces an earlier one.
-
-        Parameters
-        ----------
-        layer : Image or Labels
-            A layer whose shape is the field's grid (or, for a stack field, the stack).
-
-        Returns
-        -------
-        Layer or None
-            The added layer, or None when the field cannot be applied.
-        """
-        try:
-            return self._apply_field(layer)
-        except ValueError as err:
-            show_error(error_message(err))
-            return None
-
-    def _apply_field(self, layer: Layer) -> Layer:
-        import torch
-
-        from napari_deepsim._io import is_displacement
-
-        if self._field is None:
-            raise ValueError("there is no displacement field yet; press Register or load a field")
-        if not isinstance(layer, (Image, Labels)):
-            raise ValueError(f"{layer.name!r} is not an Image or Labels layer")
-        data = spatial_data(layer, "target")
-        field_ = self._field
-        single = field_.shape[1:] == data.shape and is_displacement(field_.shape, field_.dtype)
-        stack = (
-            field_.ndim == 4
-            and field_.shape[0] == data.shape[0]
-            and (field_.shape[2:] == data.shape[1:] and field_.shape[1] == data.ndim - 1)
-        )
-        if not (single or stack):
-            grid = (
-                field_.shape[1:]
-                if is_displacement(field_.shape, field_.dtype)
-                else (field_.shape[0], *field_.shape[2:])
-            )
-            raise ValueError(
-                f"the layer {layer.name!r} has shape {data.shape} but the field is defined on a "
-                f"grid of shape {tuple(grid)}; apply it to a layer of the fixed image's shape"
-            )
-        disp = torch.as_tensor(field_[None] if single else field_)
-        warped = warp_data(data, disp, isinstance(layer, Labels), not single)
-        key = f"applied:{layer.unique_id}"
-        self._remove_outputs(key)
-        scale, translate = self._field_transform or (layer.scale, layer.translate)
-        kind = "labels" if isinstance(layer, Labels) else "image"
-        extra = (
-            {"opacity": layer.opacity}
-            if kind == "labels"
-            else {"colormap": layer.colormap, "contrast_limits": layer.contrast_limits}
-        )
-        adder: Callable[..., Layer] = getattr(self.viewer, f"add_{kind}")
-        return adder(
-            warped,
-            name=f"{layer.name} warped",
-            scale=scale,
-            translate=translate,
-            metadata={SOURCE: key},
-            **extra,
-        )
-
-    def _save_clicked(self, *_args: Any) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save displacement field", "displacement.npy", "NumPy array (*.npy)"
-        )
-        if path:
-            saved = self.save_field(path)
-            if saved:
-                show_info(f"Saved the displacement field to {saved}.")
-
-    def _load_clicked(self, *_args: Any) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Load displacement field", "", "NumPy array (*.npy)"
-        )
-        if path:
-            self.load_field(path)
-
-    def _apply_clicked(self, *_args: Any) -> None:
-        layer = self.apply_target.value
-        if layer is None:
-            show_error("Choose a layer to apply the displacement field to.")
-            return
-        self.apply_field(layer)

@@ -3,9 +3,7 @@
 A job holds NumPy copies of the inputs and the settings; :func:`train` builds the
 dataset, network and trainer, yields the trainer's events and returns the trained
 model as an in-memory :class:`~src_training.networks.modelio.ModelFile`. Torch and the core
-training code are imported inside functions. :data:`trained_models` is the session
-registry the widgets of one napari process share: every model trained here is added
-to it, so the registration widget can offer trained feature extractors.
+training code are imported inside functions.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.utils.events import EventedList
 
 if TYPE_CHECKING:
     from src_training.data.datasets import Dataset
@@ -25,25 +22,6 @@ if TYPE_CHECKING:
     from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
 
 VALIDATION_FRAMES = 2  # registration with labels holds out the last frames to score Dice
-
-
-@dataclass
-class TrainedModel:
-    """A model trained in this session.
-
-    Attributes
-    ----------
-    name : str
-        What the widgets list it as.
-    model : ModelFile
-        The network and its metadata.
-    """
-
-    name: str
-    model: ModelFile
-
-
-trained_models: EventedList = EventedList()
 
 
 def dataset_from_arrays(
@@ -324,30 +302,6 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
         )
     yield from trainer.run(stop=stop)
     return trainer.model_file()
-
-
-def error_message(err: BaseException) -> str:
-    """Return one sentence for the user; core errors already are one.
-
-    Parameters
-    ----------
-    err : BaseException
-        What went wrong.
-
-    Returns
-    -------
-    str
-        The notification text.
-    """
-    text = str(err).rstrip(".")
-    if isinstance(err, (ValueError, FileNotFoundError, FloatingPointError)):
-        return text[:1].upper() + text[1:] + "."
-    if "out of memory" in text.lower():
-        return (
-            "Training ran out of memory; choose the cpu device, a smaller crop or fewer "
-            f"channels ({type(err).__name__})."
-        )
-    return f"Training failed: {type(err).__name__}: {text}."
 
 
 def save(model: ModelFile, path: str | Path) -> Path:

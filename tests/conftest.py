@@ -1,5 +1,8 @@
 """Shared fixtures."""
 
+import importlib
+import pkgutil
+
 import pytest
 import torch
 
@@ -11,3 +14,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Collect the error notifications of every plugin module instead of showing them."""
+    import napari_deepsim
+
+    shown: list[str] = []
+    for info in pkgutil.iter_modules(napari_deepsim.__path__):
+        module = importlib.import_module(f"napari_deepsim.{info.name}")
+        if hasattr(module, "show_error"):
+            monkeypatch.setattr(module, "show_error", shown.append)
+    return shown

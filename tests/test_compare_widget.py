@@ -10,7 +10,7 @@ import napari_deepsim._compare_widget as compare_module
 from napari_deepsim._choices import SOURCE
 from napari_deepsim._compare_job import PALETTE, zoom_box
 from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._train_job import TrainedModel, trained_models
+from napari_deepsim._models import TrainedModel, trained_models
 from src_training.metrics.dice import mean_dice
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import RegistrationNet
@@ -39,13 +39,6 @@ def model_files(tmp_path_factory):
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr(compare_module, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
 def viewer(make_napari_viewer):
     trained_models.clear()
     viewer = make_napari_viewer()
@@ -55,6 +48,13 @@ def viewer(make_napari_viewer):
         viewer.layers[name].translate = TRANSLATE
     yield viewer
     trained_models.clear()
+
+
+def _dock(viewer):
+    """Open the widget as the Plugins menu does."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Compare metrics")
+    assert isinstance(widget, CompareWidget)
+    return widget
 
 
 def _compare(widget, qtbot):
@@ -136,7 +136,7 @@ def test_every_model_gets_layers_a_row_and_a_zoom_tile(
 
 
 def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
-    widget = CompareWidget(viewer)
+    widget = _dock(viewer)
     widget.add_model_files([model_files["left"]])
     _compare(widget, qtbot)
     widget.draw_zoom().add_rectangles(np.array([[0.0, 0.0], [63.0, 63.0]]))
@@ -157,7 +157,7 @@ def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
 
 
 def test_a_model_that_cannot_run_fails_alone(viewer, qtbot, model_files, errors):
-    widget = CompareWidget(viewer)
+    widget = _dock(viewer)
     widget.add_model_files([model_files["volume"], model_files["left"]])
     _compare(widget, qtbot)
     rows = _cells(widget)
@@ -169,7 +169,7 @@ def test_a_model_that_cannot_run_fails_alone(viewer, qtbot, model_files, errors)
 
 
 def test_bad_inputs_are_reported(viewer, qtbot, model_files, errors):
-    widget = CompareWidget(viewer)
+    widget = _dock(viewer)
     assert widget.compare() is None
     assert "No model is ticked" in errors[-1]
     widget.add_model_files([model_files["left"], "/nonexistent/model.pt"])

@@ -18,12 +18,9 @@ import pytest
 import torch
 from test_malformed import FIX, matches
 
-import napari_deepsim._compare_widget as compare_module
-import napari_deepsim._register_widget as register_module
-import napari_deepsim._train_widget as train_module
 from napari_deepsim._compare_widget import CompareWidget
+from napari_deepsim._models import trained_models
 from napari_deepsim._register_widget import RegisterWidget
-from napari_deepsim._train_job import trained_models
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.networks.modelio import save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
@@ -33,6 +30,13 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 ROW = re.compile(r"\| `(napari-[a-z0-9-]+)` \| (.+) \| (.+) \|")
 # widgets name fixes with a few more verbs than the command line ("pick a file")
 WIDGET_FIX = re.compile(rf"{FIX.pattern}|\b(pick|apply|paint|split|draw|tick|add|load|press)\b")
+# the Plugins menu names of the widgets (napari.yaml)
+MENU = {
+    RegisterWidget: "Register",
+    TrainFeaturesWidget: "Train feature extractor",
+    TrainRegistrationWidget: "Train registration model",
+    CompareWidget: "Compare metrics",
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,9 @@ class Case:
         self.widgets = []
 
     def open(self, cls):
-        widget = cls(self.viewer)
+        """Dock the widget as the Plugins menu does."""
+        _, widget = self.viewer.window.add_plugin_dock_widget("napari-deepsim", MENU[cls])
+        assert isinstance(widget, cls)
         self.widgets.append(widget)
         return widget
 
@@ -302,11 +308,9 @@ def test_every_widget_case_is_documented():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_widget_case_gives_one_notification_and_the_viewer_keeps_working(
-    name, make_napari_viewer, qtbot, models, tmp_path, monkeypatch
+    name, make_napari_viewer, qtbot, models, tmp_path, errors
 ):
-    shown: list[str] = []
-    for module in (register_module, train_module, compare_module):
-        monkeypatch.setattr(module, "show_error", shown.append)
+    shown = errors
     trained_models.clear()
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "noisy_cell_pair")

@@ -11,6 +11,7 @@ import torch
 from napari.layers import Image, Labels, Shapes
 
 import napari_deepsim._register_widget as register_module
+from napari_deepsim._choices import SOURCE
 from napari_deepsim._register_widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
@@ -40,13 +41,6 @@ def models(tmp_path_factory):
     }
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr(register_module, "show_error", shown.append)
-    return shown
-
-
 def _pair_widget(make_napari_viewer, model=None, show=False):
     viewer = make_napari_viewer(show=show)
     viewer.open_sample("napari-deepsim", "noisy_cell_pair")
@@ -66,7 +60,7 @@ def _run(widget, qtbot):
 
 
 def _outputs(viewer):
-    return [layer for layer in viewer.layers if register_module.SOURCE in layer.metadata]
+    return [layer for layer in viewer.layers if SOURCE in layer.metadata]
 
 
 def test_register_adds_every_output_on_the_fixed_grid(
@@ -199,7 +193,7 @@ def test_time_lapse_registers_every_frame_to_its_predecessor(
 ):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
-    widget = RegisterWidget(viewer)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
     stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]
     widget.fixed.value = widget.moving.value = stack
     widget.moving_labels.value = widget.fixed_labels.value = labels
@@ -236,7 +230,7 @@ def test_3d_volumes_of_different_shapes_get_a_raster_grid(make_napari_viewer, qt
     fixed = viewer.add_image(rng.random((12, 20, 16)).astype(np.float32), name="fixed volume")
     fixed.scale, fixed.translate = (2.0, 0.5, 0.5), (1.0, 10.0, 20.0)
     moving = viewer.add_image(rng.random((10, 16, 16)).astype(np.float32), name="moving volume")
-    widget = RegisterWidget(viewer)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
     widget.fixed.value, widget.moving.value = fixed, moving
     widget.set_model(models["3d"])
     _run(widget, qtbot)
@@ -270,7 +264,20 @@ def test_screenshot_shows_the_deformation_grid(make_napari_viewer, qtbot, models
 
 
 @pytest.mark.parametrize(
-    "module", ["_register_widget", "_compare_widget", "_train_widget", "_choices"]
+    "module",
+    [
+        "_register_widget",
+        "_register_fields",
+        "_compare_widget",
+        "_compare_zoom",
+        "_train_widget",
+        "_train_base",
+        "_choices",
+        "_controls",
+        "_models",
+        "_subscriptions",
+        "_workers",
+    ],
 )
 def test_importing_the_widgets_does_not_import_torch(module):
     code = (

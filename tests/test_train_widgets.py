@@ -6,11 +6,12 @@ import time
 
 import pytest
 import tifffile
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QApplication
 
-import napari_deepsim._train_widget as train_module
+from napari_deepsim._compare_widget import CompareWidget
+from napari_deepsim._models import trained_models
 from napari_deepsim._register_widget import RegisterWidget
-from napari_deepsim._train_job import trained_models
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.data.samples import noisy_cell_sequence
 from src_training.networks.modelio import load_model
@@ -21,19 +22,27 @@ TINY = {"crop": 32, "channels": "4,8", "device": "cpu", "steps": 3}
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(train_module, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
 def viewer(make_napari_viewer):
     trained_models.clear()
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
     yield viewer
     trained_models.clear()
+
+
+WIDGETS = {
+    "Register": RegisterWidget,
+    "Compare metrics": CompareWidget,
+    "Train feature extractor": TrainFeaturesWidget,
+    "Train registration model": TrainRegistrationWidget,
+}
+
+
+def _dock(viewer, name):
+    """Open a widget as the Plugins menu does (it gets its own proxy of the viewer)."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", name)
+    assert isinstance(widget, WIDGETS[name])
+    return widget
 
 
 def _setup(widget, viewer, **settings):
@@ -50,16 +59,18 @@ def _train(qtbot, widget):
     return worker
 
 
-def test_features_then_deepsim_registration_saved_and_offered(viewer, qtbot, errors, tmp_path):
-    features = TrainFeaturesWidget(viewer)
-    registration = TrainRegistrationWidget(viewer)
-    register = RegisterWidget(viewer)
+def test_features_then_deepsim_registration_saved_and_offered(
+    viewer, make_napari_viewer, qtbot, errors, tmp_path
+):
+    features = _dock(viewer, "Train feature extractor")
+    registration = _dock(viewer, "Train registration model")
+    register = _dock(viewer, "Register")
     _setup(features, viewer)
     _train(qtbot, features)
     assert features.model is not None and features.model.kind == "features"
     assert len(features.plot.losses) == 3
     assert registration.extractor.value is features.model  # the newest extractor is chosen
-    opened_later = TrainRegistrationWidget(viewer)
+    opened_later = _dock(make_napari_viewer(), "Train registration model")
     assert opened_later.extractor.value is features.model
     assert features.save(tmp_path / "f.pt").is_file()
 
@@ -78,7 +89,7 @@ def test_features_then_deepsim_registration_saved_and_offered(viewer, qtbot, err
 
 
 def test_stop_ends_a_long_run_quickly(viewer, qtbot, errors):
-    widget = TrainRegistrationWidget(viewer)
+    widget = _dock(viewer, "Train registration model")
     _setup(widget, viewer, steps=10000)
     ticks: list[float] = []
     timer = QTimer()
@@ -102,12 +113,12 @@ def test_stop_ends_a_long_run_quickly(viewer, qtbot, errors):
 
 
 def test_bad_inputs_are_reported(viewer, qtbot, errors):
-    features = TrainFeaturesWidget(viewer)
+    features = _dock(viewer, "Train feature extractor")
     _setup(features, viewer)
     features.labels.value = None
     assert features.start() is None
     assert "labels" in errors[-1]
-    registration = TrainRegistrationWidget(viewer)
+    registration = _dock(viewer, "Train registration model")
     _setup(registration, viewer)
     registration.metric.value = "deepsim"
     assert registration.extractor.choices == (None,)
@@ -121,8 +132,8 @@ def test_bad_inputs_are_reported(viewer, qtbot, errors):
 def test_the_likely_training_layers_are_preselected(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "noisy_cell_pair")
-    features = TrainFeaturesWidget(viewer)
-    registration = TrainRegistrationWidget(viewer)
+    features = _dock(viewer, "Train feature extractor")
+    registration = _dock(viewer, "Train registration model")
     assert features.image.value is viewer.layers["fixed"]
     assert features.labels.value is viewer.layers["fixed labels"]
     assert registration.image.value is None  # no stack of frames yet
@@ -152,7 +163,7 @@ def test_a_dataset_folder_is_read_in_the_worker(viewer, qtbot, errors, tmp_path,
         return original(*args, **kwargs)
 
     monkeypatch.setattr(datasets, "load_dataset", spy)
-    widget = TrainRegistrationWidget(viewer)
+    widget = _dock(viewer, "Train registration model")
     _setup(widget, viewer, steps=2)
     widget.folder.value = _tiny_folder(tmp_path / "data")
     _train(qtbot, widget)
@@ -162,3 +173,44 @@ def test_a_dataset_folder_is_read_in_the_worker(viewer, qtbot, errors, tmp_path,
     widget.folder.value = tmp_path / "missing"
     _train(qtbot, widget)
     assert "missing" in errors[-1] and widget.train_button.text == "Train"
+
+
+def test_a_trained_model_reaches_the_docked_register_widget(viewer, qtbot, errors):
+    registration = _dock(viewer, "Train registration model")
+    register = _dock(viewer, "Register")
+    compare = _dock(viewer, "Compare metrics")
+    assert register.viewer is not registration.viewer  # napari gives each dock its own proxy
+    assert register.trained.value is None
+    _setup(registration, viewer)
+    _train(qtbot, registration)
+    assert errors == []
+    assert registration.model is not None
+    assert register.trained.value is registration.model
+    assert register.model_info.value == "using the 2D ncc model trained here"
+    assert [name for name, _ in register._trained_models()] == ["ncc model #1"]
+    assert [compare.models.item(i).text() for i in range(compare.models.count())] == [
+        "ncc model #1"
+    ]
+
+
+def test_a_closed_register_widget_no_longer_hears_the_registry(
+    viewer, make_napari_viewer, qtbot, errors
+):
+    trained = trained_models.events.trained
+    listening = len(trained.callbacks)
+    dock, closed = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    assert len(trained.callbacks) == listening + 1
+    dock.destroyOnClose()  # what the dock's close button does
+    assert len(trained.callbacks) == listening
+    other = make_napari_viewer()
+    _dock(other, "Register")
+    other.close()  # its widgets are deleted with the window
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert len(trained.callbacks) == listening
+
+    registration = _dock(viewer, "Train registration model")
+    _setup(registration, viewer)
+    _train(qtbot, registration)
+    assert errors == []
+    assert registration.model is not None and trained_models.of_kind("registration")
+    assert closed.trained.value is None  # the closed widget did not take the model

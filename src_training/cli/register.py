@@ -10,6 +10,7 @@ import numpy as np
 from src_training.data.datasets import load_dataset, load_image_file, load_label_file
 from src_training.data.writing import image_suffix, prepare_output_dir, write_image
 from src_training.engine.registration import (
+    check_pair,
     load_registration_model,
     register_pair,
     register_stack,
@@ -36,9 +37,7 @@ def register(args: argparse.Namespace) -> None:
     fixed, _ = load_image_file(fixed_path, normalise=False)
     moving, _ = load_image_file(moving_path, normalise=False)
     names = (f"the fixed image {fixed_path}", f"the moving image {moving_path}")
-    if fixed.ndim == moving.ndim:
-        check_model_fits(model, fixed, names[0])
-        check_model_fits(model, moving, names[1])
+    check_pair(model, fixed, moving, names)
     labels = [_moving_labels(p, moving.shape[1:], fixed.shape[1:]) for p in args.labels]
     fixed_labels = None
     if args.fixed_labels:

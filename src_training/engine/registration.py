@@ -182,6 +182,29 @@ def _on_grid(data: np.ndarray, shape: tuple[int, ...], labels: bool, what: str) 
     return resample(data, shape, order=0 if labels else 1)
 
 
+def check_pair(
+    model: ModelFile, fixed: np.ndarray, moving: np.ndarray, names: tuple[str, str]
+) -> None:
+    """Refuse a pair the model cannot register, before any work is done.
+
+    Parameters
+    ----------
+    model : ModelFile
+        A registration model.
+    fixed, moving : numpy.ndarray
+        ``(C, *spatial)`` images.
+    names : (str, str)
+        How messages name the fixed and the moving image.
+    """
+    if fixed.ndim != moving.ndim:
+        raise ValueError(
+            f"{names[0]} is {fixed.ndim - 1}D but {names[1]} is {moving.ndim - 1}D; "
+            "register two images of the same kind"
+        )
+    check_model_fits(model, fixed, names[0])
+    check_model_fits(model, moving, names[1])
+
+
 def register_pair(
     model: ModelFile,
     fixed: np.ndarray,
@@ -227,13 +250,7 @@ def register_pair(
     PairRegistration
         The field, the warped data and the statistics.
     """
-    if fixed.ndim != moving.ndim:
-        raise ValueError(
-            f"{names[0]} is {fixed.ndim - 1}D but {names[1]} is {moving.ndim - 1}D; "
-            "register two images of the same kind"
-        )
-    check_model_fits(model, fixed, names[0])
-    check_model_fits(model, moving, names[1])
+    check_pair(model, fixed, moving, names)
     shape = tuple(fixed.shape[1:])
     raw = np.asarray(moving, np.float32)
     fixed_n = normalise_intensity(fixed)

@@ -1,0 +1,190 @@
+"""What the widgets share on screen: layer, pair and device pickers, and result layers.
+
+The pickers list the input layers of :func:`napari_deepsim._choices.inputs`. Result
+layers are added on the grid of the layer they belong to and tagged with
+:data:`~napari_deepsim._choices.SOURCE`, so they are never offered as inputs and a
+new result replaces the old one; their styles (grid colour and width, Jacobian
+colormap, fold colours) are the same in the Register and Compare widgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, SpinBox
+from napari.layers import Labels, Layer
+from napari.utils.colormaps import DirectLabelColormap
+
+from napari_deepsim._choices import SOURCE, inputs
+from src_training.runtime.devices import DEVICE_CHOICES
+
+if TYPE_CHECKING:
+    import napari
+    import numpy as np
+
+GRID_COLOR = "yellow"
+GRID_WIDTH = 1.0
+FOLD_COLORS = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
+JACOBIAN_STYLE: dict[str, Any] = {"colormap": "PiYG", "contrast_limits": (0.0, 2.0)}
+FOLDS_STYLE: dict[str, Any] = {"colormap": FOLD_COLORS}
+
+
+def layer_choices(
+    viewer: napari.Viewer, kind: type[Layer] | tuple[type[Layer], ...]
+) -> list[tuple[str, Layer]]:
+    """Return the input layers of ``kind`` as ``(name, layer)`` choices of a picker.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    kind : type of Layer or tuple of them
+        ``Image``, ``Labels`` or both.
+
+    Returns
+    -------
+    list of (str, Layer)
+        The choices, in layer order.
+    """
+    return [(layer.name, layer) for layer in inputs(viewer, kind)]
+
+
+def pair_pickers(
+    images: Callable[..., list[tuple[str, Layer]]],
+    labels: Callable[..., list[tuple[str, Layer]]],
+) -> tuple[ComboBox, ComboBox, ComboBox, ComboBox]:
+    """Make the pickers of a registration pair.
+
+    Parameters
+    ----------
+    images, labels : callable
+        The choices of the image and of the labels pickers.
+
+    Returns
+    -------
+    tuple of ComboBox
+        ``fixed``, ``moving``, ``moving labels`` and ``fixed labels``, each nullable.
+    """
+    return (
+        ComboBox(label="fixed", choices=images, nullable=True),
+        ComboBox(label="moving", choices=images, nullable=True),
+        ComboBox(label="moving labels", choices=labels, nullable=True),
+        ComboBox(label="fixed labels", choices=labels, nullable=True),
+    )
+
+
+def device_picker() -> ComboBox:
+    """Make the device picker (``auto`` picks a GPU when there is one).
+
+    Returns
+    -------
+    ComboBox
+        The picker.
+    """
+    return ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
+
+
+def spacing_picker() -> SpinBox:
+    """Make the picker of the deformation grid's spacing in pixels.
+
+    Returns
+    -------
+    SpinBox
+        The picker.
+    """
+    return SpinBox(label="grid spacing", value=16, min=2, max=512)
+
+
+def like(layer: Layer) -> dict[str, Any]:
+    """Return the style that makes a warped copy of ``layer`` look like it.
+
+    Parameters
+    ----------
+    layer : Image or Labels
+        The source layer.
+
+    Returns
+    -------
+    dict
+        Its opacity (labels), or its colormap and contrast limits (images).
+    """
+    if isinstance(layer, Labels):
+        return {"opacity": layer.opacity}
+    return {"colormap": layer.colormap, "contrast_limits": layer.contrast_limits}
+
+
+def grid_style(grid: list[np.ndarray] | np.ndarray, color: str) -> tuple[str, dict[str, Any]]:
+    """Return the layer kind and style of a deformation grid drawn in ``color``.
+
+    Parameters
+    ----------
+    grid : list of numpy.ndarray or numpy.ndarray
+        Polylines of a 2D grid, or a raster grid of a volume or a stack.
+    color : str
+        A colour name, also a napari colormap name.
+
+    Returns
+    -------
+    kind, style
+        ``"shapes"`` paths of width :data:`GRID_WIDTH`, or an additive ``"image"``.
+    """
+    if isinstance(grid, list):
+        return "shapes", {"shape_type": "path", "edge_color": color, "edge_width": GRID_WIDTH}
+    return "image", {"colormap": color, "blending": "additive", "contrast_limits": (0.0, 1.0)}
+
+
+def add_output(
+    viewer: napari.Viewer,
+    kind: str,
+    data: Any,
+    name: str,
+    key: str,
+    grid: tuple[Any, Any],
+    **style: Any,
+) -> Layer:
+    """Add a result layer tagged with ``key`` as its :data:`SOURCE`.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    kind : str
+        ``image``, ``labels``, ``shapes`` or ``vectors``.
+    data : object
+        The layer data.
+    name : str
+        The layer name.
+    key : str
+        What the layer is a result of; :func:`remove_outputs` removes by it.
+    grid : (scale, translate)
+        Where the layer lies in world coordinates.
+    **style
+        Further keyword arguments of ``viewer.add_<kind>``.
+
+    Returns
+    -------
+    Layer
+        The added layer.
+    """
+    adder: Callable[..., Layer] = getattr(viewer, f"add_{kind}")
+    scale, translate = grid
+    return adder(data, name=name, scale=scale, translate=translate, metadata={SOURCE: key}, **style)
+
+
+def remove_outputs(viewer: napari.Viewer, key: str, *, prefix: bool = False) -> None:
+    """Remove the result layers of ``key`` (or of every key starting with it).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    key : str
+        The :data:`SOURCE` of the layers to remove.
+    prefix : bool
+        Remove every layer whose source starts with ``key``.
+    """
+    for layer in list(viewer.layers):
+        source = str(layer.metadata.get(SOURCE, ""))
+        if source == key or (prefix and source.startswith(key)):
+            viewer.layers.remove(layer)

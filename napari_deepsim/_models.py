@@ -1,0 +1,86 @@
+"""The models trained in this napari process: one evented registry every widget shares.
+
+:data:`trained_models` lists every model the training widgets trained (and the models
+handed to the Register widget). Widgets subscribe to its events instead of looking for
+one another: ``inserted`` and ``removed`` refresh their model lists, and ``trained``
+announces a model a widget has just finished training, so the Register widget can
+select it. Nothing here imports Qt or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from napari.utils.events import EventedList
+
+if TYPE_CHECKING:
+    from src_training.networks.modelio import ModelFile
+
+
+@dataclass
+class TrainedModel:
+    """A model trained in this session.
+
+    Attributes
+    ----------
+    name : str
+        What the widgets list it as.
+    model : ModelFile
+        The network and its metadata.
+    """
+
+    name: str
+    model: ModelFile
+
+
+class TrainedModels(EventedList):
+    """The session's models, in the order they were listed.
+
+    Besides the events of an :class:`~napari.utils.events.EventedList`,
+    ``events.trained`` is emitted with ``value`` the new :class:`TrainedModel` when a
+    widget finishes training one (after ``inserted``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(basetype=TrainedModel)
+        self.events.add(trained=None)
+
+    def of_kind(self, kind: str) -> list[TrainedModel]:
+        """Return the listed models of one kind.
+
+        Parameters
+        ----------
+        kind : str
+            ``registration`` or ``features``.
+
+        Returns
+        -------
+        list of TrainedModel
+            In the order they were listed.
+        """
+        return [entry for entry in self if entry.model.kind == kind]
+
+    def add_trained(self, model: ModelFile, label: str) -> TrainedModel:
+        """List a model a widget has just trained and announce it with ``events.trained``.
+
+        Parameters
+        ----------
+        model : ModelFile
+            The trained model.
+        label : str
+            What it is, such as ``"ncc model"``; a number follows it (``"ncc model #2"``),
+            counting the listed models of its kind.
+
+        Returns
+        -------
+        TrainedModel
+            The new entry.
+        """
+        entry = TrainedModel(f"{label} #{len(self.of_kind(model.kind)) + 1}", model)
+        self.append(entry)
+        self.events.trained(value=entry)
+        return entry
+
+
+trained_models = TrainedModels()

@@ -1,0 +1,240 @@
+"""What both training widgets share: settings, Train/Stop, the loss plot, saving.
+
+Training runs in a napari generator worker (:func:`napari_deepsim._train_job.train`)
+that yields the trainer's events; the GUI thread receives them to draw the loss curve
+and never waits for a step. Stop sets a flag that the trainer polls before its next
+step. A trained model stays in memory, can be saved, and is added to
+:data:`napari_deepsim._models.trained_models`, which announces it to the other widgets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import Container, FileEdit, FloatSpinBox, LineEdit, PushButton, SpinBox
+from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
+
+from napari_deepsim._choices import guess_training, inputs, partner
+from napari_deepsim._controls import device_picker, layer_choices
+from napari_deepsim._loss_plot import LossPlot
+from napari_deepsim._models import trained_models
+from napari_deepsim._subscriptions import watch_layers
+from napari_deepsim._train_job import TrainJob, save, train
+from napari_deepsim._workers import error_message, start_worker
+from src_training.engine.options import parse_channels
+
+if TYPE_CHECKING:
+    import napari
+
+    from src_training.networks.modelio import ModelFile
+    from src_training.training.trainer import Event
+
+MEMORY_FIX = "choose the cpu device, a smaller crop or fewer channels"
+
+
+class TrainWidget(QWidget):
+    """Common parts of the training widgets; subclasses choose the data and the network.
+
+    A subclass makes its input widgets (among them ``image`` and ``labels``) in
+    ``_input_widgets``, builds the job in ``_make_job`` and names its models in
+    ``_name_of``.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose layers are the training data.
+    """
+
+    title = "model"
+    stack = False  # whether training needs a stack of frames (for the layer guess)
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.model: ModelFile | None = None
+        self._stop = threading.Event()
+        self._started = 0.0
+        self.folder = FileEdit(label="or folder", mode="d")
+        self.folder.tooltip = "A dataset folder (used instead of the layers when set)"
+        self.steps = SpinBox(label="steps", value=500, min=1, max=1_000_000)
+        self.crop = SpinBox(label="crop", value=64, min=8, max=4096)
+        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        self.lr.native.setDecimals(6)
+        self.channels = LineEdit(label="channels", value="16,32,64")
+        self.device = device_picker()
+        self.train_button = PushButton(text="Train")
+        self.save_button = PushButton(text="Save…", enabled=False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+        self.inputs = Container(widgets=self._input_widgets())
+        self.settings = Container(
+            widgets=[self.steps, self.crop, self.lr, self.channels, self.device, self.train_button]
+        )
+        column = QVBoxLayout(self)
+        column.addWidget(self.inputs.native)
+        column.addWidget(self.settings.native)
+        column.addWidget(self.plot)
+        column.addWidget(self.status)
+        column.addWidget(self.save_button.native)
+        column.addStretch()
+        self.train_button.changed.connect(self._train_clicked)
+        self.save_button.changed.connect(self._save_clicked)
+        watch_layers(self, self.viewer, self.reset_choices)
+        self.reset_choices()
+
+    def _input_widgets(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _make_job(self) -> TrainJob:
+        raise NotImplementedError
+
+    def _name_of(self, model: ModelFile) -> str:
+        raise NotImplementedError
+
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh the layer choosers; fill empty ones with the likely training layers."""
+        self.inputs.reset_choices()
+        if self.image.value is None:
+            image = guess_training(self.viewer, self.stack)
+            if image is not None:
+                self.image.value = image
+        if self.labels.value is None:
+            labels = partner(self.image.value, inputs(self.viewer, Labels))
+            if labels is not None:
+                self.labels.value = labels
+
+    def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
+        return layer_choices(self.viewer, Image)
+
+    def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
+        return layer_choices(self.viewer, Labels)
+
+    def _folder(self) -> Path | None:
+        path = Path(self.folder.value)
+        return None if str(path) in ("", ".") else path
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "steps": int(self.steps.value),
+            "crop": int(self.crop.value),
+            "lr": float(self.lr.value),
+            "channels": parse_channels(str(self.channels.value), "channels"),
+            "device": str(self.device.value),
+        }
+
+    def _report(self, err: BaseException) -> None:
+        show_error(error_message(err, "Training", MEMORY_FIX))
+
+    @property
+    def running(self) -> bool:
+        """Whether training is in progress."""
+        return self.worker is not None
+
+    def _train_clicked(self, *_args: Any) -> None:
+        if self.running:
+            self.stop()
+        else:
+            self.start()
+
+    def start(self) -> Any:
+        """Start training in a worker thread.
+
+        Returns
+        -------
+        worker or None
+            The started napari worker, or None when the inputs were refused (the reason
+            is shown as a notification).
+        """
+        try:
+            job = self._make_job()
+        except (ValueError, FileNotFoundError) as err:
+            self._report(err)
+            return None
+        self._stop.clear()
+        self._started = time.perf_counter()
+        self.plot.clear(job.steps)
+        self.train_button.text = "Stop"
+        self.status.setText("training…")
+        self.worker = start_worker(
+            partial(train, stop=self._stop.is_set),
+            job,
+            job.events,
+            f"Training the {self.title}",
+            self._on_returned,
+            self._on_errored,
+            self._on_finished,
+            yielded=self._on_event,
+        )
+        return self.worker
+
+    def stop(self) -> None:
+        """Ask the running training to end before its next step (the model is kept)."""
+        self._stop.set()
+        self.status.setText("stopping…")
+
+    def _on_event(self, event: Event) -> None:
+        if hasattr(event, "loss"):
+            self.plot.add_loss(event.step, event.loss)
+            self.status.setText(f"step {event.step}/{event.steps}  loss {event.loss:.4g}")
+            return
+        key = "dice" if "dice" in event.scores else "loss"
+        if key in event.scores:
+            self.plot.add_validation(event.step, event.scores[key])
+
+    def _on_returned(self, model: ModelFile) -> None:
+        self.model = model
+        self.save_button.enabled = True
+        steps = model.metadata.get("steps_trained", 0)
+        seconds = time.perf_counter() - self._started
+        self.status.setText(
+            f"trained {steps} steps in {seconds:.0f} s; the {self.title} is kept in memory"
+        )
+        try:
+            trained_models.add_trained(model, self._name_of(model))
+        except Exception as err:  # never raise into Qt's event loop
+            self._report(err)
+
+    def _on_errored(self, err: BaseException) -> None:
+        self.status.setText("training failed")
+        self._report(err)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.train_button.text = "Train"
+
+    def save(self, path: str | Path) -> Path | None:
+        """Write the trained model to a ``.pt`` file.
+
+        Parameters
+        ----------
+        path : str or Path
+            Destination.
+
+        Returns
+        -------
+        Path or None
+            The written file, or None when there was nothing to save or writing failed.
+        """
+        if self.model is None:
+            show_error(f"There is no trained {self.title} yet; press Train first.")
+            return None
+        try:
+            return save(self.model, path)
+        except (OSError, ValueError) as err:
+            self._report(err)
+            return None
+
+    def _save_clicked(self, *_args: Any) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, f"Save the {self.title}", "model.pt", "Model files (*.pt)"
+        )
+        if path and self.save(path):
+            show_info(f"Saved the {self.title} to {path}.")

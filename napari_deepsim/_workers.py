@@ -1,0 +1,88 @@
+"""Running a widget's job in a napari thread worker, and telling the user why it failed.
+
+Every widget starts its job with :func:`start_worker` (a progress bar in napari's
+activity dock, results delivered on the GUI thread) and turns an exception into one
+notification sentence with :func:`error_message`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+MEMORY_FIX = "choose the cpu device or crop the images"
+
+
+def start_worker(
+    function: Callable[..., Any],
+    job: Any,
+    total: int,
+    description: str,
+    returned: Callable[[Any], None],
+    errored: Callable[[BaseException], None],
+    finished: Callable[[], None],
+    yielded: Callable[[Any], None] | None = None,
+) -> Any:
+    """Run a generator function in a napari thread worker with a progress bar.
+
+    Parameters
+    ----------
+    function : callable
+        A generator function of ``job``; each yield advances the progress bar.
+    job : object
+        Its argument.
+    total : int
+        Expected number of yields.
+    description : str
+        The progress bar's text in napari's activity dock.
+    returned, errored, finished : callable
+        Slots for the worker's signals (called on the GUI thread).
+    yielded : callable, optional
+        A slot that receives every yielded value.
+
+    Returns
+    -------
+    napari.qt.threading.GeneratorWorker
+        The started worker.
+    """
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(
+        function,
+        job,
+        _progress={"total": total, "desc": description},
+        _ignore_errors=True,
+        _start_thread=False,
+    )
+    if yielded is not None:
+        worker.yielded.connect(yielded)
+    worker.returned.connect(returned)
+    worker.errored.connect(errored)
+    worker.finished.connect(finished)
+    worker.start()
+    return worker
+
+
+def error_message(err: BaseException, action: str, memory_fix: str = MEMORY_FIX) -> str:
+    """Return one sentence for the user; core errors already are one.
+
+    Parameters
+    ----------
+    err : BaseException
+        What went wrong.
+    action : str
+        What failed, capitalised (``"Registration"``, ``"Training"``, ...).
+    memory_fix : str
+        What to try when the device ran out of memory.
+
+    Returns
+    -------
+    str
+        The notification text.
+    """
+    text = str(err).rstrip(".")
+    if isinstance(err, (ValueError, FileNotFoundError, FloatingPointError)):
+        return text[:1].upper() + text[1:] + "."
+    if "out of memory" in text.lower():
+        return f"{action} ran out of memory; {memory_fix} ({type(err).__name__})."
+    return f"{action} failed: {type(err).__name__}: {text}."
