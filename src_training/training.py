@@ -304,13 +304,21 @@ class Trainer:
             path = last_checkpoint_path(self.out)
         if not Path(path).is_file():
             raise FileNotFoundError(f"cannot resume: no checkpoint {path}; start without --resume")
-        saved = load_model(path)
+        try:
+            saved = load_model(path)  # refuses a damaged checkpoint: the run stays as it was
+        except ValueError as err:
+            raise ValueError(f"cannot resume: {err}") from err
         if saved.metadata["network"] != self.network.config():
             raise ValueError(
                 f"cannot resume from {path}: it holds another architecture "
                 f"({saved.metadata['network']}); use the same options as the first run"
             )
         state = saved.training_state
+        if "optimiser" not in state or "step" not in state:
+            raise ValueError(
+                f"cannot resume from {path}: it is a model file without the training state of "
+                "a checkpoint; pass the .last.pt file that training wrote, or run without --resume"
+            )
         self.network.load_state_dict(saved.network.state_dict())
         self.optimiser.load_state_dict(state["optimiser"])
         self.step = int(state["step"])
