@@ -35,6 +35,7 @@ from src_training.augment import AugmentConfig, augment_pair, crop_window, pair_
 from src_training.data import NORMALISATION
 from src_training.datasets import Dataset
 from src_training.evaluation import mean_dice
+from src_training.memory import check_training_memory
 from src_training.metrics import METRICS
 from src_training.modelio import load_model, save_model
 from src_training.networks import FeatureExtractor, RegistrationNet, segmentation_loss
@@ -227,6 +228,8 @@ class Trainer:
         self.world_size = world_size
         self.step = 0
         self.best: float | None = None
+        shape = train.images.shape[2:]
+        check_training_memory(network, shape, config.crop, config.batch_size, device)
         torch.manual_seed(config.seed)
         network.to(self.device)
         self.model: nn.Module = network

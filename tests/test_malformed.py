@@ -35,6 +35,7 @@ from src_training.data import check_spatial_size
 from src_training.datasets import load_dataset, load_image_file, parse_frames
 from src_training.devices import resolve_device
 from src_training.figures import parse_zoom, read_validation_curve
+from src_training.memory import check_training_memory
 from src_training.metrics import get_metric
 from src_training.modelio import load_model, require_kind, save_model
 from src_training.networks import FeatureExtractor, RegistrationNet
@@ -296,6 +297,16 @@ def _(w: Workspace) -> Case:
     return Case(
         w.register(image, image),
         lambda: check_registration_memory(network, (64, 64), 1, "cpu"),
+    )
+
+
+@case("training-too-large-for-memory")
+def _(w: Workspace) -> Case:
+    w.monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 2**16)
+    network = RegistrationNet(2, 1, SMALL)
+    return Case(
+        w.train("--metric", "mse"),
+        lambda: check_training_memory(network, (32, 32), 16, 2, "cpu"),
     )
 
 
