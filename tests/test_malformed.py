@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from src_training.registration.inference import (
 )
 from src_training.runtime import memory
 from src_training.runtime.devices import resolve_device
+from src_training.runtime.memory import check_training_memory
 from src_training.training.trainer import TrainConfig
 from src_training.training.trainers import RegistrationTrainer
 
@@ -302,6 +304,16 @@ def _(w: Workspace) -> Case:
     return Case(
         w.register(image, image),
         lambda: check_registration_memory(network, (64, 64), 1, "cpu"),
+    )
+
+
+@case("training-too-large-for-memory")
+def _(w: Workspace) -> Case:
+    w.monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 2**16)
+    network = RegistrationNet(2, 1, SMALL)
+    return Case(
+        w.train("--metric", "mse"),
+        lambda: check_training_memory(network, (32, 32), 16, 2, "cpu"),
     )
 
 
@@ -695,6 +707,56 @@ def _(w: Workspace) -> Case:
     # the marker would be a new file in the case's folder, which the snapshot forbids
     torch.save({"format": modelio.FORMAT, "payload": _Exploit(w.root / "pwned")}, path)
     return _info(path)
+
+
+def _flip_a_byte(path: Path | str) -> Path:
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # in a tensor's bytes: torch alone would load the file
+    path.write_bytes(bytes(data))
+    return path
+
+
+@case("model-with-a-flipped-byte")
+def _(w: Workspace) -> Case:
+    model = _flip_a_byte(w.model())
+    return Case(
+        w.register(w.image(), w.image("moving.tif"), model=str(model)), lambda: load_model(model)
+    )
+
+
+@case("model-with-its-end-cut-off")
+def _(w: Workspace) -> Case:
+    whole = Path(w.model("whole.pt")).read_bytes()
+    (w.root / "cut.pt").write_bytes(whole[:-1])
+    return _info(w.root / "cut.pt")
+
+
+@case("zip-of-another-program-as-model")
+def _(w: Workspace) -> Case:
+    with zipfile.ZipFile(w.root / "notes.pt", "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    return _info(w.root / "notes.pt")
+
+
+@case("damaged-model-without-checksum")
+def _(w: Workspace) -> Case:
+    path = w.root / "old.pt"  # as saved before model files carried a checksum
+    metadata = '{"kind": "registration", "network": {"ndim": 2'
+    torch.save({"format": modelio.FORMAT, "format_version": 1, "metadata": metadata}, path)
+    return _info(path)
+
+
+@case("damaged-checkpoint-on-resume")
+def _(w: Workspace) -> Case:
+    _flip_a_byte(w.model("out.last.pt"))
+    return Case(w.train("--metric", "mse", "--resume"))
+
+
+@case("model-as-checkpoint-on-resume")
+def _(w: Workspace) -> Case:
+    w.model("out.last.pt")  # a model file has no optimiser state to resume from
+    return Case(w.train("--metric", "mse", "--resume"))
 
 
 @case("model-path-is-a-folder")

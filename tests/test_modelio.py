@@ -1,12 +1,16 @@
-"""Model files: round trips, safety against pickles, versions, atomic writes."""
+"""Model files: round trips, safety against pickles, versions, atomic writes, checksums."""
 
+import hashlib
+import io
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from src_training.cli import main
 from src_training.networks import modelio
 from src_training.networks.modelio import load_model, require_kind, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
@@ -98,3 +102,96 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["m.pt"]
     assert load_model(path).metadata["version"] == 1
+
+
+def _payload(path):
+    return torch.load(path, weights_only=True)
+
+
+def _legacy(tmp_path, name="old.pt"):
+    """A model file as saved before files carried a checksum and a seal."""
+    payload = _payload(save_model(tmp_path / "new.pt", RegistrationNet(2, channels=SMALL), {}))
+    del payload["checksum"]
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name
+
+
+def test_every_file_carries_a_content_checksum_and_a_seal_over_its_bytes(tmp_path):
+    path = save_model(tmp_path / "r.pt", RegistrationNet(2, channels=SMALL), {"metric": "ncc"})
+    data = path.read_bytes()
+    seal = data[-modelio.SEAL_SIZE :]
+    assert seal.startswith(modelio.SEAL_PREFIX)
+    assert seal[-64:].decode() == hashlib.sha256(data[: -modelio.SEAL_SIZE]).hexdigest()
+    assert zipfile.ZipFile(path).comment == seal  # a zip comment: zip readers still read it
+    payload = _payload(path)
+    assert payload["checksum"] == modelio.content_checksum(payload)
+
+
+def test_the_content_checksum_covers_every_tensor_and_the_metadata_in_a_fixed_order():
+    state = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.int64)}
+    payload = {
+        "format": modelio.FORMAT,
+        "format_version": 1,
+        "metadata": '{"kind": "registration"}',
+        "state_dict": state,
+        "training_state": {"optimiser": {"state": {0: {"step": torch.tensor(3.0)}}}, "step": 3},
+    }
+    checksum = modelio.content_checksum(payload)
+    reordered = {**payload, "state_dict": {"b": state["b"], "a": state["a"]}}
+    assert modelio.content_checksum(reordered) == checksum
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    assert modelio.content_checksum(torch.load(io.BytesIO(buffer.getvalue()))) == checksum
+    changed = [
+        {**payload, "metadata": '{"kind": "features"}'},
+        {**payload, "state_dict": {**state, "a": state["a"].reshape(3, 2)}},  # same bytes
+        {**payload, "state_dict": {**state, "b": state["b"].view(torch.float64)}},  # same bytes
+        {**payload, "state_dict": {**state, "a": state["a"] + 1e-6}},
+        {**payload, "training_state": {**payload["training_state"], "step": 4}},
+    ]
+    assert all(modelio.content_checksum(p) != checksum for p in changed)
+    with pytest.raises(TypeError, match="cannot hold a set"):
+        modelio.content_checksum({**payload, "metadata": {1, 2}})
+
+
+def test_changed_weights_are_refused_even_under_a_valid_seal(tmp_path):
+    path = save_model(tmp_path / "r.pt", RegistrationNet(2, channels=SMALL), {})
+    payload = _payload(path)
+    payload["state_dict"]["unet.head.bias"] += 1.0  # as if damaged in memory before saving
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path.write_bytes(modelio._sealed(buffer.getvalue()))
+    with pytest.raises(
+        ValueError, match=r"r\.pt is damaged \(its content differs from its checksum"
+    ):
+        load_model(path)
+
+
+def test_a_checksum_without_its_seal_is_refused(tmp_path):
+    path = save_model(tmp_path / "r.pt", RegistrationNet(2, channels=SMALL), {})
+    torch.save(_payload(path), path)  # the same content, written without the seal
+    with pytest.raises(ValueError, match=r"damaged \(its end is cut off or altered\); restore"):
+        load_model(path)
+
+
+def test_a_file_saved_before_checksums_loads_with_a_one_line_note(tmp_path, capsys):
+    path = _legacy(tmp_path)
+    with pytest.warns(modelio.UncheckedModelWarning, match=r"old\.pt carries no checksum"):
+        assert load_model(path).kind == "registration"
+    assert main(["info", str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"deepsim: note: {path} carries no checksum")
+
+
+def test_a_crash_before_the_rename_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    path = save_model(tmp_path / "m.pt", RegistrationNet(2, channels=SMALL), {"version": 1})
+    before = path.read_bytes()
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # the process stopped between the write and the rename
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(path, RegistrationNet(2, channels=SMALL), {"version": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]

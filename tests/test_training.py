@@ -12,6 +12,8 @@ from src_training.engine.demo import sample_dataset
 from src_training.metrics import METRICS, Similarity, build_metric
 from src_training.networks.modelio import load_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.runtime import memory
+from src_training.runtime.memory import training_memory, training_values_per_voxel
 from src_training.training.trainer import (
     StepEvent,
     TrainConfig,
@@ -172,3 +174,70 @@ def test_ctrl_c_inside_a_step_waits_until_the_step_is_applied_and_logged():
         done.append("after the signal")  # still runs: the interrupt is held
     assert done == ["after the signal"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _saved_for_backward(trainer):
+    """Bytes of the tensors a training step's forward pass keeps for backward (not weights)."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        trainer._loss(next(trainer.sampler.batches(start_step=0)))
+    weights = {p.untyped_storage().data_ptr() for p in trainer.network.parameters()}
+    return sum(n for ptr, n in storages.items() if ptr not in weights)
+
+
+@pytest.mark.parametrize(("channels", "crop", "batch"), [((4, 8), 32, 2), ((8, 16, 32), 64, 1)])
+def test_the_step_memory_estimate_counts_what_autograd_keeps(channels, crop, batch):
+    network = RegistrationNet(2, channels=channels)
+    config = TrainConfig(steps=1, batch_size=batch, crop=crop)
+    trainer = RegistrationTrainer(network, config, _data(), metric=build_metric("mse"), lam=0.5)
+    saved = _saved_for_backward(trainer)
+    counted = training_values_per_voxel(network.unet) * crop**2 * batch * 4
+    assert saved <= counted <= 1.5 * saved  # the rest is the gradients alive in backward
+
+
+def test_the_step_memory_estimate_grows_with_crop_batch_channels_and_precision():
+    small, wide = RegistrationNet(2, channels=SMALL), RegistrationNet(2, channels=(16, 32))
+    fixed = training_memory(small, (32, 32), 0)  # no activations: workspaces and weights
+    one, two = training_memory(small, (32, 32), 1), training_memory(small, (32, 32), 2)
+    assert two - one == one - fixed > 0
+    assert training_memory(small, (64, 64), 1) - fixed == 4 * (one - fixed)
+    assert training_memory(small, (30, 29), 1) == one  # padded to the U-Net's multiple
+    assert training_memory(wide, (32, 32), 1) > one
+    assert training_memory(small, (32, 32), 2, bytes_per_value=2) - fixed == (two - fixed) // 2
+    volume = RegistrationNet(3, channels=SMALL)
+    assert training_memory(volume, (32, 32, 32), 1) > training_memory(volume, (16, 16, 16), 1)
+
+
+def test_training_that_would_not_fit_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    network = RegistrationNet(2, channels=SMALL)
+    one = training_memory(network, (32, 32), 1)
+
+    def free(nbytes):
+        monkeypatch.setattr(memory, "available_memory", lambda device="cpu": nbytes)
+
+    free(one)
+    with pytest.raises(
+        ValueError,
+        match=r"^a training step \(batch 2, 32x32 voxels\) needs about \d+\.\d MiB but only "
+        r"\d+\.\d MiB of cpu memory is free; lower --batch-size to 1, or use a device with more",
+    ):
+        _reg_trainer(tmp_path / "r.pt")
+    free(one - 1)
+    with pytest.raises(
+        ValueError, match=r"lower --crop \(now 32\) or use fewer --channels \(now 4,8\)"
+    ):
+        _reg_trainer(tmp_path / "r.pt")
+    features = FeatureExtractor(2, 1, 3, channels=SMALL)
+    with pytest.raises(
+        ValueError, match=r"\(batch 1, 128x128 voxels\).*train on crops with --crop"
+    ):
+        FeatureTrainer(features, TrainConfig(steps=1, batch_size=1), _data(), out=tmp_path / "f.pt")
+    assert list(tmp_path.iterdir()) == []
+    free(None)  # where free memory cannot be known, nothing is refused
+    assert list(_reg_trainer(tmp_path / "r.pt", steps=1).run())

@@ -1,17 +1,20 @@
 """The ``deepsim`` command line: a thin layer over the core's public functions.
 
-Errors a user can cause (a bad option, file or shape, too little memory) are printed
-as one line, ``deepsim: error: ...``, and exit with code 2; pass ``--debug`` to see the
-traceback instead. Ctrl-C during training saves a checkpoint (resume with
-``--resume``) and exits with code 130. docs/errors.md lists the messages.
+Errors a user can cause (a bad option, a missing or damaged file, a shape, too little
+memory) are printed as one line, ``deepsim: error: ...``, and exit with code 2; pass
+``--debug`` to see the traceback instead. A model file too old to carry a checksum is
+used with one line ``deepsim: note: ...``. Ctrl-C during training saves a checkpoint
+(resume with ``--resume``) and exits with code 130. docs/errors.md lists the messages.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from src_training import __version__
 from src_training.runtime.devices import DEVICE_CHOICES
@@ -225,6 +228,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _notes_on_one_line() -> Iterator[None]:
+    """Print the core's notes about unchecked model files as ``deepsim: note: ...``."""
+    from src_training.networks.modelio import UncheckedModelWarning
+
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def note(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+            if issubclass(category, UncheckedModelWarning):
+                print(f"deepsim: note: {message}", file=sys.stderr)
+            else:
+                show(message, category, *args, **kw)
+
+        warnings.showwarning = note
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``deepsim`` command.
 
@@ -246,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from src_training.cli import commands  # imported here: `deepsim --help` stays fast
 
-        commands.HANDLERS[args.handler](args)
+        with _notes_on_one_line():
+            commands.HANDLERS[args.handler](args)
         return 0
     except KeyboardInterrupt:
         print("deepsim: interrupted", file=sys.stderr)

@@ -33,6 +33,7 @@ from src_training.data.normalise import NORMALISATION
 from src_training.data.pairs import Pair, PairSampler
 from src_training.networks.modelio import ModelFile, load_model, model_kind, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.runtime.memory import check_training_memory
 from src_training.training.events import (
     LOG_FIELDS,
     Event,
@@ -93,6 +94,8 @@ class Trainer:
         self.world_size = world_size
         self.step = 0
         self.best: float | None = None
+        shape = train.images.shape[2:]
+        check_training_memory(network, shape, config.crop, config.batch_size, device)
         torch.manual_seed(config.seed)
         network.to(self.device)
         self.model: nn.Module = network
@@ -170,13 +173,21 @@ class Trainer:
             path = last_checkpoint_path(self.out)
         if not Path(path).is_file():
             raise FileNotFoundError(f"cannot resume: no checkpoint {path}; start without --resume")
-        saved = load_model(path)
+        try:
+            saved = load_model(path)  # refuses a damaged checkpoint: the run stays as it was
+        except ValueError as err:
+            raise ValueError(f"cannot resume: {err}") from err
         if saved.metadata["network"] != self.network.config():
             raise ValueError(
                 f"cannot resume from {path}: it holds another architecture "
                 f"({saved.metadata['network']}); use the same options as the first run"
             )
         state = saved.training_state
+        if "optimiser" not in state or "step" not in state:
+            raise ValueError(
+                f"cannot resume from {path}: it is a model file without the training state of "
+                "a checkpoint; pass the .last.pt file that training wrote, or run without --resume"
+            )
         self.network.load_state_dict(saved.network.state_dict())
         self.optimiser.load_state_dict(state["optimiser"])
         self.step = int(state["step"])
