@@ -165,7 +165,7 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
 
     from napari_deepsim import _overlays
     from src_training.data.normalise import normalise_intensity
-    from src_training.engine.registration import register_stack
+    from src_training.engine.series import register_stack
     from src_training.spatial.transforms import warp
 
     frames = job.moving

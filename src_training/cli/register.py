@@ -13,10 +13,9 @@ from src_training.engine.registration import (
     check_pair,
     load_registration_model,
     register_pair,
-    register_stack,
     run_to_end,
-    series_reference,
 )
+from src_training.engine.series import register_stack, series_reference
 from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits, check_registration_memory
 from src_training.runtime.devices import resolve_device

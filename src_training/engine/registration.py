@@ -1,9 +1,9 @@
-"""Register a pair or a series with a trained model: arrays in, a result object out.
+"""Register a pair with a trained model: arrays in, a result object out.
 
-Both functions are generators: they yield a :class:`Progress` after each stage (and,
-for a series, after each batch of frames) and return the result, so a terminal, a
-napari worker or a script can show progress and stop between stages. Drain one with
-:func:`run_to_end` when progress does not matter.
+:func:`register_pair` is a generator: it yields a :class:`Progress` after each stage
+and returns the result, so a terminal, a napari worker or a script can show progress
+and stop between stages. Drain it with :func:`run_to_end` when progress does not
+matter. :mod:`src_training.engine.series` does the same for every frame of a stack.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from src_training.networks.modelio import ModelFile, load_model, require_kind
 from src_training.registration.inference import (
     check_model_fits,
     check_registration_memory,
-    check_series,
     jacobian_array,
     predict,
-    register_series,
     warp_array,
     warp_label_array,
 )
@@ -95,42 +93,6 @@ class PairRegistration:
     dice: list[tuple[float, float]] = field(default_factory=list)
     extras: list[np.ndarray] = field(default_factory=list)
     resampled: bool = False
-
-
-@dataclass
-class SeriesRegistration:
-    """Every frame of a stack registered to one reference frame.
-
-    Attributes
-    ----------
-    fields : numpy.ndarray
-        ``(T, ndim, *spatial)``; zero for the reference frame.
-    warped : numpy.ndarray
-        ``(T, C, *spatial)`` warped frames.
-    jacobians : numpy.ndarray
-        ``(T, *spatial)``.
-    reference : int
-        The frame every frame is aligned to (0 for ``previous``).
-    folding_percent, sdlogj : float
-        Over every frame but the reference (whose field is zero by construction).
-    seconds : float
-        Time of the registration itself.
-    warped_labels : numpy.ndarray or None
-        ``(T, *spatial)`` label stack warped frame by frame.
-    dice : (float, float) or None
-        Mean Dice of every other frame's labels against the reference frame's, before
-        and after.
-    """
-
-    fields: np.ndarray
-    warped: np.ndarray
-    jacobians: np.ndarray
-    reference: int
-    folding_percent: float
-    sdlogj: float
-    seconds: float
-    warped_labels: np.ndarray | None = None
-    dice: tuple[float, float] | None = None
 
 
 def run_to_end(job: Generator[Progress, None, T]) -> T:
@@ -297,87 +259,4 @@ def register_pair(
             else warp_array(np.asarray(data, np.float32)[None], disp)[0]
         )
     yield Progress(2, 2, "data warped")
-    return result
-
-
-def series_reference(frames: int, reference: int | str) -> int:
-    """Return the frame every frame ends up aligned to (0 for ``previous``)."""
-    check_series(frames, reference)
-    return 0 if reference == "previous" else int(reference) % frames
-
-
-def register_stack(
-    model: ModelFile,
-    frames: np.ndarray,
-    reference: int | str,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    raw_frames: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    what: str = "the stack",
-) -> Generator[Progress, None, SeriesRegistration]:
-    """Register every frame of a ``(T, C, *spatial)`` stack to one reference frame.
-
-    Parameters
-    ----------
-    model : ModelFile
-        A registration model.
-    frames : numpy.ndarray
-        Normalised frames.
-    reference : int or "previous"
-        As for :func:`src_training.registration.inference.register_series`.
-    device : torch.device or str
-        Where the network runs.
-    batch_size : int
-        Frames per forward pass.
-    raw_frames : numpy.ndarray, optional
-        Frames to warp instead of ``frames`` (e.g. the original intensities).
-    labels : numpy.ndarray, optional
-        ``(T, *spatial)`` label stack: warped, and scored against the reference frame.
-    what : str
-        How messages name the stack.
-
-    Yields
-    ------
-    Progress
-        After the fields are predicted and after the labels are warped.
-
-    Returns
-    -------
-    SeriesRegistration
-        Fields, warped frames, Jacobians and statistics.
-    """
-    check_model_fits(model, frames[0], f"the frames of {what}")
-    n = len(frames)
-    ref = series_reference(n, reference)
-    if labels is not None and labels.shape != (n, *frames.shape[2:]):
-        raise ValueError(
-            f"the label stack has shape {labels.shape} but {what} {(n, *frames.shape[2:])}; "
-            "pass the labels of the same frames"
-        )
-    check_registration_memory(model.network, frames.shape[2:], n, device, batch_size)
-    start = time.perf_counter()
-    series = register_series(model.network, frames, reference, device, batch_size, raw_frames)
-    seconds = time.perf_counter() - start
-    disp = series.displacements
-    yield Progress(1, 2, "fields predicted")
-    others = [t for t in range(n) if t != ref]
-    result = SeriesRegistration(
-        fields=disp.numpy(),
-        warped=series.warped.numpy(),
-        jacobians=np.stack([jacobian_array(d[None]) for d in disp]),
-        reference=ref,
-        seconds=seconds,
-        **field_regularity(disp[others]),
-    )
-    if labels is not None:
-        warped = np.stack([warp_label_array(lab, disp[t : t + 1]) for t, lab in enumerate(labels)])
-        result.warped_labels = warped
-        target = labels[ref]
-        result.dice = (
-            float(np.mean([mean_dice(labels[t], target) for t in others])),
-            float(np.mean([mean_dice(warped[t], target) for t in others])),
-        )
-    yield Progress(2, 2, "labels warped")
     return result
