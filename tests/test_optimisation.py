@@ -217,7 +217,8 @@ def test_bspline_reproduces_linear_fields():
     ("options", "match"),
     [
         ({"iterations": 0}, "iterations must be an integer >= 1"),
-        ({"iterations": (5, 5)}, "iterations lists 2 levels"),
+        ({"iterations": (5, 5), "levels": 3}, "iterations lists 2 levels"),
+        ({"iterations": (5, 0)}, "every level needs at least one"),
         ({"levels": 0}, "levels must be an integer >= 1"),
         ({"lr": -1.0}, "lr must be a positive number"),
         ({"transform": "spline"}, "transform must be one of"),
@@ -234,6 +235,16 @@ def test_too_deep_a_pyramid_is_refused_at_the_call():
     image = torch.zeros(1, 1, 40, 64)
     with pytest.raises(ValueError, match=r"levels=4 is too deep .* use levels <= 3"):
         optimise(image, image, get_metric("mse"), OptimiseConfig(levels=4))
+
+
+def test_automatic_levels_and_weight_follow_the_image_and_metric():
+    moving = _texture((20, 20))
+    result = optimise_pair(moving.roll(1, 2), moving, get_metric("mse"))
+    assert result.config.levels == 2 and result.config.iterations == (25, 5)
+    assert result.config.lam == 0.25
+    with pytest.raises(ValueError, match="set lam"):
+        optimise(moving, moving, torch.nn.L1Loss())
+    assert optimise_pair(moving, moving, torch.nn.L1Loss(), OptimiseConfig(lam=1.0)).loss < 1e-6
 
 
 def test_bad_inputs_are_refused(image2d):

@@ -10,7 +10,6 @@ Settings live in :class:`OptimiseConfig`.
 
 from src_training.optimisation.config import (
     AFFINE_KINDS,
-    OPTIMISERS,
     TRANSFORMS,
     OptimiseConfig,
     OptimiseEvent,
@@ -20,7 +19,6 @@ from src_training.optimisation.engine import optimise, optimise_pair
 
 __all__ = [
     "AFFINE_KINDS",
-    "OPTIMISERS",
     "TRANSFORMS",
     "OptimiseConfig",
     "OptimiseEvent",

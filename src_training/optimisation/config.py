@@ -17,11 +17,23 @@ TRANSFORMS = ("bspline", "dense", "none")
 AFFINE_KINDS = ("rigid", "affine")
 """Linear stages that can run before the deformable one."""
 
-OPTIMISERS = ("adam", "lbfgs")
-"""Optimisers of the deformable stage."""
-
 MIN_LEVEL_SIZE = 8
 """Fewest voxels along any axis of the coarsest pyramid level."""
+
+DEFAULT_LAMBDA = {
+    "mse": 0.25,
+    "ncc": 1.0,
+    "ncc-sup": 1.0,
+    "nmi": 1.0,
+    "mind": 1.0,
+    "vgg": 1.0,
+    "deepsim": 1.0,
+    "deepsim-ae": 1.0,
+}
+"""Weight of the diffusion regulariser per metric when :attr:`OptimiseConfig.lam` is None."""
+
+BENDING_SCALE = 10.0
+"""The bending energy's default weight over the diffusion's (equal Dice and folding on ISBI)."""
 
 
 @dataclass(frozen=True)
@@ -43,20 +55,21 @@ class OptimiseConfig:
         Optimise a stationary velocity field and integrate it by scaling and squaring.
     integration_steps : int
         Squarings of the diffeomorphic integration.
-    levels : int
-        Pyramid levels; level ``levels - 1`` is the image downsampled ``2**(levels - 1)``
-        times, the last level the full resolution.
+    levels : int or None
+        Pyramid levels; level ``l`` holds the images downsampled ``2**(levels - 1 - l)``
+        times, the last level the full resolution. None: as many as ``iterations`` lists
+        (4 for a single number), fewer when the image is too small for them.
     iterations : int or sequence of int
-        Iterations per level (one number for all, or one per level, coarse to fine).
+        Iterations per level: one number for all, or one per level, coarse to fine (when
+        fewer levels run than it lists, the coarsest entries are dropped).
     lr : float
         Adam learning rate of the deformable parameters (voxels of the level per step).
-    optimiser : {"adam", "lbfgs"}
-        Optimiser of the deformable stage (L-BFGS counts one iteration per step, each
-        of up to 4 evaluations).
     regulariser : {"diffusion", "bending"}
         Penalty on the deformable displacement (at each level, in its voxels).
-    lam : float
-        Weight of the regulariser.
+    lam : float or None
+        Weight of the regulariser; None takes the metric's entry of
+        :data:`DEFAULT_LAMBDA` (tuned on ISBI 2012 for this optimiser, not for training),
+        times :data:`BENDING_SCALE` for the bending energy.
     affine : {None, "rigid", "affine"}
         Optional linear stage optimised first, on the same pyramid; the deformable
         stage is composed with it.
@@ -79,12 +92,11 @@ class OptimiseConfig:
     smoothing: float = 1.0
     diffeomorphic: bool = False
     integration_steps: int = 7
-    levels: int = 4
-    iterations: int | tuple[int, ...] = 100
+    levels: int | None = None
+    iterations: int | tuple[int, ...] = (100, 50, 25, 5)
     lr: float = 0.5
-    optimiser: str = "adam"
     regulariser: str = "diffusion"
-    lam: float = 0.1
+    lam: float | None = None
     affine: str | None = None
     affine_iterations: int = 50
     affine_lr: float = 0.01
@@ -94,22 +106,24 @@ class OptimiseConfig:
 
     def __post_init__(self) -> None:
         _choice("transform", self.transform, TRANSFORMS)
-        _choice("optimiser", self.optimiser, OPTIMISERS)
         _choice("regulariser", self.regulariser, tuple(REGULARISERS))
         if self.affine is not None:
             _choice("affine", self.affine, AFFINE_KINDS)
         elif self.transform == "none":
             raise ValueError("transform='none' leaves nothing to optimise; set affine as well")
-        _at_least("levels", self.levels, 1, "use 1 for no pyramid")
+        if self.levels is not None:
+            _at_least("levels", self.levels, 1, "use 1 for no pyramid, or None for automatic")
         if isinstance(self.iterations, Sequence):
-            object.__setattr__(self, "iterations", tuple(int(i) for i in self.iterations))
-            if len(self.iterations) != self.levels:
+            if not self.iterations:
+                raise ValueError("iterations lists no level; give at least one number")
+            for count in self.iterations:
+                _at_least("iterations", count, 1, "every level needs at least one")
+            object.__setattr__(self, "iterations", tuple(self.iterations))
+            if self.levels is not None and len(self.iterations) < self.levels:
                 raise ValueError(
                     f"iterations lists {len(self.iterations)} levels but levels is "
                     f"{self.levels}; give one number per level or a single number"
                 )
-            for count in self.iterations:
-                _at_least("iterations", count, 1, "every level needs at least one")
         else:
             _at_least("iterations", self.iterations, 1, "use 1 or more per level")
         _at_least("grid_spacing", self.grid_spacing, 1, "use e.g. 8 voxels")
@@ -118,24 +132,41 @@ class OptimiseConfig:
         _at_least("patience", self.patience, 1, "use e.g. 10 iterations")
         _positive("lr", self.lr)
         _positive("affine_lr", self.affine_lr)
-        if not (math.isfinite(self.lam) and self.lam >= 0):
+        if self.lam is not None and not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
         if not (math.isfinite(self.smoothing) and self.smoothing >= 0):
             raise ValueError(f"smoothing must be >= 0 voxels (0 for none), got {self.smoothing}")
         if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
 
-    def level_iterations(self) -> tuple[int, ...]:
-        """Return the iterations of every level, coarse to fine.
+    def wanted_levels(self) -> int:
+        """Return the number of levels asked for: ``levels``, else as ``iterations`` lists.
+
+        Returns
+        -------
+        int
+            At least 1.
+        """
+        if self.levels is not None:
+            return self.levels
+        return len(self.iterations) if isinstance(self.iterations, tuple) else 4
+
+    def level_iterations(self, levels: int) -> tuple[int, ...]:
+        """Return the iterations of each of ``levels`` levels, coarse to fine.
+
+        Parameters
+        ----------
+        levels : int
+            Levels actually run (at most :meth:`wanted_levels`).
 
         Returns
         -------
         tuple of int
-            ``levels`` numbers.
+            ``levels`` numbers: the finest entries of ``iterations``.
         """
         if isinstance(self.iterations, tuple):
-            return self.iterations
-        return (int(self.iterations),) * self.levels
+            return self.iterations[len(self.iterations) - levels :]
+        return (self.iterations,) * levels
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as plain JSON values.
@@ -218,6 +249,8 @@ class OptimiseResult:
         Wall time of the whole run.
     stopped : bool
         Whether the ``stop`` callback ended the run early.
+    config : OptimiseConfig
+        The settings used, with ``levels``, ``iterations`` and ``lam`` resolved.
     """
 
     displacement: Tensor
@@ -228,3 +261,4 @@ class OptimiseResult:
     iterations: int
     seconds: float
     stopped: bool
+    config: OptimiseConfig

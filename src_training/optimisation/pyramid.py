@@ -103,6 +103,26 @@ def _spatial(value: ArrayLike, name: str, shape: tuple[int, ...], channels: int)
     return value
 
 
+def max_levels(shape: tuple[int, ...]) -> int:
+    """Return the most pyramid levels an image allows.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Full-resolution spatial shape.
+
+    Returns
+    -------
+    int
+        The largest ``L`` whose coarsest level keeps ``MIN_LEVEL_SIZE`` voxels along every
+        axis; 1 for images smaller than that.
+    """
+    smallest, levels = min(shape), 1
+    while math.ceil(smallest / 2**levels) >= MIN_LEVEL_SIZE:
+        levels += 1
+    return levels
+
+
 def level_shapes(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
     """Spatial shapes of the pyramid levels, coarsest first, checking they are deep enough.
 
@@ -121,14 +141,10 @@ def level_shapes(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
     Raises
     ------
     ValueError
-        If ``levels > 1`` and the coarsest level would have fewer than ``MIN_LEVEL_SIZE``
-        voxels along an axis.
+        If ``levels`` exceeds :func:`max_levels`.
     """
-    smallest = min(shape)
-    if levels > 1 and math.ceil(smallest / 2 ** (levels - 1)) < MIN_LEVEL_SIZE:
-        deepest = 1
-        while math.ceil(smallest / 2**deepest) >= MIN_LEVEL_SIZE:
-            deepest += 1
+    deepest = max_levels(shape)
+    if levels > deepest:
         raise ValueError(
             f"levels={levels} is too deep for an image of {'x'.join(map(str, shape))} voxels "
             f"(the coarsest level would be under {MIN_LEVEL_SIZE} voxels along an axis); "
