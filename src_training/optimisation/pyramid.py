@@ -214,7 +214,7 @@ def build_pyramid(
     shape = tuple(fixed.shape[2:])
     ndim = len(shape)
     shapes = level_shapes(shape, levels)
-    fixed_onehot = moving_onehot = None
+    classes = 0
     if labels is not None:
         moving_ids = _spatial(labels[0], "moving labels", shape, 1)
         fixed_ids = _spatial(labels[1], "fixed labels", shape, 1)
@@ -222,8 +222,6 @@ def build_pyramid(
             if ids.is_floating_point() or ids.is_complex() or int(ids.min()) < 0:
                 raise ValueError(f"{name} labels must be integer class ids >= 0")
         classes = int(max(moving_ids.max(), fixed_ids.max())) + 1
-        moving_onehot = one_hot(moving_ids, classes)
-        fixed_onehot = one_hot(fixed_ids, classes)
     if init is not None:
         init = _spatial(init, "init", shape, ndim).float()
         if not bool(torch.isfinite(init).all()):
@@ -234,7 +232,11 @@ def build_pyramid(
             raise ValueError("mask values must lie in [0, 1] (or be boolean)")
         if float(mask.max()) == 0:
             raise ValueError("the mask is empty: it must select some fixed-image voxels")
-    _check_memory(fixed, 0 if fixed_onehot is None else fixed_onehot.shape[1], device)
+    _check_memory(fixed, classes, device)
+    fixed_onehot = moving_onehot = None
+    if labels is not None:
+        moving_onehot = one_hot(moving_ids, classes)
+        fixed_onehot = one_hot(fixed_ids, classes)
     pyramid = []
     for level_shape in shapes:
 

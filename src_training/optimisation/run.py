@@ -44,7 +44,13 @@ from src_training.optimisation.pyramid import Level
 from src_training.regularisers import get_regulariser
 from src_training.spatial import compose, integrate_velocity, resize_field, warp
 
-Objective = Callable[[], tuple[Tensor, dict[str, float]]]
+Objective = Callable[[], tuple[Tensor, Tensor]]
+
+
+def _terms(parts: Tensor) -> tuple[float, dict[str, float]]:
+    """Return the loss and its named terms from the stack :meth:`Run.loss` returns."""
+    total, similarity, regularisation = parts.tolist()
+    return total, {"similarity": similarity, "regularisation": regularisation}
 
 
 class Run:
@@ -130,8 +136,12 @@ class Run:
         disp, matrix = linear
         return disp if u is None else disp + torch.einsum("ij,bj...->bi...", matrix, u)
 
-    def loss(self, level: Level, disp: Tensor, u: Tensor | None) -> tuple[Tensor, dict[str, float]]:
-        """Similarity of the warped moving image plus the weighted regulariser of ``u``."""
+    def loss(self, level: Level, disp: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Similarity of the warped moving image plus the weighted regulariser of ``u``.
+
+        Returns the loss and, detached, the loss, the similarity and the regularisation
+        stacked, to be read from the device in one transfer.
+        """
         warped, fixed = warp(level.moving, disp), level.fixed
         extra = {}
         if level.moving_labels is not None:
@@ -144,7 +154,7 @@ class Run:
         similarity = self.metric(warped, fixed, **extra)
         regularisation = self.regulariser(u) if u is not None else similarity.new_zeros(())
         total = similarity + self.config.lam * regularisation
-        return total, {"similarity": similarity.item(), "regularisation": regularisation.item()}
+        return total, torch.stack([total, similarity, regularisation]).detach()
 
     # --- the stages ----------------------------------------------------------------------
     def run(self) -> Generator[OptimiseEvent, None, OptimiseResult]:
@@ -156,7 +166,7 @@ class Run:
             with torch.no_grad():
                 initial_u = self.deformable(self.full, None)
                 initial_disp = self.displacement(self.full, initial_u, None)
-                initial_loss, _ = self.loss(self.full, initial_disp, initial_u)
+                initial_loss, _ = _terms(self.loss(self.full, initial_disp, initial_u)[1])
             if self.config.affine is not None:
                 for index, level in enumerate(self.pyramid):
                     if self.stopped:
@@ -166,13 +176,13 @@ class Run:
                 if self.stopped or self.config.transform == "none":
                     break
                 yield from self._deformable_level(index, level)
-            return self._result(float(initial_loss))
+            return self._result(initial_loss)
 
     def _affine_level(self, index: int, level: Level) -> Generator[OptimiseEvent, None, None]:
         u = self.deformable(level, None)
         u = None if u is None else u.detach()
 
-        def objective() -> tuple[Tensor, dict[str, float]]:
+        def objective() -> tuple[Tensor, Tensor]:
             return self.loss(level, self.displacement(level, u, self.linear_part(level)), u)
 
         params = [self.linear, self.shift]
@@ -203,7 +213,7 @@ class Run:
                 field = gaussian_smooth(param, config.smoothing)
             return field if base is None else base + field
 
-        def objective() -> tuple[Tensor, dict[str, float]]:
+        def objective() -> tuple[Tensor, Tensor]:
             u = self.deformable(level, residual())
             return self.loss(level, self.displacement(level, u, linear), u)
 
@@ -232,8 +242,8 @@ class Run:
                 self.stopped = True
                 break
             optimiser.zero_grad(set_to_none=True)
-            loss, terms = objective()
-            value = loss.item()
+            loss, parts = objective()
+            value, terms = _terms(parts)
             if not math.isfinite(value):
                 break  # keep the best parameters found so far
             if value < best_loss:
@@ -263,12 +273,12 @@ class Run:
                 residual = resize_field(self.residual, full.shape)
             u = self.deformable(full, residual)
             disp = self.displacement(full, u, self.linear_part(full))
-            loss, terms = self.loss(full, disp, u)
+            loss, terms = _terms(self.loss(full, disp, u)[1])
             matrix, translation = self.matrix()
-            if float(loss) > initial_loss:  # the start was better: return it
+            if loss > initial_loss:  # the start was better: return it
                 u = self.deformable(full, None)
                 disp = u if u is not None else torch.zeros_like(disp)
-                loss, terms = self.loss(full, disp, u)
+                loss, terms = _terms(self.loss(full, disp, u)[1])
                 matrix, translation = torch.eye(self.ndim), torch.zeros(self.ndim)
         affine = None
         if self.config.affine is not None:
@@ -278,7 +288,7 @@ class Run:
         return OptimiseResult(
             displacement=disp.detach().float().cpu().contiguous(),
             affine=affine,
-            loss=float(loss),
+            loss=loss,
             initial_loss=initial_loss,
             terms=terms,
             iterations=self.iterations,
