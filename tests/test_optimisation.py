@@ -2,13 +2,14 @@
 
 import itertools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from src_training.datasets import load_dataset
+from src_training.datasets import load_image_file
 from src_training.metrics import get_metric
 from src_training.networks import FeatureExtractor
 from src_training.optimisation import OptimiseConfig, OptimiseEvent, optimise, optimise_pair
@@ -37,8 +38,8 @@ def _texture(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 def image2d() -> torch.Tensor:
     """A 128x128 crop of a real EM section, or a synthetic texture without the data."""
     if ISBI.is_dir():
-        data = load_dataset(ISBI, frames=slice(0, 1), labels="none")
-        return torch.from_numpy(data.images[:1, :, 200:328, 160:288].copy())
+        image, _ = load_image_file(ISBI / "images" / "00.png")
+        return torch.from_numpy(image[None, :, 200:328, 160:288].copy())
     return _texture((128, 128))
 
 
@@ -63,10 +64,19 @@ def _interior_error(found: torch.Tensor, truth: torch.Tensor) -> float:
 FAST = OptimiseConfig(levels=3, iterations=(60, 60, 40), lam=0.05, grid_spacing=6)
 
 
-def test_recovers_a_smooth_deformation_2d(image2d):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"diffeomorphic": True},
+        {"transform": "dense", "smoothing": 2.0, "lr": 0.25},
+        {"transform": "dense", "smoothing": 2.0, "lr": 0.25, "diffeomorphic": True},
+    ],
+)
+def test_recovers_a_smooth_deformation_2d(image2d, options):
     truth = _smooth_field(tuple(image2d.shape[2:]), 3.0)
     fixed = warp(image2d, truth)
-    result = optimise_pair(fixed, image2d, get_metric("mse"), FAST)
+    result = optimise_pair(fixed, image2d, get_metric("mse"), replace(FAST, **options))
     assert result.displacement.shape == truth.shape
     assert result.displacement.dtype == torch.float32
     assert _interior_error(result.displacement, truth) < 0.5
