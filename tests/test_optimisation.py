@@ -214,6 +214,13 @@ def test_deepsim_takes_the_built_metric():
     assert result.iterations == 8 and result.loss <= result.initial_loss
 
 
+def test_images_with_several_channels():
+    moving = torch.cat([_texture((40, 40), seed=5), _texture((40, 40), seed=6)], dim=1)
+    result = optimise_pair(moving.roll(1, 3), moving, get_metric("ncc"), OptimiseConfig(levels=2))
+    assert result.displacement.shape == (1, 2, 40, 40)
+    assert result.loss < result.initial_loss
+
+
 def test_bspline_reproduces_linear_fields():
     shape, spacing = (19, 26), 4
     grid = control_shape(shape, spacing)
