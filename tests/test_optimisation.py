@@ -103,9 +103,7 @@ def test_recovers_a_known_affine(image2d, kind):
     translation = torch.tensor([3.0, -2.0])
     truth = affine_displacement(matrix, translation, shape)
     fixed = warp(image2d, truth)
-    config = OptimiseConfig(
-        transform="none", affine=kind, levels=3, affine_iterations=150, affine_lr=0.02
-    )
+    config = OptimiseConfig(transform="none", affine=kind, levels=3)
     result = optimise_pair(fixed, image2d, get_metric("ncc"), config)
     assert _interior_error(result.displacement, truth) < 0.5
     centre = torch.tensor([(n - 1) / 2 for n in shape], dtype=torch.float64)

@@ -57,7 +57,8 @@ class OptimiseConfig:
         B-spline control-point spacing in voxels of each level (so in full-resolution
         voxels it halves from one level to the next, as elastix's default schedule).
     smoothing : float
-        Gaussian sigma (level voxels) applied to the dense parameterisation.
+        Gaussian sigma (level voxels) applied to the dense parameterisation (on ISBI, 1
+        and 2 voxels let 2.5-9 % of the pixels fold; 4 kept it under 0.5 %).
     diffeomorphic : bool
         Optimise a stationary velocity field and integrate it by scaling and squaring.
     integration_steps : int
@@ -91,12 +92,13 @@ class OptimiseConfig:
     tolerance : float
         Relative improvement that counts for ``patience``.
     seed : int
-        Seed of the random number generators during the run.
+        Seed of torch's random number generators during the run (the optimisation itself
+        draws nothing; a metric may), restored afterwards.
     """
 
     transform: str = "bspline"
     grid_spacing: int = 8
-    smoothing: float = 1.0
+    smoothing: float = 4.0
     diffeomorphic: bool = False
     integration_steps: int = 7
     levels: int | None = None
