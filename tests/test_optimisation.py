@@ -190,16 +190,12 @@ def test_supervised_metric_uses_the_labels(image2d):
     shifted = labels.roll(2, 2)
     config = OptimiseConfig(levels=2, iterations=5)
     with pytest.raises(ValueError, match="labels"):
-        optimise(image2d, image2d.roll(2, 2), get_metric("ncc-sup"), config, needs_labels=True)
-    result = optimise_pair(
-        image2d,
-        image2d.roll(2, 2),
-        get_metric("ncc-sup"),
-        config,
-        needs_labels=True,
-        labels=(shifted, labels),
-    )
+        optimise(image2d, image2d.roll(2, 2), get_metric("ncc-sup"), config)
+    metric = get_metric("ncc-sup")
+    result = optimise_pair(image2d, image2d.roll(2, 2), metric, config, labels=(shifted, labels))
     assert result.loss < result.initial_loss
+    unlabelled = optimise_pair(image2d, image2d.roll(2, 2), get_metric("ncc"), config)
+    assert result.initial_loss > unlabelled.initial_loss + 0.05  # the label term counts
 
 
 def test_deepsim_takes_the_built_metric():

@@ -31,7 +31,7 @@ def optimise(
     metric: nn.Module,
     config: OptimiseConfig | None = None,
     *,
-    needs_labels: bool = False,
+    needs_labels: bool | None = None,
     labels: tuple[ArrayLike, ArrayLike] | None = None,
     init: ArrayLike | None = None,
     mask: ArrayLike | None = None,
@@ -55,9 +55,10 @@ def optimise(
         ``metric(warped, fixed, **extra)``; it is moved to ``device``.
     config : OptimiseConfig, optional
         Settings; the defaults when omitted.
-    needs_labels : bool
+    needs_labels : bool, optional
         Whether ``metric`` needs ``warped_labels`` and ``fixed_labels`` (``ncc-sup``):
-        the moving labels, one-hot and warped linearly, and the fixed ones.
+        the moving labels, one-hot and warped linearly, and the fixed ones. None asks
+        the metric registry (False for a metric it does not know).
     labels : tuple, optional
         ``(moving_labels, fixed_labels)`` integer class ids, ``(1, 1, *spatial)`` or
         ``spatial``; used only when ``needs_labels``.
@@ -88,6 +89,9 @@ def optimise(
     device = torch.device(device)
     fixed, moving = check_images(fixed, moving)
     config = _resolve(config, metric, tuple(fixed.shape[2:]))
+    if needs_labels is None:
+        name = _metric_name(metric)
+        needs_labels = name is not None and METRICS[name].needs_labels
     if needs_labels and labels is None:
         raise ValueError(
             "the metric needs label images: pass labels=(moving_labels, fixed_labels) or "
@@ -111,24 +115,38 @@ def optimise_pair(
     moving: ArrayLike,
     metric: nn.Module,
     config: OptimiseConfig | None = None,
-    **options: object,
+    *,
+    needs_labels: bool | None = None,
+    labels: tuple[ArrayLike, ArrayLike] | None = None,
+    init: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    stop: Callable[[], bool] | None = None,
+    device: torch.device | str = "cpu",
 ) -> OptimiseResult:
     """Run :func:`optimise` to the end, ignoring its events.
 
     Parameters
     ----------
-    fixed, moving, metric, config
+    fixed, moving, metric, config, needs_labels, labels, init, mask, stop, device
         As for :func:`optimise`.
-    **options
-        Its keyword options (``needs_labels``, ``labels``, ``init``, ``mask``, ``stop``,
-        ``device``).
 
     Returns
     -------
     OptimiseResult
         The transformation found.
     """
-    events = optimise(fixed, moving, metric, config, **options)
+    events = optimise(
+        fixed,
+        moving,
+        metric,
+        config,
+        needs_labels=needs_labels,
+        labels=labels,
+        init=init,
+        mask=mask,
+        stop=stop,
+        device=device,
+    )
     while True:
         try:
             next(events)
