@@ -71,7 +71,8 @@ class OptimiseConfig:
         Iterations per level: one number for all, or one per level, coarse to fine (when
         fewer levels run than it lists, the coarsest entries are dropped).
     lr : float
-        Adam learning rate of the deformable parameters (voxels of the level per step).
+        Adam learning rate of the deformable parameters (voxels of the level per step;
+        0.25, 0.5 and 1 reached the same Dice on ISBI, 0.25 is slower, 1 folds a bit more).
     regulariser : {"diffusion", "bending"}
         Penalty on the deformable displacement (at each level, in its voxels).
     lam : float or None
