@@ -1,0 +1,274 @@
+"""Settings, progress events and results of per-pair instance optimisation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import Tensor
+
+from src_training.regularisers import REGULARISERS
+
+TRANSFORMS = ("bspline", "dense", "none")
+"""Parameterisations of the deformable stage (see :class:`OptimiseConfig`)."""
+
+AFFINE_KINDS = ("rigid", "affine")
+"""Linear stages that can run before the deformable one."""
+
+MIN_LEVEL_SIZE = 8
+"""Fewest voxels along any axis of the coarsest pyramid level."""
+
+DEFAULT_LAMBDA = {
+    "mse": 0.25,
+    "ncc": 1.0,
+    "ncc-sup": 1.0,
+    "nmi": 0.25,
+    "mind": 1.0,
+    "vgg": 1.0,
+    "deepsim": 1.0,
+    "deepsim-ae": 1.0,
+}
+"""Weight of the diffusion regulariser per metric when :attr:`OptimiseConfig.lam` is None.
+
+Chosen on ISBI 2012 sections 25-29 (4 consecutive pairs, the default settings otherwise)
+as the best Dice with under 0.5 % folding among 1/4, 1 and 4 (mse also 1/10 and 1/2):
+mse 0.803, ncc 0.804, nmi 0.811, mind 0.741. The others were not measured (no labels
+left to tune ncc-sup on; no trained feature extractor) and take 1, as for NCC, whose
+loss range the cosine losses share.
+"""
+
+BENDING_SCALE = 10.0
+"""The bending energy's default weight over the diffusion's (equal Dice and folding on ISBI)."""
+
+
+@dataclass(frozen=True)
+class OptimiseConfig:
+    """How to optimise a transformation between one fixed and one moving image.
+
+    Attributes
+    ----------
+    transform : {"bspline", "dense", "none"}
+        Parameterisation of the deformable stage: a cubic B-spline control grid every
+        ``grid_spacing`` voxels of each pyramid level, a dense field on the level's grid
+        smoothed by a Gaussian of ``smoothing`` voxels, or none (the linear stage alone).
+    grid_spacing : int
+        B-spline control-point spacing in voxels of each level (so in full-resolution
+        voxels it halves from one level to the next, as elastix's default schedule).
+    smoothing : float
+        Gaussian sigma (level voxels) applied to the dense parameterisation (on ISBI, 1
+        and 2 voxels let 2.5-9 % of the pixels fold; 4 kept it under 0.5 %).
+    diffeomorphic : bool
+        Optimise a stationary velocity field and integrate it by scaling and squaring.
+    integration_steps : int
+        Squarings of the diffeomorphic integration.
+    levels : int or None
+        Pyramid levels; level ``l`` holds the images downsampled ``2**(levels - 1 - l)``
+        times, the last level the full resolution. None: as many as ``iterations`` lists
+        (4 for a single number), fewer when the image is too small for them.
+    iterations : int or sequence of int
+        Iterations per level: one number for all, or one per level, coarse to fine (when
+        fewer levels run than it lists, the coarsest entries are dropped).
+    lr : float
+        Adam learning rate of the deformable parameters (voxels of the level per step;
+        0.25, 0.5 and 1 reached the same Dice on ISBI, 0.25 is slower, 1 folds a bit more).
+    regulariser : {"diffusion", "bending"}
+        Penalty on the deformable displacement (at each level, in its voxels).
+    lam : float or None
+        Weight of the regulariser; None takes the metric's entry of
+        :data:`DEFAULT_LAMBDA` (tuned on ISBI 2012 for this optimiser, not for training),
+        times :data:`BENDING_SCALE` for the bending energy.
+    affine : {None, "rigid", "affine"}
+        Optional linear stage optimised first, on the same pyramid; the deformable
+        stage is composed with it.
+    affine_iterations : int
+        Iterations per level of the linear stage.
+    affine_lr : float
+        Adam learning rate of the linear stage, in units of the matrix entries and of
+        half the image size for the translation.
+    patience : int
+        End a level once the loss has not improved by ``tolerance`` (relative) for this
+        many iterations.
+    tolerance : float
+        Relative improvement that counts for ``patience``.
+    seed : int
+        Seed of torch's random number generators during the run (the optimisation itself
+        draws nothing; a metric may), restored afterwards.
+    """
+
+    transform: str = "bspline"
+    grid_spacing: int = 8
+    smoothing: float = 4.0
+    diffeomorphic: bool = False
+    integration_steps: int = 7
+    levels: int | None = None
+    iterations: int | tuple[int, ...] = (100, 50, 25, 5)
+    lr: float = 0.5
+    regulariser: str = "diffusion"
+    lam: float | None = None
+    affine: str | None = None
+    affine_iterations: int = 50
+    affine_lr: float = 0.01
+    patience: int = 10
+    tolerance: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("transform", self.transform, TRANSFORMS)
+        _choice("regulariser", self.regulariser, tuple(REGULARISERS))
+        if self.affine is not None:
+            _choice("affine", self.affine, AFFINE_KINDS)
+        elif self.transform == "none":
+            raise ValueError("transform='none' leaves nothing to optimise; set affine as well")
+        if self.levels is not None:
+            _at_least("levels", self.levels, 1, "use 1 for no pyramid, or None for automatic")
+        if isinstance(self.iterations, Sequence):
+            if not self.iterations:
+                raise ValueError("iterations lists no level; give at least one number")
+            for count in self.iterations:
+                _at_least("iterations", count, 1, "every level needs at least one")
+            object.__setattr__(self, "iterations", tuple(self.iterations))
+            if self.levels is not None and len(self.iterations) < self.levels:
+                raise ValueError(
+                    f"iterations lists {len(self.iterations)} levels but levels is "
+                    f"{self.levels}; give one number per level or a single number"
+                )
+        else:
+            _at_least("iterations", self.iterations, 1, "use 1 or more per level")
+        _at_least("grid_spacing", self.grid_spacing, 1, "use e.g. 8 voxels")
+        _at_least("integration_steps", self.integration_steps, 0, "use e.g. 7")
+        _at_least("affine_iterations", self.affine_iterations, 1, "or set affine=None")
+        _at_least("patience", self.patience, 1, "use e.g. 10 iterations")
+        _positive("lr", self.lr)
+        _positive("affine_lr", self.affine_lr)
+        if self.lam is not None and not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
+        if not (math.isfinite(self.smoothing) and self.smoothing >= 0):
+            raise ValueError(f"smoothing must be >= 0 voxels (0 for none), got {self.smoothing}")
+        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
+
+    def wanted_levels(self) -> int:
+        """Return the number of levels asked for: ``levels``, else as ``iterations`` lists.
+
+        Returns
+        -------
+        int
+            At least 1.
+        """
+        if self.levels is not None:
+            return self.levels
+        return len(self.iterations) if isinstance(self.iterations, tuple) else 4
+
+    def level_iterations(self, levels: int) -> tuple[int, ...]:
+        """Return the iterations of each of ``levels`` levels, coarse to fine.
+
+        Parameters
+        ----------
+        levels : int
+            Levels actually run (at most :meth:`wanted_levels`).
+
+        Returns
+        -------
+        tuple of int
+            ``levels`` numbers: the finest entries of ``iterations``.
+        """
+        if isinstance(self.iterations, tuple):
+            return self.iterations[len(self.iterations) - levels :]
+        return (self.iterations,) * levels
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the settings as plain JSON values.
+
+        Returns
+        -------
+        dict
+            Field names to values.
+        """
+        values = asdict(self)
+        if isinstance(values["iterations"], tuple):
+            values["iterations"] = list(values["iterations"])
+        return values
+
+
+def _choice(name: str, value: object, options: Sequence[str]) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+
+
+def _at_least(name: str, value: object, low: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}; {fix}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+@dataclass(frozen=True)
+class OptimiseEvent:
+    """One optimisation iteration finished.
+
+    Attributes
+    ----------
+    stage : {"affine", "deformable"}
+        Which stage ran it.
+    level : int
+        Pyramid level, counted from 0 (coarsest) to ``levels - 1`` (full resolution).
+    iteration : int
+        Iteration within the level, from 1.
+    loss : float
+        Loss of the transformation the iteration started from, on this level.
+    terms : dict
+        Named parts of the loss: ``similarity`` and ``regularisation`` (unweighted).
+    seconds : float
+        Wall time since the run started.
+    """
+
+    stage: str
+    level: int
+    iteration: int
+    loss: float
+    terms: dict[str, float]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class OptimiseResult:
+    """The transformation found for one pair.
+
+    Attributes
+    ----------
+    displacement : Tensor
+        ``(1, ndim, *spatial)`` float32 on the CPU, in full-resolution voxels, the linear
+        stage composed in: ``warped(x) = moving(x + displacement(x))``.
+    affine : Tensor or None
+        ``(ndim + 1, ndim + 1)`` float64 homogeneous matrix of the linear stage, mapping a
+        fixed voxel index to the moving position it samples (array axis order), or None.
+    loss : float
+        Loss of the returned transformation at full resolution.
+    initial_loss : float
+        Loss of the starting transformation at full resolution.
+    terms : dict
+        ``similarity`` and ``regularisation`` of the returned transformation.
+    iterations : int
+        Iterations run, all stages and levels together.
+    seconds : float
+        Wall time of the whole run.
+    stopped : bool
+        Whether the ``stop`` callback ended the run early.
+    config : OptimiseConfig
+        The settings used, with ``levels``, ``iterations`` and ``lam`` resolved.
+    """
+
+    displacement: Tensor
+    affine: Tensor | None
+    loss: float
+    initial_loss: float
+    terms: dict[str, float]
+    iterations: int
+    seconds: float
+    stopped: bool
+    config: OptimiseConfig
