@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from src_training.datasets import load_image_file
-from src_training.metrics import get_metric
-from src_training.networks import FeatureExtractor
+from src_training.data.datasets import load_image_file
+from src_training.metrics import METRICS, MetricInputs, build_metric
+from src_training.networks.models import FeatureExtractor
 from src_training.optimisation import OptimiseConfig, OptimiseEvent, optimise, optimise_pair
+from src_training.optimisation.config import DEFAULT_LAMBDA
 from src_training.optimisation.fields import bspline_field, control_shape, gaussian_smooth
-from src_training.spatial import affine_displacement, identity_grid, warp
+from src_training.spatial.transforms import affine_displacement, identity_grid, warp
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
@@ -76,7 +77,7 @@ FAST = OptimiseConfig(levels=3, iterations=(60, 60, 40), lam=0.05, grid_spacing=
 def test_recovers_a_smooth_deformation_2d(image2d, options):
     truth = _smooth_field(tuple(image2d.shape[2:]), 3.0)
     fixed = warp(image2d, truth)
-    result = optimise_pair(fixed, image2d, get_metric("mse"), replace(FAST, **options))
+    result = optimise_pair(fixed, image2d, build_metric("mse"), replace(FAST, **options))
     assert result.displacement.shape == truth.shape
     assert result.displacement.dtype == torch.float32
     assert _interior_error(result.displacement, truth) < 0.5
@@ -88,7 +89,7 @@ def test_recovers_a_smooth_deformation_3d():
     truth = _smooth_field((32, 32, 32), 2.0)
     fixed = warp(moving, truth)
     config = OptimiseConfig(levels=2, iterations=(40, 40), lam=0.05, grid_spacing=4)
-    result = optimise_pair(fixed, moving, get_metric("mse"), config)
+    result = optimise_pair(fixed, moving, build_metric("mse"), config)
     assert _interior_error(result.displacement, truth) < 0.5
 
 
@@ -104,7 +105,7 @@ def test_recovers_a_known_affine(image2d, kind):
     truth = affine_displacement(matrix, translation, shape)
     fixed = warp(image2d, truth)
     config = OptimiseConfig(transform="none", affine=kind, levels=3)
-    result = optimise_pair(fixed, image2d, get_metric("ncc"), config)
+    result = optimise_pair(fixed, image2d, build_metric("ncc"), config)
     assert _interior_error(result.displacement, truth) < 0.5
     centre = torch.tensor([(n - 1) / 2 for n in shape], dtype=torch.float64)
     expected = torch.eye(3, dtype=torch.float64)
@@ -118,7 +119,7 @@ def test_affine_and_deformation_compose(image2d):
     truth = affine_displacement(torch.eye(2), torch.tensor([4.0, 2.5]), shape)
     fixed = warp(image2d, truth)
     config = OptimiseConfig(affine="rigid", levels=3, iterations=20, affine_iterations=100)
-    result = optimise_pair(fixed, image2d, get_metric("ncc"), config)
+    result = optimise_pair(fixed, image2d, build_metric("ncc"), config)
     assert _interior_error(result.displacement, truth) < 0.5
     assert result.affine is not None and result.affine.shape == (3, 3)
 
@@ -126,7 +127,7 @@ def test_affine_and_deformation_compose(image2d):
 def test_never_ends_worse_than_it_started(image2d):
     other = _texture(tuple(image2d.shape[2:]), seed=3)
     wild = OptimiseConfig(levels=2, iterations=10, lr=50.0, lam=10.0, patience=20)
-    result = optimise_pair(image2d, other, get_metric("ncc"), wild)
+    result = optimise_pair(image2d, other, build_metric("ncc"), wild)
     assert result.loss <= result.initial_loss
 
 
@@ -134,7 +135,7 @@ def test_refining_a_perfect_field_stays_put(image2d):
     truth = _smooth_field(tuple(image2d.shape[2:]), 3.0)
     fixed = warp(image2d, truth)
     config = OptimiseConfig(levels=2, iterations=20, lam=0.05)
-    result = optimise_pair(fixed, image2d, get_metric("mse"), config, init=truth)
+    result = optimise_pair(fixed, image2d, build_metric("mse"), config, init=truth)
     assert _interior_error(result.displacement, truth) < 0.05
     assert result.loss <= result.initial_loss
 
@@ -142,7 +143,7 @@ def test_refining_a_perfect_field_stays_put(image2d):
 def test_events_and_stop_within_one_iteration(image2d):
     events: list[OptimiseEvent] = []
     run = optimise(
-        image2d, image2d.roll(2, 3), get_metric("ncc"), FAST, stop=lambda: len(events) >= 3
+        image2d, image2d.roll(2, 3), build_metric("ncc"), FAST, stop=lambda: len(events) >= 3
     )
     try:
         while True:
@@ -161,8 +162,8 @@ def test_events_and_stop_within_one_iteration(image2d):
 def test_same_seed_same_result(image2d):
     fixed = warp(image2d, _smooth_field(tuple(image2d.shape[2:]), 2.0))
     config = OptimiseConfig(levels=2, iterations=15, affine="affine", affine_iterations=5)
-    first = optimise_pair(fixed, image2d, get_metric("ncc"), config)
-    second = optimise_pair(fixed, image2d, get_metric("ncc"), config)
+    first = optimise_pair(fixed, image2d, build_metric("ncc"), config)
+    second = optimise_pair(fixed, image2d, build_metric("ncc"), config)
     assert torch.equal(first.displacement, second.displacement)
     assert torch.equal(first.affine, second.affine)
 
@@ -176,7 +177,7 @@ def test_mask_restricts_the_similarity(image2d):
     right = torch.zeros(shape, dtype=torch.bool)
     right[:, 72:] = True
     config = OptimiseConfig(levels=2, iterations=40, lam=0.05)
-    metric = get_metric("ncc")
+    metric = build_metric("ncc")
     unmasked = optimise_pair(fixed, image2d, metric, config).displacement
     masked = optimise_pair(fixed, image2d, metric, config, mask=right).displacement
     region = bump > 0.5
@@ -190,18 +191,18 @@ def test_supervised_metric_uses_the_labels(image2d):
     shifted = labels.roll(2, 2)
     config = OptimiseConfig(levels=2, iterations=5)
     with pytest.raises(ValueError, match="labels"):
-        optimise(image2d, image2d.roll(2, 2), get_metric("ncc-sup"), config)
-    metric = get_metric("ncc-sup")
+        optimise(image2d, image2d.roll(2, 2), build_metric("ncc-sup"), config)
+    metric = build_metric("ncc-sup")
     result = optimise_pair(image2d, image2d.roll(2, 2), metric, config, labels=(shifted, labels))
     assert result.loss < result.initial_loss
-    unlabelled = optimise_pair(image2d, image2d.roll(2, 2), get_metric("ncc"), config)
+    unlabelled = optimise_pair(image2d, image2d.roll(2, 2), build_metric("ncc"), config)
     assert result.initial_loss > unlabelled.initial_loss + 0.05  # the label term counts
 
 
 def test_deepsim_takes_the_built_metric():
     torch.manual_seed(0)
     extractor = FeatureExtractor(2, channels=(4, 8))
-    metric = get_metric("deepsim", extractor=extractor)
+    metric = build_metric("deepsim", MetricInputs(extractor=extractor))
     moving = _texture((48, 48))
     config = OptimiseConfig(levels=2, iterations=4, diffeomorphic=True, transform="dense")
     result = optimise_pair(moving.roll(1, 3), moving, metric, config)
@@ -210,7 +211,7 @@ def test_deepsim_takes_the_built_metric():
 
 def test_images_with_several_channels():
     moving = torch.cat([_texture((40, 40), seed=5), _texture((40, 40), seed=6)], dim=1)
-    result = optimise_pair(moving.roll(1, 3), moving, get_metric("ncc"), OptimiseConfig(levels=2))
+    result = optimise_pair(moving.roll(1, 3), moving, build_metric("ncc"), OptimiseConfig(levels=2))
     assert result.displacement.shape == (1, 2, 40, 40)
     assert result.loss < result.initial_loss
 
@@ -245,21 +246,21 @@ def test_bad_options_are_refused(options, match):
 def test_too_deep_a_pyramid_is_refused_at_the_call():
     image = torch.zeros(1, 1, 40, 64)
     with pytest.raises(ValueError, match=r"levels=4 is too deep .* use levels <= 3"):
-        optimise(image, image, get_metric("mse"), OptimiseConfig(levels=4))
+        optimise(image, image, build_metric("mse"), OptimiseConfig(levels=4))
 
 
 def test_automatic_levels_and_weight_follow_the_image_and_metric():
     moving = _texture((20, 20))
-    result = optimise_pair(moving.roll(1, 2), moving, get_metric("mse"))
+    result = optimise_pair(moving.roll(1, 2), moving, build_metric("mse"))
     assert result.config.levels == 2 and result.config.iterations == (25, 5)
     assert result.config.lam == 0.25
-    with pytest.raises(ValueError, match="set lam"):
-        optimise(moving, moving, torch.nn.L1Loss())
-    assert optimise_pair(moving, moving, torch.nn.L1Loss(), OptimiseConfig(lam=1.0)).loss < 1e-6
+    assert set(DEFAULT_LAMBDA) == set(METRICS)  # every registered metric has a default λ
+    lam = optimise_pair(moving, moving, build_metric("mse"), OptimiseConfig(lam=2.0)).config.lam
+    assert lam == 2.0
 
 
 def test_bad_inputs_are_refused(image2d):
-    metric = get_metric("mse")
+    metric = build_metric("mse")
     with pytest.raises(ValueError, match="differ in shape"):
         optimise(image2d, image2d[..., :-1], metric)
     with pytest.raises(ValueError, match="one \\(1, C, H, W\\)"):
@@ -271,6 +272,6 @@ def test_bad_inputs_are_refused(image2d):
 
 
 def test_memory_is_checked_before_allocating(monkeypatch, image2d):
-    monkeypatch.setattr("src_training.memory.available_memory", lambda device: 1024)
+    monkeypatch.setattr("src_training.runtime.memory.available_memory", lambda device: 1024)
     with pytest.raises(ValueError, match=r"needs about .* crop or downsample"):
-        optimise(image2d, image2d, get_metric("mse"))
+        optimise(image2d, image2d, build_metric("mse"))

@@ -15,7 +15,7 @@ from src_training.optimisation.config import (
     OptimiseEvent,
     OptimiseResult,
 )
-from src_training.optimisation.engine import optimise, optimise_pair
+from src_training.optimisation.optimise import optimise, optimise_pair
 
 __all__ = [
     "AFFINE_KINDS",

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from src_training.regularisers import REGULARISERS
+from src_training.metrics.regularisers import REGULARISERS
 
 TRANSFORMS = ("bspline", "dense", "none")
 """Parameterisations of the deformable stage (see :class:`OptimiseConfig`)."""

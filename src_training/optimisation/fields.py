@@ -1,9 +1,10 @@
 """Smooth parameterisations of transformations: cubic B-splines, Gaussian smoothing, affines.
 
-Everything follows :mod:`src_training.spatial`: tensors are ``(B, C, *spatial)``, a
+Everything follows :mod:`src_training.spatial.transforms`: tensors are ``(B, C, *spatial)``, a
 displacement is ``(B, ndim, *spatial)`` in voxels of the grid it lives on, and grids are
 aligned at their corners (voxel ``0`` and voxel ``n - 1`` of two grids of one image
-coincide), the ``align_corners=True`` convention of :func:`src_training.spatial.resize_field`.
+coincide), the ``align_corners=True`` convention of
+:func:`src_training.spatial.transforms.resize_field`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src_training.spatial import affine_displacement
+from src_training.spatial.transforms import affine_displacement
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

@@ -3,7 +3,7 @@
 Level ``l`` of ``L`` holds the images downsampled by ``f = 2**(L - 1 - l)``: each axis of
 ``n`` voxels becomes ``ceil(n / f)`` voxels, after a Gaussian of ``f / 2`` voxels against
 aliasing (elastix's default pyramid smoothing). Grids are corner-aligned, the convention of
-:func:`src_training.spatial.resize_field`, so a field moves between levels with it.
+:func:`src_training.spatial.transforms.resize_field`, so a field moves between levels with it.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src_training.memory import require_memory
 from src_training.optimisation.config import MIN_LEVEL_SIZE
 from src_training.optimisation.fields import gaussian_smooth
-from src_training.spatial import one_hot, resize_field
+from src_training.runtime.memory import require_memory
+from src_training.spatial.transforms import one_hot, resize_field
 
 ArrayLike = Tensor | np.ndarray
 

@@ -2,7 +2,7 @@
 
 The transformation found maps a fixed-image voxel ``x`` to the moving-image position
 ``T(x) = A (u(x) + x - c) + c + t`` (pull-back, the convention of
-:mod:`src_training.spatial`): ``u`` is the deformable displacement, in the fixed image's
+:mod:`src_training.spatial.transforms`): ``u`` is the deformable displacement, in the fixed image's
 space, and ``(A, t)`` the optional rigid or affine stage about the image centre ``c``. So
 the displacement returned is ``d(x) = a(x) + A u(x)`` with ``a`` the affine's own
 displacement, and the regulariser sees ``u`` only, never the linear part. A starting
@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable, Generator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from src_training.metrics.registry import Similarity
+from src_training.metrics.regularisers import get_regulariser
 from src_training.optimisation.config import OptimiseConfig, OptimiseEvent, OptimiseResult
 from src_training.optimisation.fields import (
     affine_field,
@@ -41,8 +43,7 @@ from src_training.optimisation.fields import (
     rotation_matrix,
 )
 from src_training.optimisation.pyramid import Level
-from src_training.regularisers import get_regulariser
-from src_training.spatial import compose, integrate_velocity, resize_field, warp
+from src_training.spatial.transforms import compose, integrate_velocity, resize_field, warp
 
 Objective = Callable[[], tuple[Tensor, Tensor]]
 
@@ -59,7 +60,7 @@ class Run:
     def __init__(
         self,
         pyramid: list[Level],
-        metric: nn.Module,
+        metric: Similarity,
         config: OptimiseConfig,
         stop: Callable[[], bool] | None,
         device: torch.device,

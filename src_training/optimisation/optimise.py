@@ -11,9 +11,8 @@ from collections.abc import Callable, Generator
 from dataclasses import replace
 
 import torch
-from torch import nn
 
-from src_training.metrics import METRICS
+from src_training.metrics.registry import Similarity
 from src_training.optimisation.config import (
     BENDING_SCALE,
     DEFAULT_LAMBDA,
@@ -28,10 +27,9 @@ from src_training.optimisation.run import Run
 def optimise(
     fixed: ArrayLike,
     moving: ArrayLike,
-    metric: nn.Module,
+    metric: Similarity,
     config: OptimiseConfig | None = None,
     *,
-    needs_labels: bool | None = None,
     labels: tuple[ArrayLike, ArrayLike] | None = None,
     init: ArrayLike | None = None,
     mask: ArrayLike | None = None,
@@ -50,18 +48,16 @@ def optimise(
     fixed, moving : Tensor or numpy.ndarray
         ``(1, C, H, W)`` or ``(1, C, D, H, W)`` images of equal shape, normalised as
         ``metric`` expects.
-    metric : nn.Module
-        A similarity loss from :func:`src_training.metrics.get_metric`, called as
-        ``metric(warped, fixed, **extra)``; it is moved to ``device``.
+    metric : Similarity
+        A similarity metric from :func:`src_training.metrics.build_metric`, called as
+        ``metric(warped, fixed, **extra)``; its loss is moved to ``device``. Its name
+        picks the default regulariser weight; a metric that needs labels (``ncc-sup``)
+        compares the moving labels, one-hot and warped linearly, with the fixed ones.
     config : OptimiseConfig, optional
         Settings; the defaults when omitted.
-    needs_labels : bool, optional
-        Whether ``metric`` needs ``warped_labels`` and ``fixed_labels`` (``ncc-sup``):
-        the moving labels, one-hot and warped linearly, and the fixed ones. None asks
-        the metric registry (False for a metric it does not know).
     labels : tuple, optional
         ``(moving_labels, fixed_labels)`` integer class ids, ``(1, 1, *spatial)`` or
-        ``spatial``; used only when ``needs_labels``.
+        ``spatial``; used only when the metric needs labels.
     init : Tensor or numpy.ndarray, optional
         ``(1, ndim, *spatial)`` starting displacement (e.g. a network's prediction, to
         refine); the identity when omitted.
@@ -89,9 +85,7 @@ def optimise(
     device = torch.device(device)
     fixed, moving = check_images(fixed, moving)
     config = _resolve(config, metric, tuple(fixed.shape[2:]))
-    if needs_labels is None:
-        name = _metric_name(metric)
-        needs_labels = name is not None and METRICS[name].needs_labels
+    needs_labels = metric.needs_labels
     if needs_labels and labels is None:
         raise ValueError(
             "the metric needs label images: pass labels=(moving_labels, fixed_labels) or "
@@ -106,17 +100,16 @@ def optimise(
         mask=mask,
         device=device,
     )
-    metric.to(device)
+    metric.loss.to(device)
     return Run(pyramid, metric, config, stop, device).run()
 
 
 def optimise_pair(
     fixed: ArrayLike,
     moving: ArrayLike,
-    metric: nn.Module,
+    metric: Similarity,
     config: OptimiseConfig | None = None,
     *,
-    needs_labels: bool | None = None,
     labels: tuple[ArrayLike, ArrayLike] | None = None,
     init: ArrayLike | None = None,
     mask: ArrayLike | None = None,
@@ -127,7 +120,7 @@ def optimise_pair(
 
     Parameters
     ----------
-    fixed, moving, metric, config, needs_labels, labels, init, mask, stop, device
+    fixed, moving, metric, config, labels, init, mask, stop, device
         As for :func:`optimise`.
 
     Returns
@@ -140,7 +133,6 @@ def optimise_pair(
         moving,
         metric,
         config,
-        needs_labels=needs_labels,
         labels=labels,
         init=init,
         mask=mask,
@@ -154,21 +146,12 @@ def optimise_pair(
             return done.value
 
 
-def _metric_name(metric: nn.Module) -> str | None:
-    """Registry name of a metric built by :func:`src_training.metrics.get_metric`."""
-    return next((name for name, spec in METRICS.items() if type(metric) is spec.factory), None)
-
-
-def _resolve(config: OptimiseConfig, metric: nn.Module, shape: tuple[int, ...]) -> OptimiseConfig:
+def _resolve(config: OptimiseConfig, metric: Similarity, shape: tuple[int, ...]) -> OptimiseConfig:
     """Fill in the automatic settings: the number of levels and the regulariser weight."""
     levels = config.levels or min(config.wanted_levels(), max_levels(shape))
     lam = config.lam
     if lam is None:
-        name = _metric_name(metric)
-        if name is None:
-            raise ValueError(
-                f"no default regulariser weight for a metric of type {type(metric).__name__}; "
-                "set lam in the OptimiseConfig"
-            )
-        lam = DEFAULT_LAMBDA[name] * (BENDING_SCALE if config.regulariser == "bending" else 1.0)
+        lam = DEFAULT_LAMBDA[metric.name] * (
+            BENDING_SCALE if config.regulariser == "bending" else 1.0
+        )
     return replace(config, levels=levels, lam=lam, iterations=config.level_iterations(levels))
