@@ -1,4 +1,4 @@
-"""What several ``deepsim`` sub-commands share: reading datasets, checking numbers, CSV."""
+"""What several ``deepsim`` sub-commands share: datasets, numbers, CSV, optimisation options."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 from src_training.data.atlas import with_atlas
 from src_training.data.datasets import Dataset, load_dataset, parse_frames
+from src_training.engine.optimisation import Optimisation, check_levels, optimisation_config
+from src_training.engine.training import registration_metric
 
 
 def non_negative(value: float, option: str) -> float:
@@ -39,3 +41,67 @@ def write_csv(path: Path, rows: list[dict[str, Any]], first: list[str]) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+OPTIMISATION_FLAGS = (
+    ("iterations", "--iterations"),
+    ("levels", "--levels"),
+    ("linear", "--affine/--rigid"),
+    ("lam", "--lam"),
+    ("diffeomorphic", "--diffeomorphic"),
+)
+
+
+def optimisation_flags_used(args: argparse.Namespace) -> list[str]:
+    """Return the optimisation options given on the command line."""
+    used = [flag for key, flag in OPTIMISATION_FLAGS if getattr(args, key, None)]
+    if getattr(args, "transform", "bspline") != "bspline":
+        used.append("--transform")
+    return used
+
+
+def optimisation(
+    args: argparse.Namespace, spec: str, ndim: int, channels: int, shape: tuple[int, ...]
+) -> Optimisation:
+    """Build an optimisation from ``METRIC[:F.pt]`` and the optimisation options.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options (``--iterations``, ``--levels``, ``--affine``/``--rigid``, ...).
+    spec : str
+        The metric, with its feature extractor after a colon for deepsim/deepsim-ae.
+    ndim, channels : int
+        The data the metric compares.
+    shape : tuple of int
+        Spatial shape of the images, to check ``--levels`` against.
+
+    Returns
+    -------
+    Optimisation
+        Checked before any work.
+    """
+    name, _, features = spec.partition(":")
+    metric = registration_metric(
+        name,
+        ndim=ndim,
+        channels=channels,
+        features=features or getattr(args, "features", None),
+        vgg_weights=getattr(args, "vgg_weights", None),
+        how_to_get_extractor=(
+            "train one with `deepsim train-features` and give it as "
+            f"{'--features F.pt' if hasattr(args, 'features') else name + ':F.pt'}"
+        ),
+    )
+    config = optimisation_config(
+        iterations=args.iterations,
+        levels=args.levels,
+        linear=args.linear,
+        lam=args.lam,
+        transform=args.transform,
+        diffeomorphic=args.diffeomorphic,
+        seed=args.seed,
+    )
+    result = Optimisation(metric, config)
+    check_levels(result, shape)
+    return result

@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from src_training.cli.common import dataset, non_negative, write_csv
+from src_training.cli.common import (
+    dataset,
+    non_negative,
+    optimisation,
+    optimisation_flags_used,
+    write_csv,
+)
 from src_training.data.pairs import read_pairs_csv
 from src_training.data.writing import prepare_output_dir
 from src_training.engine.evaluation import (
@@ -39,8 +45,11 @@ FIGURES = ("dice_boxplot.png", "qualitative.png", "jacobian.png")
 
 def evaluate(args: argparse.Namespace) -> None:
     """``deepsim evaluate``: scores per pair and model, statistics, CSV tables, figures."""
-    if not args.models and not args.baseline:
-        raise ValueError("nothing to evaluate: pass --models R.pt ... and/or --baseline identity")
+    if not args.models and not args.baseline and not args.optimise:
+        raise ValueError(
+            "nothing to evaluate: pass --models R.pt ..., --optimise METRIC and/or "
+            "--baseline identity"
+        )
     non_negative(args.noise, "--noise")
     if args.zoom and not args.figures:
         raise ValueError("--zoom marks a region of the figures; pass --figures too")
@@ -52,7 +61,19 @@ def evaluate(args: argparse.Namespace) -> None:
     )
     pairs = evaluation_pairs(data, explicit, args.data)
     device = resolve_device(args.device)
-    methods = evaluation_methods(args.baseline, args.models, data, device, args.data)
+    if args.refine and not args.models:
+        raise ValueError("--refine refines the prediction of each --models entry; add --models")
+    if not (args.optimise or args.refine) and optimisation_flags_used(args):
+        flag = optimisation_flags_used(args)[0]
+        raise ValueError(f"{flag} applies to --optimise and --refine rows; add one or remove it")
+    shape = tuple(data.images.shape[2:])
+    optimisations, refinements = (
+        [optimisation(args, spec, data.ndim, data.channels, shape) for spec in specs]
+        for specs in (args.optimise, args.refine)
+    )
+    methods = evaluation_methods(
+        args.baseline, args.models, data, device, args.data, optimisations, refinements
+    )
     if "elastix" in args.baseline:
         print(f"elastix baseline: itk-elastix {elastix_version()}, default B-spline map")
     check_reference(methods, args.reference)

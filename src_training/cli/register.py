@@ -7,23 +7,34 @@ from pathlib import Path
 
 import numpy as np
 
+from src_training.cli.common import optimisation, optimisation_flags_used
 from src_training.data.datasets import load_dataset, load_image_file, load_label_file
 from src_training.data.writing import image_suffix, prepare_output_dir, write_image
 from src_training.engine.registration import (
+    PairRegistration,
     check_pair,
     load_registration_model,
     register_pair,
     run_to_end,
 )
-from src_training.engine.series import register_stack, series_reference
+from src_training.engine.series import SeriesRegistration, register_stack, series_reference
 from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits, check_registration_memory
 from src_training.runtime.devices import resolve_device
 
 
 def register(args: argparse.Namespace) -> None:
-    """``deepsim register``: warp a moving image (or a whole stack) with a trained model."""
-    model = load_registration_model(args.model)
+    """``deepsim register``: warp a moving image (or a stack) with a model, by optimisation."""
+    if not args.model and not args.optimise:
+        raise ValueError("register needs --model R.pt, --optimise, or both (to refine the model)")
+    used = optimisation_flags_used(args) + [
+        flag
+        for key, flag in (("metric", "--metric"), ("features", "--features"))
+        if getattr(args, key)
+    ]
+    if used and not args.optimise:
+        raise ValueError(f"{used[0]} applies to --optimise; add --optimise or remove {used[0]}")
+    model = load_registration_model(args.model) if args.model else None
     device = resolve_device(args.device)
     if args.series:
         if args.images:
@@ -37,6 +48,11 @@ def register(args: argparse.Namespace) -> None:
     moving, _ = load_image_file(moving_path, normalise=False)
     names = (f"the fixed image {fixed_path}", f"the moving image {moving_path}")
     check_pair(model, fixed, moving, names)
+    shape = tuple(fixed.shape[1:])
+    optimised = None
+    if args.optimise:
+        spec = args.metric or "ncc"
+        optimised = optimisation(args, spec, len(shape), fixed.shape[0], shape)
     labels = [_moving_labels(p, moving.shape[1:], fixed.shape[1:]) for p in args.labels]
     fixed_labels = None
     if args.fixed_labels:
@@ -46,11 +62,12 @@ def register(args: argparse.Namespace) -> None:
                 f"--fixed-labels {args.fixed_labels} has shape {fixed_labels.shape} but the "
                 f"fixed image {fixed.shape[1:]}; pass the fixed image's labels"
             )
-    ndim = model.ndim
+    ndim = len(shape)
     suffix = image_suffix(ndim)
     label_names = [f"warped_{Path(p).name.split('.')[0]}{suffix}" for p in args.labels]
     files = [f"warped{suffix}", "displacement.npy", f"displacement{suffix}", f"jacobian{suffix}"]
-    check_registration_memory(model.network, fixed.shape[1:], 1, device)
+    if model is not None:
+        check_registration_memory(model.network, fixed.shape[1:], 1, device)
     out = prepare_output_dir(args.out, files + label_names, args.overwrite)
     if tuple(moving.shape[1:]) != tuple(fixed.shape[1:]):
         print(
@@ -66,6 +83,7 @@ def register(args: argparse.Namespace) -> None:
             moving_labels=labels,
             fixed_labels=fixed_labels,
             names=names,
+            optimisation=optimised,
         )
     )
     warped = result.warped
@@ -73,8 +91,9 @@ def register(args: argparse.Namespace) -> None:
     np.save(out / files[1], result.field)
     write_image(out / files[2], result.field, ndim)
     write_image(out / files[3], result.jacobian, ndim)
+    how = _how(model, result)
     print(
-        f"registered {moving_path} onto {fixed_path} in {result.seconds:.2f} s: "
+        f"registered {moving_path} onto {fixed_path} {how}in {result.seconds:.2f} s: "
         f"folding {result.folding_percent:.3f} %, std log|J| {result.sdlogj:.3f}"
     )
     for k, (path, name) in enumerate(zip(args.labels, label_names, strict=True)):
@@ -86,6 +105,18 @@ def register(args: argparse.Namespace) -> None:
                 f"{before:.4f} before -> {after:.4f} after"
             )
     print(f"wrote {', '.join(files + label_names)} to {out}")
+
+
+def _how(model: ModelFile | None, result: PairRegistration | SeriesRegistration) -> str:
+    """Say what registered: the model, and the optimisation with its losses."""
+    run = result.optimisation
+    if run is None:
+        return ""
+    start = "refining the model, " if model is not None else ""
+    return (
+        f"({start}{run.iterations} iterations of {run.metric}, loss "
+        f"{run.initial_loss:.4f} -> {run.loss:.4f}) "
+    )
 
 
 def _moving_labels(path: str, moving_shape: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
@@ -108,9 +139,10 @@ def _reference(text: str) -> int | str:
         raise ValueError(f"--reference must be a frame index or 'previous', got {text!r}") from None
 
 
-def _register_series(model: ModelFile, args: argparse.Namespace, device: object) -> None:
+def _register_series(model: ModelFile | None, args: argparse.Namespace, device: object) -> None:
     stack = load_dataset(args.series, labels="none", ndim=args.ndim)
-    check_model_fits(model, stack.images[0], f"the frames of {args.series}")
+    if model is not None:
+        check_model_fits(model, stack.images[0], f"the frames of {args.series}")
     reference = _reference(args.reference)
     frames = stack.images
     series_reference(len(frames), reference)
@@ -124,12 +156,19 @@ def _register_series(model: ModelFile, args: argparse.Namespace, device: object)
                 f"the label stack {args.labels[0]} has shape {labels.shape} but the series "
                 f"{(len(frames), *frames.shape[2:])}; pass the labels of the same frames"
             )
-    ndim = model.ndim
+    ndim = stack.ndim
+    optimised = None
+    if args.optimise:
+        spec = args.metric or "ncc"
+        optimised = optimisation(args, spec, ndim, stack.channels, tuple(frames.shape[2:]))
     suffix = image_suffix(ndim)
     files = [f"warped{suffix}", "displacements.npy", f"jacobians{suffix}"]
     if labels is not None:
         files.append(f"warped_labels{suffix}")
-    check_registration_memory(model.network, frames.shape[2:], len(frames), device, args.batch_size)
+    if model is not None:
+        check_registration_memory(
+            model.network, frames.shape[2:], len(frames), device, args.batch_size
+        )
     out = prepare_output_dir(args.out, files, args.overwrite)
     result = run_to_end(
         register_stack(
@@ -140,6 +179,7 @@ def _register_series(model: ModelFile, args: argparse.Namespace, device: object)
             batch_size=args.batch_size,
             labels=labels,
             what=args.series,
+            optimisation=optimised,
         )
     )
     warped = result.warped
@@ -150,7 +190,8 @@ def _register_series(model: ModelFile, args: argparse.Namespace, device: object)
         write_image(out / files[3], result.warped_labels, ndim)
     n = len(frames)
     print(
-        f"registered {n} frames of {args.series} to {reference} in {result.seconds:.2f} s "
+        f"registered {n} frames of {args.series} to {reference} {_how(model, result)}"
+        f"in {result.seconds:.2f} s "
         f"({n / result.seconds:.1f} frames/s); folding {result.folding_percent:.3f} % "
         "(every frame but the reference)"
     )

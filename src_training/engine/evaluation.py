@@ -12,6 +12,7 @@ import torch
 
 from src_training.data.datasets import Dataset
 from src_training.data.pairs import consecutive_pairs
+from src_training.engine.optimisation import Optimisation, optimisation_method
 from src_training.engine.registration import load_registration_model
 from src_training.evaluation.baselines import ElastixBSpline
 from src_training.evaluation.scoring import (
@@ -108,6 +109,8 @@ def evaluation_methods(
     data: Dataset,
     device: torch.device | str = "cpu",
     data_name: str = "the data",
+    optimisations: Sequence[Optimisation] = (),
+    refinements: Sequence[Optimisation] = (),
 ) -> list[EvaluatedMethod]:
     """Build every baseline and model row, checked against the data before any work.
 
@@ -123,11 +126,15 @@ def evaluation_methods(
         Where the models run.
     data_name : str
         How messages name the data.
+    optimisations : sequence of Optimisation
+        Rows that optimise each pair from the identity (``opt-METRIC``).
+    refinements : sequence of Optimisation
+        Rows that refine each model's prediction (``MODEL+METRIC``), after its row.
 
     Returns
     -------
     list of EvaluatedMethod
-        Baselines first, then models in order.
+        Baselines, optimisations, then each model followed by its refinements.
     """
     methods: list[EvaluatedMethod] = []
     for baseline in dict.fromkeys(baselines):
@@ -137,6 +144,9 @@ def evaluation_methods(
             methods.append(EvaluatedMethod("elastix", "bspline", ElastixBSpline()))
         else:
             raise ValueError(f"unknown baseline {baseline!r}; choose from {', '.join(BASELINES)}")
+    for entry in optimisations:
+        name = f"opt-{entry.name}"
+        methods.append(EvaluatedMethod(name, entry.name, optimisation_method(entry, None, device)))
     for path in models:
         model = load_registration_model(path)
         check_model_fits(model, data.images[0], f"the data {data_name}")
@@ -148,6 +158,18 @@ def evaluation_methods(
             )
         metric = model.metadata.get("metric", "?")
         methods.append(EvaluatedMethod(name, metric, network_method(model.network, device)))
+        for entry in refinements:
+            method = optimisation_method(entry, model, device)
+            methods.append(
+                EvaluatedMethod(f"{name}+{entry.name}", f"{metric}+{entry.name}", method)
+            )
+    names = [m.name for m in methods]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"two evaluated rows are named {repeated[0]}; give each --optimise or --refine "
+            "metric once"
+        )
     return methods
 
 

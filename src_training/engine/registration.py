@@ -9,7 +9,7 @@ matter. :mod:`src_training.engine.series` does the same for every frame of a sta
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -17,10 +17,12 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from src_training.data.normalise import normalise_intensity, resample
+from src_training.data.normalise import check_spatial_size, normalise_intensity, resample
+from src_training.engine.optimisation import Optimisation, OptimisationSummary, run_optimisation
 from src_training.evaluation.scoring import field_regularity
 from src_training.metrics.dice import mean_dice
 from src_training.networks.modelio import ModelFile, load_model, require_kind
+from src_training.optimisation import OptimiseEvent
 from src_training.registration.inference import (
     check_model_fits,
     check_registration_memory,
@@ -79,6 +81,8 @@ class PairRegistration:
         Each extra array warped like the image (or like labels).
     resampled : bool
         The moving image had another shape and was resampled onto the fixed grid.
+    optimisation : OptimisationSummary or None
+        What the optimisation did, when the field was optimised.
     """
 
     field: np.ndarray
@@ -93,6 +97,7 @@ class PairRegistration:
     dice: list[tuple[float, float]] = field(default_factory=list)
     extras: list[np.ndarray] = field(default_factory=list)
     resampled: bool = False
+    optimisation: OptimisationSummary | None = None
 
 
 def run_to_end(job: Generator[Progress, None, T]) -> T:
@@ -145,14 +150,14 @@ def _on_grid(data: np.ndarray, shape: tuple[int, ...], labels: bool, what: str) 
 
 
 def check_pair(
-    model: ModelFile, fixed: np.ndarray, moving: np.ndarray, names: tuple[str, str]
+    model: ModelFile | None, fixed: np.ndarray, moving: np.ndarray, names: tuple[str, str]
 ) -> None:
     """Refuse a pair the model cannot register, before any work is done.
 
     Parameters
     ----------
-    model : ModelFile
-        A registration model.
+    model : ModelFile or None
+        A registration model (None: only the images' sizes are checked).
     fixed, moving : numpy.ndarray
         ``(C, *spatial)`` images.
     names : (str, str)
@@ -163,12 +168,16 @@ def check_pair(
             f"{names[0]} is {fixed.ndim - 1}D but {names[1]} is {moving.ndim - 1}D; "
             "register two images of the same kind"
         )
+    if model is None:
+        check_spatial_size(fixed.shape[1:], names[0])
+        check_spatial_size(moving.shape[1:], names[1])
+        return
     check_model_fits(model, fixed, names[0])
     check_model_fits(model, moving, names[1])
 
 
 def register_pair(
-    model: ModelFile,
+    model: ModelFile | None,
     fixed: np.ndarray,
     moving: np.ndarray,
     *,
@@ -178,13 +187,15 @@ def register_pair(
     extras: Sequence[tuple[np.ndarray, bool]] = (),
     names: tuple[str, str] = ("the fixed image", "the moving image"),
     timing_runs: int = 1,
-) -> Generator[Progress, None, PairRegistration]:
-    """Register ``moving`` onto ``fixed`` with a registration model.
+    optimisation: Optimisation | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | OptimiseEvent, None, PairRegistration]:
+    """Register ``moving`` onto ``fixed``: with a model, by optimisation, or both.
 
     Parameters
     ----------
-    model : ModelFile
-        A registration model.
+    model : ModelFile or None
+        A registration model; None optimises from the identity.
     fixed, moving : numpy.ndarray
         ``(C, *spatial)`` images with their original intensities; each is normalised
         as the model was trained. A moving image of another shape is resampled onto
@@ -201,17 +212,25 @@ def register_pair(
         How messages name the fixed and the moving image.
     timing_runs : int
         With more than 1, an untimed warm-up pass, then the fastest of this many.
+    optimisation : Optimisation, optional
+        Optimise the field for this pair, starting from the model's prediction
+        (refinement) or from the identity; the first moving label map and the fixed
+        labels feed a metric that needs labels.
+    stop : callable, optional
+        Polled at every optimisation iteration; True keeps the best field so far.
 
     Yields
     ------
-    Progress
-        After the prediction and after the warping.
+    Progress or OptimiseEvent
+        After the prediction, each optimisation iteration, and the warping.
 
     Returns
     -------
     PairRegistration
         The field, the warped data and the statistics.
     """
+    if model is None and optimisation is None:
+        raise ValueError("nothing registers the pair: choose a model, an optimisation, or both")
     check_pair(model, fixed, moving, names)
     shape = tuple(fixed.shape[1:])
     raw = np.asarray(moving, np.float32)
@@ -227,15 +246,33 @@ def register_pair(
             f"the fixed labels have shape {fixed_labels.shape} but {names[0]} {shape}; "
             "pass the fixed image's labels"
         )
-    check_registration_memory(model.network, shape, 1, device)
-    if timing_runs > 1:
-        predict(model.network, moving_n[None], fixed_n[None], device)
-    seconds = float("inf")
-    for _ in range(max(1, timing_runs)):
-        start = time.perf_counter()
-        disp = predict(model.network, moving_n[None], fixed_n[None], device)
-        seconds = min(seconds, time.perf_counter() - start)
-    yield Progress(1, 2, "field predicted")
+    disp, seconds, summary = None, 0.0, None
+    if model is not None:
+        check_registration_memory(model.network, shape, 1, device)
+        if timing_runs > 1:
+            predict(model.network, moving_n[None], fixed_n[None], device)
+        seconds = float("inf")
+        for _ in range(max(1, timing_runs)):
+            start = time.perf_counter()
+            disp = predict(model.network, moving_n[None], fixed_n[None], device)
+            seconds = min(seconds, time.perf_counter() - start)
+        yield Progress(1, 2, "field predicted")
+    if optimisation is not None:
+        optimised = yield from run_optimisation(
+            optimisation,
+            fixed_n,
+            moving_n,
+            init=disp,
+            moving_labels=labels[0] if labels else None,
+            fixed_labels=fixed_labels,
+            stop=stop,
+            device=device,
+        )
+        disp = optimised.displacement
+        seconds += optimised.seconds
+        summary = OptimisationSummary.of(optimisation.name, [optimised])
+        yield Progress(1, 2, "field optimised")
+    assert disp is not None
     result = PairRegistration(
         field=disp[0].numpy(),
         warped=warp_array(raw, disp),
@@ -244,6 +281,7 @@ def register_pair(
         jacobian=jacobian_array(disp),
         seconds=seconds,
         resampled=resampled,
+        optimisation=summary,
         **field_regularity(disp),
     )
     for lab in labels:

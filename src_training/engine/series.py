@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from src_training.engine.optimisation import (
+    Optimisation,
+    OptimisationSummary,
+    run_optimisation,
+)
 from src_training.engine.registration import Progress
 from src_training.evaluation.scoring import field_regularity
 from src_training.metrics.dice import mean_dice
 from src_training.networks.modelio import ModelFile
+from src_training.optimisation import OptimiseEvent
 from src_training.registration.inference import (
     check_model_fits,
     check_registration_memory,
     check_series,
     jacobian_array,
+    predict,
     register_series,
     warp_label_array,
 )
+from src_training.spatial.transforms import compose, warp
 
 
 @dataclass
@@ -46,6 +55,8 @@ class SeriesRegistration:
     dice : (float, float) or None
         Mean Dice of every other frame's labels against the reference frame's, before
         and after.
+    optimisation : OptimisationSummary or None
+        What the optimisation did, when the fields were optimised.
     """
 
     fields: np.ndarray
@@ -57,6 +68,7 @@ class SeriesRegistration:
     seconds: float
     warped_labels: np.ndarray | None = None
     dice: tuple[float, float] | None = None
+    optimisation: OptimisationSummary | None = None
 
 
 def series_reference(frames: int, reference: int | str) -> int:
@@ -65,8 +77,45 @@ def series_reference(frames: int, reference: int | str) -> int:
     return 0 if reference == "previous" else int(reference) % frames
 
 
+def _optimised_fields(
+    optimisation: Optimisation,
+    model: ModelFile | None,
+    frames: np.ndarray,
+    reference: int | str,
+    device: torch.device | str,
+    stop: Callable[[], bool] | None,
+) -> Generator[Progress | OptimiseEvent, None, tuple[Tensor, OptimisationSummary]]:
+    """Optimise every frame onto its target (the reference, or its predecessor)."""
+    n = len(frames)
+    if reference == "previous":
+        pairs = [(t, t - 1) for t in range(1, n)]
+    else:
+        pairs = [(t, int(reference) % n) for t in range(n) if t != int(reference) % n]
+    direct = torch.zeros(n, frames.ndim - 2, *frames.shape[2:])
+    results = []
+    for k, (moving, fixed) in enumerate(pairs, start=1):
+        init = None
+        if model is not None:
+            init = predict(
+                model.network, frames[moving : moving + 1], frames[fixed : fixed + 1], device
+            )
+        result = yield from run_optimisation(
+            optimisation, frames[fixed], frames[moving], init=init, stop=stop, device=device
+        )
+        direct[moving] = result.displacement[0]
+        results.append(result)
+        yield Progress(k, len(pairs), f"frame {moving} optimised")
+    summary = OptimisationSummary.of(optimisation.name, results)
+    if reference != "previous":
+        return direct, summary
+    fields = [torch.zeros_like(direct[:1])]
+    for t in range(1, n):
+        fields.append(compose(direct[t : t + 1], fields[-1]))
+    return torch.cat(fields), summary
+
+
 def register_stack(
-    model: ModelFile,
+    model: ModelFile | None,
     frames: np.ndarray,
     reference: int | str,
     *,
@@ -75,13 +124,15 @@ def register_stack(
     raw_frames: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     what: str = "the stack",
-) -> Generator[Progress, None, SeriesRegistration]:
+    optimisation: Optimisation | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | OptimiseEvent, None, SeriesRegistration]:
     """Register every frame of a ``(T, C, *spatial)`` stack to one reference frame.
 
     Parameters
     ----------
-    model : ModelFile
-        A registration model.
+    model : ModelFile or None
+        A registration model; None optimises every frame from the identity.
     frames : numpy.ndarray
         Normalised frames.
     reference : int or "previous"
@@ -96,18 +147,26 @@ def register_stack(
         ``(T, *spatial)`` label stack: warped, and scored against the reference frame.
     what : str
         How messages name the stack.
+    optimisation : Optimisation, optional
+        Optimise each frame's field (from the model's prediction, or the identity).
+    stop : callable, optional
+        Polled at every optimisation iteration.
 
     Yields
     ------
-    Progress
-        After the fields are predicted and after the labels are warped.
+    Progress or OptimiseEvent
+        After the fields are predicted (per frame when optimised), each optimisation
+        iteration, and after the labels are warped.
 
     Returns
     -------
     SeriesRegistration
         Fields, warped frames, Jacobians and statistics.
     """
-    check_model_fits(model, frames[0], f"the frames of {what}")
+    if model is None and optimisation is None:
+        raise ValueError("nothing registers the stack: choose a model, an optimisation, or both")
+    if model is not None:
+        check_model_fits(model, frames[0], f"the frames of {what}")
     n = len(frames)
     ref = series_reference(n, reference)
     if labels is not None and labels.shape != (n, *frames.shape[2:]):
@@ -115,19 +174,26 @@ def register_stack(
             f"the label stack has shape {labels.shape} but {what} {(n, *frames.shape[2:])}; "
             "pass the labels of the same frames"
         )
-    check_registration_memory(model.network, frames.shape[2:], n, device, batch_size)
     start = time.perf_counter()
-    series = register_series(model.network, frames, reference, device, batch_size, raw_frames)
+    summary = None
+    if optimisation is None:
+        assert model is not None
+        check_registration_memory(model.network, frames.shape[2:], n, device, batch_size)
+        disp = register_series(model.network, frames, reference, device, batch_size).displacements
+        yield Progress(1, 2, "fields predicted")
+    else:
+        disp = yield from _optimised_fields(optimisation, model, frames, reference, device, stop)
+    source = torch.as_tensor(raw_frames if raw_frames is not None else frames).float()
+    warped_frames = warp(source, disp)
     seconds = time.perf_counter() - start
-    disp = series.displacements
-    yield Progress(1, 2, "fields predicted")
     others = [t for t in range(n) if t != ref]
     result = SeriesRegistration(
         fields=disp.numpy(),
-        warped=series.warped.numpy(),
+        warped=warped_frames.numpy(),
         jacobians=np.stack([jacobian_array(d[None]) for d in disp]),
         reference=ref,
         seconds=seconds,
+        optimisation=summary,
         **field_regularity(disp[others]),
     )
     if labels is not None:

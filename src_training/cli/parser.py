@@ -1,0 +1,269 @@
+"""The ``deepsim`` argument parser: one sub-command per task, usage errors on one line."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from src_training import __version__
+from src_training.runtime.devices import DEVICE_CHOICES
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``deepsim: error: MESSAGE; see `deepsim ... --help``` and exit with 2."""
+        self.exit(EXIT_USAGE, f"deepsim: error: {message}; see `{self.prog} --help`\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_data_options(p: argparse.ArgumentParser, frames_help: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--frames", metavar="A:B", help=frames_help)
+    g.add_argument(
+        "--labels",
+        choices=("classes", "foreground", "none"),
+        default="classes",
+        help="label values as contiguous classes (default), foreground/background, or ignored",
+    )
+    g.add_argument(
+        "--ndim", type=int, choices=(2, 3), help="read a 3D array as one volume (3) or frames (2)"
+    )
+    g.add_argument("--label-file", metavar="FILE", help="label stack of a multi-frame image file")
+    g.add_argument("--atlas", metavar="FILE", help="register every image to this atlas image")
+    g.add_argument("--atlas-labels", metavar="FILE", help="label map of the atlas")
+
+
+def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> None:
+    _add_data_options(p, "training frames (or volumes, or cases), e.g. 0:20; default all")
+    g = p.add_argument_group("training")
+    g.add_argument("--out", required=True, metavar="FILE.pt", help="model file to write")
+    g.add_argument("--val-frames", metavar="A:B", help="validation frames of DATA, e.g. 20:25")
+    g.add_argument("--steps", type=int, default=default_steps, help=f"default {default_steps}")
+    g.add_argument("--crop", type=int, help="side of random training crops (pixels/voxels)")
+    g.add_argument("--batch-size", type=_positive_int, default=4, help="default 4")
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    g.add_argument("--channels", default="64,128,256", help="U-Net encoder channels")
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    g.add_argument("--seed", type=int, default=0, help="default 0")
+    g.add_argument("--resume", action="store_true", help="continue from FILE.last.pt")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing FILE.pt")
+    g.add_argument("--val-every", type=_positive_int, default=100, help="default 100 steps")
+    g.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=100,
+        help="save FILE.last.pt every N steps (default 100)",
+    )
+    g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
+    g.add_argument("--noise", type=float, default=0.0, help="std of added intensity noise")
+
+
+def _add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    g = p.add_argument_group("instance optimisation (per pair)")
+    g.add_argument(
+        "--iterations",
+        metavar="N[,N...]",
+        help="Adam iterations per pyramid level, coarse to fine (default 100,50,25,5)",
+    )
+    g.add_argument(
+        "--levels", type=_positive_int, metavar="L", help="pyramid levels (default: up to 4)"
+    )
+    linear = g.add_mutually_exclusive_group()
+    linear.add_argument(
+        "--affine", dest="linear", action="store_const", const="affine", help="affine stage first"
+    )
+    linear.add_argument(
+        "--rigid", dest="linear", action="store_const", const="rigid", help="rigid stage first"
+    )
+    g.add_argument("--lam", type=float, help="regulariser weight (default: the metric's)")
+    g.add_argument(
+        "--transform",
+        choices=("bspline", "dense"),
+        default="bspline",
+        help="B-spline control grid (default) or a smoothed dense field",
+    )
+    g.add_argument(
+        "--diffeomorphic", action="store_true", help="optimise a velocity field and integrate it"
+    )
+    return g
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the ``deepsim`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser with one sub-command per task.
+    """
+    parser = _Parser(
+        prog="deepsim",
+        description="Learned deformable image registration with semantic similarity metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("metrics", help="list the similarity metrics and their default lambda")
+    p.set_defaults(handler="metrics")
+
+    p = sub.add_parser(
+        "fetch", help="download a public dataset once into the cache (checked by SHA-256)"
+    )
+    p.add_argument("name", metavar="NAME", help="PhC-C2DH-U373 (Cell Tracking Challenge)")
+    p.add_argument(
+        "--cache", metavar="DIR", help="cache folder (default $DEEPSIM_CACHE or ~/.cache/...)"
+    )
+    p.add_argument("--sha256", help="expected SHA-256 of the archive, to pin a known copy")
+    p.set_defaults(handler="fetch")
+
+    p = sub.add_parser(
+        "demo", help="train and evaluate a small model on the built-in noisy cell sample"
+    )
+    p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
+    p.add_argument("--metric", default="ncc", help="similarity metric (default ncc)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(handler="demo")
+
+    p = sub.add_parser(
+        "train-features", help="train the feature extractor DeepSim compares (segmentation)"
+    )
+    p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
+    p.add_argument("--kind", choices=("segmentation", "autoencoder"), default="segmentation")
+    p.add_argument("--dice-weight", type=float, default=0.0, help="weight of a soft Dice term")
+    _add_training_options(p, default_steps=1000)
+    p.set_defaults(handler="train_features")
+
+    p = sub.add_parser("train", help="train a registration model with a similarity metric")
+    p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
+    p.add_argument("--metric", required=True, help="see `deepsim metrics`")
+    p.add_argument("--features", metavar="F.pt", help="feature extractor (deepsim, deepsim-ae)")
+    p.add_argument(
+        "--feature-levels",
+        metavar="L,L",
+        help="encoder stages DeepSim compares, 1 = half resolution (default: all)",
+    )
+    p.add_argument("--vgg-weights", metavar="FILE", help="torchvision VGG16 state dict (vgg)")
+    p.add_argument("--lam", type=float, help="regulariser weight (default: the metric's)")
+    p.add_argument("--regulariser", choices=("diffusion", "bending"), default="diffusion")
+    p.add_argument("--diffeomorphic", action="store_true", help="integrate a velocity field")
+    p.add_argument("--max-offset", type=_positive_int, default=2, help="pair distance (2)")
+    p.add_argument("--pairs", metavar="CSV", help="explicit training pairs (moving,fixed)")
+    _add_training_options(p, default_steps=1000)
+    p.set_defaults(handler="train_registration")
+
+    p = sub.add_parser(
+        "register", help="register images with a trained model, by optimisation, or both"
+    )
+    p.add_argument("--model", metavar="R.pt", help="registration model (with --optimise: refined)")
+    p.add_argument("images", nargs="*", metavar="FIXED MOVING", help="the fixed and moving image")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="moving label maps (with --series: one label stack of the frames)",
+    )
+    p.add_argument("--fixed-labels", metavar="FILE", help="fixed labels: prints Dice")
+    p.add_argument("--series", metavar="STACK", help="register every frame of a stack instead")
+    p.add_argument("--reference", default="0", help="frame index or 'previous' (series)")
+    p.add_argument("--ndim", type=int, choices=(2, 3), help="how to read a 3D series array")
+    p.add_argument("--out", default="registered", metavar="DIR", help="default ./registered")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results in DIR")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="frames per pass")
+    g = _add_optimisation_options(p)
+    g.add_argument(
+        "--optimise",
+        action="store_true",
+        help="optimise each field for its pair (from --model's prediction, or the identity)",
+    )
+    g.add_argument("--metric", help="similarity to optimise (default ncc; see `deepsim metrics`)")
+    g.add_argument("--features", metavar="F.pt", help="feature extractor (deepsim, deepsim-ae)")
+    g.add_argument("--vgg-weights", metavar="FILE", help="torchvision VGG16 state dict (vgg)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the optimisation (default 0)")
+    p.set_defaults(handler="register")
+
+    p = sub.add_parser("evaluate", help="Dice, folding and speed of models on test pairs")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--models", nargs="+", default=[], metavar="R.pt")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        choices=("identity", "elastix"),
+        default=[],
+        help="add a baseline row; repeat for both (elastix needs napari-deepsim[baselines])",
+    )
+    p.add_argument("--pairs", metavar="CSV", help="explicit test pairs (moving,fixed)")
+    g = _add_optimisation_options(p)
+    g.add_argument(
+        "--optimise",
+        action="append",
+        default=[],
+        metavar="METRIC[:F.pt]",
+        help="a row optimising each pair from the identity, e.g. ncc or deepsim:features.pt",
+    )
+    g.add_argument(
+        "--refine",
+        action="append",
+        default=[],
+        metavar="METRIC[:F.pt]",
+        help="a row per --models entry refining its prediction by optimisation",
+    )
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="auto")
+    g = p.add_argument_group("statistics")
+    g.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="test every other row against this model (Wilcoxon, Cohen's d on per-pair Dice)",
+    )
+    g.add_argument("--hd95", action="store_true", help="95th-percentile Hausdorff distance")
+    g.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="add Gaussian noise of this std to both images",
+    )
+    g.add_argument("--seed", type=int, default=0, metavar="N", help="seed of --noise (default 0)")
+    g = p.add_argument_group("figures")
+    g.add_argument(
+        "--figures", action="store_true", help="write dice_boxplot, qualitative, jacobian PNGs"
+    )
+    g.add_argument("--zoom", metavar="R0,C0,R1,C1", help="region shown enlarged in qualitative")
+    g.add_argument(
+        "--grid-spacing",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="grid line distance in pixels (default 16)",
+    )
+    _add_data_options(p, "test frames, e.g. 25:30 (consecutive pairs); default all")
+    p.set_defaults(handler="evaluate")
+
+    p = sub.add_parser(
+        "curves", help="plot validation Dice of training runs against step and wall time"
+    )
+    p.add_argument("logs", nargs="+", metavar="R.csv", help="training logs (beside R.pt)")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--names", nargs="+", metavar="NAME", help="one per log (default: file stems)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing FILE.png")
+    p.set_defaults(handler="curves")
+
+    p = sub.add_parser("info", help="show what a model file holds")
+    p.add_argument("model", metavar="FILE.pt")
+    p.set_defaults(handler="info")
+    return parser

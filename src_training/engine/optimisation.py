@@ -1,0 +1,270 @@
+"""Per-pair optimisation as the front ends use it: from identity, or refining a model.
+
+An :class:`Optimisation` is a metric (any of the registry, DeepSim with its extractor
+included) and the optimiser's settings. :func:`run_optimisation` optimises one pair of
+normalised images, :func:`optimisation_method` makes an evaluation row of it (alone,
+or refining each model's prediction), and :func:`optimisation_config` reads the
+options a user types.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from src_training.evaluation.scoring import Method, Registered
+from src_training.metrics.registry import Similarity
+from src_training.networks.modelio import ModelFile
+from src_training.optimisation import OptimiseConfig, OptimiseEvent, OptimiseResult, optimise
+from src_training.optimisation.config import MIN_LEVEL_SIZE
+from src_training.optimisation.pyramid import max_levels
+from src_training.registration.inference import predict
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """How to optimise a pair: the metric and the optimiser's settings.
+
+    Attributes
+    ----------
+    metric : Similarity
+        The similarity the optimiser minimises (with the regulariser).
+    config : OptimiseConfig
+        Pyramid, iterations, parameterisation, λ, optional linear stage.
+    """
+
+    metric: Similarity
+    config: OptimiseConfig
+
+    @property
+    def name(self) -> str:
+        """The metric's name, for rows and messages."""
+        return self.metric.name
+
+
+@dataclass(frozen=True)
+class OptimisationSummary:
+    """What an optimisation did, for the lines and tables a user reads.
+
+    Attributes
+    ----------
+    metric : str
+        The metric optimised.
+    iterations : int
+        Iterations run (all levels and pairs together).
+    initial_loss, loss : float
+        Loss of the starting and of the final field (the mean over pairs of a series).
+    stopped : bool
+        Whether a stop request ended it early.
+    """
+
+    metric: str
+    iterations: int
+    initial_loss: float
+    loss: float
+    stopped: bool = False
+
+    @classmethod
+    def of(cls, metric: str, results: list[OptimiseResult]) -> OptimisationSummary:
+        """Summarise the results of one or more pairs."""
+        return cls(
+            metric,
+            sum(r.iterations for r in results),
+            float(np.mean([r.initial_loss for r in results])),
+            float(np.mean([r.loss for r in results])),
+            any(r.stopped for r in results),
+        )
+
+
+def optimisation_config(
+    *,
+    iterations: str | None = None,
+    levels: int | None = None,
+    linear: str | None = None,
+    lam: float | None = None,
+    transform: str = "bspline",
+    diffeomorphic: bool = False,
+    seed: int = 0,
+) -> OptimiseConfig:
+    """Build the optimiser's settings from typed options (defaults where None).
+
+    Parameters
+    ----------
+    iterations : str, optional
+        Iterations per level: one number (``"50"``) or one per level, coarse to fine
+        (``"100,50,25,5"``).
+    levels : int, optional
+        Pyramid levels; automatic when None.
+    linear : {None, "rigid", "affine"}
+        A linear stage before the deformable one.
+    lam : float, optional
+        Regulariser weight; the metric's optimisation default when None.
+    transform : {"bspline", "dense"}
+        Parameterisation of the deformable stage.
+    diffeomorphic : bool
+        Optimise a velocity field and integrate it.
+    seed : int
+        Seed of the run.
+
+    Returns
+    -------
+    OptimiseConfig
+        Validated settings.
+    """
+    options: dict[str, object] = {
+        "levels": levels,
+        "affine": linear,
+        "lam": lam,
+        "transform": transform,
+        "diffeomorphic": diffeomorphic,
+        "seed": seed,
+    }
+    if iterations is None and levels is not None:
+        default = OptimiseConfig().iterations
+        assert isinstance(default, tuple)
+        options["iterations"] = (default[0],) * max(0, levels - len(default)) + default[-levels:]
+    if iterations is not None:
+        try:
+            counts = tuple(int(part) for part in iterations.split(","))
+        except ValueError:
+            raise ValueError(
+                f"--iterations must be a number or numbers per level like 100,50,25,5; "
+                f"got {iterations!r}"
+            ) from None
+        options["iterations"] = counts[0] if len(counts) == 1 else counts
+    try:
+        return OptimiseConfig(**options)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ValueError(f"--{str(err).replace('_', '-')}") from None
+
+
+def _label_ids(moving: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both label maps as class ids over the union of their values."""
+    values = np.union1d(np.unique(moving), np.unique(fixed))
+    return np.searchsorted(values, moving), np.searchsorted(values, fixed)
+
+
+def run_optimisation(
+    optimisation: Optimisation,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    init: Tensor | None = None,
+    moving_labels: np.ndarray | None = None,
+    fixed_labels: np.ndarray | None = None,
+    stop: Callable[[], bool] | None = None,
+    device: torch.device | str = "cpu",
+) -> Generator[OptimiseEvent, None, OptimiseResult]:
+    """Optimise the field that warps ``moving`` onto ``fixed`` (checked when called).
+
+    Parameters
+    ----------
+    optimisation : Optimisation
+        Metric and settings.
+    fixed, moving : numpy.ndarray
+        ``(C, *spatial)`` normalised images of one shape.
+    init : Tensor, optional
+        ``(1, ndim, *spatial)`` starting field (a model's prediction, to refine).
+    moving_labels, fixed_labels : numpy.ndarray, optional
+        Label maps, for a metric that needs them.
+    stop : callable, optional
+        Polled every iteration; True ends the run with the best field so far.
+    device : torch.device or str
+        Where to optimise.
+
+    Returns
+    -------
+    Generator
+        Yields an :class:`OptimiseEvent` per iteration, returns the
+        :class:`OptimiseResult`.
+    """
+    labels = None
+    if optimisation.metric.needs_labels:
+        if moving_labels is None or fixed_labels is None:
+            raise ValueError(
+                f"the {optimisation.name} metric compares labels: give the moving and the "
+                "fixed image's labels, or choose a metric without labels"
+            )
+        labels = _label_ids(moving_labels, fixed_labels)
+    return optimise(
+        fixed[None],
+        moving[None],
+        optimisation.metric,
+        optimisation.config,
+        labels=labels,
+        init=init,
+        stop=stop,
+        device=device,
+    )
+
+
+def drain(events: Generator[object, None, OptimiseResult]) -> OptimiseResult:
+    """Run an optimisation to its end and return its result."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as done:
+            return done.value
+
+
+def optimisation_method(
+    optimisation: Optimisation,
+    model: ModelFile | None = None,
+    device: torch.device | str = "cpu",
+) -> Method:
+    """Make an evaluation method that optimises each pair (refining ``model`` if given).
+
+    Parameters
+    ----------
+    optimisation : Optimisation
+        Metric and settings; a metric that needs labels cannot be evaluated this way
+        (it would see the fixed labels the evaluation scores against).
+    model : ModelFile, optional
+        A registration model whose prediction is the start; the identity otherwise.
+    device : torch.device or str
+        Where to run.
+
+    Returns
+    -------
+    Method
+        Timed over the prediction and the optimisation together.
+    """
+    if optimisation.metric.needs_labels:
+        raise ValueError(
+            f"the {optimisation.name} metric needs the fixed labels, which the evaluation "
+            "scores against; evaluate the optimisation with a metric without labels"
+        )
+
+    def register(moving: np.ndarray, fixed: np.ndarray, moving_labels: np.ndarray) -> Registered:
+        start = time.perf_counter()
+        init = None
+        if model is not None:
+            init = predict(model.network, moving[None], fixed[None], device)
+        result = drain(run_optimisation(optimisation, fixed, moving, init=init, device=device))
+        return Registered(result.displacement, time.perf_counter() - start)
+
+    return register
+
+
+def check_levels(optimisation: Optimisation, shape: tuple[int, ...]) -> None:
+    """Refuse a pyramid deeper than an image of ``shape`` allows, before any work.
+
+    Parameters
+    ----------
+    optimisation : Optimisation
+        Its ``config.levels`` is checked (automatic levels always fit).
+    shape : tuple of int
+        Spatial shape of the images.
+    """
+    levels = optimisation.config.levels
+    deepest = max_levels(shape)
+    if levels is not None and levels > deepest:
+        raise ValueError(
+            f"--levels {levels} is too deep for images of {shape} (each level halves them, "
+            f"down to {MIN_LEVEL_SIZE} voxels); use --levels {deepest} or fewer"
+        )
