@@ -113,3 +113,48 @@ def test_series_through_the_cli_and_the_register_widget_job_agree(runs):
     np.testing.assert_array_equal(fields[2], 0)
     assert result.folding_percent == pytest.approx(folding, abs=5e-4)
     assert result.dice[1] == pytest.approx(dice_after, abs=5e-5)
+
+
+def _dice(out: str) -> tuple[float, float]:
+    before, after = out.split("): ")[1].split(" after")[0].split(" before -> ")
+    return float(before), float(after)
+
+
+def test_optimise_a_pair_without_a_model(runs):
+    folder = runs["folder"]
+    out = _deepsim(
+        "register", "--optimise", "--metric", "mse", "--iterations", "40,20",
+        folder / "frame0.tif", folder / "frame1.tif", "--labels", folder / "labels1.tif",
+        "--fixed-labels", folder / "labels0.tif", "--device", "cpu", "--out", folder / "opt",
+    )  # fmt: skip
+    assert "iterations of mse" in out
+    before, after = _dice(out)
+    assert after > before + 0.01
+    assert np.load(folder / "opt" / "displacement.npy").shape == (2, 48, 48)
+
+
+def test_refining_a_model_starts_from_its_prediction_and_ends_no_worse(runs):
+    folder = runs["folder"]
+    args = [folder / "frame0.tif", folder / "frame1.tif", "--labels", folder / "labels1.tif"]
+    args += ["--fixed-labels", folder / "labels0.tif", "--device", "cpu"]
+    plain = _deepsim("register", "--model", runs["model"], *args, "--out", folder / "plain")
+    refined = _deepsim(
+        "register", "--model", runs["model"], "--optimise", "--metric", "mse",
+        "--iterations", "40,20", *args, "--out", folder / "refined",
+    )  # fmt: skip
+    assert "refining the model" in refined
+    assert _dice(refined)[1] >= _dice(plain)[1] - 0.005
+    loss_before, loss_after = refined.split("loss ")[1].split(")")[0].split(" -> ")
+    assert float(loss_after) <= float(loss_before)
+
+
+def test_evaluate_puts_optimisation_and_refinement_rows_in_one_table(runs):
+    out = _deepsim(
+        "evaluate", *runs["data"], "--frames", "4:6", "--models", runs["model"],
+        "--baseline", "identity", "--optimise", "mse", "--refine", "mse",
+        "--iterations", "20,10", "--device", "cpu", "--out", runs["folder"] / "eval-opt",
+    )  # fmt: skip
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:5]}
+    assert set(rows) == {"identity", "opt-mse", "deepsim", "deepsim+mse"}
+    assert float(rows["opt-mse"][5]) > 0  # sd log J: the optimisation moved the image
+    assert float(rows["deepsim+mse"][6]) > float(rows["deepsim"][6])  # it costs the time it takes

@@ -31,6 +31,7 @@ from PIL import Image
 from src_training.cli import main
 from src_training.data.datasets import load_dataset, load_image_file, parse_frames
 from src_training.data.normalise import check_spatial_size
+from src_training.engine.optimisation import optimisation_config
 from src_training.evaluation.baselines import ElastixBSpline
 from src_training.evaluation.curves import read_validation_curve
 from src_training.evaluation.figures import parse_zoom
@@ -528,6 +529,52 @@ def _(w: Workspace) -> Case:
     (w.root / "b").mkdir()
     models = [w.model("a/r.pt"), w.model("b/r.pt")]
     return Case(["evaluate", w.stack(), "--models", *models, "--out", w.path("eval")])
+
+
+@case("register-with-neither-model-nor-optimisation")
+def _(w: Workspace) -> Case:
+    return Case(["register", w.image(), w.image("moving.tif"), "--out", w.path("out")])
+
+
+@case("optimise-with-an-unknown-metric")
+def _(w: Workspace) -> Case:
+    args = ["register", "--optimise", "--metric", "ssim", w.image(), w.image("moving.tif")]
+    return Case([*args, "--out", w.path("out")], lambda: build_metric("ssim"))
+
+
+@case("optimise-deepsim-without-extractor")
+def _(w: Workspace) -> Case:
+    args = ["register", "--optimise", "--metric", "deepsim", w.image(), w.image("moving.tif")]
+    return Case([*args, "--out", w.path("out")])
+
+
+@case("optimise-with-no-iterations")
+def _(w: Workspace) -> Case:
+    args = ["register", "--optimise", "--iterations", "0", w.image(), w.image("moving.tif")]
+    return Case([*args, "--out", w.path("out")], lambda: optimisation_config(iterations="0"))
+
+
+@case("optimise-levels-too-deep")
+def _(w: Workspace) -> Case:
+    args = ["register", "--optimise", "--levels", "5", w.image(), w.image("moving.tif")]
+    return Case([*args, "--out", w.path("out")])
+
+
+@case("optimisation-option-without-optimise")
+def _(w: Workspace) -> Case:
+    return Case(w.register(w.image(), w.image("moving.tif"), "--iterations", "50"))
+
+
+@case("refine-without-models")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--baseline", "identity", "--refine", "ncc"]
+    return Case([*args, "--out", w.path("eval")])
+
+
+@case("evaluate-optimising-a-label-metric")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--optimise", "ncc-sup", "--out", w.path("eval")]
+    return Case(args)
 
 
 @case("malformed-zoom")

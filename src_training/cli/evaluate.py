@@ -62,10 +62,14 @@ def evaluate(args: argparse.Namespace) -> None:
     pairs = evaluation_pairs(data, explicit, args.data)
     device = resolve_device(args.device)
     if args.refine and not args.models:
-        raise ValueError("--refine refines the prediction of each --models entry; add --models")
+        raise ValueError(
+            "--refine refines the prediction of each --models entry; pass --models R.pt ..."
+        )
     if not (args.optimise or args.refine) and optimisation_flags_used(args):
         flag = optimisation_flags_used(args)[0]
-        raise ValueError(f"{flag} applies to --optimise and --refine rows; add one or remove it")
+        raise ValueError(
+            f"{flag} applies to --optimise and --refine rows; pass one of them, or remove {flag}"
+        )
     shape = tuple(data.images.shape[2:])
     optimisations, refinements = (
         [optimisation(args, spec, data.ndim, data.channels, shape) for spec in specs]

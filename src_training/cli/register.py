@@ -33,7 +33,9 @@ def register(args: argparse.Namespace) -> None:
         if getattr(args, key)
     ]
     if used and not args.optimise:
-        raise ValueError(f"{used[0]} applies to --optimise; add --optimise or remove {used[0]}")
+        raise ValueError(
+            f"{used[0]} applies to --optimise; pass --optimise too, or remove {used[0]}"
+        )
     model = load_registration_model(args.model) if args.model else None
     device = resolve_device(args.device)
     if args.series:
