@@ -100,7 +100,7 @@ def _extractor(spec: OptimiseSpec) -> ModelFile:
 
     source = spec.features
     assert source is not None
-    name = "the chosen extractor" if isinstance(source, ModelFile) else Path(source).name
+    name = "the chosen extractor" if isinstance(source, ModelFile) else str(source)
     model = source if isinstance(source, ModelFile) else load_model(source)
     if model.kind != "features":
         raise ValueError(
