@@ -78,7 +78,6 @@ class RowChoice:
         self.add_button = QPushButton("Add model files…")
         self.remove_button = QPushButton("Remove")
         self.optimise = OptimisePicker()
-        self.optimise.iterations.value = "50,25,10"
         self.add_optimisation_button = QPushButton("Add optimisation")
         self.refine_button = QPushButton("Refine selected models")
         panel = QWidget()

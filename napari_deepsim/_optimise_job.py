@@ -164,7 +164,9 @@ class Watch:
         return self.loss(warped, fixed, **extra)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["loss"], name)
+        if name == "loss":  # not set yet: never recurse
+            raise AttributeError(name)
+        return getattr(self.loss, name)
 
     def take(self) -> np.ndarray | None:
         """Return the last warped image's first channel as an array, and forget it."""
@@ -212,13 +214,16 @@ class Tracker:
     ----------
     stages : int
         Stage units besides the iterations (the last one is the final step).
-    watch : Watch, optional
-        The watched loss of a pair's optimisation, for previews after each level.
+
+    Attributes
+    ----------
+    watch : Watch or None
+        The watched loss of a pair's optimisation, for a preview after each level.
     """
 
-    def __init__(self, stages: int, watch: Watch | None = None) -> None:
+    def __init__(self, stages: int) -> None:
         self.stages = stages
-        self.watch = watch
+        self.watch: Watch | None = None
         self.schedule: dict[tuple[str, int], tuple[int, int]] = {}  # (stage, level): offset, n
         self.per_pair = self.pairs = self.levels = 0
         self._stage = self._pair = self._position = 0
@@ -322,7 +327,7 @@ class Tracker:
 
 
 def describe(summary: OptimisationSummary, refined: bool) -> str:
-    """One line on what the optimisation did (for the results text)."""
+    """Return one line on what the optimisation did (for the results text)."""
     start = "refining the model, " if refined else ""
     stopped = ", stopped" if summary.stopped else ""
     return (
