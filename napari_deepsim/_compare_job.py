@@ -1,9 +1,10 @@
-"""The job of the Compare metrics widget: several models on one pair, free of Qt.
+"""The job of the Compare metrics widget: several methods on one pair, free of Qt.
 
-:func:`run` registers the pair with each model in turn (the Register widget's job, one
-model at a time) in a napari thread worker; :func:`zoom` cuts one model's warped image
-and deformed grid out of a rectangle for the side-by-side view. Nothing here touches
-Qt or layers.
+A method is a model, an optimisation of the field with a metric, or a model whose
+prediction an optimisation refines. :func:`run` registers the pair with each in turn
+(the Register widget's job, one method at a time) in a napari thread worker;
+:func:`zoom` cuts one method's warped image and deformed grid out of a rectangle for
+the side-by-side view. Nothing here touches Qt or layers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_deepsim._register_job import STAGES, Job, Result
+from napari_deepsim._optimise_job import OptimiseSpec, Step
+from napari_deepsim._register_job import Job, Result
 from napari_deepsim._register_job import run as register
 from src_training.spatial.grid import grid_lines
 
@@ -24,14 +26,20 @@ if TYPE_CHECKING:
 # Grid colours: Shapes edge colours for 2D and single-hue napari colormaps for 3D.
 PALETTE = ("yellow", "cyan", "magenta", "green", "red", "blue")
 ZOOM_LINES = 10  # about this many grid lines across the shorter side of a zoom
+UNITS = 100  # progress units per method
 
 
 @dataclass
 class Entry:
-    """One model of a comparison: its name in the table and layers, and its source."""
+    """One method of a comparison: its name in the table and layers, and what it runs.
+
+    ``source`` is the model (a file or one in memory; None to optimise from the
+    identity) and ``optimise`` the optimisation (None for the model alone).
+    """
 
     name: str
-    source: str | ModelFile
+    source: str | ModelFile | None
+    optimise: OptimiseSpec | None = None
 
 
 @dataclass
@@ -53,8 +61,8 @@ class CompareJob:
 
     @property
     def stages(self) -> int:
-        """Number of yields of :func:`run`, for the progress bar."""
-        return (STAGES + 1) * len(self.entries)
+        """Progress units of :func:`run`: :data:`UNITS` per method."""
+        return UNITS * len(self.entries)
 
 
 def color(index: int) -> str:
@@ -62,41 +70,56 @@ def color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-def run(job: CompareJob) -> Generator[str, None, list[Outcome]]:
-    """Register the pair with every model, yielding after each stage.
+def run(job: CompareJob) -> Generator[Step, None, list[Outcome]]:
+    """Register the pair with every method, yielding progress steps.
 
-    A model that cannot register this pair (wrong dimensionality, not a registration
-    model, unreadable file) gets an outcome with an error and the others still run.
+    A method that cannot register this pair (wrong dimensionality, not a registration
+    model, unreadable file, a metric that cannot run) gets an outcome with an error and
+    the others still run.
 
     Parameters
     ----------
     job : CompareJob
-        The pair and the models.
+        The pair and the methods.
 
     Yields
     ------
-    str
-        The stage just finished.
+    Step
+        Progress in :data:`UNITS` per method.
 
     Returns
     -------
     list of Outcome
-        One per model, in the order of ``job.entries``.
+        One per method, in the order of ``job.entries``.
     """
     outcomes = []
     for index, entry in enumerate(job.entries):
         outcome = Outcome(entry.name, color(index))
+        pair = replace(job.pair, model=entry.source, optimise=entry.optimise, preview=False)
         try:
-            outcome.result = yield from register(replace(job.pair, model=entry.source))
+            outcome.result = yield from _scaled(register(pair), index, job.stages, entry.name)
         except (ValueError, OSError) as err:
             outcome.error = str(err).rstrip(".")
         outcomes.append(outcome)
-        yield f"{entry.name} done"
+        yield Step((index + 1) * UNITS, job.stages, f"{entry.name} done")
     return outcomes
 
 
+def _scaled(
+    steps: Generator[Step, None, Result], index: int, total: int, name: str
+) -> Generator[Step, None, Result]:
+    """Pass one method's steps on as the ``index``-th share of the whole comparison."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as end:
+            return end.value
+        done = index * UNITS + UNITS * step.done // max(1, step.total)
+        yield Step(min(done, total), total, f"{name}: {step.text}", step.losses)
+
+
 def table(outcomes: list[Outcome], dice_before: float | None) -> list[list[str]]:
-    """Rows of the comparison table: identity, then one per model.
+    """Rows of the comparison table: identity, then one per method.
 
     Parameters
     ----------
@@ -108,7 +131,7 @@ def table(outcomes: list[Outcome], dice_before: float | None) -> list[list[str]]
     Returns
     -------
     list of list of str
-        ``[model, Dice, % folding, sd log J, s/pair]`` cells.
+        ``[method, Dice, % folding, sd log J, s/pair]`` cells.
     """
 
     def dice(value: float | None) -> str:

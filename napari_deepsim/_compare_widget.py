@@ -1,34 +1,30 @@
-"""The Compare metrics widget: run several registration models on one pair, side by side.
+"""The Compare metrics widget: run several registration methods on one pair, side by side.
 
-Each model's warped image, warped labels, deformation grid (in its own colour),
-Jacobian and folds become layers; a table lists Dice, % folding, the std of log J and
-the time per model. A rectangle drawn on the ``compare zoom`` Shapes layer shows the
-fixed and moving patches and every model's warped patch with its grid, side by side
-(:mod:`napari_deepsim._compare_zoom`). The models run one after another in a napari
-thread worker (:mod:`napari_deepsim._compare_job`); layers and tiles are made on the
-GUI thread. The registration models trained in this session are listed as they come.
+The methods are registration models, optimisations of the field with a metric
+(``optimise: ncc``) and models refined by an optimisation
+(:mod:`napari_deepsim._compare_rows`). Each method's warped image, warped labels,
+deformation grid (in its own colour), Jacobian and folds become layers; a table lists
+Dice, % folding, the std of log J and the time per method. A rectangle drawn on the
+``compare zoom`` Shapes layer shows the fixed and moving patches and every method's
+warped patch with its grid, side by side (:mod:`napari_deepsim._compare_zoom`). The
+methods run one after another in a napari thread worker
+(:mod:`napari_deepsim._compare_job`), the progress bar moving through each one's
+stages and iterations; layers and tiles are made on the GUI thread. The registration
+models trained in this session are listed as they come.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, PushButton
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QFileDialog,
     QFrame,
-    QHBoxLayout,
     QHeaderView,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
     QScrollArea,
     QTableWidget,
     QTableWidgetItem,
@@ -37,7 +33,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deepsim._choices import guess_pair, pair_arrays
-from napari_deepsim._compare_job import CompareJob, Entry, Outcome, run, table
+from napari_deepsim._compare_job import CompareJob, Outcome, run, table
+from napari_deepsim._compare_rows import RowChoice
 from napari_deepsim._compare_zoom import PREFIX, ZoomView
 from napari_deepsim._controls import (
     FOLDS_STYLE,
@@ -54,18 +51,18 @@ from napari_deepsim._controls import (
 from napari_deepsim._models import trained_models
 from napari_deepsim._register_job import Job
 from napari_deepsim._subscriptions import subscribe, watch_layers
-from napari_deepsim._workers import error_message, start_worker
+from napari_deepsim._workers import advance, error_message, start_worker
 
 if TYPE_CHECKING:
     import napari
 
-    from src_training.networks.modelio import ModelFile
+    from napari_deepsim._optimise_job import Step
 
-HEADERS = ["model", "Dice", "% folding", "sd log J", "s/pair"]
+HEADERS = ["method", "Dice", "% folding", "sd log J", "s/pair"]
 
 
-class CompareWidget(ZoomView, QWidget):
-    """Compare registration models (metrics) on one pair: layers, a table and zooms.
+class CompareWidget(RowChoice, ZoomView, QWidget):
+    """Compare registration methods (metrics) on one pair: layers, a table and zooms.
 
     Parameters
     ----------
@@ -78,7 +75,6 @@ class CompareWidget(ZoomView, QWidget):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.outcomes: list[Outcome] = []
-        self._files: list[Path] = []
         self._pair: dict[str, Any] = {}
 
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
@@ -96,12 +92,7 @@ class CompareWidget(ZoomView, QWidget):
                 self.spacing,
             ]
         )
-        self.models = QListWidget()
-        self.models.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.models.setMaximumHeight(110)
-        self.models.setToolTip("Ticked models run on the pair; models trained here appear too")
-        self.add_button = QPushButton("Add model files…")
-        self.remove_button = QPushButton("Remove")
+        rows = self._row_controls()
         self.compare_button = PushButton(text="Compare")
         self.table = QTableWidget(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
@@ -110,15 +101,10 @@ class CompareWidget(ZoomView, QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         zoom_button, tiles = self._zoom_widgets()
 
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.add_button)
-        buttons.addWidget(self.remove_button)
         panel = QWidget()
         column = QVBoxLayout(panel)
         column.addWidget(self.inputs.native)
-        column.addWidget(QLabel("models"))
-        column.addWidget(self.models)
-        column.addLayout(buttons)
+        column.addWidget(rows)
         column.addWidget(self.compare_button.native)
         column.addWidget(self.table)
         column.addWidget(zoom_button)
@@ -130,14 +116,14 @@ class CompareWidget(ZoomView, QWidget):
         scroll.setWidget(panel)
         QVBoxLayout(self).addWidget(scroll)
 
-        self.add_button.clicked.connect(self._add_clicked)
-        self.remove_button.clicked.connect(self._remove_clicked)
         self.compare_button.changed.connect(self.compare)
         watch_layers(self, self.viewer, self.reset_choices)
         events = trained_models.events
         subscribe(self, [events.inserted, events.removed], self._list_models)
+        subscribe(self, [events.inserted, events.removed], self._extractors_changed)
         self.reset_choices()
         self._list_models()
+        self._extractors_changed()
 
     # ---- inputs --------------------------------------------------------------------
 
@@ -155,70 +141,8 @@ class CompareWidget(ZoomView, QWidget):
             if chooser.value is None and layer is not None:
                 chooser.value = layer
 
-    # ---- models --------------------------------------------------------------------
-
-    def _list_models(self, *_args: Any) -> None:
-        """List the registration models trained here and the added files, keeping ticks."""
-        unticked = {
-            self.models.item(i).text()
-            for i in range(self.models.count())
-            if self.models.item(i).checkState() != Qt.CheckState.Checked
-        }
-        self.models.clear()
-        names = [m.name for m in trained_models.of_kind("registration")]
-        names += [self._file_name(path) for path in self._files]
-        for name in names:
-            item = QListWidgetItem(name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(
-                Qt.CheckState.Unchecked if name in unticked else Qt.CheckState.Checked
-            )
-            self.models.addItem(item)
-
-    def _file_name(self, path: Path) -> str:
-        """Name a model file by its stem, or by its path when two stems clash."""
-        stems = [p.stem for p in self._files]
-        return path.stem if stems.count(path.stem) == 1 else str(path)
-
-    def add_model_files(self, paths: list[str | Path]) -> None:
-        """Offer model files for comparison (they are read when Compare runs).
-
-        Parameters
-        ----------
-        paths : list of str or Path
-            Registration model files written by ``deepsim train`` or the training widget.
-        """
-        for path in map(Path, paths):
-            if not path.is_file():
-                show_error(f"The model file {path} does not exist; pick an existing .pt file.")
-                continue
-            if path.resolve() not in [p.resolve() for p in self._files]:
-                self._files.append(path)
-        self._list_models()
-
-    def _entries(self) -> list[Entry]:
-        sources: dict[str, str | ModelFile] = {
-            m.name: m.model for m in trained_models.of_kind("registration")
-        }
-        sources.update({self._file_name(path): str(path) for path in self._files})
-        return [
-            Entry(item.text(), sources[item.text()])
-            for item in map(self.models.item, range(self.models.count()))
-            if item.checkState() == Qt.CheckState.Checked and item.text() in sources
-        ]
-
-    def _add_clicked(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(
-            self, "Add registration models", "", "Model files (*.pt *.pth)"
-        )
-        self.add_model_files(paths)
-
-    def _remove_clicked(self) -> None:
-        chosen = {item.text() for item in self.models.selectedItems()}
-        self._files = [path for path in self._files if self._file_name(path) not in chosen]
-        for model in [m for m in trained_models if m.name in chosen]:
-            trained_models.remove(model)
-        self._list_models()
+    def _extractors_changed(self, *_args: Any) -> None:
+        self.optimise.extractors_changed()
 
     # ---- comparison ----------------------------------------------------------------
 
@@ -228,7 +152,7 @@ class CompareWidget(ZoomView, QWidget):
         return self.worker is not None
 
     def compare(self, *_args: Any) -> Any:
-        """Start running every ticked model on the pair in a worker thread.
+        """Start running every ticked method on the pair in a worker thread.
 
         Returns
         -------
@@ -254,10 +178,12 @@ class CompareWidget(ZoomView, QWidget):
             run,
             job,
             job.stages,
-            f"Comparing {len(job.entries)} models",
+            f"Comparing {len(job.entries)} methods",
             self._on_returned,
             self._report,
             self._on_finished,
+            yielded=self._on_step,
+            counted=False,
         )
         return self.worker
 
@@ -274,14 +200,15 @@ class CompareWidget(ZoomView, QWidget):
         entries = self._entries()
         if not entries:
             raise ValueError(
-                "no model is ticked; add registration model files or train models first"
+                "no model is ticked; add registration model files, train models or add an "
+                "optimisation first"
             )
         pair = Job(
             fixed=fixed,
             moving=moving,
             fixed_name=fixed_layer.name,
             moving_name=moving_layer.name,
-            model=entries[0].source,  # each model replaces it in turn
+            model=entries[0].source,  # each method replaces it in turn
             device=str(self.device.value),
             spacing=int(self.spacing.value),
             stack=False,
@@ -295,6 +222,10 @@ class CompareWidget(ZoomView, QWidget):
 
     def _report(self, err: BaseException) -> None:
         show_error(error_message(err, "Comparison"))
+
+    def _on_step(self, step: Step) -> None:
+        if self.worker is not None:
+            advance(self.worker, step.done, step.total)
 
     def _on_finished(self) -> None:
         self.worker = None

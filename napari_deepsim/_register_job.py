@@ -1,24 +1,38 @@
 """The registration job of the Register widget: plain arrays in, plain arrays out.
 
-It runs in a napari thread worker, so it never touches Qt or layers; torch and the
-core are imported inside the functions, so importing this module stays cheap.
+A pair or the frames of a stack are registered with a model, by optimisation
+(:mod:`napari_deepsim._optimise_job`), or with a model whose prediction is then refined.
+It runs in a napari thread worker, so it never touches Qt or layers; it yields a
+:class:`~napari_deepsim._optimise_job.Step` per stage and, while optimising, per
+iteration (a few per second at most). Torch and the core are imported inside the
+functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_deepsim._optimise_job import (
+    OptimiseSpec,
+    Step,
+    Tracker,
+    describe,
+    optimisation,
+    watched,
+)
+
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from src_training.engine.optimisation import OptimisationSummary
     from src_training.networks.modelio import ModelFile
 
-STAGES = 4  # yields of the job, for the progress bar
+STAGES = 4  # progress units of a registration besides its optimisation iterations
 CHECKER_TILES = 8
 
 
@@ -30,7 +44,7 @@ class Job:
     moving: np.ndarray
     fixed_name: str
     moving_name: str
-    model: str | ModelFile
+    model: str | ModelFile | None
     device: str
     spacing: int
     stack: bool
@@ -42,13 +56,15 @@ class Job:
     vectors: bool = False
     checkerboard: bool = True
     timing_runs: int = 1  # > 1: one untimed warm-up pass, then the fastest of this many
+    optimise: OptimiseSpec | None = None  # optimise the field (refining the model's, if any)
+    preview: bool = True  # a pair's warped image after each pyramid level, while optimising
 
 
 @dataclass
 class Result:
     """What the worker computed; ``field`` is ``(ndim, *spatial)`` or ``(T, 2, H, W)``."""
 
-    model: ModelFile
+    model: ModelFile | None
     field: np.ndarray
     warped: np.ndarray
     jacobian: np.ndarray
@@ -64,6 +80,7 @@ class Result:
     vectors: np.ndarray | None = None
     checkerboard: np.ndarray | None = None
     dice: tuple[float, float] | None = None
+    optimisation: OptimisationSummary | None = None
 
 
 def warp_data(data: np.ndarray, disp: Tensor, labels: bool, stack: bool) -> np.ndarray:
@@ -79,34 +96,67 @@ def warp_data(data: np.ndarray, disp: Tensor, labels: bool, stack: bool) -> np.n
     return warp_array(np.asarray(data, np.float32)[None], disp)[0]
 
 
-def run(job: Job) -> Generator[str, None, Result]:
-    """Register in a worker thread, yielding after each stage for the progress bar."""
+def run(job: Job, stop: Callable[[], bool] | None = None) -> Generator[Step, None, Result]:
+    """Register in a worker thread, yielding progress steps.
+
+    Parameters
+    ----------
+    job : Job
+        The arrays and the settings.
+    stop : callable, optional
+        Polled at every optimisation iteration; True ends the optimisation with the best
+        field so far, which is then shown like any result.
+
+    Yields
+    ------
+    Step
+        After each stage and, while optimising, every few iterations and each level.
+
+    Returns
+    -------
+    Result
+        The field, the warped data, overlays and statistics.
+    """
     from src_training.engine.registration import load_registration_model
     from src_training.runtime.devices import resolve_device
 
     start = time.perf_counter()
-    model = load_registration_model(job.model)
+    model = None if job.model is None else load_registration_model(job.model)
     device = resolve_device(job.device)
-    yield "model loaded"
-    if job.stack:
-        result = yield from _register_stack(model, job, device)
-    else:
-        result = yield from _register_pair(model, job, device)
+    tracker = Tracker(STAGES)
+    yield tracker.stage("model loaded" if model is not None else "starting")
+    register = _register_stack if job.stack else _register_pair
+    result = yield from register(model, job, device, tracker, stop)
     result.seconds = time.perf_counter() - start
+    yield tracker.finish("overlays drawn")
     return result
 
 
-def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, None, Result]:
+def _register_pair(
+    model: ModelFile | None,
+    job: Job,
+    device: Any,
+    tracker: Tracker,
+    stop: Callable[[], bool] | None,
+) -> Generator[Step, None, Result]:
     from napari_deepsim import _overlays
     from src_training.engine.registration import register_pair
     from src_training.spatial.grid import grid_lines
 
-    if job.fixed.ndim == model.ndim + 1:
+    if model is not None and job.fixed.ndim == model.ndim + 1:
         raise ValueError(
             f"the model registers {model.ndim}D images and {job.fixed_name!r} is "
             f"{job.fixed.ndim}D; to register the frames of a 2D+t stack, choose the same stack "
             "as fixed and moving layer"
         )
+    ndim = job.fixed.ndim
+    optimised = None
+    if job.optimise is not None:
+        optimised = optimisation(job.optimise, ndim)
+        if job.preview:
+            optimised, tracker.watch = watched(optimised)
+        tracker.plan(optimised, job.fixed.shape, 1)
+        yield tracker.step(f"optimising with {job.optimise.label}")
     registration = register_pair(
         model,
         job.fixed[None],
@@ -117,8 +167,10 @@ def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, No
         extras=job.extras,
         names=(f"the fixed layer {job.fixed_name!r}", f"the moving layer {job.moving_name!r}"),
         timing_runs=job.timing_runs,
+        optimisation=optimised,
+        stop=stop,
     )
-    pair = yield from _finish(registration)
+    pair = yield from tracker.follow(registration)
     result = Result(
         model=model,
         field=pair.field,
@@ -133,34 +185,30 @@ def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, No
         warped_labels=pair.warped_labels[0] if pair.warped_labels else None,
         dice=pair.dice[0] if pair.dice else None,
         extras=pair.extras,
+        optimisation=pair.optimisation,
     )
     if job.grid:
         result.grid = (
             grid_lines(result.field, job.spacing)
-            if model.ndim == 2
+            if ndim == 2
             else _overlays.raster_grid(result.field, job.spacing)
         )
-    if job.vectors and model.ndim == 2:
+    if job.vectors and ndim == 2:
         result.vectors = _overlays.subsampled_vectors(result.field, job.spacing)
     if job.checkerboard:
         result.checkerboard = _overlays.checkerboard(
             pair.fixed_normalised[0], pair.warped_normalised[0], CHECKER_TILES
         )
-    yield "overlays drawn"
     return result
 
 
-def _finish(job: Generator[Any, None, Any]) -> Generator[str, None, Any]:
-    """Run the rest of an engine generator, passing its stages on; return its result."""
-    while True:
-        try:
-            progress = next(job)
-        except StopIteration as done:
-            return done.value
-        yield progress.what
-
-
-def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, None, Result]:
+def _register_stack(
+    model: ModelFile | None,
+    job: Job,
+    device: Any,
+    tracker: Tracker,
+    stop: Callable[[], bool] | None,
+) -> Generator[Step, None, Result]:
     import torch
 
     from napari_deepsim import _overlays
@@ -169,17 +217,28 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
     from src_training.spatial.transforms import warp
 
     frames = job.moving
-    if frames.ndim != model.ndim + 1:
+    if model is not None and frames.ndim != model.ndim + 1:
         raise ValueError(
             f"fixed and moving are the same layer {job.moving_name!r}, which registers the frames "
             f"of a 2D+t stack with a 2D model; this model is {model.ndim}D and the layer "
             f"{frames.ndim}D, so choose two different layers"
         )
+    if model is None and frames.ndim != 3:
+        raise ValueError(
+            f"fixed and moving are the same layer {job.moving_name!r}, which optimises the "
+            f"frames of a 2D+t stack, but the layer is {frames.ndim}D; choose two different "
+            "layers"
+        )
     if frames.shape[0] < 2:
         raise ValueError(f"the stack {job.moving_name!r} has one frame; it needs at least 2")
     normalised = np.stack([normalise_intensity(f) for f in frames])[:, None]
     raw = np.asarray(frames, np.float32)[:, None]
-    series = yield from _finish(
+    optimised = None
+    if job.optimise is not None:
+        optimised = optimisation(job.optimise, frames.ndim - 1)
+        tracker.plan(optimised, frames.shape[1:], len(frames) - 1)
+        yield tracker.step(f"optimising every frame with {job.optimise.label}")
+    series = yield from tracker.follow(
         register_stack(
             model,
             normalised,
@@ -188,6 +247,8 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
             raw_frames=raw,
             labels=job.moving_labels if job.fixed_labels is not None else None,
             what=f"the layer {job.moving_name!r}",
+            optimisation=optimised,
+            stop=stop,
         )
     )
     result = Result(
@@ -201,6 +262,7 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
         device=str(device),
         seconds=0.0,
         dice=series.dice,
+        optimisation=series.optimisation,
     )
     disp = torch.as_tensor(series.fields)
     if job.moving_labels is not None:
@@ -227,13 +289,14 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
                 for w in warped
             ]
         )
-    yield "overlays drawn"
     return result
 
 
 def summary(result: Result) -> str:
     """Dice before and after (when both label maps were given), regularity and time."""
     lines = []
+    if result.optimisation is not None:
+        lines.append(describe(result.optimisation, result.model is not None))
     if result.dice is not None:
         lines.append(f"Dice {result.dice[0]:.3f} -> {result.dice[1]:.3f}")
     lines.append(f"{result.folding_percent:.2f} % folding, sdlogj {result.sdlogj:.3f}")

@@ -1,57 +1,62 @@
-"""The Register widget: warp a moving layer onto a fixed layer with a trained model.
+"""The Register widget: warp a moving layer onto a fixed layer, with a model or without.
 
-The registration itself runs in a napari thread worker on NumPy copies of the layer
-data; the worker only computes arrays (with :mod:`src_training` and
-:mod:`napari_deepsim._overlays`) and never touches Qt or layers. Its ``returned``
-signal, delivered on the GUI thread, adds the output layers. Torch and the core are
-imported inside functions, so importing this module (and opening napari) stays fast.
-Saving, loading and applying fields is :mod:`napari_deepsim._register_fields`.
+The method is a trained model, an optimisation of the field for this pair (no model:
+a metric of the registry, iterations per pyramid level, an optional rigid or affine
+stage), or a model whose prediction the optimisation refines. The registration runs in
+a napari thread worker on NumPy copies of the layer data; the worker only computes
+arrays (with :mod:`src_training` and :mod:`napari_deepsim._overlays`) and never touches
+Qt or layers. While optimising it yields steps: the progress bar moves through the
+levels and iterations, the status line shows level, iteration and loss, the loss curve
+grows, and after each pyramid level a preview layer shows the moving image warped by
+the best transformation so far. **Stop** ends the optimisation within one iteration
+with the best field found, shown like any result. Its ``returned`` signal, delivered
+on the GUI thread, adds the output layers (:mod:`napari_deepsim._register_layers`).
+Torch and the core are imported inside functions, so importing this module (and opening
+napari) stays fast. The model pickers are :mod:`napari_deepsim._register_model`;
+saving, loading and applying fields is :mod:`napari_deepsim._register_fields`.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Select
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_deepsim._choices import guess_pair, pair_arrays
-from napari_deepsim._controls import (
-    FOLDS_STYLE,
-    GRID_COLOR,
-    JACOBIAN_STYLE,
-    add_output,
-    device_picker,
-    grid_style,
-    layer_choices,
-    like,
-    pair_pickers,
-    remove_outputs,
-    spacing_picker,
-)
-from napari_deepsim._models import TrainedModel, trained_models
+from napari_deepsim._controls import device_picker, layer_choices, pair_pickers, spacing_picker
+from napari_deepsim._loss_plot import LossPlot
+from napari_deepsim._models import trained_models
+from napari_deepsim._optimise_controls import OptimisePicker, metric_specs
 from napari_deepsim._register_fields import FieldActions
 from napari_deepsim._register_job import STAGES, Job, Result, run, summary
+from napari_deepsim._register_layers import remove_preview, show_preview, show_result
+from napari_deepsim._register_model import ModelChoice
 from napari_deepsim._subscriptions import subscribe, watch_layers
-from napari_deepsim._workers import error_message, start_worker
+from napari_deepsim._workers import advance, error_message, start_worker
 
 if TYPE_CHECKING:
     import napari
 
+    from napari_deepsim._optimise_job import OptimiseSpec, Step
     from src_training.networks.modelio import ModelFile
 
+# each method: whether it uses a model, and whether it optimises the field
+METHODS = {"model": (True, False), "optimise": (False, True), "model + refine": (True, True)}
 
-class RegisterWidget(FieldActions, QWidget):
+
+class RegisterWidget(ModelChoice, FieldActions, QWidget):
     """Register a moving layer onto a fixed layer and show the warp, grid and Jacobian.
 
     A registration model trained in this session (announced by
-    :data:`~napari_deepsim._models.trained_models`) is selected as soon as it is trained.
+    :data:`~napari_deepsim._models.trained_models`) is selected as soon as it is trained,
+    and so is a feature extractor for the DeepSim metrics of the optimisation.
 
     Parameters
     ----------
@@ -66,6 +71,7 @@ class RegisterWidget(FieldActions, QWidget):
         self._model_cache: dict[tuple[str, float], ModelFile] = {}
         self._field: np.ndarray | None = None
         self._field_transform: tuple[np.ndarray, np.ndarray] | None = None
+        self._stop = threading.Event()
 
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
             self._images, self._labels
@@ -78,12 +84,13 @@ class RegisterWidget(FieldActions, QWidget):
         self.extras = Select(label="carry along", choices=self._extras)
         self.extras.tooltip = "Layers of the moving layer's shape warped with the same field"
         self.extras.native.setMaximumHeight(80)
-        self.trained = ComboBox(label="model", choices=self._trained_models, nullable=True)
-        self.trained.tooltip = "A registration model trained in this viewer"
-        self.model_file = FileEdit(
-            label="or model file", mode="r", filter="Model files (*.pt *.pth)"
+        self.method = ComboBox(label="method", choices=list(METHODS), value="model")
+        self.method.tooltip = (
+            "model: a trained registration model; optimise: no model, the field is optimised "
+            "for this pair with a metric; model + refine: the model's field, then optimised"
         )
-        self.model_info = Label(value="")
+        self.model_controls = self._model_controls()
+        self.optimise = OptimisePicker()
         self.device = device_picker()
         self.spacing = spacing_picker()
         self.show_grid = CheckBox(text="deformation grid", value=True)
@@ -94,6 +101,7 @@ class RegisterWidget(FieldActions, QWidget):
         self.results = QLabel("")
         self.results.setWordWrap(True)
         self.results.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plot = LossPlot()
 
         self.inputs = Container(
             widgets=[
@@ -103,9 +111,9 @@ class RegisterWidget(FieldActions, QWidget):
                 self.moving_labels,
                 self.fixed_labels,
                 self.extras,
-                self.trained,
-                self.model_file,
-                self.model_info,
+                self.method,
+                *self.model_controls,
+                *self.optimise.widgets,
                 self.device,
                 self.spacing,
                 self.show_grid,
@@ -120,6 +128,7 @@ class RegisterWidget(FieldActions, QWidget):
         column = QVBoxLayout(panel)
         column.addWidget(self.inputs.native)
         column.addWidget(self.results)
+        column.addWidget(self.plot)
         column.addWidget(self.field_controls.native)
         column.addStretch()
         scroll = QScrollArea()
@@ -130,15 +139,17 @@ class RegisterWidget(FieldActions, QWidget):
 
         for chooser in (self.fixed, self.moving, self.moving_labels, self.fixed_labels):
             chooser.changed.connect(self._inputs_changed)
-        self.model_file.changed.connect(self._model_file_changed)
-        self.trained.changed.connect(self._trained_changed)
-        self.register_button.changed.connect(self.register)
+        self.method.changed.connect(self._method_changed)
+        self.register_button.changed.connect(self._button_clicked)
         events = trained_models.events
         subscribe(self, [events.inserted, events.removed], self._trained_list_changed)
+        subscribe(self, [events.inserted, events.removed], self._extractors_changed)
         subscribe(self, [events.trained], self._model_trained)
         watch_layers(self, self.viewer, self.reset_choices)
         self.reset_choices()
         self._guess_inputs()
+        self._extractors_changed()
+        self._method_changed()
 
     # ---- choices -------------------------------------------------------------------
 
@@ -189,68 +200,17 @@ class RegisterWidget(FieldActions, QWidget):
             fixed is not None and fixed is self.moving.value and fixed.ndim == 3
         )
 
-    # ---- model ---------------------------------------------------------------------
+    def _extractors_changed(self, *_args: Any) -> None:
+        self.optimise.extractors_changed()
 
-    def _trained_models(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
-        return [(m.name, m.model) for m in trained_models.of_kind("registration")]
-
-    def _trained_list_changed(self, *_args: Any) -> None:
-        self.trained.reset_choices()
-
-    def _model_trained(self, event: Any) -> None:
-        """Use a registration model as soon as a training widget has trained it."""
-        if event.value.model.kind == "registration":
-            self.set_model(event.value.model)
-            show_info("The trained registration model is now used by the Register widget.")
-
-    def set_model(self, model: str | Path | ModelFile) -> None:
-        """Use a registration model: a model file path or a model trained in this viewer.
-
-        Parameters
-        ----------
-        model : str, Path or ModelFile
-            A file written by ``deepsim train``, or an in-memory registration model
-            (added to the models trained in this session if it is not listed yet).
-        """
-        if isinstance(model, (str, Path)):
-            self.trained.value = None
-            self.model_file.value = Path(model)
-            return
-        if model.kind != "registration":
-            show_error(
-                f"The model is a {model.kind} model; the Register widget needs a registration "
-                "model."
-            )
-            return
-        if all(m.model is not model for m in trained_models):
-            metric = model.metadata.get("metric", "unknown metric")
-            trained_models.append(TrainedModel(f"{metric} model (given)", model))
-        self.trained.reset_choices()
-        self.trained.value = model
-
-    def _trained_changed(self, *_args: Any) -> None:
-        model = self.trained.value
-        if model is None:
-            self.model_info.value = ""
-            return
-        metric = model.metadata.get("metric", "unknown metric")
-        self.model_info.value = f"using the {model.ndim}D {metric} model trained here"
-
-    def _model_file_changed(self, *_args: Any) -> None:
-        if str(self.model_file.value) not in ("", "."):
-            self.trained.value = None
-
-    def _model_source(self) -> str | ModelFile:
-        if self.trained.value is not None:
-            return self.trained.value
-        path = Path(self.model_file.value)
-        if str(path) in ("", ".") or path.is_dir():
-            raise ValueError(
-                "no model chosen; pick a registration model file (.pt) or train one first"
-            )
-        if not path.is_file():
-            raise ValueError(f"the model file {path} does not exist; pick an existing .pt file")
-        return self._model_cache.get((str(path), path.stat().st_mtime), str(path))
+    def _method_changed(self, *_args: Any) -> None:
+        """Show the model pickers, the optimisation's controls and the loss curve as used."""
+        uses_model, optimises = METHODS[str(self.method.value)]
+        for widget in self.model_controls:
+            widget.visible = uses_model
+        self.optimise.show(optimises)
+        self.optimise.use_refine_defaults(uses_model and optimises)
+        self.plot.setVisible(optimises)
 
     # ---- registration --------------------------------------------------------------
 
@@ -258,6 +218,12 @@ class RegisterWidget(FieldActions, QWidget):
     def running(self) -> bool:
         """Whether a registration is in progress."""
         return self.worker is not None
+
+    def _button_clicked(self, *_args: Any) -> None:
+        if self.running:
+            self.stop()
+        else:
+            self.register()
 
     def register(self, *_args: Any) -> Any:
         """Start registering the chosen layers in a worker thread.
@@ -276,27 +242,38 @@ class RegisterWidget(FieldActions, QWidget):
         except ValueError as err:
             self._report(err)
             return None
-        path = Path(self.model_file.value)
         context = {
-            "model_key": (str(path), path.stat().st_mtime) if isinstance(job.model, str) else None,
+            "model_key": self._model_key(job.model),
             "fixed": self.fixed.value,
             "moving": self.moving.value,
             "moving_labels": self.moving_labels.value,
             "extras": list(self.extras.value),
             "jacobian": bool(self.show_jacobian.value),
         }
-        self.register_button.enabled = False
+        optimising = job.optimise is not None
+        self._stop.clear()
+        self.register_button.text = "Stop" if optimising else "Register"
+        self.register_button.enabled = optimising
         self.results.setText("registering…")
+        self.plot.clear(STAGES)
         self.worker = start_worker(
-            run,
+            partial(run, stop=self._stop.is_set),
             job,
             STAGES,
             f"Registering {job.moving_name}",
             partial(self._on_returned, context),
             self._on_errored,
-            self._on_finished,
+            partial(self._on_finished, context),
+            yielded=partial(self._on_step, context),
+            counted=False,
         )
         return self.worker
+
+    def stop(self) -> None:
+        """End a running optimisation within one iteration; its best field is shown."""
+        if self.running:
+            self._stop.set()
+            self.results.setText("stopping: the best field so far will be shown…")
 
     def _make_job(self) -> Job:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
@@ -309,12 +286,16 @@ class RegisterWidget(FieldActions, QWidget):
         ]
         if any(data.shape != moving.shape for data, _ in extras):
             raise ValueError("every layer to carry along must have the moving layer's shape")
+        uses_model, optimises = METHODS[str(self.method.value)]
+        spec = self.optimise.spec() if optimises else None
+        if spec is not None:
+            self._check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
         return Job(
             fixed=fixed,
             moving=moving,
             fixed_name=fixed_layer.name,
             moving_name=moving_layer.name,
-            model=self._model_source(),
+            model=self._model_source() if uses_model else None,
             device=str(self.device.value),
             spacing=int(self.spacing.value),
             stack=stack,
@@ -325,72 +306,65 @@ class RegisterWidget(FieldActions, QWidget):
             grid=bool(self.show_grid.value),
             vectors=bool(self.show_vectors.value),
             checkerboard=bool(self.show_checkerboard.value),
+            optimise=spec,
         )
+
+    @staticmethod
+    def _check_labels(spec: OptimiseSpec, stack: bool, labelled: bool) -> None:
+        """Refuse a metric that compares labels where it would have none."""
+        if not metric_specs()[spec.metric].needs_labels:
+            return
+        if stack:
+            raise ValueError(
+                f"the {spec.metric} metric compares labels, which the frames of a stack are "
+                "optimised without; choose a metric without labels"
+            )
+        if not labelled:
+            raise ValueError(
+                f"the {spec.metric} metric compares labels; choose the moving and the fixed "
+                "labels, or a metric without labels"
+            )
 
     def _report(self, err: BaseException) -> None:
         show_error(error_message(err, "Registration"))
+
+    def _on_step(self, context: dict[str, Any], step: Step) -> None:
+        """Show a step: status line, loss curve, preview, then the progress bar.
+
+        The bar comes last: napari may process pending events while it updates, and
+        the later steps and the result must not be overwritten by this one.
+        """
+        if self.worker is None:
+            return
+        try:
+            self.results.setText(step.text)
+            self.plot.steps = max(1, step.total)
+            for iteration, loss in step.losses:
+                self.plot.add_loss(iteration, loss)
+            if step.preview is not None:
+                show_preview(self.viewer, context, step.preview)
+            advance(self.worker, step.done, step.total)
+        except Exception as err:  # never raise into Qt's event loop
+            self._report(err)
 
     def _on_errored(self, err: BaseException) -> None:
         self.results.setText("registration failed")
         self._report(err)
 
-    def _on_finished(self) -> None:
+    def _on_finished(self, context: dict[str, Any]) -> None:
         self.worker = None
+        self.register_button.text = "Register"
         self.register_button.enabled = True
+        remove_preview(self.viewer, context)
 
     def _on_returned(self, context: dict[str, Any], result: Result) -> None:
         try:
-            self._show_result(context, result)
+            if context["model_key"] is not None:  # keep the loaded file for the next run
+                self._model_cache = {context["model_key"]: result.model}
+            show_result(self.viewer, context, result)
+            fixed = context["fixed"]
+            self._field = result.field
+            self._field_transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
+            self.results.setText(summary(result))
         except Exception as err:  # never raise into Qt's event loop
             self._report(err)
-
-    def _show_result(self, context: dict[str, Any], result: Result) -> None:
-        fixed, moving = context["fixed"], context["moving"]
-        if context["model_key"] is not None:  # keep the loaded file for the next run
-            self._model_cache = {context["model_key"]: result.model}
-        self._field = result.field
-        self._field_transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
-        key = str(moving.unique_id)
-        remove_outputs(self.viewer, key)
-        grid = (fixed.scale, fixed.translate)
-
-        def add(kind: str, data: Any, name: str, **style: Any) -> None:
-            add_output(self.viewer, kind, data, name, key, grid, **style)
-
-        if context["jacobian"]:
-            add(
-                "image", result.jacobian, f"{moving.name} Jacobian", **JACOBIAN_STYLE, visible=False
-            )
-        if result.checkerboard is not None:
-            add(
-                "image",
-                result.checkerboard,
-                f"{moving.name} checkerboard",
-                colormap="gray",
-                visible=False,
-            )
-        add("image", result.warped, f"{moving.name} warped", **like(moving))
-        if result.warped_labels is not None:
-            labels = context["moving_labels"]
-            add("labels", result.warped_labels, f"{labels.name} warped", **like(labels))
-        for source, data in zip(context["extras"], result.extras, strict=True):
-            if isinstance(source, Labels):
-                add("labels", data, f"{source.name} warped", **like(source))
-            else:
-                add(
-                    "image", data, f"{source.name} warped", **like(source), blending=source.blending
-                )
-        if context["jacobian"]:
-            add("labels", result.folds, f"{moving.name} folds", **FOLDS_STYLE)
-        if result.grid is not None:
-            kind, style = grid_style(result.grid, GRID_COLOR)
-            add(kind, result.grid, f"{moving.name} grid", **style)
-        if result.vectors is not None:
-            add(
-                "vectors",
-                result.vectors,
-                f"{moving.name} displacement",
-                edge_color="cyan",
-                edge_width=0.5,
-            )
-        self.results.setText(summary(result))

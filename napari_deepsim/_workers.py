@@ -2,7 +2,8 @@
 
 Every widget starts its job with :func:`start_worker` (a progress bar in napari's
 activity dock, results delivered on the GUI thread) and turns an exception into one
-notification sentence with :func:`error_message`.
+notification sentence with :func:`error_message`. A job whose yields say how far it is
+(optimisation steps) moves its bar with :func:`advance` instead of one unit per yield.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def start_worker(
     errored: Callable[[BaseException], None],
     finished: Callable[[], None],
     yielded: Callable[[Any], None] | None = None,
+    counted: bool = True,
 ) -> Any:
     """Run a generator function in a napari thread worker with a progress bar.
 
@@ -39,6 +41,9 @@ def start_worker(
         Slots for the worker's signals (called on the GUI thread).
     yielded : callable, optional
         A slot that receives every yielded value.
+    counted : bool
+        Each yield advances the bar by one; when False, ``yielded`` moves it with
+        :func:`advance`.
 
     Returns
     -------
@@ -50,10 +55,12 @@ def start_worker(
     worker = create_worker(
         function,
         job,
-        _progress={"total": total, "desc": description},
+        _progress={"total": total if counted else 0, "desc": description},
         _ignore_errors=True,
         _start_thread=False,
     )
+    if not counted:
+        worker.pbar.total = total
     if yielded is not None:
         worker.yielded.connect(yielded)
     worker.returned.connect(returned)
@@ -61,6 +68,23 @@ def start_worker(
     worker.finished.connect(finished)
     worker.start()
     return worker
+
+
+def advance(worker: Any, done: int, total: int) -> None:
+    """Move the progress bar of a worker started with ``counted=False``.
+
+    Parameters
+    ----------
+    worker : napari.qt.threading.GeneratorWorker
+        The worker.
+    done, total : int
+        Units finished and planned (the plan may grow once the job knows it).
+    """
+    bar = worker.pbar
+    if bar.total != total:
+        bar.total = total
+    if done > bar.n:
+        bar.update(done - bar.n)
 
 
 def error_message(err: BaseException, action: str, memory_fix: str = MEMORY_FIX) -> str:

@@ -259,6 +259,85 @@ def _compare_missing_model_file(c):
     widget.add_model_files([c.tmp_path / "gone.pt"])
 
 
+def _optimise(c, metric="ncc"):
+    widget = c.register()
+    widget.method.value = "optimise"
+    widget.optimise.metric.value = metric
+    return widget
+
+
+def _optimise_deepsim_without_extractor(c):
+    widget = _optimise(c, "deepsim")
+    c.run(widget, widget.register)
+
+
+def _optimise_missing_extractor_file(c):
+    widget = _optimise(c, "deepsim")
+    widget.optimise.extractor_file.value = c.tmp_path / "gone.pt"
+    c.run(widget, widget.register)
+
+
+def _optimise_extractor_of_another_kind(c):
+    widget = _optimise(c, "deepsim-ae")
+    widget.optimise.extractor_file.value = c.models["features"]
+    c.run(widget, widget.register)
+
+
+def _optimise_model_as_extractor(c):
+    widget = _optimise(c, "deepsim")
+    widget.optimise.extractor_file.value = c.models["2d"]
+    c.run(widget, widget.register)
+
+
+def _optimise_bad_iterations(c):
+    widget = _optimise(c)
+    widget.optimise.iterations.value = "20,x"
+    c.run(widget, widget.register)
+
+
+def _optimise_vgg_without_weights(c):
+    widget = _optimise(c, "vgg")
+    c.run(widget, widget.register)
+
+
+def _optimise_ncc_sup_without_labels(c):
+    widget = _optimise(c, "ncc-sup")
+    widget.moving_labels.value = None
+    c.run(widget, widget.register)
+
+
+def _optimise_ncc_sup_on_a_stack(c):
+    stack = c.viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")
+    widget = _optimise(c, "ncc-sup")
+    widget.fixed.value = widget.moving.value = stack
+    widget.fixed_labels.value = widget.moving_labels.value = None
+    c.run(widget, widget.register)
+
+
+def _optimise_a_2d_layer_as_a_stack(c):
+    widget = _optimise(c)
+    widget.moving.value = widget.fixed.value
+    c.run(widget, widget.register)
+
+
+def _refine_without_model(c):
+    widget = c.register()
+    widget.method.value = "model + refine"
+    c.run(widget, widget.register)
+
+
+def _compare_refine_nothing_selected(c):
+    widget = c.open(CompareWidget)
+    widget.add_model_files([c.models["2d"]])
+    widget.refine_selected()
+
+
+def _compare_optimisation_without_extractor(c):
+    widget = c.open(CompareWidget)
+    widget.optimise.metric.value = "deepsim"
+    widget.add_optimisation()
+
+
 CASES = {
     "napari-register-without-layers": _register_without_layers,
     "napari-register-rgb-layer": _register_rgb_layer,
@@ -288,6 +367,18 @@ CASES = {
     "napari-compare-same-layer": _compare_same_layer,
     "napari-compare-nothing-ticked": _compare_nothing_ticked,
     "napari-compare-missing-model-file": _compare_missing_model_file,
+    "napari-optimise-deepsim-without-extractor": _optimise_deepsim_without_extractor,
+    "napari-optimise-missing-extractor-file": _optimise_missing_extractor_file,
+    "napari-optimise-extractor-of-another-kind": _optimise_extractor_of_another_kind,
+    "napari-optimise-model-as-extractor": _optimise_model_as_extractor,
+    "napari-optimise-bad-iterations": _optimise_bad_iterations,
+    "napari-optimise-vgg-without-weights": _optimise_vgg_without_weights,
+    "napari-optimise-ncc-sup-without-labels": _optimise_ncc_sup_without_labels,
+    "napari-optimise-ncc-sup-on-a-stack": _optimise_ncc_sup_on_a_stack,
+    "napari-optimise-a-2d-layer-as-a-stack": _optimise_a_2d_layer_as_a_stack,
+    "napari-refine-without-model": _refine_without_model,
+    "napari-compare-refine-nothing-selected": _compare_refine_nothing_selected,
+    "napari-compare-optimisation-without-extractor": _compare_optimisation_without_extractor,
 }
 
 

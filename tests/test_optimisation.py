@@ -275,3 +275,17 @@ def test_memory_is_checked_before_allocating(monkeypatch, image2d):
     monkeypatch.setattr("src_training.runtime.memory.available_memory", lambda device: 1024)
     with pytest.raises(ValueError, match=r"needs about .* crop or downsample"):
         optimise(image2d, image2d, build_metric("mse"))
+
+
+def test_a_stack_optimises_every_frame_and_reports_a_summary():
+    from src_training.engine.optimisation import Optimisation
+    from src_training.engine.registration import run_to_end
+    from src_training.engine.series import register_stack
+
+    frames = torch.cat([_texture((32, 32), seed) for seed in range(3)]).numpy()
+    optimisation = Optimisation(build_metric("mse"), OptimiseConfig(iterations=(5, 5)))
+    series = run_to_end(register_stack(None, frames, "previous", optimisation=optimisation))
+    assert series.fields.shape == (3, 2, 32, 32)
+    np.testing.assert_array_equal(series.fields[0], 0)
+    assert series.optimisation is not None and series.optimisation.metric == "mse"
+    assert 0 < series.optimisation.iterations <= 20

@@ -68,9 +68,9 @@ def test_register_adds_every_output_on_the_fixed_grid(
 ):
     threads = []
 
-    def spy(job):
+    def spy(job, **options):
         threads.append(threading.current_thread())
-        return (yield from run(job))
+        return (yield from run(job, **options))
 
     run = register_module.run
     monkeypatch.setattr(register_module, "run", spy)
@@ -268,7 +268,13 @@ def test_screenshot_shows_the_deformation_grid(make_napari_viewer, qtbot, models
     [
         "_register_widget",
         "_register_fields",
+        "_register_model",
+        "_register_layers",
+        "_register_job",
+        "_optimise_controls",
+        "_optimise_job",
         "_compare_widget",
+        "_compare_rows",
         "_compare_zoom",
         "_train_widget",
         "_train_base",

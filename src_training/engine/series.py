@@ -182,7 +182,9 @@ def register_stack(
         disp = register_series(model.network, frames, reference, device, batch_size).displacements
         yield Progress(1, 2, "fields predicted")
     else:
-        disp = yield from _optimised_fields(optimisation, model, frames, reference, device, stop)
+        disp, summary = yield from _optimised_fields(
+            optimisation, model, frames, reference, device, stop
+        )
     source = torch.as_tensor(raw_frames if raw_frames is not None else frames).float()
     warped_frames = warp(source, disp)
     seconds = time.perf_counter() - start

@@ -1,0 +1,221 @@
+"""The rows of the Compare metrics widget: models, model files and optimisations.
+
+:class:`RowChoice` is mixed into
+:class:`~napari_deepsim._compare_widget.CompareWidget`. Its ticked list holds the
+registration models trained in this viewer (as they come), model files added with
+**Add model files…**, optimisation rows (**Add optimisation**: the field optimised for
+the pair with the chosen metric, from the identity) and refinement rows (**Refine
+selected models**: each selected model's prediction refined by that optimisation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import Container
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_deepsim._compare_job import Entry
+from napari_deepsim._models import trained_models
+from napari_deepsim._optimise_controls import OptimisePicker
+from napari_deepsim._workers import error_message
+
+if TYPE_CHECKING:
+    from napari_deepsim._optimise_job import OptimiseSpec
+    from src_training.networks.modelio import ModelFile
+
+
+def optimisation_name(spec: OptimiseSpec, model: str | None = None) -> str:
+    """Name an optimisation row: ``optimise: ncc``, or ``<model> + refine: ncc``.
+
+    Parameters
+    ----------
+    spec : OptimiseSpec
+        The optimisation.
+    model : str, optional
+        The name of the model it refines.
+
+    Returns
+    -------
+    str
+        The row's name in the list, the table and the layers.
+    """
+    label = spec.label + (f" after {spec.linear}" if spec.linear else "")
+    return f"optimise: {label}" if model is None else f"{model} + refine: {label}"
+
+
+class RowChoice:
+    """The ticked methods of the Compare widget and the buttons that add them.
+
+    The widget calls :meth:`_row_controls` once and :meth:`_list_models` when the
+    models trained in this viewer change; :meth:`_entries` are the ticked methods.
+    """
+
+    def _row_controls(self) -> QWidget:
+        """Make the methods list, its buttons and the optimisation's controls."""
+        self._files: list[Path] = []
+        self._optimisations: dict[str, Entry] = {}
+        self.models = QListWidget()
+        self.models.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.models.setMaximumHeight(130)
+        self.models.setToolTip(
+            "Ticked methods run on the pair; models trained here appear too. Select models "
+            "and press 'Refine selected models' to add their refinement"
+        )
+        self.add_button = QPushButton("Add model files…")
+        self.remove_button = QPushButton("Remove")
+        self.optimise = OptimisePicker()
+        self.add_optimisation_button = QPushButton("Add optimisation")
+        self.refine_button = QPushButton("Refine selected models")
+        panel = QWidget()
+        column = QVBoxLayout(panel)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(QLabel("methods"))
+        column.addWidget(self.models)
+        self._buttons(column, self.add_button, self.remove_button)
+        column.addWidget(Container(widgets=self.optimise.widgets).native)
+        self._buttons(column, self.add_optimisation_button, self.refine_button)
+        self.optimise.update_visibility()
+        self.add_button.clicked.connect(self._add_clicked)
+        self.remove_button.clicked.connect(self._remove_clicked)
+        self.add_optimisation_button.clicked.connect(self.add_optimisation)
+        self.refine_button.clicked.connect(self.refine_selected)
+        return panel
+
+    @staticmethod
+    def _buttons(column: QVBoxLayout, *buttons: QPushButton) -> None:
+        row = QHBoxLayout()
+        for button in buttons:
+            row.addWidget(button)
+        column.addLayout(row)
+
+    def _list_models(self, *_args: Any) -> None:
+        """List the models trained here, the added files and the optimisations."""
+        unticked = {
+            self.models.item(i).text()
+            for i in range(self.models.count())
+            if self.models.item(i).checkState() != Qt.CheckState.Checked
+        }
+        self.models.clear()
+        names = [m.name for m in trained_models.of_kind("registration")]
+        names += [self._file_name(path) for path in self._files]
+        names += list(self._optimisations)
+        for name in names:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(
+                Qt.CheckState.Unchecked if name in unticked else Qt.CheckState.Checked
+            )
+            self.models.addItem(item)
+
+    def _file_name(self, path: Path) -> str:
+        """Name a model file by its stem, or by its path when two stems clash."""
+        stems = [p.stem for p in self._files]
+        return path.stem if stems.count(path.stem) == 1 else str(path)
+
+    def add_model_files(self, paths: list[str | Path]) -> None:
+        """Offer model files for comparison (they are read when Compare runs).
+
+        Parameters
+        ----------
+        paths : list of str or Path
+            Registration model files written by ``deepsim train`` or the training widget.
+        """
+        for path in map(Path, paths):
+            if not path.is_file():
+                show_error(f"The model file {path} does not exist; pick an existing .pt file.")
+                continue
+            if path.resolve() not in [p.resolve() for p in self._files]:
+                self._files.append(path)
+        self._list_models()
+
+    def _models(self) -> dict[str, str | ModelFile]:
+        """Return the listed models by name: trained here, and the added files."""
+        sources: dict[str, str | ModelFile] = {
+            m.name: m.model for m in trained_models.of_kind("registration")
+        }
+        sources.update({self._file_name(path): str(path) for path in self._files})
+        return sources
+
+    def add_optimisation(self, *_args: Any) -> str | None:
+        """Add a row optimising the pair with the chosen metric (from the identity).
+
+        Returns
+        -------
+        str or None
+            The row's name, or None when the choice was refused (the reason is shown
+            as a notification).
+        """
+        try:
+            spec = self.optimise.spec()
+        except ValueError as err:
+            show_error(error_message(err, "Comparison"))
+            return None
+        name = optimisation_name(spec)
+        self._optimisations[name] = Entry(name, None, spec)
+        self._list_models()
+        return name
+
+    def refine_selected(self, *_args: Any) -> list[str]:
+        """Add a row per selected model: its prediction refined by the chosen optimisation.
+
+        Returns
+        -------
+        list of str
+            The new rows' names (none when no model is selected or the choice was refused).
+        """
+        models = self._models()
+        chosen = [item.text() for item in self.models.selectedItems() if item.text() in models]
+        if not chosen:
+            show_error("No model is selected; select models in the list, then refine them.")
+            return []
+        try:
+            spec = self.optimise.spec()
+        except ValueError as err:
+            show_error(error_message(err, "Comparison"))
+            return []
+        names = []
+        for model in chosen:
+            name = optimisation_name(spec, model)
+            self._optimisations[name] = Entry(name, models[model], spec)
+            names.append(name)
+        self._list_models()
+        return names
+
+    def _entries(self) -> list[Entry]:
+        entries = {name: Entry(name, source) for name, source in self._models().items()}
+        entries.update(self._optimisations)
+        return [
+            entries[item.text()]
+            for item in map(self.models.item, range(self.models.count()))
+            if item.checkState() == Qt.CheckState.Checked and item.text() in entries
+        ]
+
+    def _add_clicked(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Add registration models", "", "Model files (*.pt *.pth)"
+        )
+        self.add_model_files(paths)
+
+    def _remove_clicked(self) -> None:
+        chosen = {item.text() for item in self.models.selectedItems()}
+        self._files = [path for path in self._files if self._file_name(path) not in chosen]
+        self._optimisations = {
+            name: entry for name, entry in self._optimisations.items() if name not in chosen
+        }
+        for model in [m for m in trained_models if m.name in chosen]:
+            trained_models.remove(model)
+        self._list_models()

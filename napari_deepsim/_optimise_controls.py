@@ -1,0 +1,140 @@
+"""The controls of an optimisation, shared by the Register and Compare widgets.
+
+:class:`OptimisePicker` holds the metric picker (every metric of the registry), the
+feature extractor (trained in this viewer, or a file) and the VGG16 weights, shown only
+for a metric that needs them, the iterations per pyramid level and an optional rigid or
+affine stage. :meth:`OptimisePicker.spec` checks what can be checked without loading
+anything and returns the :class:`~napari_deepsim._optimise_job.OptimiseSpec` a job
+takes; messages name the controls, never command-line options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, FileEdit, LineEdit
+
+from napari_deepsim._models import trained_models
+from napari_deepsim._optimise_job import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
+
+if TYPE_CHECKING:
+    from src_training.metrics.registry import MetricSpec
+    from src_training.networks.modelio import ModelFile
+
+ITERATIONS = "100,50,25,5"  # the optimiser's default: 4 levels, coarse to fine
+REFINE_ITERATIONS = "25,5"  # refining a model's prediction: the two finest levels
+LINEAR = ("none", "rigid", "affine")
+
+
+def metric_specs() -> dict[str, MetricSpec]:
+    """Return the metric registry, importing torch only when a widget needs it."""
+    from src_training.metrics import METRICS
+
+    return METRICS
+
+
+class OptimisePicker:
+    """Metric, extractor, weights, iterations and linear stage of an optimisation.
+
+    The owning widget puts :attr:`widgets` into its layout, then calls
+    :meth:`update_visibility`, and calls :meth:`extractors_changed` when the models
+    trained in this viewer change.
+    """
+
+    def __init__(self) -> None:
+        self.metric = ComboBox(label="metric", choices=list(metric_specs()), value="ncc")
+        self.metric.tooltip = "The similarity the optimisation maximises for this pair"
+        self.extractor = ComboBox(
+            label="feature extractor", choices=self._extractors, nullable=True
+        )
+        self.extractor.tooltip = "A feature extractor trained in this viewer"
+        self.extractor_file = FileEdit(
+            label="or extractor file", mode="r", filter="Model files (*.pt *.pth)"
+        )
+        self.weights = FileEdit(label="VGG16 weights", mode="r", filter="Weights (*.pt *.pth)")
+        self.iterations = LineEdit(label="iterations", value=ITERATIONS)
+        self.iterations.tooltip = (
+            "Iterations per pyramid level, coarse to fine (one number: the same for each); "
+            "a level ends early once the loss stops improving"
+        )
+        self.linear = ComboBox(label="linear stage", choices=list(LINEAR), value="none")
+        self.linear.tooltip = "A rigid or affine alignment optimised before the deformation"
+        self.widgets = [
+            self.metric,
+            self.extractor,
+            self.extractor_file,
+            self.weights,
+            self.iterations,
+            self.linear,
+        ]
+        self._shown = True
+        self.metric.changed.connect(self.update_visibility)
+
+    def _extractors(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
+        return [(m.name, m.model) for m in trained_models.of_kind("features")]
+
+    def extractors_changed(self) -> None:
+        """Relist the trained extractors, choosing the newest when none is chosen."""
+        self.extractor.reset_choices()
+        extractors = [choice for choice in self.extractor.choices if choice is not None]
+        if self.extractor.value is None and extractors:
+            self.extractor.value = extractors[-1]
+
+    def show(self, shown: bool) -> None:
+        """Show or hide every control (extractor and weights only where the metric needs)."""
+        self._shown = shown
+        self.update_visibility()
+
+    def update_visibility(self, *_args: Any) -> None:
+        """Show the extractor and weights pickers only for a metric that needs them."""
+        spec = metric_specs()[str(self.metric.value)]
+        for widget in self.widgets:
+            needed = True
+            if widget is self.weights:
+                needed = spec.needs_weights
+            elif widget is self.extractor or widget is self.extractor_file:
+                needed = spec.needs_extractor
+            widget.visible = self._shown and needed
+
+    def use_refine_defaults(self, refine: bool) -> None:
+        """Label the iterations as a refinement's and swap an unedited default."""
+        self.iterations.label = "refine iterations" if refine else "iterations"
+        old, new = (ITERATIONS, REFINE_ITERATIONS) if refine else (REFINE_ITERATIONS, ITERATIONS)
+        if str(self.iterations.value).replace(" ", "") == old:
+            self.iterations.value = new
+
+    def spec(self) -> OptimiseSpec:
+        """Return the chosen optimisation, refusing what is missing or mistyped.
+
+        Returns
+        -------
+        OptimiseSpec
+            The metric, the iterations, the linear stage and what the metric needs.
+        """
+        spec = metric_specs()[str(self.metric.value)]
+        iterations = parse_iterations(str(self.iterations.value))
+        linear = None if self.linear.value == "none" else str(self.linear.value)
+        features: str | ModelFile | None = None
+        weights = None
+        if spec.needs_extractor:
+            features = self.extractor.value
+            if features is None:
+                features = str(self._file(self.extractor_file.value, spec.name))
+        if spec.needs_weights:
+            path = Path(self.weights.value)
+            if not path.is_file():
+                raise ValueError(f"the {spec.name} metric needs a VGG16 weights file; choose one")
+            weights = str(path)
+        return OptimiseSpec(spec.name, iterations, linear, features, weights)
+
+    @staticmethod
+    def _file(value: Any, metric: str) -> Path:
+        path = Path(value)
+        if str(path) in ("", ".") or path.is_dir():
+            raise ValueError(
+                f"the {metric} metric needs a feature extractor; {HOW_TO_GET_EXTRACTOR}"
+            )
+        if not path.is_file():
+            raise ValueError(f"the extractor file {path} does not exist; pick an existing .pt file")
+        return path

@@ -1,0 +1,260 @@
+"""Optimisation in the Register and Compare widgets: no model, refinement, Stop, stacks."""
+
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+from qtpy.QtCore import Qt, QTimer
+
+import napari_deepsim._register_widget as register_module
+from napari_deepsim._compare_widget import CompareWidget
+from napari_deepsim._models import TrainedModel, trained_models
+from napari_deepsim._register_widget import RegisterWidget
+from src_training.networks.modelio import load_model, save_model
+from src_training.networks.models import FeatureExtractor, RegistrationNet
+
+pytestmark = pytest.mark.gui
+
+EXTRACTOR_MESSAGE = (
+    "The deepsim metric needs a feature extractor; train one with 'Train feature extractor' "
+    "or choose an extractor file."
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("optimise-models")
+    torch.manual_seed(0)
+    net = RegistrationNet(2, channels=(4, 8))
+    with torch.no_grad():  # a constant shift: the refinement has something to correct
+        net.unet.head.weight.zero_()
+        net.unet.head.bias.copy_(torch.tensor([1.5, -2.5]))
+    extractor = FeatureExtractor(2, 1, 3, channels=(4, 8))
+    return {
+        "shift": save_model(folder / "shift.pt", net, {"metric": "ncc"}),
+        "features": save_model(folder / "features.pt", extractor, {}),
+    }
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    trained_models.clear()
+    viewer = make_napari_viewer()
+    yield viewer
+    trained_models.clear()
+
+
+def _register(viewer, sample="noisy_cell_pair"):
+    viewer.open_sample("napari-deepsim", sample)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    assert isinstance(widget, RegisterWidget)
+    return widget
+
+
+def _run(widget, qtbot, steps=None):
+    worker = widget.register()
+    assert worker is not None
+    if steps is not None:
+        worker.yielded.connect(steps.append)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    return worker
+
+
+def _dice(widget):
+    before, after = re.search(r"Dice (\S+) -> (\S+)", widget.results.text()).groups()
+    return float(before), float(after)
+
+
+def test_optimising_a_pair_without_a_model(viewer, qtbot, errors, monkeypatch):
+    previews = []
+    show_preview = register_module.show_preview
+    monkeypatch.setattr(
+        register_module,
+        "show_preview",
+        lambda *args: previews.append(args[2].shape) or show_preview(*args),
+    )
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    assert widget.trained.native.isHidden() and not widget.optimise.metric.native.isHidden()
+    assert widget.optimise.extractor.native.isHidden()  # ncc needs no extractor
+    widget.optimise.metric.value = "deepsim"
+    assert not widget.optimise.extractor.native.isHidden()
+    widget.optimise.metric.value = "ncc"
+    widget.optimise.iterations.value = "20,10"
+    steps, ticks, arrivals = [], [], []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    worker = widget.register()
+    worker.yielded.connect(steps.append)
+    worker.yielded.connect(lambda step: arrivals.append((time.perf_counter(), step.text)))
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    timer.stop()
+    assert errors == []
+    for name in ("moving warped", "moving labels warped", "moving grid", "moving Jacobian"):
+        assert name in viewer.layers
+    assert "moving preview" not in viewer.layers  # the result replaced the live preview
+    before, after = _dice(widget)
+    assert after > before + 0.02
+    assert "iterations of ncc, loss" in widget.results.text()
+    iterations = [s for s in steps if "iteration" in s.text]
+    assert {s.text.split(",")[0] for s in iterations} == {"level 1/2", "level 2/2"}
+    done = [s.done for s in steps]
+    assert done == sorted(done) and done[-1] == steps[-1].total == worker.pbar.total
+    assert steps[-1].total == register_module.STAGES + 30  # the planned 20 + 10 iterations
+    assert previews == [(128, 128)]  # the coarse level's best, on the fine level's grid
+    run = int(widget.results.text().split(" iterations")[0])
+    assert len(widget.plot.losses) == run  # every iteration's loss reached the curve
+    # while the worker optimised, the GUI thread kept running (the one pause that may come
+    # near the limit is napari adding the preview layer, on a slow software renderer)
+    iterating = [t for t, text in arrivals if "iteration" in text]
+    during = np.array([t for t in ticks if iterating[0] <= t <= iterating[-1]])
+    assert len(during) > 1 and np.diff(during).max() < 0.4
+
+
+def test_refining_a_model_is_at_least_as_good(viewer, qtbot, files, errors):
+    widget = _register(viewer)
+    widget.set_model(files["shift"])
+    _run(widget, qtbot)
+    model_dice = _dice(widget)[1]
+    count = len(viewer.layers)
+    widget.method.value = "model + refine"
+    assert not widget.trained.native.isHidden() and not widget.optimise.metric.native.isHidden()
+    assert widget.optimise.iterations.label == "refine iterations"
+    assert widget.optimise.iterations.value == "25,5"
+    widget.optimise.iterations.value = "20,10"
+    _run(widget, qtbot)
+    assert errors == []
+    assert widget.results.text().startswith("refining the model, ")
+    assert _dice(widget)[1] >= model_dice
+    assert len(viewer.layers) == count  # the result layers took the new data
+    assert "moving preview" not in viewer.layers
+    widget.method.value = "optimise"  # an unedited default follows the method
+    assert widget.optimise.iterations.value == "20,10"
+
+
+def test_stop_ends_within_one_iteration_and_shows_the_best_field(
+    viewer, qtbot, errors, monkeypatch
+):
+    polls = []
+    run = register_module.run
+
+    def spy(job, stop):
+        def watched():
+            polls.append(stop())
+            return polls[-1]
+
+        return (yield from run(job, stop=watched))
+
+    monkeypatch.setattr(register_module, "run", spy)
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "500,500"
+    pressed = []
+
+    def press_stop(step):
+        if "iteration" in step.text and not pressed:
+            pressed.append(time.perf_counter())
+            widget.register_button.native.click()
+
+    worker = widget.register()
+    assert widget.register_button.text == "Stop" and widget.register_button.enabled
+    worker.yielded.connect(press_stop)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    assert pressed and time.perf_counter() - pressed[0] < 10
+    assert errors == []
+    assert polls.count(True) == 1  # the engine saw the stop once and ran nothing after it
+    text = widget.results.text()
+    assert f"{polls.index(True)} iterations of ncc, stopped" in text
+    assert polls.index(True) < 1000
+    assert "moving warped" in viewer.layers and widget.field.shape == (2, 128, 128)
+    assert widget.register_button.text == "Register"
+
+
+def test_a_stack_optimises_every_frame(viewer, qtbot, errors):
+    widget = _register(viewer, "noisy_cell_timelapse")
+    stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]
+    widget.fixed.value = widget.moving.value = stack
+    widget.moving_labels.value = widget.fixed_labels.value = labels
+    widget.reference.value = "previous"
+    widget.show_checkerboard.value = False
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "20,10"
+    steps = []
+    _run(widget, qtbot, steps)
+    assert errors == []
+    for name in ("noisy cells warped", "noisy cells labels warped", "noisy cells grid"):
+        assert viewer.layers[name].data.shape == (8, 128, 128)
+    assert widget.field.shape == (8, 2, 128, 128)
+    np.testing.assert_array_equal(widget.field[0], 0)
+    assert any(s.text.startswith("frame pair 7/7: ") for s in steps)
+    before, after = _dice(widget)
+    assert after > before
+
+
+def test_deepsim_uses_an_extractor_trained_here_and_refuses_none(viewer, qtbot, files, errors):
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.metric.value = "deepsim"
+    assert widget.register() is None
+    assert errors == [EXTRACTOR_MESSAGE]
+    trained_models.append(TrainedModel("segmentation extractor #1", load_model(files["features"])))
+    assert widget.optimise.extractor.value is not None  # the new extractor is chosen
+    widget.optimise.iterations.value = "5"
+    _run(widget, qtbot)
+    assert errors == [EXTRACTOR_MESSAGE]
+    assert "iterations of deepsim" in widget.results.text()
+    widget.optimise.metric.value = "deepsim-ae"
+    _run(widget, qtbot)
+    assert "compares the features of an autoencoder extractor" in errors[-1]
+    assert "choose the deepsim metric" in errors[-1]
+
+
+def _cells(widget):
+    return [
+        [widget.table.item(r, c).text() for c in range(widget.table.columnCount())]
+        for r in range(widget.table.rowCount())
+    ]
+
+
+def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Compare metrics")
+    assert isinstance(widget, CompareWidget)
+    widget.add_model_files([files["shift"]])
+    widget.optimise.iterations.value = "20,10"
+    assert widget.add_optimisation() == "optimise: ncc"
+    widget.optimise.metric.value = "mse"
+    assert widget.add_optimisation() == "optimise: mse"
+    assert widget.refine_selected() == []  # nothing selected yet
+    assert errors[-1].startswith("No model is selected")
+    widget.models.item(0).setSelected(True)
+    assert widget.refine_selected() == ["shift + refine: mse"]
+    widget.optimise.metric.value = "deepsim"
+    assert widget.add_optimisation() is None
+    assert errors[-1] == EXTRACTOR_MESSAGE
+    worker = widget.compare()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    assert len(errors) == 2
+    assert worker.pbar.total == 4 * 100
+    rows = _cells(widget)
+    names = ["identity", "shift", "optimise: ncc", "optimise: mse", "shift + refine: mse"]
+    assert [row[0] for row in rows] == names
+    dice = {row[0]: float(row[1]) for row in rows}
+    assert dice["optimise: ncc"] > dice["identity"] and dice["optimise: mse"] > dice["identity"]
+    assert dice["shift + refine: mse"] >= dice["shift"]
+    assert all(float(row[4]) > 0 for row in rows[1:])
+    assert "optimise: ncc warped" in viewer.layers and "shift + refine: mse grid" in viewer.layers
+    widget.models.item(3).setCheckState(Qt.CheckState.Unchecked)  # rows can be unticked
+    assert [entry.name for entry in widget._entries()] == names[1:4]
+    widget.models.clearSelection()
+    widget.models.item(1).setSelected(True)
+    widget._remove_clicked()  # and removed
+    assert [widget.models.item(i).text() for i in range(widget.models.count())] == [
+        "shift",
+        "optimise: mse",
+        "shift + refine: mse",
+    ]
