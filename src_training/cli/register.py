@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ def register(args: argparse.Namespace) -> None:
             names=names,
         )
     )
+    _warn(result.warnings)
     warped = result.warped
     write_image(out / files[0], warped[0] if warped.shape[0] == 1 else warped, ndim)
     np.save(out / files[1], result.field)
@@ -87,6 +89,12 @@ def register(args: argparse.Namespace) -> None:
                 f"{before:.4f} before -> {after:.4f} after"
             )
     print(f"wrote {', '.join(files + label_names)} to {out}")
+
+
+def _warn(warnings: list[str]) -> None:
+    """Print each warning about the data as one line on stderr."""
+    for line in warnings:
+        print(f"deepsim: warning: {line}", file=sys.stderr)
 
 
 def _moving_labels(path: str, moving_shape: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
@@ -143,6 +151,7 @@ def _register_series(model: ModelFile, args: argparse.Namespace, device: object)
             what=args.series,
         )
     )
+    _warn(result.warnings)
     warped = result.warped
     write_image(out / files[0], warped[:, 0] if warped.shape[1] == 1 else warped, ndim)
     np.save(out / files[1], result.fields)

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from src_training.data.normalise import normalise_intensity, resample
+from src_training.data.profile import data_warnings
 from src_training.evaluation.scoring import field_regularity
 from src_training.metrics.dice import mean_dice
+from src_training.models import resolve
 from src_training.networks.modelio import ModelFile, load_model, require_kind
 from src_training.registration.inference import (
     check_model_fits,
@@ -81,6 +83,9 @@ class PairRegistration:
         Each extra array warped like the image (or like labels).
     resampled : bool
         The moving image had another shape and was resampled onto the fixed grid.
+    warnings : list of str
+        One line per input unlike the model's training data
+        (:func:`~src_training.data.profile.data_warnings`).
     """
 
     field: np.ndarray
@@ -95,6 +100,7 @@ class PairRegistration:
     dice: list[tuple[float, float]] = field(default_factory=list)
     extras: list[np.ndarray] = field(default_factory=list)
     resampled: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +126,8 @@ class SeriesRegistration:
     dice : (float, float) or None
         Mean Dice of every other frame's labels against the reference frame's, before
         and after.
+    warnings : list of str
+        As for :class:`PairRegistration`.
     """
 
     fields: np.ndarray
@@ -131,6 +139,7 @@ class SeriesRegistration:
     seconds: float
     warped_labels: np.ndarray | None = None
     dice: tuple[float, float] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_to_end(job: Generator[Progress, None, T]) -> T:
@@ -154,12 +163,12 @@ def run_to_end(job: Generator[Progress, None, T]) -> T:
 
 
 def load_registration_model(source: str | Path | ModelFile) -> ModelFile:
-    """Return a registration model from a file (checked to be one) or as given.
+    """Return a registration model from a file or a built-in name (checked) or as given.
 
     Parameters
     ----------
     source : str, Path or ModelFile
-        A model file or an already loaded model.
+        A model file, a built-in name (``deepsim models``) or an already loaded model.
 
     Returns
     -------
@@ -168,7 +177,7 @@ def load_registration_model(source: str | Path | ModelFile) -> ModelFile:
     """
     if isinstance(source, ModelFile):
         return source
-    model = load_model(source)
+    model = load_model(resolve(source, "registration"))
     require_kind(model, "registration", source)
     return model
 
@@ -282,6 +291,7 @@ def register_pair(
         jacobian=jacobian_array(disp),
         seconds=seconds,
         resampled=resampled,
+        warnings=data_warnings(model.metadata, [(fixed, names[0]), (moving, names[1])]),
         **field_regularity(disp),
     )
     for lab in labels:
@@ -369,6 +379,7 @@ def register_stack(
         jacobians=np.stack([jacobian_array(d[None]) for d in disp]),
         reference=ref,
         seconds=seconds,
+        warnings=data_warnings(model.metadata, [(frames, what)]),
         **field_regularity(disp[others]),
     )
     if labels is not None:
