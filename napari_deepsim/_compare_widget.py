@@ -6,7 +6,8 @@ the time per model. A rectangle drawn on the ``compare zoom`` Shapes layer shows
 fixed and moving patches and every model's warped patch with its grid, side by side
 (:mod:`napari_deepsim._compare_zoom`). The models run one after another in a napari
 thread worker (:mod:`napari_deepsim._compare_job`); layers and tiles are made on the
-GUI thread. The registration models trained in this session are listed as they come.
+GUI thread. The built-in models are listed first (unticked), then the registration
+models trained in this session as they come, then the added files.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, PushButton
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -51,7 +52,7 @@ from napari_deepsim._controls import (
     remove_outputs,
     spacing_picker,
 )
-from napari_deepsim._models import trained_models
+from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._register_job import Job
 from napari_deepsim._subscriptions import subscribe, watch_layers
 from napari_deepsim._workers import error_message, start_worker
@@ -157,22 +158,33 @@ class CompareWidget(ZoomView, QWidget):
 
     # ---- models --------------------------------------------------------------------
 
+    def _sources(self) -> dict[str, tuple[str, str | ModelFile]]:
+        """Every listed model by its text: its row name and its source.
+
+        The built-in models come first (their text is a one-line description, their row
+        name the built-in name), then the models trained here, then the added files.
+        """
+        sources = {text: (name, name) for text, name in builtin_choices()}
+        sources.update({m.name: (m.name, m.model) for m in trained_models.of_kind("registration")})
+        sources.update({self._file_name(p): (self._file_name(p), str(p)) for p in self._files})
+        return sources
+
     def _list_models(self, *_args: Any) -> None:
-        """List the registration models trained here and the added files, keeping ticks."""
-        unticked = {
-            self.models.item(i).text()
+        """List the built-in models, those trained here and the added files, keeping ticks.
+
+        A built-in model starts unticked, every other model ticked.
+        """
+        states = {
+            self.models.item(i).text(): self.models.item(i).checkState()
             for i in range(self.models.count())
-            if self.models.item(i).checkState() != Qt.CheckState.Checked
         }
+        builtins = {text for text, _ in builtin_choices()}
         self.models.clear()
-        names = [m.name for m in trained_models.of_kind("registration")]
-        names += [self._file_name(path) for path in self._files]
-        for name in names:
-            item = QListWidgetItem(name)
+        for text in self._sources():
+            item = QListWidgetItem(text)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(
-                Qt.CheckState.Unchecked if name in unticked else Qt.CheckState.Checked
-            )
+            new = Qt.CheckState.Unchecked if text in builtins else Qt.CheckState.Checked
+            item.setCheckState(states.get(text, new))
             self.models.addItem(item)
 
     def _file_name(self, path: Path) -> str:
@@ -197,12 +209,9 @@ class CompareWidget(ZoomView, QWidget):
         self._list_models()
 
     def _entries(self) -> list[Entry]:
-        sources: dict[str, str | ModelFile] = {
-            m.name: m.model for m in trained_models.of_kind("registration")
-        }
-        sources.update({self._file_name(path): str(path) for path in self._files})
+        sources = self._sources()
         return [
-            Entry(item.text(), sources[item.text()])
+            Entry(*sources[item.text()])
             for item in map(self.models.item, range(self.models.count()))
             if item.checkState() == Qt.CheckState.Checked and item.text() in sources
         ]
@@ -274,7 +283,7 @@ class CompareWidget(ZoomView, QWidget):
         entries = self._entries()
         if not entries:
             raise ValueError(
-                "no model is ticked; add registration model files or train models first"
+                "no model is ticked; tick a built-in model, add model files or train models first"
             )
         pair = Job(
             fixed=fixed,
@@ -320,6 +329,9 @@ class CompareWidget(ZoomView, QWidget):
         self._fill_table(outcomes, dice_before)
         if failed:
             show_error(" ".join(f"{o.name}: {o.error}." for o in failed))
+        for outcome in outcomes:
+            for line in outcome.result.warnings if outcome.result is not None else []:
+                show_warning(f"{outcome.name}: {line}")
         self.update_zoom()
 
     def _add_layers(self, outcome: Outcome) -> None:

@@ -64,6 +64,7 @@ class Result:
     vectors: np.ndarray | None = None
     checkerboard: np.ndarray | None = None
     dice: tuple[float, float] | None = None
+    warnings: list[str] = field(default_factory=list)  # the data is unlike the model's
 
 
 def warp_data(data: np.ndarray, disp: Tensor, labels: bool, stack: bool) -> np.ndarray:
@@ -133,6 +134,7 @@ def _register_pair(model: ModelFile, job: Job, device: Any) -> Generator[str, No
         warped_labels=pair.warped_labels[0] if pair.warped_labels else None,
         dice=pair.dice[0] if pair.dice else None,
         extras=pair.extras,
+        warnings=pair.warnings,
     )
     if job.grid:
         result.grid = (
@@ -201,6 +203,7 @@ def _register_stack(model: ModelFile, job: Job, device: Any) -> Generator[str, N
         device=str(device),
         seconds=0.0,
         dice=series.dice,
+        warnings=series.warnings,
     )
     disp = torch.as_tensor(series.fields)
     if job.moving_labels is not None:

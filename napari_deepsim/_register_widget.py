@@ -11,13 +11,12 @@ Saving, loading and applying fields is :mod:`napari_deepsim._register_fields`.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Select
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
@@ -35,23 +34,24 @@ from napari_deepsim._controls import (
     remove_outputs,
     spacing_picker,
 )
-from napari_deepsim._models import TrainedModel, trained_models
+from napari_deepsim._models import trained_models
 from napari_deepsim._register_fields import FieldActions
 from napari_deepsim._register_job import STAGES, Job, Result, run, summary
+from napari_deepsim._register_models import ModelChoice
 from napari_deepsim._subscriptions import subscribe, watch_layers
 from napari_deepsim._workers import error_message, start_worker
 
 if TYPE_CHECKING:
     import napari
 
-    from src_training.networks.modelio import ModelFile
 
-
-class RegisterWidget(FieldActions, QWidget):
+class RegisterWidget(ModelChoice, FieldActions, QWidget):
     """Register a moving layer onto a fixed layer and show the warp, grid and Jacobian.
 
-    A registration model trained in this session (announced by
-    :data:`~napari_deepsim._models.trained_models`) is selected as soon as it is trained.
+    The model picker offers the built-in models first (the first one is chosen), then
+    those trained in this session; a registration model trained in this session
+    (announced by :data:`~napari_deepsim._models.trained_models`) is selected as soon
+    as it is trained. Data unlike a model's training data gets a warning.
 
     Parameters
     ----------
@@ -63,7 +63,6 @@ class RegisterWidget(FieldActions, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
-        self._model_cache: dict[tuple[str, float], ModelFile] = {}
         self._field: np.ndarray | None = None
         self._field_transform: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -78,12 +77,6 @@ class RegisterWidget(FieldActions, QWidget):
         self.extras = Select(label="carry along", choices=self._extras)
         self.extras.tooltip = "Layers of the moving layer's shape warped with the same field"
         self.extras.native.setMaximumHeight(80)
-        self.trained = ComboBox(label="model", choices=self._trained_models, nullable=True)
-        self.trained.tooltip = "A registration model trained in this viewer"
-        self.model_file = FileEdit(
-            label="or model file", mode="r", filter="Model files (*.pt *.pth)"
-        )
-        self.model_info = Label(value="")
         self.device = device_picker()
         self.spacing = spacing_picker()
         self.show_grid = CheckBox(text="deformation grid", value=True)
@@ -103,9 +96,7 @@ class RegisterWidget(FieldActions, QWidget):
                 self.moving_labels,
                 self.fixed_labels,
                 self.extras,
-                self.trained,
-                self.model_file,
-                self.model_info,
+                *self._model_widgets(),
                 self.device,
                 self.spacing,
                 self.show_grid,
@@ -130,8 +121,6 @@ class RegisterWidget(FieldActions, QWidget):
 
         for chooser in (self.fixed, self.moving, self.moving_labels, self.fixed_labels):
             chooser.changed.connect(self._inputs_changed)
-        self.model_file.changed.connect(self._model_file_changed)
-        self.trained.changed.connect(self._trained_changed)
         self.register_button.changed.connect(self.register)
         events = trained_models.events
         subscribe(self, [events.inserted, events.removed], self._trained_list_changed)
@@ -189,69 +178,6 @@ class RegisterWidget(FieldActions, QWidget):
             fixed is not None and fixed is self.moving.value and fixed.ndim == 3
         )
 
-    # ---- model ---------------------------------------------------------------------
-
-    def _trained_models(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
-        return [(m.name, m.model) for m in trained_models.of_kind("registration")]
-
-    def _trained_list_changed(self, *_args: Any) -> None:
-        self.trained.reset_choices()
-
-    def _model_trained(self, event: Any) -> None:
-        """Use a registration model as soon as a training widget has trained it."""
-        if event.value.model.kind == "registration":
-            self.set_model(event.value.model)
-            show_info("The trained registration model is now used by the Register widget.")
-
-    def set_model(self, model: str | Path | ModelFile) -> None:
-        """Use a registration model: a model file path or a model trained in this viewer.
-
-        Parameters
-        ----------
-        model : str, Path or ModelFile
-            A file written by ``deepsim train``, or an in-memory registration model
-            (added to the models trained in this session if it is not listed yet).
-        """
-        if isinstance(model, (str, Path)):
-            self.trained.value = None
-            self.model_file.value = Path(model)
-            return
-        if model.kind != "registration":
-            show_error(
-                f"The model is a {model.kind} model; the Register widget needs a registration "
-                "model."
-            )
-            return
-        if all(m.model is not model for m in trained_models):
-            metric = model.metadata.get("metric", "unknown metric")
-            trained_models.append(TrainedModel(f"{metric} model (given)", model))
-        self.trained.reset_choices()
-        self.trained.value = model
-
-    def _trained_changed(self, *_args: Any) -> None:
-        model = self.trained.value
-        if model is None:
-            self.model_info.value = ""
-            return
-        metric = model.metadata.get("metric", "unknown metric")
-        self.model_info.value = f"using the {model.ndim}D {metric} model trained here"
-
-    def _model_file_changed(self, *_args: Any) -> None:
-        if str(self.model_file.value) not in ("", "."):
-            self.trained.value = None
-
-    def _model_source(self) -> str | ModelFile:
-        if self.trained.value is not None:
-            return self.trained.value
-        path = Path(self.model_file.value)
-        if str(path) in ("", ".") or path.is_dir():
-            raise ValueError(
-                "no model chosen; pick a registration model file (.pt) or train one first"
-            )
-        if not path.is_file():
-            raise ValueError(f"the model file {path} does not exist; pick an existing .pt file")
-        return self._model_cache.get((str(path), path.stat().st_mtime), str(path))
-
     # ---- registration --------------------------------------------------------------
 
     @property
@@ -276,9 +202,8 @@ class RegisterWidget(FieldActions, QWidget):
         except ValueError as err:
             self._report(err)
             return None
-        path = Path(self.model_file.value)
         context = {
-            "model_key": (str(path), path.stat().st_mtime) if isinstance(job.model, str) else None,
+            "model_key": self._model_key() if isinstance(job.model, str) else None,
             "fixed": self.fixed.value,
             "moving": self.moving.value,
             "moving_labels": self.moving_labels.value,
@@ -394,3 +319,5 @@ class RegisterWidget(FieldActions, QWidget):
                 edge_width=0.5,
             )
         self.results.setText(summary(result))
+        for line in result.warnings:
+            show_warning(line)
