@@ -201,7 +201,16 @@ def resolve(source: str | Path, part: str = "registration") -> Path:
     Path
         The file to load.
     """
-    return builtin_file(source, part) if is_builtin(source) else Path(source)
+    if is_builtin(source):
+        return builtin_file(source, part)
+    path = Path(source)
+    if isinstance(source, str) and not path.exists() and path.name == source and not path.suffix:
+        known = ", ".join(builtin_models()) or "none are installed"
+        raise FileNotFoundError(
+            f"{source} is neither a model file nor a built-in model (built-in: {known}); "
+            "check the name with `deepsim models` or the path"
+        )
+    return path
 
 
 def card_text(name: str) -> str:
