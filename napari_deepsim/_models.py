@@ -1,10 +1,12 @@
-"""The models trained in this napari process: one evented registry every widget shares.
+"""The models the widgets offer: the built-in ones, and those trained in this process.
 
-:data:`trained_models` lists every model the training widgets trained (and the models
-handed to the Register widget). Widgets subscribe to its events instead of looking for
-one another: ``inserted`` and ``removed`` refresh their model lists, and ``trained``
-announces a model a widget has just finished training, so the Register widget can
-select it. Nothing here imports Qt or torch.
+:func:`builtin_choices` lists the models shipped with the package (by name, with a
+one-line description); the widgets list them first. :data:`trained_models` lists every
+model the training widgets trained (and the models handed to the Register widget).
+Widgets subscribe to its events instead of looking for one another: ``inserted`` and
+``removed`` refresh their model lists, and ``trained`` announces a model a widget has
+just finished training, so the Register widget can select it. Nothing here imports Qt
+or torch.
 """
 
 from __future__ import annotations
@@ -14,8 +16,33 @@ from typing import TYPE_CHECKING
 
 from napari.utils.events import EventedList
 
+from src_training.models import builtin_models
+
 if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
+
+
+def builtin_choices(part: str = "registration") -> list[tuple[str, str]]:
+    """Return the built-in models as ``(description, name)`` choices of a picker.
+
+    Parameters
+    ----------
+    part : {"registration", "features"}
+        The registration models, or their feature extractors.
+
+    Returns
+    -------
+    list of (str, str)
+        In the registry's order; empty when the registry cannot be read (the command
+        line reports why).
+    """
+    try:
+        models = builtin_models()
+    except ValueError:
+        return []
+    if part == "features":
+        return [(f"{name} extractor (built-in)", name) for name in models]
+    return [(model.description(), name) for name, model in models.items()]
 
 
 @dataclass

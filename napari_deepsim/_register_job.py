@@ -81,6 +81,7 @@ class Result:
     checkerboard: np.ndarray | None = None
     dice: tuple[float, float] | None = None
     optimisation: OptimisationSummary | None = None
+    warnings: list[str] = field(default_factory=list)  # the data is unlike the model's
 
 
 def warp_data(data: np.ndarray, disp: Tensor, labels: bool, stack: bool) -> np.ndarray:
@@ -186,6 +187,7 @@ def _register_pair(
         dice=pair.dice[0] if pair.dice else None,
         extras=pair.extras,
         optimisation=pair.optimisation,
+        warnings=pair.warnings,
     )
     if job.grid:
         result.grid = (
@@ -263,6 +265,7 @@ def _register_stack(
         seconds=0.0,
         dice=series.dice,
         optimisation=series.optimisation,
+        warnings=series.warnings,
     )
     disp = torch.as_tensor(series.fields)
     if job.moving_labels is not None:

@@ -3,8 +3,10 @@
 Training runs in a napari generator worker (:func:`napari_deepsim._train_job.train`)
 that yields the trainer's events; the GUI thread receives them to draw the loss curve
 and never waits for a step. Stop sets a flag that the trainer polls before its next
-step. A trained model stays in memory, can be saved, and is added to
-:data:`napari_deepsim._models.trained_models`, which announces it to the other widgets.
+step. Training starts from new weights or fine-tunes a built-in model ("start from";
+its channels are then the built-in's). A trained model stays in memory, can be saved,
+and is added to :data:`napari_deepsim._models.trained_models`, which announces it to
+the other widgets.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container, FileEdit, FloatSpinBox, LineEdit, PushButton, SpinBox
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
@@ -23,11 +33,12 @@ from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 from napari_deepsim._choices import guess_training, inputs, partner
 from napari_deepsim._controls import device_picker, layer_choices
 from napari_deepsim._loss_plot import LossPlot
-from napari_deepsim._models import trained_models
+from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._subscriptions import watch_layers
 from napari_deepsim._train_job import TrainJob, save, train
 from napari_deepsim._workers import error_message, start_worker
 from src_training.engine.options import parse_channels
+from src_training.models import builtin_models
 
 if TYPE_CHECKING:
     import napari
@@ -68,6 +79,10 @@ class TrainWidget(QWidget):
         self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
         self.lr.native.setDecimals(6)
         self.channels = LineEdit(label="channels", value="16,32,64")
+        self.start_from = ComboBox(
+            label="start from", choices=[("new weights", ""), *self._builtin_starts()]
+        )
+        self.start_from.tooltip = "Fine-tune a built-in model instead of training from new weights"
         self.device = device_picker()
         self.train_button = PushButton(text="Train")
         self.save_button = PushButton(text="Save…", enabled=False)
@@ -76,7 +91,15 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
         self.inputs = Container(widgets=self._input_widgets())
         self.settings = Container(
-            widgets=[self.steps, self.crop, self.lr, self.channels, self.device, self.train_button]
+            widgets=[
+                self.steps,
+                self.crop,
+                self.lr,
+                self.start_from,
+                self.channels,
+                self.device,
+                self.train_button,
+            ]
         )
         column = QVBoxLayout(self)
         column.addWidget(self.inputs.native)
@@ -85,6 +108,7 @@ class TrainWidget(QWidget):
         column.addWidget(self.status)
         column.addWidget(self.save_button.native)
         column.addStretch()
+        self.start_from.changed.connect(self._start_changed)
         self.train_button.changed.connect(self._train_clicked)
         self.save_button.changed.connect(self._save_clicked)
         watch_layers(self, self.viewer, self.reset_choices)
@@ -98,6 +122,17 @@ class TrainWidget(QWidget):
 
     def _name_of(self, model: ModelFile) -> str:
         raise NotImplementedError
+
+    def _builtin_starts(self) -> list[tuple[str, str]]:
+        part = "features" if self.title == "feature extractor" else "registration"
+        return [(f"built-in model {text}", name) for text, name in builtin_choices(part)]
+
+    def _start_changed(self, *_args: Any) -> None:
+        """Take a built-in model's channels (its architecture) when fine-tuning it."""
+        name = str(self.start_from.value)
+        if name:
+            self.channels.value = ",".join(map(str, builtin_models()[name].network))
+        self.channels.enabled = not name
 
     def reset_choices(self, *_args: Any) -> None:
         """Refresh the layer choosers; fill empty ones with the likely training layers."""
@@ -122,12 +157,14 @@ class TrainWidget(QWidget):
         return None if str(path) in ("", ".") else path
 
     def _settings(self) -> dict[str, Any]:
+        init = str(self.start_from.value)  # a built-in model brings its own channels
         return {
             "steps": int(self.steps.value),
             "crop": int(self.crop.value),
             "lr": float(self.lr.value),
-            "channels": parse_channels(str(self.channels.value), "channels"),
+            "channels": None if init else parse_channels(str(self.channels.value), "channels"),
             "device": str(self.device.value),
+            "init": init or None,
         }
 
     def _report(self, err: BaseException) -> None:

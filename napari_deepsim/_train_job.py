@@ -110,8 +110,8 @@ class TrainJob:
         Optimisation steps and training crop side.
     lr : float
         Learning rate.
-    channels : tuple of int
-        Encoder channels.
+    channels : tuple of int or None
+        Encoder channels; None with ``init`` (its channels).
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     kind : str
@@ -125,6 +125,8 @@ class TrainJob:
     folder : Path or None
         A dataset folder, read by :func:`train` in the worker thread (it can be large)
         and checked like layer data.
+    init : str or None
+        A built-in model (or model file) to fine-tune instead of new weights.
     """
 
     task: str
@@ -133,13 +135,14 @@ class TrainJob:
     steps: int
     crop: int
     lr: float
-    channels: tuple[int, ...]
+    channels: tuple[int, ...] | None
     device: str = "auto"
     kind: str = "segmentation"
     metric: str = "ncc"
     lam: float = 0.5
     metric_options: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None
+    init: str | None = None
 
     @property
     def val_every(self) -> int:
@@ -276,6 +279,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             config,
             kind=job.kind,
             channels=job.channels,
+            init=job.init,
             metadata=metadata,
             device=device,
         )
@@ -287,7 +291,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             features=job.metric_options.get("extractor"),
             vgg_weights=job.metric_options.get("weights"),
             how_to_get_extractor=(
-                "train one with 'Train feature extractor' or choose an extractor file"
+                "train one with 'Train feature extractor', or choose a built-in one or a file"
             ),
         )
         trainer = registration_trainer(
@@ -297,6 +301,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             config,
             lam=job.lam,
             channels=job.channels,
+            init=job.init,
             metadata=metadata,
             device=device,
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox
 
-from napari_deepsim._models import trained_models
+from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._subscriptions import subscribe
 from napari_deepsim._train_base import TrainWidget
 from napari_deepsim._train_job import (
@@ -114,6 +114,7 @@ class TrainRegistrationWidget(TrainWidget):
         self.extractor = ComboBox(
             label="feature extractor", choices=self._extractors, nullable=True
         )
+        self.extractor.tooltip = "A built-in model's extractor, or one trained in this viewer"
         self.extractor_file = FileEdit(
             label="or extractor file", mode="r", filter="Model files (*.pt *.pth)"
         )
@@ -129,14 +130,23 @@ class TrainRegistrationWidget(TrainWidget):
             self.weights,
         ]
 
-    def _extractors(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
-        return [(m.name, m.model) for m in trained_models.of_kind("features")]
+    def _extractors(self, _widget: Any = None) -> list[tuple[str, str | ModelFile]]:
+        trained = [(m.name, m.model) for m in trained_models.of_kind("features")]
+        return [*builtin_choices("features"), *trained]
 
     def _extractors_changed(self, *_args: Any) -> None:
         self.extractor.reset_choices()
-        extractors = [choice for choice in self.extractor.choices if choice is not None]
-        if self.extractor.value is None and extractors:
-            self.extractor.value = extractors[-1]
+        trained = trained_models.of_kind("features")
+        if self.extractor.value is None and trained:
+            self.extractor.value = trained[-1].model
+
+    def _start_changed(self, *_args: Any) -> None:
+        """Fine-tuning a built-in model: its metric (DeepSim) with its extractor."""
+        super()._start_changed()
+        name = str(self.start_from.value)
+        if name:
+            self.metric.value = "deepsim"
+            self.extractor.value = name
 
     def _metric_changed(self, *_args: Any) -> None:
         spec = _metrics()[str(self.metric.value)]
@@ -155,7 +165,7 @@ class TrainRegistrationWidget(TrainWidget):
         if not spec.needs_extractor:
             return {}
         if self.extractor.value is not None:
-            return {"extractor": self.extractor.value}
+            return {"extractor": self.extractor.value}  # a built-in name or a model
         path = Path(self.extractor_file.value)
         if not path.is_file():
             raise ValueError(

@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 from src_training.cli.evaluate import evaluate
 from src_training.cli.register import register
-from src_training.cli.tools import curves, demo, fetch, info, metrics
+from src_training.cli.tools import curves, demo, fetch, info, metrics, models
 from src_training.cli.train import train_features, train_registration
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "metrics": metrics,
+    "models": models,
     "fetch": fetch,
     "demo": demo,
     "train_features": train_features,

@@ -52,7 +52,14 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
     g.add_argument("--crop", type=int, help="side of random training crops (pixels/voxels)")
     g.add_argument("--batch-size", type=_positive_int, default=4, help="default 4")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    g.add_argument("--channels", default="64,128,256", help="U-Net encoder channels")
+    g.add_argument(
+        "--channels", help="U-Net encoder channels (default 64,128,256, or those of --init)"
+    )
+    g.add_argument(
+        "--init",
+        metavar="NAME|FILE",
+        help="fine-tune: start from this model's weights (a built-in name or a model file)",
+    )
     g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
     g.add_argument("--seed", type=int, default=0, help="default 0")
     g.add_argument("--resume", action="store_true", help="continue from FILE.last.pt")
@@ -117,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="list the similarity metrics and their default lambda")
     p.set_defaults(handler="metrics")
 
+    p = sub.add_parser("models", help="list the built-in models (use their names as model files)")
+    p.set_defaults(handler="models")
+
     p = sub.add_parser(
         "fetch", help="download a public dataset once into the cache (checked by SHA-256)"
     )
@@ -148,7 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a registration model with a similarity metric")
     p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
     p.add_argument("--metric", required=True, help="see `deepsim metrics`")
-    p.add_argument("--features", metavar="F.pt", help="feature extractor (deepsim, deepsim-ae)")
+    p.add_argument(
+        "--features",
+        metavar="NAME|F.pt",
+        help="feature extractor (deepsim, deepsim-ae): a built-in name or a file",
+    )
     p.add_argument(
         "--feature-levels",
         metavar="L,L",
@@ -166,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "register", help="register images with a trained model, by optimisation, or both"
     )
-    p.add_argument("--model", metavar="R.pt", help="registration model (with --optimise: refined)")
+    p.add_argument(
+        "--model",
+        metavar="NAME|R.pt",
+        help="a built-in name or a model file (with --optimise: its prediction is refined)",
+    )
     p.add_argument("images", nargs="*", metavar="FIXED MOVING", help="the fixed and moving image")
     p.add_argument(
         "--labels",
@@ -190,14 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="optimise each field for its pair (from --model's prediction, or the identity)",
     )
     g.add_argument("--metric", help="similarity to optimise (default ncc; see `deepsim metrics`)")
-    g.add_argument("--features", metavar="F.pt", help="feature extractor (deepsim, deepsim-ae)")
+    g.add_argument(
+        "--features", metavar="NAME|F.pt", help="feature extractor (deepsim, deepsim-ae)"
+    )
     g.add_argument("--vgg-weights", metavar="FILE", help="torchvision VGG16 state dict (vgg)")
     g.add_argument("--seed", type=int, default=0, help="seed of the optimisation (default 0)")
     p.set_defaults(handler="register")
 
     p = sub.add_parser("evaluate", help="Dice, folding and speed of models on test pairs")
     p.add_argument("data", metavar="DATA")
-    p.add_argument("--models", nargs="+", default=[], metavar="R.pt")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=[],
+        metavar="NAME|R.pt",
+        help="built-in names or model files (a row is named by the name or file stem)",
+    )
     p.add_argument(
         "--baseline",
         action="append",
@@ -263,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE.png")
     p.set_defaults(handler="curves")
 
-    p = sub.add_parser("info", help="show what a model file holds")
-    p.add_argument("model", metavar="FILE.pt")
+    p = sub.add_parser("info", help="show a built-in model's card, or what a model file holds")
+    p.add_argument("model", metavar="NAME|FILE.pt")
     p.set_defaults(handler="info")
     return parser

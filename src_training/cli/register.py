@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ def register(args: argparse.Namespace) -> None:
             optimisation=optimised,
         )
     )
+    _warn(result.warnings)
     warped = result.warped
     write_image(out / files[0], warped[0] if warped.shape[0] == 1 else warped, ndim)
     np.save(out / files[1], result.field)
@@ -107,6 +109,12 @@ def register(args: argparse.Namespace) -> None:
                 f"{before:.4f} before -> {after:.4f} after"
             )
     print(f"wrote {', '.join(files + label_names)} to {out}")
+
+
+def _warn(warnings: list[str]) -> None:
+    """Print each warning about the data as one line on stderr."""
+    for line in warnings:
+        print(f"deepsim: warning: {line}", file=sys.stderr)
 
 
 def _how(model: ModelFile | None, result: PairRegistration | SeriesRegistration) -> str:
@@ -184,6 +192,7 @@ def _register_series(model: ModelFile | None, args: argparse.Namespace, device: 
             optimisation=optimised,
         )
     )
+    _warn(result.warnings)
     warped = result.warped
     write_image(out / files[0], warped[:, 0] if warped.shape[1] == 1 else warped, ndim)
     np.save(out / files[1], result.fields)

@@ -1,4 +1,4 @@
-"""The small ``deepsim`` sub-commands: metrics, demo, curves, fetch and info."""
+"""The small ``deepsim`` sub-commands: metrics, models, demo, curves, fetch and info."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from src_training.evaluation.figures import (
     require_matplotlib,
 )
 from src_training.metrics.registry import METRICS
+from src_training.models import builtin_file, builtin_models, card_text, is_builtin
 from src_training.networks.modelio import load_model
 
 
@@ -27,6 +28,26 @@ def metrics(args: argparse.Namespace) -> None:
         )
         needs = ",".join(word for word, flag in flags if flag) or "-"
         print(f"{spec.name:<{width}}  {spec.default_lambda:>6g}  {needs:<10}  {spec.description}")
+
+
+def models(args: argparse.Namespace) -> None:
+    """``deepsim models``: list the built-in models, their data and held-out Dice."""
+    found = builtin_models()
+    if not found:
+        print("no built-in models are installed; reinstall napari-deepsim to get them")
+        return
+    rows = [("name", "modality", "ndim", "size", "held-out Dice")]
+    for model in found.values():
+        dice = model.heldout_dice
+        data = model.heldout.get("data", "")
+        scored = "-" if dice is None else f"{dice:.3f} ({data})"
+        size = f"{model.size_bytes / 1e6:.2f} MB"
+        rows.append((model.name, model.modality, f"{model.ndim}D", size, scored))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print("use a name wherever a model file goes: --model, --models, --features, --init;")
+    print("`deepsim info NAME` shows a model's card")
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -80,7 +101,12 @@ def fetch(args: argparse.Namespace) -> None:
 
 
 def info(args: argparse.Namespace) -> None:
-    """``deepsim info``: print what a model file holds."""
+    """``deepsim info``: print a built-in model's card, or what a model file holds."""
+    if is_builtin(args.model):
+        for part in ("registration", "features"):
+            builtin_file(args.model, part)  # refuses a damaged file before showing the card
+        print(card_text(args.model).rstrip())
+        return
     model = load_model(args.model)
     params = sum(p.numel() for p in model.network.parameters())
     print(f"{args.model}: {model.kind} model, {model.ndim}D, {params:,} parameters")

@@ -68,6 +68,10 @@ def _check_out(args: argparse.Namespace) -> Path:
     return out
 
 
+def _channels(args: argparse.Namespace) -> tuple[int, ...] | None:
+    return parse_channels(args.channels, "--channels") if args.channels else None
+
+
 def _levels(text: str) -> list[int]:
     try:
         return [int(level) for level in text.split(",")]
@@ -113,7 +117,8 @@ def train_features(args: argparse.Namespace) -> None:
         val,
         config,
         kind=args.kind,
-        channels=parse_channels(args.channels, "--channels"),
+        channels=_channels(args),
+        init=args.init,
         what=args.data,
         dice_weight=args.dice_weight,
         out=out,
@@ -148,8 +153,9 @@ def train_registration(args: argparse.Namespace) -> None:
         config,
         lam=args.lam,
         regulariser=args.regulariser,
-        channels=parse_channels(args.channels, "--channels"),
+        channels=_channels(args),
         diffeomorphic=args.diffeomorphic,
+        init=args.init,
         out=out,
         device=device,
         rank=context.rank,

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from src_training.data.normalise import check_spatial_size, normalise_intensity, resample
+from src_training.data.profile import data_warnings
 from src_training.engine.optimisation import Optimisation, OptimisationSummary, run_optimisation
 from src_training.evaluation.scoring import field_regularity
 from src_training.metrics.dice import mean_dice
+from src_training.models import resolve
 from src_training.networks.modelio import ModelFile, load_model, require_kind
 from src_training.optimisation import OptimiseEvent
 from src_training.registration.inference import (
@@ -83,6 +85,9 @@ class PairRegistration:
         The moving image had another shape and was resampled onto the fixed grid.
     optimisation : OptimisationSummary or None
         What the optimisation did, when the field was optimised.
+    warnings : list of str
+        One line per input unlike the model's training data
+        (:func:`~src_training.data.profile.data_warnings`).
     """
 
     field: np.ndarray
@@ -98,6 +103,7 @@ class PairRegistration:
     extras: list[np.ndarray] = field(default_factory=list)
     resampled: bool = False
     optimisation: OptimisationSummary | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_to_end(job: Generator[Progress, None, T]) -> T:
@@ -121,12 +127,12 @@ def run_to_end(job: Generator[Progress, None, T]) -> T:
 
 
 def load_registration_model(source: str | Path | ModelFile) -> ModelFile:
-    """Return a registration model from a file (checked to be one) or as given.
+    """Return a registration model from a file or a built-in name (checked) or as given.
 
     Parameters
     ----------
     source : str, Path or ModelFile
-        A model file or an already loaded model.
+        A model file, a built-in name (``deepsim models``) or an already loaded model.
 
     Returns
     -------
@@ -135,7 +141,7 @@ def load_registration_model(source: str | Path | ModelFile) -> ModelFile:
     """
     if isinstance(source, ModelFile):
         return source
-    model = load_model(source)
+    model = load_model(resolve(source, "registration"))
     require_kind(model, "registration", source)
     return model
 
@@ -282,6 +288,9 @@ def register_pair(
         seconds=seconds,
         resampled=resampled,
         optimisation=summary,
+        warnings=[]
+        if model is None
+        else data_warnings(model.metadata, [(fixed, names[0]), (moving, names[1])]),
         **field_regularity(disp),
     )
     for lab in labels:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from src_training.data.profile import data_warnings
 from src_training.engine.optimisation import (
     Optimisation,
     OptimisationSummary,
@@ -57,6 +58,8 @@ class SeriesRegistration:
         and after.
     optimisation : OptimisationSummary or None
         What the optimisation did, when the fields were optimised.
+    warnings : list of str
+        One line per input unlike the model's training data.
     """
 
     fields: np.ndarray
@@ -69,6 +72,7 @@ class SeriesRegistration:
     warped_labels: np.ndarray | None = None
     dice: tuple[float, float] | None = None
     optimisation: OptimisationSummary | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def series_reference(frames: int, reference: int | str) -> int:
@@ -196,6 +200,7 @@ def register_stack(
         reference=ref,
         seconds=seconds,
         optimisation=summary,
+        warnings=[] if model is None else data_warnings(model.metadata, [(frames, what)]),
         **field_regularity(disp[others]),
     )
     if labels is not None:

@@ -16,10 +16,81 @@ import torch
 
 from src_training.data.datasets import Dataset
 from src_training.metrics.registry import MetricInputs, Similarity, build_metric, metric_spec
+from src_training.models import is_builtin, resolve
 from src_training.networks.modelio import ModelFile, load_model, require_kind
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 from src_training.training.trainer import TrainConfig
 from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
+
+DEFAULT_CHANNELS = (64, 128, 256)
+ARCHITECTURE = {
+    "ndim": "dimensionality",
+    "in_channels": "number of image channels",
+    "num_classes": "number of classes",
+    "kind": "kind",
+    "diffeomorphic": "diffeomorphic setting",
+}
+Source = str | Path | ModelFile
+
+
+def _network(
+    cls: type[FeatureExtractor] | type[RegistrationNet],
+    init: Source | None,
+    fixed: dict[str, Any],
+    channels: Sequence[int] | None,
+    tuning: dict[str, Any] | None = None,
+) -> FeatureExtractor | RegistrationNet:
+    """Build a new network, or a copy of ``init``'s checked against what the data fixes.
+
+    Parameters
+    ----------
+    cls : type
+        The network class.
+    init : str, Path or ModelFile, optional
+        A model (file, built-in name or in memory) whose weights to start from.
+    fixed : dict
+        Constructor arguments the data and task fix (an ``init`` must have them).
+    channels : sequence of int, optional
+        Encoder channels; None takes ``init``'s (or :data:`DEFAULT_CHANNELS`).
+    tuning : dict, optional
+        Constructor arguments that are not architecture (``dice_weight``).
+
+    Returns
+    -------
+    FeatureExtractor or RegistrationNet
+        The network.
+    """
+    tuning = tuning or {}
+    if init is None:
+        return cls(**fixed, channels=tuple(channels or DEFAULT_CHANNELS), **tuning)
+    kind = "features" if cls is FeatureExtractor else "registration"
+    name = "the initial model" if isinstance(init, ModelFile) else str(init)
+    model = init if isinstance(init, ModelFile) else load_model(resolve(init, kind))
+    require_kind(model, kind, name)
+    config = dict(model.metadata["network"])
+    for key, wanted in fixed.items():
+        if config.get(key) != wanted:
+            raise ValueError(
+                f"cannot fine-tune {name}: its {ARCHITECTURE[key]} is {config.get(key)} but "
+                f"this training needs {wanted}; start from a model made for such data, or "
+                "train without --init"
+            )
+    if channels is not None and list(channels) != list(config["channels"]):
+        shown = ",".join(map(str, config["channels"]))
+        raise ValueError(
+            f"--channels {','.join(map(str, channels))} differs from the channels of {name} "
+            f"({shown}); leave --channels out to fine-tune it"
+        )
+    network = cls(**{**config, **tuning})
+    network.load_state_dict(model.network.state_dict())
+    return network
+
+
+def _init_metadata(init: Source | None) -> dict[str, Any]:
+    """Return what a model file records about the model it was fine-tuned from."""
+    if init is None:
+        return {}
+    return {"init": "a model in memory" if isinstance(init, ModelFile) else str(init)}
 
 
 def load_extractor(
@@ -30,7 +101,7 @@ def load_extractor(
     Parameters
     ----------
     source : str, Path or ModelFile
-        An extractor file, or one in memory.
+        An extractor file, a built-in name (its extractor), or one in memory.
     metric : str
         The metric that will compare its features.
     ndim, channels : int
@@ -42,7 +113,7 @@ def load_extractor(
         The network.
     """
     name = str(source) if not isinstance(source, ModelFile) else "the feature extractor"
-    model = source if isinstance(source, ModelFile) else load_model(source)
+    model = source if isinstance(source, ModelFile) else load_model(resolve(source, "features"))
     require_kind(model, "features", name)
     network = model.network
     assert isinstance(network, FeatureExtractor)
@@ -80,7 +151,8 @@ def registration_metric(
     ndim, channels : int
         The data the metric will compare.
     features : str, Path or ModelFile, optional
-        The feature extractor of deepsim and deepsim-ae.
+        The feature extractor of deepsim and deepsim-ae: a file, a built-in name or one
+        in memory.
     vgg_weights : str, optional
         The VGG16 weights file of vgg.
     feature_levels : sequence of int, optional
@@ -99,7 +171,9 @@ def registration_metric(
         extractor = load_extractor(features, name, ndim, channels)
     inputs = MetricInputs(extractor, vgg_weights, feature_levels, how_to_get_extractor)
     metric = build_metric(name, inputs)
-    if extractor is not None and not isinstance(features, ModelFile):
+    if is_builtin(features):
+        metric.metadata["features"] = features
+    elif extractor is not None and not isinstance(features, ModelFile):
         metric.metadata["features"] = str(Path(str(features)).resolve())
     return metric
 
@@ -110,8 +184,9 @@ def features_trainer(
     config: TrainConfig,
     *,
     kind: str = "segmentation",
-    channels: Sequence[int] = (64, 128, 256),
+    channels: Sequence[int] | None = None,
     dice_weight: float = 0.0,
+    init: Source | None = None,
     out: str | Path | None = None,
     metadata: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
@@ -129,10 +204,13 @@ def features_trainer(
         Optimisation settings (its seed also seeds the weights).
     kind : {"segmentation", "autoencoder"}
         The extractor's task.
-    channels : sequence of int
-        Encoder channels.
+    channels : sequence of int, optional
+        Encoder channels; by default ``init``'s, or :data:`DEFAULT_CHANNELS`.
     dice_weight : float
         Weight of the soft Dice term of segmentation.
+    init : str, Path or ModelFile, optional
+        An extractor (file, built-in name or in memory) to fine-tune instead of new
+        weights; refused unless it suits the data and the kind.
     out : str or Path, optional
         Model file to write as training goes.
     metadata : dict, optional
@@ -157,15 +235,14 @@ def features_trainer(
     if not 0 <= dice_weight < float("inf"):
         raise ValueError(f"--dice-weight must be a finite number >= 0, got {dice_weight}")
     torch.manual_seed(config.seed)
-    network = FeatureExtractor(
-        train.ndim,
-        train.channels,
-        max(train.num_classes, 2),
-        channels,
-        kind=kind,
-        dice_weight=dice_weight,
-    )
-    meta = {"task": "features", **(metadata or {})}
+    fixed = {
+        "ndim": train.ndim,
+        "in_channels": train.channels,
+        "num_classes": max(train.num_classes, 2),
+        "kind": kind,
+    }
+    network = _network(FeatureExtractor, init, fixed, channels, {"dice_weight": dice_weight})
+    meta = {"task": "features", **_init_metadata(init), **(metadata or {})}
     return FeatureTrainer(network, config, train, val, out, meta, device, rank, world_size)
 
 
@@ -177,8 +254,9 @@ def registration_trainer(
     *,
     lam: float | None = None,
     regulariser: str = "diffusion",
-    channels: Sequence[int] = (64, 128, 256),
+    channels: Sequence[int] | None = None,
     diffeomorphic: bool = False,
+    init: Source | None = None,
     out: str | Path | None = None,
     metadata: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
@@ -199,10 +277,13 @@ def registration_trainer(
         Regulariser weight; the metric's default when None.
     regulariser : str
         ``diffusion`` or ``bending``.
-    channels : sequence of int
-        Encoder channels.
+    channels : sequence of int, optional
+        Encoder channels; by default ``init``'s, or :data:`DEFAULT_CHANNELS`.
     diffeomorphic : bool
         Predict a velocity field and integrate it.
+    init : str, Path or ModelFile, optional
+        A registration model (file, built-in name or in memory) to fine-tune instead
+        of new weights; refused unless it suits the data.
     out, metadata, device, rank, world_size
         As for :func:`features_trainer`.
 
@@ -212,7 +293,8 @@ def registration_trainer(
         Ready to :meth:`run`.
     """
     torch.manual_seed(config.seed)
-    network = RegistrationNet(train.ndim, train.channels, channels, diffeomorphic=diffeomorphic)
+    fixed = {"ndim": train.ndim, "in_channels": train.channels, "diffeomorphic": diffeomorphic}
+    network = _network(RegistrationNet, init, fixed, channels)
     return RegistrationTrainer(
         network,
         config,
@@ -222,7 +304,7 @@ def registration_trainer(
         regulariser=regulariser,
         val=val,
         out=out,
-        metadata={"task": "registration", **(metadata or {})},
+        metadata={"task": "registration", **_init_metadata(init), **(metadata or {})},
         device=device,
         rank=rank,
         world_size=world_size,

@@ -1,0 +1,125 @@
+"""The Register widget's choice of model: built-in, trained in this viewer, or a file.
+
+The model picker lists the built-in models first (each with a one-line description;
+the first is chosen when the widget opens, so two sections register without any
+training), then the registration models trained in this napari process. A model
+file replaces the picked model. Loaded models are kept for the next run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, FileEdit, Label
+from napari.utils.notifications import show_error, show_info
+
+from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
+from src_training.models import builtin_models, is_builtin
+
+if TYPE_CHECKING:
+    from src_training.networks.modelio import ModelFile
+
+
+class ModelChoice:
+    """Mixin of the Register widget: the ``trained`` picker, ``model_file`` and their info."""
+
+    _model_cache: dict[tuple[str, Any], ModelFile]
+
+    def _model_widgets(self) -> list[Any]:
+        """Make the model picker, the file chooser and the info line."""
+        self._model_cache = {}
+        self.trained = ComboBox(label="model", choices=self._trained_models, nullable=True)
+        self.trained.tooltip = (
+            "A built-in model (listed first, see `deepsim models`) or a registration model "
+            "trained in this viewer"
+        )
+        self.model_file = FileEdit(
+            label="or model file", mode="r", filter="Model files (*.pt *.pth)"
+        )
+        self.model_info = Label(value="")
+        self.model_file.changed.connect(self._model_file_changed)
+        self.trained.changed.connect(self._trained_changed)
+        builtins = builtin_choices()
+        if builtins:
+            self.trained.value = builtins[0][1]
+        return [self.trained, self.model_file, self.model_info]
+
+    def _trained_models(self, _widget: Any = None) -> list[tuple[str, str | ModelFile]]:
+        trained = [(m.name, m.model) for m in trained_models.of_kind("registration")]
+        return [*builtin_choices(), *trained]
+
+    def _trained_list_changed(self, *_args: Any) -> None:
+        self.trained.reset_choices()
+
+    def _model_trained(self, event: Any) -> None:
+        """Use a registration model as soon as a training widget has trained it."""
+        if event.value.model.kind == "registration":
+            self.set_model(event.value.model)
+            show_info("The trained registration model is now used by the Register widget.")
+
+    def set_model(self, model: str | Path | ModelFile) -> None:
+        """Use a registration model: a built-in name, a model file or one trained here.
+
+        Parameters
+        ----------
+        model : str, Path or ModelFile
+            A built-in name (``deepsim models``), a file written by ``deepsim train``, or
+            an in-memory registration model (added to the models trained in this session
+            if it is not listed yet).
+        """
+        if is_builtin(model):
+            self.model_file.value = Path()
+            self.trained.value = model
+            return
+        if isinstance(model, (str, Path)):
+            self.trained.value = None
+            self.model_file.value = Path(model)
+            return
+        if model.kind != "registration":
+            show_error(
+                f"The model is a {model.kind} model; the Register widget needs a registration "
+                "model."
+            )
+            return
+        if all(m.model is not model for m in trained_models):
+            metric = model.metadata.get("metric", "unknown metric")
+            trained_models.append(TrainedModel(f"{metric} model (given)", model))
+        self.trained.reset_choices()
+        self.trained.value = model
+
+    def _trained_changed(self, *_args: Any) -> None:
+        model = self.trained.value
+        if model is None:
+            self.model_info.value = ""
+        elif isinstance(model, str):
+            self.model_info.value = f"built-in: {builtin_models()[model].summary}"
+        else:
+            metric = model.metadata.get("metric", "unknown metric")
+            self.model_info.value = f"using the {model.ndim}D {metric} model trained here"
+
+    def _model_file_changed(self, *_args: Any) -> None:
+        if str(self.model_file.value) not in ("", "."):
+            self.trained.value = None
+
+    def _model_key(self) -> tuple[str, Any] | None:
+        """Where the chosen model comes from: a built-in name, or a file and its time."""
+        chosen = self.trained.value
+        if isinstance(chosen, str):
+            return (chosen, "built-in")
+        if chosen is not None:
+            return None
+        path = Path(self.model_file.value)
+        if str(path) in ("", ".") or path.is_dir():
+            raise ValueError(
+                "no model chosen; pick a built-in or registration model file (.pt), or train one"
+            )
+        if not path.is_file():
+            raise ValueError(f"the model file {path} does not exist; pick an existing .pt file")
+        return (str(path), path.stat().st_mtime)
+
+    def _model_source(self) -> str | ModelFile:
+        key = self._model_key()
+        if key is None:
+            return self.trained.value
+        return self._model_cache.get(key, key[0])

@@ -1,0 +1,118 @@
+"""The model cards of the built-in models, written by scripts/train-builtin.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builtin_recipe import Recipe  # scripts/builtin_recipe.py, beside this file
+
+from src_training.data.profile import TOLERANCE
+
+COMMAND = ".venv/bin/python scripts/train-builtin.py"
+METHODS = (("identity", "identity"), ("elastix", "elastix (B-spline, default map)"))
+
+
+def _row(label: str, scores: dict[str, float]) -> str:
+    return (
+        f"| {label} | {scores['dice']:.3f} ± {scores['dice_sd']:.3f} | "
+        f"{scores['folding_percent']:.2f} | {scores['seconds_per_pair']:.2f} |"
+    )
+
+
+def heldout_table(name: str, heldout: dict[str, Any]) -> list[str]:
+    """Return the Markdown table of the held-out scores: identity, elastix, the model."""
+    lines = ["| method | Dice ± sd | folding % | s/pair |", "|---|---|---|---|"]
+    for key, label in METHODS:
+        if key in heldout:
+            lines.append(_row(label, heldout[key]))
+    lines.append(_row(f"**{name}**", heldout["model"]))
+    return lines
+
+
+def card(
+    recipe: Recipe,
+    entry: dict[str, Any],
+    profile: dict[str, Any],
+    training: dict[str, Any],
+) -> str:
+    """Return the model card of one built-in model (Markdown).
+
+    Parameters
+    ----------
+    recipe : Recipe
+        What was trained on which data.
+    entry : dict
+        Its registry entry (files, held-out scores).
+    profile : dict
+        The intensity profile of its training images.
+    training : dict
+        ``features_seconds``, ``seconds``, ``threads``, ``float16_change``.
+    """
+    heldout = entry["heldout"]
+    files = entry["files"]
+    raw = profile["raw_percentiles"]
+    size = sum(f["bytes"] for f in files.values()) / 1e6
+    channels = ",".join(map(str, recipe.channels))
+    lines = [
+        f"# Built-in model `{recipe.name}`",
+        "",
+        f"Registers {recipe.summary}: a DeepSim registration model (a 2D U-Net, channels "
+        f"{channels}, predicting a displacement field) and the segmentation feature "
+        "extractor it was trained with. Use the name wherever a model file goes:",
+        "",
+        "```bash",
+        f"deepsim register --model {recipe.name} FIXED MOVING --out result/",
+        f"deepsim train DATA --metric deepsim --features {recipe.name} --init {recipe.name} "
+        "--steps 300 --out tuned.pt",
+        "```",
+        "",
+        "## Data",
+        "",
+        f"- {recipe.data}.",
+        f"- Licence: {recipe.licence.rstrip('.')}.",
+        f"- Cite: {recipe.citation.rstrip('.')}.",
+        f"- Splits: features and registration trained on frames {recipe.train_frames} of "
+        f"`{recipe.folder}` (pairs of frames up to 2 apart, random affine augmentation); "
+        f"held out: frames {recipe.test_frames}, whose {heldout['pairs']} consecutive pairs "
+        "are scored below. No validation frames: the last step's weights are the model.",
+        f"- Training intensities (the guard rail's reference): {', '.join(profile['dtypes'])}; "
+        f"raw percentiles 1/50/99 from {raw['1'][0]:g}-{raw['1'][1]:g}, "
+        f"{raw['50'][0]:g}-{raw['50'][1]:g}, {raw['99'][0]:g}-{raw['99'][1]:g}; after the "
+        f"per-image normalisation, quantiles {profile['quantiles']} between {profile['low']} "
+        f"and {profile['high']}. An image whose normalised quantiles lie more than {TOLERANCE:g} "
+        "outside these ranges gets a warning.",
+        "",
+        "## Training",
+        "",
+        f"- Feature extractor: segmentation{' of the foreground' if recipe.label_options else ''}"
+        f", {recipe.feature_steps} steps; registration: metric deepsim, λ = {recipe.lam:g} "
+        f"(diffusion regulariser), {recipe.steps} steps; both with "
+        f"`{' '.join(recipe.common)}`, seed {recipe.seed}, on the CPU with "
+        f"{training['threads']} thread(s) per run.",
+        f"- Time on a shared 2-core CPU: extractor {training['features_seconds'] / 60:.0f} min, "
+        f"registration {training['seconds'] / 60:.0f} min.",
+        f"- Stored with 16-bit weights (restored to float32 on load; {size:.2f} MB for both "
+        f"files); the largest change of a held-out displacement against the 32-bit weights is "
+        f"{training['float16_change']:.3f} px.",
+        f"- Regenerate (deterministic on the CPU): `{COMMAND} --only {recipe.name}`.",
+        "",
+        f"## Held-out pairs ({heldout['data']})",
+        "",
+        *heldout_table(recipe.name, heldout),
+        "",
+        "Dice: mean over the label classes present, background included, per pair; ± the "
+        "standard deviation over pairs. Folding: share of pixels with det J ≤ 0. Seconds per "
+        f"pair with {training['eval_threads']} threads on this CPU, shared with other jobs "
+        "(`deepsim evaluate --baseline identity --baseline elastix`).",
+        "",
+        "## Files",
+        "",
+        "| part | file | bytes | SHA-256 |",
+        "|---|---|---|---|",
+        *(
+            f"| {part} | `{f['file']}` | {f['bytes']} | `{f['sha256']}` |"
+            for part, f in files.items()
+        ),
+        "",
+    ]
+    return "\n".join(lines)
