@@ -94,7 +94,9 @@ def card(
         f"- Stored with 16-bit weights (restored to float32 on load; {size:.2f} MB for both "
         f"files); the largest change of a held-out displacement against the 32-bit weights is "
         f"{training['float16_change']:.3f} px.",
-        f"- Regenerate (deterministic on the CPU): `{COMMAND} --only {recipe.name}`.",
+        f"- Regenerate: `{COMMAND} --only {recipe.name}`; on the CPU with the same number "
+        "of threads it gives the same weights (the files differ in their creation time, so "
+        "the registry's SHA-256 changes with them).",
         "",
         f"## Held-out pairs ({heldout['data']})",
         "",

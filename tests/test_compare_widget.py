@@ -10,7 +10,7 @@ import napari_deepsim._compare_widget as compare_module
 from napari_deepsim._choices import SOURCE
 from napari_deepsim._compare_job import PALETTE, zoom_box
 from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import TrainedModel, trained_models
+from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
 from src_training.metrics.dice import mean_dice
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import RegistrationNet
@@ -87,7 +87,9 @@ def test_every_model_gets_layers_a_row_and_a_zoom_tile(
     assert widget.fixed.value is viewer.layers["fixed"]
     assert widget.moving_labels.value is viewer.layers["moving labels"]
     widget.add_model_files([model_files["left"]])
+    builtins = [text for text, _ in builtin_choices()]
     assert [widget.models.item(i).text() for i in range(widget.models.count())] == [
+        *builtins,  # listed first, unticked
         "ncc model #1",
         "left",
     ]
@@ -174,11 +176,12 @@ def test_bad_inputs_are_reported(viewer, qtbot, model_files, errors):
     assert "No model is ticked" in errors[-1]
     widget.add_model_files([model_files["left"], "/nonexistent/model.pt"])
     assert "does not exist" in errors[-1]
-    assert widget.models.count() == 1
-    widget.models.item(0).setCheckState(Qt.CheckState.Unchecked)
+    first = len(builtin_choices())  # the built-in models come first, unticked
+    assert widget.models.count() == first + 1
+    widget.models.item(first).setCheckState(Qt.CheckState.Unchecked)
     assert widget.compare() is None
     assert "No model is ticked" in errors[-1]
-    widget.models.item(0).setCheckState(Qt.CheckState.Checked)
+    widget.models.item(first).setCheckState(Qt.CheckState.Checked)
     widget.moving.value = widget.fixed.value
     assert widget.compare() is None
     assert "the same layer" in errors[-1]

@@ -115,6 +115,7 @@ def _register_labels_of_another_shape(c):
 
 def _register_without_model(c):
     widget = c.register()
+    widget.trained.value = None  # no built-in model either
     c.run(widget, widget.register)
 
 

@@ -1,6 +1,8 @@
 """The distribution: manifest, console script, import hygiene."""
 
 import ast
+import hashlib
+import json
 import subprocess
 import sys
 import zipfile
@@ -31,7 +33,7 @@ def test_installed_manifest_is_the_root_manifest():
 
 
 @pytest.mark.slow
-def test_built_wheel_ships_the_root_manifest(tmp_path):
+def test_built_wheel_ships_the_root_manifest_and_the_builtin_models(tmp_path):
     subprocess.run(
         [
             sys.executable,
@@ -48,9 +50,17 @@ def test_built_wheel_ships_the_root_manifest(tmp_path):
         check=True,
     )
     (wheel,) = tmp_path.glob("napari_deepsim-*.whl")
+    assert wheel.stat().st_size < 25e6
     with zipfile.ZipFile(wheel) as zf:
         shipped = zf.read("napari_deepsim/napari.yaml")
         names = zf.namelist()
+        registry = json.loads(zf.read("src_training/models/registry.json"))
+        assert set(registry["models"]) == {"em-2d", "phase-contrast-2d"}
+        for name, entry in registry["models"].items():
+            assert f"src_training/models/{entry['card']}" in names
+            for part in entry["files"].values():
+                data = zf.read(f"src_training/models/{part['file']}")
+                assert hashlib.sha256(data).hexdigest() == part["sha256"], name
     assert shipped == (ROOT / "napari.yaml").read_bytes()
     assert {"src_training/cli/__init__.py", "src_training/engine/registration.py"} <= set(names)
     assert "napari_deepsim/_register_widget.py" in names
