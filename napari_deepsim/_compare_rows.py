@@ -2,6 +2,7 @@
 
 :class:`RowChoice` is mixed into
 :class:`~napari_deepsim._compare_widget.CompareWidget`. Its ticked list holds the
+built-in models (first, unticked, each row named by the built-in name), the
 registration models trained in this viewer (as they come), model files added with
 **Add model files…**, optimisation rows (**Add optimisation**: the field optimised for
 the pair with the chosen metric, from the identity) and refinement rows (**Refine
@@ -29,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deepsim._compare_job import Entry
-from napari_deepsim._models import trained_models
+from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._optimise_controls import OptimisePicker
 from napari_deepsim._workers import error_message
 
@@ -72,8 +73,9 @@ class RowChoice:
         self.models.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.models.setMaximumHeight(130)
         self.models.setToolTip(
-            "Ticked methods run on the pair; models trained here appear too. Select models "
-            "and press 'Refine selected models' to add their refinement"
+            "Ticked methods run on the pair; the built-in models (unticked) and the models "
+            "trained here appear too. Select models and press 'Refine selected models' to add "
+            "their refinement"
         )
         self.add_button = QPushButton("Add model files…")
         self.remove_button = QPushButton("Remove")
@@ -103,22 +105,21 @@ class RowChoice:
         column.addLayout(row)
 
     def _list_models(self, *_args: Any) -> None:
-        """List the models trained here, the added files and the optimisations."""
-        unticked = {
-            self.models.item(i).text()
+        """List the built-in models, those trained here, the files and the optimisations.
+
+        Rows keep their ticks; a new built-in row starts unticked, any other new row ticked.
+        """
+        states = {
+            self.models.item(i).text(): self.models.item(i).checkState()
             for i in range(self.models.count())
-            if self.models.item(i).checkState() != Qt.CheckState.Checked
         }
+        builtins = {text for text, _ in builtin_choices()}
         self.models.clear()
-        names = [m.name for m in trained_models.of_kind("registration")]
-        names += [self._file_name(path) for path in self._files]
-        names += list(self._optimisations)
-        for name in names:
-            item = QListWidgetItem(name)
+        for text in [*self._models(), *self._optimisations]:
+            item = QListWidgetItem(text)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(
-                Qt.CheckState.Unchecked if name in unticked else Qt.CheckState.Checked
-            )
+            new = Qt.CheckState.Unchecked if text in builtins else Qt.CheckState.Checked
+            item.setCheckState(states.get(text, new))
             self.models.addItem(item)
 
     def _file_name(self, path: Path) -> str:
@@ -142,12 +143,15 @@ class RowChoice:
                 self._files.append(path)
         self._list_models()
 
-    def _models(self) -> dict[str, str | ModelFile]:
-        """Return the listed models by name: trained here, and the added files."""
-        sources: dict[str, str | ModelFile] = {
-            m.name: m.model for m in trained_models.of_kind("registration")
-        }
-        sources.update({self._file_name(path): str(path) for path in self._files})
+    def _models(self) -> dict[str, tuple[str, str | ModelFile]]:
+        """Return every listed model by its text: its row name and its source.
+
+        The built-in models come first (their text is a one-line description, their row
+        name the built-in name), then the models trained here, then the added files.
+        """
+        sources = {text: (name, name) for text, name in builtin_choices()}
+        sources.update({m.name: (m.name, m.model) for m in trained_models.of_kind("registration")})
+        sources.update({self._file_name(p): (self._file_name(p), str(p)) for p in self._files})
         return sources
 
     def add_optimisation(self, *_args: Any) -> str | None:
@@ -188,15 +192,16 @@ class RowChoice:
             show_error(error_message(err, "Comparison"))
             return []
         names = []
-        for model in chosen:
+        for text in chosen:
+            model, source = models[text]
             name = optimisation_name(spec, model)
-            self._optimisations[name] = Entry(name, models[model], spec)
+            self._optimisations[name] = Entry(name, source, spec)
             names.append(name)
         self._list_models()
         return names
 
     def _entries(self) -> list[Entry]:
-        entries = {name: Entry(name, source) for name, source in self._models().items()}
+        entries = {text: Entry(*row) for text, row in self._models().items()}
         entries.update(self._optimisations)
         return [
             entries[item.text()]

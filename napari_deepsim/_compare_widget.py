@@ -9,8 +9,9 @@ Dice, % folding, the std of log J and the time per method. A rectangle drawn on 
 warped patch with its grid, side by side (:mod:`napari_deepsim._compare_zoom`). The
 methods run one after another in a napari thread worker
 (:mod:`napari_deepsim._compare_job`), the progress bar moving through each one's
-stages and iterations; layers and tiles are made on the GUI thread. The registration
-models trained in this session are listed as they come.
+stages and iterations; layers and tiles are made on the GUI thread. The built-in
+models are listed first (unticked), then the registration models trained in this
+session as they come. Data unlike a model's training data gets a warning notification.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, PushButton
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -200,8 +201,8 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         entries = self._entries()
         if not entries:
             raise ValueError(
-                "no model is ticked; add registration model files, train models or add an "
-                "optimisation first"
+                "no model is ticked; tick a built-in model, add model files, train models or "
+                "add an optimisation first"
             )
         pair = Job(
             fixed=fixed,
@@ -251,6 +252,9 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         self._fill_table(outcomes, dice_before)
         if failed:
             show_error(" ".join(f"{o.name}: {o.error}." for o in failed))
+        for outcome in outcomes:  # the data is unlike the model's training data
+            for line in outcome.result.warnings if outcome.result is not None else []:
+                show_warning(f"{outcome.name}: {line}")
         self.update_zoom()
 
     def _add_layers(self, outcome: Outcome) -> None:

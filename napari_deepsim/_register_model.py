@@ -1,9 +1,12 @@
-"""The model section of the Register widget: a model trained here or a model file.
+"""The model section of the Register widget: a built-in model, one trained here, or a file.
 
 :class:`ModelChoice` is mixed into
-:class:`~napari_deepsim._register_widget.RegisterWidget`. It lists the registration
-models of :data:`~napari_deepsim._models.trained_models` (selecting one as soon as a
-training widget announces it) beside a file picker, and says which model a run uses.
+:class:`~napari_deepsim._register_widget.RegisterWidget`. Its picker lists the built-in
+models first (each with a one-line description; the first is chosen when the widget
+opens, so two sections register without any training), then the registration models of
+:data:`~napari_deepsim._models.trained_models` (selecting one as soon as a training
+widget announces it); a model file replaces the picked model. A line says which model a
+run uses.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, Label
 from napari.utils.notifications import show_error, show_info
 
-from napari_deepsim._models import TrainedModel, trained_models
+from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
+from src_training.models import builtin_models, is_builtin
 
 if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
@@ -25,25 +29,32 @@ class ModelChoice:
 
     The widget calls :meth:`_model_controls` once, subscribes :meth:`_trained_list_changed`
     and :meth:`_model_trained` to the registry's events, and keeps ``_model_cache`` (the
-    model file read by the last run, reused while the file is unchanged).
+    built-in model or model file read by the last run, reused while it is unchanged).
     """
 
-    _model_cache: dict[tuple[str, float], ModelFile]
+    _model_cache: dict[tuple[str, Any], ModelFile]
 
     def _model_controls(self) -> list[Any]:
         """Make the model pickers and the line that says which model is used."""
         self.trained = ComboBox(label="model", choices=self._trained_models, nullable=True)
-        self.trained.tooltip = "A registration model trained in this viewer"
+        self.trained.tooltip = (
+            "A built-in model (listed first, see `deepsim models`) or a registration model "
+            "trained in this viewer"
+        )
         self.model_file = FileEdit(
             label="or model file", mode="r", filter="Model files (*.pt *.pth)"
         )
         self.model_info = Label(value="")
         self.model_file.changed.connect(self._model_file_changed)
         self.trained.changed.connect(self._trained_changed)
+        builtins = builtin_choices()
+        if builtins:  # register with no training: the first built-in model
+            self.trained.value = builtins[0][1]
         return [self.trained, self.model_file, self.model_info]
 
-    def _trained_models(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
-        return [(m.name, m.model) for m in trained_models.of_kind("registration")]
+    def _trained_models(self, _widget: Any = None) -> list[tuple[str, str | ModelFile]]:
+        trained = [(m.name, m.model) for m in trained_models.of_kind("registration")]
+        return [*builtin_choices(), *trained]
 
     def _trained_list_changed(self, *_args: Any) -> None:
         self.trained.reset_choices()
@@ -55,14 +66,19 @@ class ModelChoice:
             show_info("The trained registration model is now used by the Register widget.")
 
     def set_model(self, model: str | Path | ModelFile) -> None:
-        """Use a registration model: a model file path or a model trained in this viewer.
+        """Use a registration model: a built-in name, a model file or one trained here.
 
         Parameters
         ----------
         model : str, Path or ModelFile
-            A file written by ``deepsim train``, or an in-memory registration model
-            (added to the models trained in this session if it is not listed yet).
+            A built-in name (``deepsim models``), a file written by ``deepsim train``, or
+            an in-memory registration model (added to the models trained in this session
+            if it is not listed yet).
         """
+        if is_builtin(model):
+            self.model_file.value = Path()
+            self.trained.value = model
+            return
         if isinstance(model, (str, Path)):
             self.trained.value = None
             self.model_file.value = Path(model)
@@ -83,29 +99,40 @@ class ModelChoice:
         model = self.trained.value
         if model is None:
             self.model_info.value = ""
-            return
-        metric = model.metadata.get("metric", "unknown metric")
-        self.model_info.value = f"using the {model.ndim}D {metric} model trained here"
+        elif isinstance(model, str):
+            self.model_info.value = f"built-in: {builtin_models()[model].summary}"
+        else:
+            metric = model.metadata.get("metric", "unknown metric")
+            self.model_info.value = f"using the {model.ndim}D {metric} model trained here"
 
     def _model_file_changed(self, *_args: Any) -> None:
         if str(self.model_file.value) not in ("", "."):
             self.trained.value = None
 
     def _model_source(self) -> str | ModelFile:
-        if self.trained.value is not None:
-            return self.trained.value
-        path = Path(self.model_file.value)
-        if str(path) in ("", ".") or path.is_dir():
-            raise ValueError(
-                "no model chosen; pick a registration model file (.pt) or train one first"
-            )
-        if not path.is_file():
-            raise ValueError(f"the model file {path} does not exist; pick an existing .pt file")
-        return self._model_cache.get((str(path), path.stat().st_mtime), str(path))
+        """Return the chosen model: one trained here, a loaded copy, or a name or path."""
+        chosen = self.trained.value
+        if chosen is None:
+            path = Path(self.model_file.value)
+            if str(path) in ("", ".") or path.is_dir():
+                raise ValueError(
+                    "no model chosen; pick a built-in or registration model file (.pt), or "
+                    "train one"
+                )
+            if not path.is_file():
+                raise ValueError(f"the model file {path} does not exist; pick an existing .pt file")
+            chosen = str(path)
+        key = self._model_key(chosen)
+        return chosen if key is None else self._model_cache.get(key, chosen)
 
-    def _model_key(self, source: str | ModelFile | None) -> tuple[str, float] | None:
-        """Return the cache key of a model file a run reads (None for a model in memory)."""
+    def _model_key(self, source: str | ModelFile | None) -> tuple[str, Any] | None:
+        """Return the cache key of a model a run reads: a built-in name, or a file and its time.
+
+        None for a model in memory (or no model).
+        """
         if not isinstance(source, str):
             return None
+        if isinstance(self.trained.value, str):  # only built-in models are picked by name
+            return (source, "built-in")
         path = Path(self.model_file.value)
         return (str(path), path.stat().st_mtime)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
@@ -54,9 +54,11 @@ METHODS = {"model": (True, False), "optimise": (False, True), "model + refine": 
 class RegisterWidget(ModelChoice, FieldActions, QWidget):
     """Register a moving layer onto a fixed layer and show the warp, grid and Jacobian.
 
-    A registration model trained in this session (announced by
-    :data:`~napari_deepsim._models.trained_models`) is selected as soon as it is trained,
-    and so is a feature extractor for the DeepSim metrics of the optimisation.
+    The model picker offers the built-in models first (the first one is chosen), then
+    those trained in this session; a registration model trained in this session
+    (announced by :data:`~napari_deepsim._models.trained_models`) is selected as soon as
+    it is trained, and so is a feature extractor for the DeepSim metrics of the
+    optimisation. Data unlike a model's training data gets a warning notification.
 
     Parameters
     ----------
@@ -68,7 +70,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
-        self._model_cache: dict[tuple[str, float], ModelFile] = {}
+        self._model_cache: dict[tuple[str, Any], ModelFile] = {}
         self._field: np.ndarray | None = None
         self._field_transform: tuple[np.ndarray, np.ndarray] | None = None
         self._stop = threading.Event()
@@ -366,5 +368,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             self._field = result.field
             self._field_transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
             self.results.setText(summary(result))
+            for line in result.warnings:  # the data is unlike the model's training data
+                show_warning(line)
         except Exception as err:  # never raise into Qt's event loop
             self._report(err)

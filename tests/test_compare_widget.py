@@ -19,6 +19,7 @@ pytestmark = pytest.mark.gui
 
 SCALE, TRANSLATE = (0.5, 0.5), (10.0, 20.0)
 SHIFTS = {"left": (0.0, -3.0), "down": (2.0, 0.0)}
+BUILTIN = [text for text, _ in builtin_choices()]  # listed first, unticked
 
 
 def _model(path, shift, ndim=2):
@@ -87,9 +88,8 @@ def test_every_model_gets_layers_a_row_and_a_zoom_tile(
     assert widget.fixed.value is viewer.layers["fixed"]
     assert widget.moving_labels.value is viewer.layers["moving labels"]
     widget.add_model_files([model_files["left"]])
-    builtins = [text for text, _ in builtin_choices()]
     assert [widget.models.item(i).text() for i in range(widget.models.count())] == [
-        *builtins,  # listed first, unticked
+        *BUILTIN,
         "ncc model #1",
         "left",
     ]
@@ -170,18 +170,53 @@ def test_a_model_that_cannot_run_fails_alone(viewer, qtbot, model_files, errors)
     assert "left warped" in viewer.layers and "volume warped" not in viewer.layers
 
 
+def test_built_in_models_are_listed_first_unticked_and_named_by_name(
+    viewer, qtbot, model_files, errors, monkeypatch
+):
+    warnings = []
+    monkeypatch.setattr(compare_module, "show_warning", warnings.append)
+    run = compare_module.run
+
+    def unlike(job):  # the data-profile check's lines, as the engine gives them
+        outcomes = yield from run(job)
+        for outcome in outcomes:
+            outcome.result.warnings = [f"unlike {outcome.name}'s training data"]
+        return outcomes
+
+    monkeypatch.setattr(compare_module, "run", unlike)
+    widget = _dock(viewer)
+    widget.add_model_files([model_files["left"]])
+    items = [widget.models.item(i) for i in range(widget.models.count())]
+    assert [item.text() for item in items] == [*BUILTIN, "left"]
+    assert [item.checkState() for item in items] == [Qt.CheckState.Unchecked] * len(BUILTIN) + [
+        Qt.CheckState.Checked
+    ]
+    name = builtin_choices()[0][1]
+    items[0].setCheckState(Qt.CheckState.Checked)
+    widget.add_model_files([model_files["down"]])  # relisting keeps the ticks
+    assert widget.models.item(0).checkState() == Qt.CheckState.Checked
+    assert [entry.name for entry in widget._entries()] == [name, "left", "down"]
+    widget.models.item(0).setSelected(True)
+    assert widget.refine_selected() == [f"{name} + refine: ncc"]
+    widget.models.item(widget.models.count() - 1).setCheckState(Qt.CheckState.Unchecked)
+    _compare(widget, qtbot)
+    assert errors == []
+    assert [row[0] for row in _cells(widget)] == ["identity", name, "left", "down"]
+    assert f"{name} warped" in viewer.layers
+    assert warnings == [f"{n}: unlike {n}'s training data" for n in (name, "left", "down")]
+
+
 def test_bad_inputs_are_reported(viewer, qtbot, model_files, errors):
     widget = _dock(viewer)
     assert widget.compare() is None
     assert "No model is ticked" in errors[-1]
     widget.add_model_files([model_files["left"], "/nonexistent/model.pt"])
     assert "does not exist" in errors[-1]
-    first = len(builtin_choices())  # the built-in models come first, unticked
-    assert widget.models.count() == first + 1
-    widget.models.item(first).setCheckState(Qt.CheckState.Unchecked)
+    assert widget.models.count() == len(BUILTIN) + 1
+    widget.models.item(len(BUILTIN)).setCheckState(Qt.CheckState.Unchecked)
     assert widget.compare() is None
     assert "No model is ticked" in errors[-1]
-    widget.models.item(first).setCheckState(Qt.CheckState.Checked)
+    widget.models.item(len(BUILTIN)).setCheckState(Qt.CheckState.Checked)
     widget.moving.value = widget.fixed.value
     assert widget.compare() is None
     assert "the same layer" in errors[-1]

@@ -115,7 +115,7 @@ def _register_labels_of_another_shape(c):
 
 def _register_without_model(c):
     widget = c.register()
-    widget.trained.value = None  # no built-in model either
+    widget.trained.value = None  # clear the built-in model chosen when the widget opens
     c.run(widget, widget.register)
 
 
@@ -323,6 +323,7 @@ def _optimise_a_2d_layer_as_a_stack(c):
 
 def _refine_without_model(c):
     widget = c.register()
+    widget.trained.value = None  # clear the built-in model chosen when the widget opens
     widget.method.value = "model + refine"
     c.run(widget, widget.register)
 

@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt, QTimer
 
 import napari_deepsim._register_widget as register_module
 from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import TrainedModel, trained_models
+from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
 from napari_deepsim._register_widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
@@ -230,7 +230,8 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
     assert widget.add_optimisation() == "optimise: mse"
     assert widget.refine_selected() == []  # nothing selected yet
     assert errors[-1].startswith("No model is selected")
-    widget.models.item(0).setSelected(True)
+    first = len(builtin_choices())  # the built-in models are listed first, unticked
+    widget.models.item(first).setSelected(True)
     assert widget.refine_selected() == ["shift + refine: mse"]
     widget.optimise.metric.value = "deepsim"
     assert widget.add_optimisation() is None
@@ -248,12 +249,12 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
     assert dice["shift + refine: mse"] >= dice["shift"]
     assert all(float(row[4]) > 0 for row in rows[1:])
     assert "optimise: ncc warped" in viewer.layers and "shift + refine: mse grid" in viewer.layers
-    widget.models.item(3).setCheckState(Qt.CheckState.Unchecked)  # rows can be unticked
+    widget.models.item(first + 3).setCheckState(Qt.CheckState.Unchecked)  # rows can be unticked
     assert [entry.name for entry in widget._entries()] == names[1:4]
     widget.models.clearSelection()
-    widget.models.item(1).setSelected(True)
+    widget.models.item(first + 1).setSelected(True)
     widget._remove_clicked()  # and removed
-    assert [widget.models.item(i).text() for i in range(widget.models.count())] == [
+    assert [widget.models.item(i).text() for i in range(widget.models.count())][first:] == [
         "shift",
         "optimise: mse",
         "shift + refine: mse",

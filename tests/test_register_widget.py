@@ -12,6 +12,7 @@ from napari.layers import Image, Labels, Shapes
 
 import napari_deepsim._register_widget as register_module
 from napari_deepsim._choices import SOURCE
+from napari_deepsim._models import builtin_choices
 from napari_deepsim._register_widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
@@ -152,7 +153,7 @@ def test_bad_inputs_are_reported_and_the_viewer_keeps_working(
     make_napari_viewer, qtbot, models, errors, tmp_path
 ):
     viewer, widget = _pair_widget(make_napari_viewer)
-    widget.trained.value = None  # the first built-in model is chosen when the widget opens
+    widget.trained.value = None  # clear the built-in model chosen when the widget opens
     assert widget.register() is None
     assert "no model chosen" in errors[-1].lower()
 
@@ -223,6 +224,43 @@ def test_time_lapse_registers_every_frame_to_its_predecessor(
     assert widget.field.shape == (8, 2, 128, 128)
     np.testing.assert_array_equal(widget.field[0], 0)  # frame 0 is the reference
     assert "Dice" in widget.results.text()
+
+
+def test_a_built_in_model_registers_two_sections_with_no_training(
+    make_napari_viewer, qtbot, models, errors, monkeypatch
+):
+    warnings = []
+    monkeypatch.setattr(register_module, "show_warning", warnings.append)
+    run = register_module.run
+
+    def unlike(job, **options):  # the data-profile check's lines, as the engine gives them
+        result = yield from run(job, **options)
+        result.warnings = ["the data is darker than em-2d's", "it is noisier too"]
+        return result
+
+    monkeypatch.setattr(register_module, "run", unlike)
+    viewer, widget = _pair_widget(make_napari_viewer)
+    builtins = builtin_choices()
+    assert builtins and widget.trained.value == builtins[0][1]  # chosen when the widget opens
+    given = load_model(models["2d"])
+    widget.set_model(given)
+    choices = widget._trained_models()
+    assert choices[: len(builtins)] == builtins  # the built-in models first, then trained ones
+    assert choices[-1][1] is given
+    texts = [widget.trained.native.itemText(i) for i in range(widget.trained.native.count())]
+    shown = texts[-len(choices) :][: len(builtins)]  # after the empty choice
+    assert shown == [text for text, _ in builtins]  # each with its one-line description
+    widget.set_model(builtins[0][1])
+    assert widget.trained.value == builtins[0][1]
+    assert widget.model_info.value.startswith("built-in: ")
+    _run(widget, qtbot)
+    assert errors == []
+    assert "moving warped" in viewer.layers
+    assert warnings == ["the data is darker than em-2d's", "it is noisier too"]
+    loaded = widget._model_source()  # the built-in model read once is kept for the next run
+    assert not isinstance(loaded, str) and loaded.kind == "registration"
+    widget.model_file.value = models["2d"]  # a model file replaces the built-in model
+    assert widget.trained.value is None and widget._model_source() == str(models["2d"])
 
 
 def test_3d_volumes_of_different_shapes_get_a_raster_grid(make_napari_viewer, qtbot, models):
