@@ -10,7 +10,7 @@ from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import trained_models
+from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._register_widget import RegisterWidget
 from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.data.samples import noisy_cell_sequence
@@ -121,7 +121,8 @@ def test_bad_inputs_are_reported(viewer, qtbot, errors):
     registration = _dock(viewer, "Train registration model")
     _setup(registration, viewer)
     registration.metric.value = "deepsim"
-    assert registration.extractor.choices == (None,)
+    # only the built-in models' extractors: none trained here yet
+    assert registration.extractor.choices == (None, *[n for _, n in builtin_choices("features")])
     assert registration.start() is None
     assert "feature extractor" in errors[-1]
     assert not registration.running and registration.train_button.text == "Train"
@@ -180,16 +181,18 @@ def test_a_trained_model_reaches_the_docked_register_widget(viewer, qtbot, error
     register = _dock(viewer, "Register")
     compare = _dock(viewer, "Compare metrics")
     assert register.viewer is not registration.viewer  # napari gives each dock its own proxy
-    assert register.trained.value is None
+    assert register.trained.value == builtin_choices()[0][1]  # the first built-in model
     _setup(registration, viewer)
     _train(qtbot, registration)
     assert errors == []
     assert registration.model is not None
     assert register.trained.value is registration.model
     assert register.model_info.value == "using the 2D ncc model trained here"
-    assert [name for name, _ in register._trained_models()] == ["ncc model #1"]
+    builtins = [text for text, _ in builtin_choices()]  # listed first
+    assert [name for name, _ in register._trained_models()] == [*builtins, "ncc model #1"]
     assert [compare.models.item(i).text() for i in range(compare.models.count())] == [
-        "ncc model #1"
+        *builtins,
+        "ncc model #1",
     ]
 
 
@@ -213,4 +216,5 @@ def test_a_closed_register_widget_no_longer_hears_the_registry(
     _train(qtbot, registration)
     assert errors == []
     assert registration.model is not None and trained_models.of_kind("registration")
-    assert closed.trained.value is None  # the closed widget did not take the model
+    # the closed widget did not take the model: it keeps the built-in model it opened with
+    assert closed.trained.value == builtin_choices()[0][1]
