@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "optimisation")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--noises", default="0,0.3")
+    parser.add_argument(
+        "--render-only", action="store_true", help="write the page from the finished evaluations"
+    )
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
     log = args.runs / "commands.log"

@@ -12,7 +12,7 @@ from napari.layers import Image, Labels, Shapes
 
 import napari_deepsim._register_widget as register_module
 from napari_deepsim._choices import SOURCE
-from napari_deepsim._models import builtin_choices
+from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._register_widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
@@ -239,6 +239,7 @@ def test_a_built_in_model_registers_two_sections_with_no_training(
         return result
 
     monkeypatch.setattr(register_module, "run", unlike)
+    trained_models.clear()  # no model trained by an earlier test
     viewer, widget = _pair_widget(make_napari_viewer)
     builtins = builtin_choices()
     assert builtins and widget.trained.value == builtins[0][1]  # chosen when the widget opens

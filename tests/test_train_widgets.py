@@ -121,9 +121,8 @@ def test_bad_inputs_are_reported(viewer, qtbot, errors):
     registration = _dock(viewer, "Train registration model")
     _setup(registration, viewer)
     registration.metric.value = "deepsim"
-    # the built-in extractors are offered, none is chosen until one is picked or trained
-    assert registration.extractor.choices == (None, *(name for _, name in builtin_choices()))
-    assert registration.extractor.value is None
+    # only the built-in models' extractors: none trained here yet
+    assert registration.extractor.choices == (None, *[n for _, n in builtin_choices("features")])
     assert registration.start() is None
     assert "feature extractor" in errors[-1]
     assert not registration.running and registration.train_button.text == "Train"
@@ -182,17 +181,17 @@ def test_a_trained_model_reaches_the_docked_register_widget(viewer, qtbot, error
     register = _dock(viewer, "Register")
     compare = _dock(viewer, "Compare metrics")
     assert register.viewer is not registration.viewer  # napari gives each dock its own proxy
-    assert register.trained.value == "em-2d"  # the first built-in model until one is trained
+    assert register.trained.value == builtin_choices()[0][1]  # the first built-in model
     _setup(registration, viewer)
     _train(qtbot, registration)
     assert errors == []
     assert registration.model is not None
     assert register.trained.value is registration.model
     assert register.model_info.value == "using the 2D ncc model trained here"
-    builtins = builtin_choices()
-    assert register._trained_models() == [*builtins, ("ncc model #1", registration.model)]
+    builtins = [text for text, _ in builtin_choices()]  # listed first
+    assert [name for name, _ in register._trained_models()] == [*builtins, "ncc model #1"]
     assert [compare.models.item(i).text() for i in range(compare.models.count())] == [
-        *(text for text, _ in builtins),
+        *builtins,
         "ncc model #1",
     ]
 
@@ -217,4 +216,5 @@ def test_a_closed_register_widget_no_longer_hears_the_registry(
     _train(qtbot, registration)
     assert errors == []
     assert registration.model is not None and trained_models.of_kind("registration")
-    assert closed.trained.value == "em-2d"  # the closed widget did not take the model
+    # the closed widget did not take the model: it keeps the built-in model it opened with
+    assert closed.trained.value == builtin_choices()[0][1]
