@@ -126,9 +126,13 @@ def main() -> None:
         tables = {}
         for split in SPLITS:
             out = args.runs / f"{split.key}-noise{noise:g}"
+            if args.render_only and not (out / "summary.csv").is_file():
+                continue
             tables[f"{split.folder} {split.test}"] = read(
                 evaluate(split, args.data, out, noise, log)
             )
+        if not tables:
+            continue
         label = "clean" if noise == 0 else f"noise σ = {noise:g}"
         plot = figures / f"time_vs_dice_noise{noise:g}.png"
         scatter(tables, plot, f"time against Dice, {label}")
