@@ -19,6 +19,16 @@ from benchmarks.common import RESULTS, ROOT, table
 from benchmarks.sections import loads
 
 PAGE = ROOT / "docs" / "benchmarks.md"
+OPTIMISATION = """
+## 7. Instance optimisation: time against Dice
+
+Per-pair optimisation (no network, or refining a built-in model) beside identity,
+elastix (red star) and the built-in models on the held-out ISBI pairs, every method a
+point; the tables, the noisy pairs and T98G are in [optimisation.md](optimisation.md),
+written by `scripts/optimise_study.py` (it runs `deepsim evaluate`, not this module).
+
+![seconds per pair against Dice, clean](optimisation/time_vs_dice_noise0.png)
+"""
 BENCHMARKS = {
     "ncc": bench_ncc,
     "train_step": bench_train_step,
@@ -138,6 +148,7 @@ into the repository); trained models: `../runs`.
 
 {table(targets, target_columns)}
 
-{chr(10).join(texts)}"""
+{chr(10).join(texts)}
+{OPTIMISATION}"""
     PAGE.write_text(page)
     return PAGE

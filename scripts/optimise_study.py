@@ -154,7 +154,8 @@ a B-spline grid every 8 pixels on 4 pyramid levels, 100/50/25/5 Adam steps); `op
 uses the built-in feature extractor alone (no registration network); the built-in model
 is `{BUILTIN["isbi"]}` / `{BUILTIN["t98g"]}`, and `MODEL+METRIC` refines its prediction.
 
-{chr(10).join(sections)}"""
+{chr(10).join(sections)}
+{(Path(__file__).parent / "optimisation-discussion.md").read_text()}"""
     (ROOT / "docs" / "optimisation.md").write_text(page)
     print(f"wrote {ROOT / 'docs' / 'optimisation.md'}")
 
