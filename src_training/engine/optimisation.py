@@ -20,7 +20,13 @@ from torch import Tensor
 from src_training.evaluation.scoring import Method, Registered
 from src_training.metrics.registry import Similarity
 from src_training.networks.modelio import ModelFile
-from src_training.optimisation import OptimiseConfig, OptimiseEvent, OptimiseResult, optimise
+from src_training.optimisation import (
+    OptimiseConfig,
+    OptimiseEvent,
+    OptimiseResult,
+    optimise,
+    optimise_pair,
+)
 from src_training.optimisation.config import MIN_LEVEL_SIZE
 from src_training.optimisation.pyramid import max_levels
 from src_training.registration.inference import predict
@@ -203,15 +209,6 @@ def run_optimisation(
     )
 
 
-def drain(events: Generator[object, None, OptimiseResult]) -> OptimiseResult:
-    """Run an optimisation to its end and return its result."""
-    while True:
-        try:
-            next(events)
-        except StopIteration as done:
-            return done.value
-
-
 def optimisation_method(
     optimisation: Optimisation,
     model: ModelFile | None = None,
@@ -245,7 +242,14 @@ def optimisation_method(
         init = None
         if model is not None:
             init = predict(model.network, moving[None], fixed[None], device)
-        result = drain(run_optimisation(optimisation, fixed, moving, init=init, device=device))
+        result = optimise_pair(
+            fixed[None],
+            moving[None],
+            optimisation.metric,
+            optimisation.config,
+            init=init,
+            device=device,
+        )
         return Registered(result.displacement, time.perf_counter() - start)
 
     return register
