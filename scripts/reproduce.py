@@ -9,6 +9,8 @@ Stages (each skips work whose outputs already exist, so an interrupted run conti
 3. ``train`` (each dataset): per metric, the model: a run five times as long at the
    chosen λ;
 4. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
+   instance optimisation from the identity (each intensity metric, DeepSim with the
+   extractor alone) and every model refined with its own metric and with DeepSim,
    statistics against DeepSim, HD95, figures; again with Gaussian noise on both images;
 5. ``ablate`` (first dataset): why DeepSim wins or loses. DeepSim at its chosen λ with
    one encoder stage or two, with a weaker and a stronger feature extractor and with 2×
@@ -44,6 +46,7 @@ from reproduction_plan import (  # scripts/reproduction_plan.py, beside this fil
     LAMBDA_FACTORS,
     METRICS,
     NOISES,
+    OPTIMISED,
     ROOT,
     SPLITS,
     STEPS,
@@ -266,12 +269,22 @@ def stage_ablate(
 def stage_evaluate(
     split: Split, data: Path, folder: Path, models: list[Path], device: list[str], log: Path
 ) -> None:
-    """Evaluate on the test pairs, clean and with noise."""
+    """Evaluate on the test pairs, clean and with noise.
+
+    Beside the models and the baselines, one table holds instance optimisation (issue 13;
+    docs/optimisation.md): each intensity metric of :data:`OPTIMISED` optimised from the
+    identity, DeepSim optimised from the identity with the dataset's segmentation
+    extractor alone, and every model refined with its own metric (``MODEL+own``) and
+    with DeepSim (``MODEL+deepsim``), each with an affine stage first.
+    """
     newest = max(model.stat().st_mtime for model in models)
     runs = [("eval", [])] + [(f"eval-noise{s:g}", ["--noise", f"{s:g}"]) for s in NOISES]
+    features = folder / "features.pt"
+    optimised = [f"--optimise={metric}" for metric in OPTIMISED]
+    optimised += [f"--optimise=deepsim:{features}", "--refine=own", f"--refine=deepsim:{features}"]
     for name, extra in runs:
         summary = folder / name / "summary.csv"
-        if summary.is_file() and summary.stat().st_mtime > newest:
+        if summary.is_file() and summary.stat().st_mtime > newest and _has_rows(summary):
             continue
         run(
             [
@@ -286,6 +299,8 @@ def stage_evaluate(
                 "identity",
                 "--baseline",
                 "elastix",
+                *optimised,
+                "--affine",
                 "--reference",
                 "deepsim",
                 "--hd95",
@@ -300,6 +315,13 @@ def stage_evaluate(
             ],
             log,
         )
+
+
+def _has_rows(summary: Path) -> bool:
+    """Whether an evaluation's table already holds the optimisation rows."""
+    with summary.open() as stream:
+        names = {row["model"] for row in csv.DictReader(stream)}
+    return all(f"opt-{metric}" in names for metric in OPTIMISED)
 
 
 def stage_curves(folder: Path, models: list[Path], log: Path) -> None:

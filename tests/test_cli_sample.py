@@ -6,6 +6,7 @@ and shows a model, as a user would. The series is also registered through the
 Register widget's job, and both must give the same fields, Dice and folding.
 """
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,18 @@ def test_evaluate_puts_optimisation_and_refinement_rows_in_one_table(runs):
     assert set(rows) == {"identity", "opt-mse", "deepsim", "deepsim+mse"}
     assert float(rows["opt-mse"][5]) > 0  # sd log J: the optimisation moved the image
     assert float(rows["deepsim+mse"][6]) > float(rows["deepsim"][6])  # it costs the time it takes
+
+
+def test_refine_own_uses_the_metric_and_extractor_the_model_was_trained_with(runs):
+    out = runs["folder"] / "eval-own"
+    _deepsim(
+        "evaluate", *runs["data"], "--frames", "4:6", "--models", runs["model"],
+        "--refine", "own", "--refine", f"deepsim:{runs['features']}",
+        "--iterations", "10,5", "--device", "cpu", "--out", out,
+    )  # fmt: skip
+    with (out / "summary.csv").open() as stream:
+        rows = {row["model"]: row for row in csv.DictReader(stream)}
+    assert rows["deepsim+own"]["metric"] == "deepsim+deepsim"
+    # the same metric, extractor and settings as the named row: the same deterministic run
+    assert rows["deepsim+own"]["dice"] == rows["deepsim+deepsim"]["dice"]
+    assert rows["deepsim+own"]["sdlogj"] == rows["deepsim+deepsim"]["sdlogj"]

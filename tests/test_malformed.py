@@ -571,6 +571,21 @@ def _(w: Workspace) -> Case:
     return Case([*args, "--out", w.path("eval")])
 
 
+@case("refine-own-unknown-metric")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--models", w.model(), "--refine", "own"]
+    return Case([*args, "--out", w.path("eval")])
+
+
+@case("refine-own-extractor-gone")
+def _(w: Workspace) -> Case:
+    torch.manual_seed(0)
+    meta = {"metric": "deepsim", "features": str(w.root / "gone" / "f.pt")}
+    model = str(save_model(w.root / "r.pt", RegistrationNet(2, 1, SMALL), meta))
+    args = ["evaluate", w.stack(), "--models", model, "--refine", "own"]
+    return Case([*args, "--out", w.path("eval")])
+
+
 @case("evaluate-optimising-a-label-metric")
 def _(w: Workspace) -> Case:
     args = ["evaluate", w.stack(), "--optimise", "ncc-sup", "--out", w.path("eval")]

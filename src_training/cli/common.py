@@ -11,6 +11,7 @@ from src_training.data.atlas import with_atlas
 from src_training.data.datasets import Dataset, load_dataset, parse_frames
 from src_training.engine.optimisation import Optimisation, check_levels, optimisation_config
 from src_training.engine.training import registration_metric
+from src_training.metrics.registry import Similarity
 
 
 def non_negative(value: float, option: str) -> float:
@@ -93,6 +94,24 @@ def optimisation(
             f"{'--features F.pt' if hasattr(args, 'features') else name + ':F.pt'}"
         ),
     )
+    return optimiser(args, metric, shape)
+
+
+def optimiser(args: argparse.Namespace, metric: Similarity, shape: tuple[int, ...]) -> Optimisation:
+    """Pair ``metric`` with the optimisation options, checked against the image shape.
+
+    Parameters
+    ----------
+    args, shape
+        As for :func:`optimisation`.
+    metric : Similarity
+        The metric to optimise.
+
+    Returns
+    -------
+    Optimisation
+        Checked before any work.
+    """
     config = optimisation_config(
         iterations=args.iterations,
         levels=args.levels,

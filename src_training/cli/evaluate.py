@@ -13,6 +13,7 @@ from src_training.cli.common import (
     non_negative,
     optimisation,
     optimisation_flags_used,
+    optimiser,
     write_csv,
 )
 from src_training.data.pairs import read_pairs_csv
@@ -24,6 +25,8 @@ from src_training.engine.evaluation import (
     evaluation_pairs,
     median_identity_pair,
 )
+from src_training.engine.optimisation import Optimisation
+from src_training.engine.training import training_metric
 from src_training.evaluation.baselines import elastix_version
 from src_training.evaluation.figures import (
     Panel,
@@ -37,10 +40,13 @@ from src_training.evaluation.figures import (
     view_2d,
 )
 from src_training.evaluation.scoring import Registered
+from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import warp_array
 from src_training.runtime.devices import resolve_device
 
 FIGURES = ("dice_boxplot.png", "qualitative.png", "jacobian.png")
+OWN = "own"
+"""``--refine own``: each model refined with the metric it was trained with."""
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -71,12 +77,26 @@ def evaluate(args: argparse.Namespace) -> None:
             f"{flag} applies to --optimise and --refine rows; pass one of them, or remove {flag}"
         )
     shape = tuple(data.images.shape[2:])
+    named = [spec for spec in args.refine if spec != OWN]
     optimisations, refinements = (
         [optimisation(args, spec, data.ndim, data.channels, shape) for spec in specs]
-        for specs in (args.optimise, args.refine)
+        for specs in (args.optimise, named)
     )
+
+    def own(model: ModelFile) -> Optimisation:
+        vgg = getattr(args, "vgg_weights", None)
+        metric = training_metric(model, ndim=data.ndim, channels=data.channels, vgg_weights=vgg)
+        return optimiser(args, metric, shape)
+
     methods = evaluation_methods(
-        args.baseline, args.models, data, device, args.data, optimisations, refinements
+        args.baseline,
+        args.models,
+        data,
+        device,
+        args.data,
+        optimisations,
+        refinements,
+        own if OWN in args.refine else None,
     )
     if "elastix" in args.baseline:
         print(f"elastix baseline: itk-elastix {elastix_version()}, default B-spline map")

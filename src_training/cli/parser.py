@@ -245,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METRIC[:F.pt]",
-        help="a row per --models entry refining its prediction by optimisation",
+        help=(
+            "a row per --models entry refining its prediction by optimisation; "
+            "'own': with the metric each model was trained with (ncc for ncc-sup)"
+        ),
     )
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from src_training.evaluation.scoring import (
 )
 from src_training.evaluation.stats import against_reference
 from src_training.metrics.dice import mean_dice
+from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits
 
 BASELINES = ("identity", "elastix")
@@ -111,6 +112,7 @@ def evaluation_methods(
     data_name: str = "the data",
     optimisations: Sequence[Optimisation] = (),
     refinements: Sequence[Optimisation] = (),
+    own: Callable[[ModelFile], Optimisation] | None = None,
 ) -> list[EvaluatedMethod]:
     """Build every baseline and model row, checked against the data before any work.
 
@@ -130,6 +132,10 @@ def evaluation_methods(
         Rows that optimise each pair from the identity (``opt-METRIC``).
     refinements : sequence of Optimisation
         Rows that refine each model's prediction (``MODEL+METRIC``), after its row.
+    own : callable, optional
+        Given a model, the optimisation that refines its prediction with the metric it
+        was trained with (a ``MODEL+own`` row after its refinements); e.g.
+        ``lambda model: Optimisation(training_metric(model, ...), config)``.
 
     Returns
     -------
@@ -163,6 +169,10 @@ def evaluation_methods(
             methods.append(
                 EvaluatedMethod(f"{name}+{entry.name}", f"{metric}+{entry.name}", method)
             )
+        if own is not None:
+            entry = own(model)
+            method = optimisation_method(entry, model, device)
+            methods.append(EvaluatedMethod(f"{name}+own", f"{metric}+{entry.name}", method))
     names = [m.name for m in methods]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

@@ -178,6 +178,56 @@ def registration_metric(
     return metric
 
 
+def training_metric(
+    model: ModelFile, *, ndim: int, channels: int, vgg_weights: str | None = None
+) -> Similarity:
+    """Rebuild the metric a registration model was trained with, for use without labels.
+
+    Parameters
+    ----------
+    model : ModelFile
+        A registration model; its metadata names the metric, the feature extractor and
+        the DeepSim feature levels it was trained with.
+    ndim, channels : int
+        The data the metric will compare.
+    vgg_weights : str, optional
+        The VGG16 weights file, for a model trained with vgg.
+
+    Returns
+    -------
+    Similarity
+        The model's metric; ``ncc-sup`` becomes ``ncc``, its label-free part, since
+        registering a pair sees no fixed labels.
+
+    Raises
+    ------
+    ValueError
+        If the metadata names no metric or its extractor file is gone.
+    """
+    name = model.metadata.get("metric")
+    if not name:
+        raise ValueError(
+            "the model file does not say which metric it was trained with; "
+            "pass a metric by name (e.g. --refine ncc) instead of own"
+        )
+    name = "ncc" if name == "ncc-sup" else str(name)
+    features = model.metadata.get("features")
+    needs_file = metric_spec(name).extractor_kind is not None and not is_builtin(features)
+    if needs_file and features and not Path(str(features)).is_file():
+        raise ValueError(
+            f"the model was trained with the feature extractor {features}, which is "
+            "not there any more; pass --refine deepsim:F.pt with its new place"
+        )
+    return registration_metric(
+        name,
+        ndim=ndim,
+        channels=channels,
+        features=features,
+        vgg_weights=vgg_weights,
+        feature_levels=model.metadata.get("feature_levels"),
+    )
+
+
 def features_trainer(
     train: Dataset,
     val: Dataset | None,
