@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from src_training.cli.evaluate import evaluate
 from src_training.cli.register import register
-from src_training.cli.tools import curves, demo, fetch, info, metrics, models
+from src_training.cli.tools import curves, demo, export_field, fetch, info, metrics, models
 from src_training.cli.train import train_features, train_registration
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
@@ -21,4 +21,5 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "evaluate": evaluate,
     "curves": curves,
     "info": info,
+    "export_field": export_field,
 }

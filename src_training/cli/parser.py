@@ -194,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="moving label maps (with --series: one label stack of the frames)",
     )
     p.add_argument("--fixed-labels", metavar="FILE", help="fixed labels: prints Dice")
+    p.add_argument(
+        "--points",
+        nargs="+",
+        default=[],
+        metavar="FILE.csv",
+        help="landmarks of the moving image (napari's Points CSV: index,axis-0,axis-1 in "
+        "voxels) written moved onto the fixed image as moved_FILE.csv",
+    )
+    p.add_argument(
+        "--itk-field",
+        choices=("nii.gz", "mha"),
+        help="also write the field as an ITK displacement field transform (physical units)",
+    )
     p.add_argument("--series", metavar="STACK", help="register every frame of a stack instead")
     p.add_argument("--reference", default="0", help="frame index or 'previous' (series)")
     p.add_argument("--ndim", type=int, choices=(2, 3), help="how to read a 3D series array")
@@ -291,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", metavar="NAME", help="one per log (default: file stems)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE.png")
     p.set_defaults(handler="curves")
+
+    p = sub.add_parser(
+        "export-field", help="write a saved displacement field as an ITK displacement field"
+    )
+    p.add_argument("field", metavar="FIELD", help="displacement.npz (or an older .npy field)")
+    p.add_argument("out", metavar="OUT", help="ITK transform file to write: .nii.gz or .mha")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(handler="export_field")
 
     p = sub.add_parser("info", help="show a built-in model's card, or what a model file holds")
     p.add_argument("model", metavar="NAME|FILE.pt")

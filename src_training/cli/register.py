@@ -10,7 +10,10 @@ import numpy as np
 
 from src_training.cli.common import optimisation, optimisation_flags_used
 from src_training.data.datasets import load_dataset, load_image_file, load_label_file
+from src_training.data.points import PointsTable, read_points_csv, write_points_csv
+from src_training.data.reading import file_stem
 from src_training.data.writing import image_suffix, prepare_output_dir, write_image
+from src_training.engine.fields import export_itk, file_grid, move_world_points
 from src_training.engine.registration import (
     PairRegistration,
     check_pair,
@@ -22,6 +25,7 @@ from src_training.engine.series import SeriesRegistration, register_stack, serie
 from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits, check_registration_memory
 from src_training.runtime.devices import resolve_device
+from src_training.spatial.fieldio import FieldFile, provenance, save_field
 
 
 def register(args: argparse.Namespace) -> None:
@@ -42,12 +46,21 @@ def register(args: argparse.Namespace) -> None:
     if args.series:
         if args.images:
             raise ValueError("give either FIXED MOVING or --series STACK, not both")
+        pair_only = [
+            flag
+            for flag, used in (("--points", args.points), ("--itk-field", args.itk_field))
+            if used
+        ]
+        if pair_only:
+            raise ValueError(
+                f"{pair_only[0]} applies to a pair; register FIXED MOVING instead of --series"
+            )
         _register_series(model, args, device)
         return
     if len(args.images) != 2:
         raise ValueError("register needs two images, FIXED and MOVING (or --series STACK)")
     fixed_path, moving_path = args.images
-    fixed, _ = load_image_file(fixed_path, normalise=False)
+    fixed, spacing = load_image_file(fixed_path, normalise=False)
     moving, _ = load_image_file(moving_path, normalise=False)
     names = (f"the fixed image {fixed_path}", f"the moving image {moving_path}")
     check_pair(model, fixed, moving, names)
@@ -68,7 +81,11 @@ def register(args: argparse.Namespace) -> None:
     ndim = len(shape)
     suffix = image_suffix(ndim)
     label_names = [f"warped_{Path(p).name.split('.')[0]}{suffix}" for p in args.labels]
-    files = [f"warped{suffix}", "displacement.npy", f"displacement{suffix}", f"jacobian{suffix}"]
+    files = [f"warped{suffix}", "displacement.npz", f"displacement{suffix}", f"jacobian{suffix}"]
+    points = {f"moved_{file_stem(p)}.csv": read_points_csv(p, ndim) for p in args.points}
+    files += list(points)
+    if args.itk_field:
+        files.append(f"displacement_itk.{args.itk_field}")
     if model is not None:
         check_registration_memory(model.network, fixed.shape[1:], 1, device)
     out = prepare_output_dir(args.out, files + label_names, args.overwrite)
@@ -92,7 +109,17 @@ def register(args: argparse.Namespace) -> None:
     _warn(result.warnings)
     warped = result.warped
     write_image(out / files[0], warped[0] if warped.shape[0] == 1 else warped, ndim)
-    np.save(out / files[1], result.field)
+    field_file = FieldFile(
+        result.field,
+        **file_grid(fixed_path, ndim, spacing),
+        provenance=provenance(_method(args, result), fixed_path, moving_path),
+    )
+    save_field(out / files[1], field_file)
+    if args.itk_field:
+        export_itk(field_file, out / files[-1])
+    scale = (np.array(fixed.shape[1:]) - 1) / np.maximum(np.array(moving.shape[1:]) - 1, 1)
+    for name, table in points.items():
+        _move_points(out / name, table, field_file, scale)
     write_image(out / files[2], result.field, ndim)
     write_image(out / files[3], result.jacobian, ndim)
     how = _how(model, result)
@@ -109,6 +136,30 @@ def register(args: argparse.Namespace) -> None:
                 f"{before:.4f} before -> {after:.4f} after"
             )
     print(f"wrote {', '.join(files + label_names)} to {out}")
+
+
+def _method(args: argparse.Namespace, result: PairRegistration | SeriesRegistration) -> str:
+    """Name what made a field: the model, its optimisation, or both."""
+    method = [str(args.model)] if args.model else []
+    if result.optimisation is not None:
+        method.append(f"optimisation ({result.optimisation.metric})")
+    return " refined by ".join(method)
+
+
+def _move_points(path: Path, table: PointsTable, field_file: FieldFile, scale: np.ndarray) -> None:
+    """Move a table of moving-image voxel positions onto the fixed grid and write it."""
+    voxels = table.coordinates * scale  # the moving image was resampled onto the fixed grid
+    world = voxels * field_file.spacing + field_file.origin
+    moved, residual = move_world_points(field_file, world)
+    moved = (moved - field_file.origin) / field_file.spacing
+    write_points_csv(path, table, moved)
+    if len(residual) and residual.max() > 0.1:
+        _warn(
+            [
+                f"{int((residual > 0.1).sum())} point(s) of {path.name} could not be moved "
+                f"exactly (up to {residual.max():.2f} voxels off): the field folds there"
+            ]
+        )
 
 
 def _warn(warnings: list[str]) -> None:
@@ -172,7 +223,7 @@ def _register_series(model: ModelFile | None, args: argparse.Namespace, device: 
         spec = args.metric or "ncc"
         optimised = optimisation(args, spec, ndim, stack.channels, tuple(frames.shape[2:]))
     suffix = image_suffix(ndim)
-    files = [f"warped{suffix}", "displacements.npy", f"jacobians{suffix}"]
+    files = [f"warped{suffix}", "displacements.npz", f"jacobians{suffix}"]
     if labels is not None:
         files.append(f"warped_labels{suffix}")
     if model is not None:
@@ -195,7 +246,8 @@ def _register_series(model: ModelFile | None, args: argparse.Namespace, device: 
     _warn(result.warnings)
     warped = result.warped
     write_image(out / files[0], warped[:, 0] if warped.shape[1] == 1 else warped, ndim)
-    np.save(out / files[1], result.fields)
+    made = provenance(_method(args, result), args.series, args.series, reference=str(reference))
+    save_field(out / files[1], FieldFile(result.fields, provenance=made, stack=True))
     write_image(out / files[2], result.jacobians, ndim)
     if result.warped_labels is not None:
         write_image(out / files[3], result.warped_labels, ndim)

@@ -115,3 +115,20 @@ def info(args: argparse.Namespace) -> None:
         print(f"  {key}: {shown}")
     if model.training_state:
         print(f"  resumable checkpoint at step {model.training_state.get('step')}")
+
+
+def export_field(args: argparse.Namespace) -> None:
+    """``deepsim export-field``: a saved field as an ITK displacement field transform."""
+    from src_training.engine.fields import export_itk
+    from src_training.spatial.fieldio import load_field
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} already exists; choose another OUT or pass --overwrite")
+    field_file = load_field(args.field)
+    written = export_itk(field_file, out)
+    grid = " x ".join(str(n) for n in field_file.grid)
+    print(
+        f"wrote {written}: an ITK displacement field of {grid} voxels, spacing "
+        f"{', '.join(f'{s:g}' for s in field_file.spacing)}"
+    )

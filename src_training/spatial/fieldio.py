@@ -4,8 +4,8 @@ A field file is a NumPy ``.npz`` archive (read without unpickling) holding
 
 * ``displacement``: float32 ``(ndim, *spatial)`` in voxels of the fixed grid, the
   convention of :mod:`src_training.spatial.transforms` (channel ``i`` moves along array
-  axis ``i``; ``warped(x) = moving(x + u(x))``), or ``(T, 2, H, W)`` for the frames of
-  a 2D+t stack;
+  axis ``i``; ``warped(x) = moving(x + u(x))``), or ``(T, ndim, *spatial)`` for the
+  frames of a stack;
 * ``spacing`` and ``origin``: float64, one per spatial array axis: the world position
   of voxel ``x`` is ``origin + spacing * x`` (napari's ``scale`` and ``translate``);
 * ``direction``: the ``(ndim, ndim)`` direction cosines of ITK's physical space, in
@@ -40,7 +40,7 @@ class FieldFile:
     Attributes
     ----------
     displacement : numpy.ndarray
-        float32 ``(ndim, *spatial)``, or ``(T, 2, H, W)`` for a 2D+t stack.
+        float32 ``(ndim, *spatial)``, or ``(T, ndim, *spatial)`` for the frames of a stack.
     spacing, origin : tuple of float
         Voxel size and world position of voxel 0, per spatial array axis.
     axes : str
@@ -50,7 +50,7 @@ class FieldFile:
     provenance : dict
         What made the field (see :func:`provenance`); empty for a bare ``.npy``.
     stack : bool
-        The file holds one 2D field per frame, ``(T, 2, H, W)``.
+        The file holds one field per frame of a stack, ``(T, ndim, *spatial)``.
     """
 
     displacement: np.ndarray
@@ -68,7 +68,7 @@ class FieldFile:
         if not (is_field_stack if self.stack else is_displacement)(shape, dtype):
             raise ValueError(
                 f"a displacement field must have shape (2, H, W), (3, D, H, W) or, for a "
-                f"stack, (T, 2, H, W); got {shape}"
+                f"stack, (T, ndim, *spatial); got {shape}"
             )
         n = self.ndim
         self.spacing = tuple(float(s) for s in (self.spacing or (1.0,) * n))
@@ -87,7 +87,7 @@ class FieldFile:
     @property
     def ndim(self) -> int:
         """Number of spatial dimensions (2 or 3)."""
-        return 2 if self.stack else int(self.displacement.shape[0])
+        return int(self.displacement.shape[int(self.stack)])
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -119,7 +119,7 @@ def is_displacement(shape: tuple[int, ...], dtype: np.dtype) -> bool:
 
 
 def is_field_stack(shape: tuple[int, ...], dtype: np.dtype) -> bool:
-    """Tell whether an array holds one 2D field per frame of a stack, ``(T, 2, H, W)``.
+    """Tell whether an array holds one field per frame, ``(T, 2, H, W)`` or ``(T, 3, D, H, W)``.
 
     Parameters
     ----------
@@ -131,9 +131,9 @@ def is_field_stack(shape: tuple[int, ...], dtype: np.dtype) -> bool:
     Returns
     -------
     bool
-        True for a floating-point ``(T, 2, H, W)`` array.
+        True for a floating-point ``(T, ndim, *spatial)`` array, ``ndim`` 2 or 3.
     """
-    return bool(np.issubdtype(dtype, np.floating)) and len(shape) == 4 and shape[1] == 2
+    return bool(np.issubdtype(dtype, np.floating)) and len(shape) - 2 == shape[1] in (2, 3)
 
 
 def provenance(method: str, fixed: str = "", moving: str = "", **more: str) -> dict[str, str]:
@@ -212,7 +212,7 @@ def load_field(path: str | Path, allow_stack: bool = False) -> FieldFile:
     path : str or Path
         The file; pickled objects are never loaded.
     allow_stack : bool
-        Also accept the ``(T, 2, H, W)`` fields of a 2D+t stack.
+        Also accept the ``(T, ndim, *spatial)`` fields of a stack.
 
     Returns
     -------

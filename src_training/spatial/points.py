@@ -85,6 +85,33 @@ def invert_points(
     return fixed.numpy(), residual.numpy()
 
 
+def check_points(points: np.ndarray, ndim: int, stack: bool = False) -> np.ndarray:
+    """Refuse points with too few coordinates for a field.
+
+    Parameters
+    ----------
+    points : numpy.ndarray
+        ``(N, D)`` coordinates.
+    ndim : int
+        Spatial dimensions of the field.
+    stack : bool
+        The field holds one field per frame (the points need a frame column).
+
+    Returns
+    -------
+    numpy.ndarray
+        The points as a float64 ``(N, D)`` array.
+    """
+    points = np.array(points, np.float64, ndmin=2)
+    if points.ndim != 2 or points.shape[1] < ndim + int(stack):
+        need = f"a frame and {ndim} coordinates" if stack else f"{ndim} coordinates"
+        raise ValueError(
+            f"points of {points.shape[-1]} coordinates cannot be moved by a {ndim}D field"
+            f"{' stack' if stack else ''}; give points with {need}"
+        )
+    return points
+
+
 def move_points(
     disp: np.ndarray, points: np.ndarray, stack: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -93,13 +120,13 @@ def move_points(
     Parameters
     ----------
     disp : numpy.ndarray
-        ``(ndim, *spatial)`` field, or ``(T, 2, H, W)`` with ``stack``.
+        ``(ndim, *spatial)`` field, or ``(T, ndim, *spatial)`` with ``stack``.
     points : numpy.ndarray
-        ``(N, D)`` with ``D >= ndim`` (``D >= 3`` for a stack): the last ``ndim``
+        ``(N, D)`` with ``D >= ndim`` (``D > ndim`` for a stack): the last ``ndim``
         columns are moved; leading ones (a time, a track) are kept. With ``stack`` the
         column before the spatial ones is the frame, rounded to choose its field.
     stack : bool
-        ``disp`` holds one 2D field per frame.
+        ``disp`` holds one field per frame.
 
     Returns
     -------
@@ -108,21 +135,15 @@ def move_points(
     residual : numpy.ndarray
         ``(N,)`` residual of the inversion in voxels.
     """
-    points = np.asarray(points, np.float64)
-    ndim = 2 if stack else disp.shape[0]
-    if points.ndim != 2 or points.shape[1] < ndim + int(stack):
-        need = "a frame and 2 spatial coordinates" if stack else f"{ndim} coordinates"
-        raise ValueError(
-            f"points of {points.shape[-1]} coordinates cannot be moved by a {ndim}D field"
-            f"{' stack' if stack else ''}; give points with {need}"
-        )
+    ndim = disp.shape[int(stack)]
+    points = check_points(points, ndim, stack)
     moved = points.copy()
     residual = np.zeros(len(points))
     if not stack:
         moved[:, -ndim:], residual = invert_points(disp, points[:, -ndim:])
         return moved, residual
-    frames = np.clip(np.rint(points[:, -3]), 0, len(disp) - 1).astype(int)
+    frames = np.clip(np.rint(points[:, -ndim - 1]), 0, len(disp) - 1).astype(int)
     for frame in np.unique(frames):
         chosen = frames == frame
-        moved[chosen, -2:], residual[chosen] = invert_points(disp[frame], points[chosen, -2:])
+        moved[chosen, -ndim:], residual[chosen] = invert_points(disp[frame], points[chosen, -ndim:])
     return moved, residual
