@@ -1,15 +1,25 @@
 """The ``deepsim`` console script."""
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
+import torch
+from PIL import Image
 
 from src_training.cli import main
 from src_training.engine.demo import run_demo
+from src_training.networks.modelio import save_model
+from src_training.networks.models import RegistrationNet
+from src_training.spatial.fieldio import load_field
+from src_training.spatial.points import sample_field
 
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
+ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em" / "images"
 
 
 def test_metrics_lists_every_registered_metric():
@@ -47,3 +57,52 @@ def test_demo_models_beat_the_identity_on_held_out_pairs():
         assert results[name]["dice"] > results["identity"]["dice"] + 0.01, (name, results)
         assert results[name]["folding_percent"] < 1.0
     assert any("held-out pairs" in line for line in lines)
+
+
+def _tiny_pair(folder: Path) -> tuple[str, str, str]:
+    """A random-weight 2D model and a pair of real EM crops (different sizes)."""
+    torch.manual_seed(0)
+    model = save_model(folder / "r.pt", RegistrationNet(2, 1, (4, 8)), {})
+    section = np.asarray(Image.open(ISBI / "25.png"))
+    tifffile.imwrite(folder / "fixed.tif", section[:96, :80])
+    tifffile.imwrite(folder / "moving.tif", np.asarray(Image.open(ISBI / "26.png"))[:96, :80])
+    return str(model), str(folder / "fixed.tif"), str(folder / "moving.tif")
+
+
+def test_register_moves_points_and_exports_the_field_for_itk(tmp_path):
+    model, fixed, moving = _tiny_pair(tmp_path)
+    points = tmp_path / "landmarks.csv"
+    points.write_text("index,axis-0,axis-1,label\n0,40.5,30.0,cell\n1,10.0,70.25,edge\n")
+    out = tmp_path / "out"
+    args = [DEEPSIM, "register", "--model", model, fixed, moving, "--out", str(out)]
+    args += ["--points", str(points), "--itk-field", "mha", "--device", "cpu"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    field = load_field(out / "displacement.npz")
+    assert field.provenance["method"] == model and field.provenance["moving"] == moving
+    with open(out / "moved_landmarks.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["index", "axis-0", "axis-1", "label"]
+    assert [row[0] for row in rows[1:]] == ["0", "1"] and rows[2][3] == "edge"
+    moved = np.array([[float(v) for v in row[1:3]] for row in rows[1:]])
+    # each moved landmark q is where the warp samples the moving landmark: q + u(q) = p
+    back = moved + sample_field(field.displacement, moved)
+    np.testing.assert_allclose(back, [[40.5, 30.0], [10.0, 70.25]], atol=1e-3)
+    assert (out / "displacement_itk.mha").read_bytes().startswith(b"ObjectType = Image")
+
+    nifti = tmp_path / "again.nii.gz"
+    proc = subprocess.run(
+        [DEEPSIM, "export-field", str(out / "displacement.npz"), str(nifti)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and "96 x 80 voxels" in proc.stdout, proc.stderr
+    import nibabel as nib
+
+    assert nib.load(nifti).shape == (80, 96, 1, 1, 2)  # ITK's x (columns) first, 2 components
+    proc = subprocess.run(
+        [DEEPSIM, "export-field", str(out / "displacement.npz"), str(nifti)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "pass --overwrite" in proc.stderr

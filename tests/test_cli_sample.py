@@ -68,7 +68,7 @@ def test_register_a_pair_writes_every_output_and_scores_dice(runs):
         "--out", folder / "pair",
     )  # fmt: skip
     assert "Dice (labels1.tif vs labels0.tif)" in out
-    field = np.load(folder / "pair" / "displacement.npy")
+    field = np.load(folder / "pair" / "displacement.npz")["displacement"]
     assert field.shape == (2, 48, 48)
     warped = tifffile.imread(folder / "pair" / "warped.tif")
     assert warped.shape == (48, 48)
@@ -92,7 +92,7 @@ def test_series_through_the_cli_and_the_register_widget_job_agree(runs):
         "--labels", folder / "labels.tif", "--reference", "2", "--device", "cpu",
         "--out", folder / "series",
     )  # fmt: skip
-    fields = np.load(folder / "series" / "displacements.npy")
+    fields = np.load(folder / "series" / "displacements.npz")["displacement"]
     folding = float(out.split("folding ")[1].split(" %")[0])
     dice_after = float(out.split("before -> ")[1].split(" after")[0])
     frames = tifffile.imread(folder / "frames.tif")
@@ -131,7 +131,7 @@ def test_optimise_a_pair_without_a_model(runs):
     assert "iterations of mse" in out
     before, after = _dice(out)
     assert after > before + 0.01
-    assert np.load(folder / "opt" / "displacement.npy").shape == (2, 48, 48)
+    assert np.load(folder / "opt" / "displacement.npz")["displacement"].shape == (2, 48, 48)
 
 
 def test_refining_a_model_starts_from_its_prediction_and_ends_no_worse(runs):

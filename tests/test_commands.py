@@ -17,6 +17,7 @@ from src_training.cli import main
 from src_training.engine.demo import sample_dataset
 from src_training.networks.modelio import load_model
 from src_training.networks.models import RegistrationNet
+from src_training.spatial.fieldio import load_field
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
@@ -168,13 +169,13 @@ def test_register_a_pair_writes_every_output_and_reports_dice(trained, tmp_path,
     assert main(args) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [
-        "displacement.npy",
+        "displacement.npz",
         "displacement.tif",
         "jacobian.tif",
         "warped.tif",
         "warped_26.tif",
     ]
-    assert np.load(out / "displacement.npy").shape == (2, 512, 512)
+    assert load_field(out / "displacement.npz").displacement.shape == (2, 512, 512)
     warped_labels = tifffile.imread(out / "warped_26.tif")
     assert set(np.unique(warped_labels)) <= {0, 255}
     warped = tifffile.imread(out / "warped.tif")
@@ -206,7 +207,7 @@ def test_register_a_series_to_its_predecessors(trained, tmp_path):
         )
         == 0
     )
-    disp = np.load(tmp_path / "s" / "displacements.npy")
+    disp = load_field(tmp_path / "s" / "displacements.npz", allow_stack=True).displacement
     assert disp.shape == (10, 2, 234, 234)
     assert not disp[0].any()  # frame 0 is the reference
     assert tifffile.imread(tmp_path / "s" / "warped.tif").shape == (10, 234, 234)
@@ -529,7 +530,8 @@ def test_3d_paired_mr_us_train_and_evaluate(tmp_path):
     fixed_shape = nib.load(case / "fixed_images/case000025.nii.gz").shape
     assert nib.load(tmp_path / "r" / "warped.nii.gz").shape == fixed_shape
     assert nib.load(tmp_path / "r" / "displacement.nii.gz").shape == (*fixed_shape, 3)
-    assert np.load(tmp_path / "r" / "displacement.npy").shape == (3, *fixed_shape)
+    saved = load_field(tmp_path / "r" / "displacement.npz")
+    assert saved.displacement.shape == (3, *fixed_shape) and saved.axes == "xyz"
     warped_labels = np.asarray(nib.load(tmp_path / "r" / "warped_case000025.nii.gz").dataobj)
     assert warped_labels.shape == fixed_shape and warped_labels.max() >= 1
 

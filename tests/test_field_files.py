@@ -69,7 +69,7 @@ def test_other_archives_and_stacks_are_refused(tmp_path):
         load_field(stack)
     with pytest.raises(ValueError, match="export the field of one frame"):
         export_itk(stack, tmp_path / "s.mha")
-    with pytest.raises(ValueError, match=r"name it \.nii\.gz or \.mha"):
+    with pytest.raises(ValueError, match=r"save it as \.nii\.gz or \.mha"):
         export_itk(FieldFile(np.zeros((2, 4, 4))), tmp_path / "f.tif")
 
 

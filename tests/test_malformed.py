@@ -31,6 +31,7 @@ from PIL import Image
 from src_training.cli import main
 from src_training.data.datasets import load_dataset, load_image_file, parse_frames
 from src_training.data.normalise import check_spatial_size
+from src_training.data.points import read_points_csv
 from src_training.engine.optimisation import optimisation_config
 from src_training.evaluation.baselines import ElastixBSpline
 from src_training.evaluation.curves import read_validation_curve
@@ -47,6 +48,7 @@ from src_training.registration.inference import (
 from src_training.runtime import memory
 from src_training.runtime.devices import resolve_device
 from src_training.runtime.memory import check_training_memory
+from src_training.spatial.fieldio import FieldFile, load_field, save_field
 from src_training.training.trainer import TrainConfig
 from src_training.training.trainers import RegistrationTrainer
 
@@ -855,6 +857,57 @@ def _(w: Workspace) -> Case:
     )
 
 
+# --- points and field files ---------------------------------------------------------------
+
+
+def _points(w: Workspace, text: str) -> Case:
+    path = w.root / "points.csv"
+    path.write_text(text)
+    return Case(
+        w.register(w.image(), w.image("moving.tif"), "--points", str(path)),
+        lambda: read_points_csv(path, 2),
+    )
+
+
+@case("points-csv-without-axis-columns")
+def _(w: Workspace) -> Case:
+    return _points(w, "x,y\n1,2\n")
+
+
+@case("points-csv-with-a-non-number")
+def _(w: Workspace) -> Case:
+    return _points(w, "index,axis-0,axis-1\n0,4,5\n1,3.5,abc\n")
+
+
+@case("points-csv-of-another-dimensionality")
+def _(w: Workspace) -> Case:
+    return _points(w, "index,axis-0,axis-1,axis-2\n0,1,2,3\n")
+
+
+@case("points-csv-with-a-short-line")
+def _(w: Workspace) -> Case:
+    return _points(w, "index,axis-0,axis-1\n0,4\n")
+
+
+@case("points-with-a-series")
+def _(w: Workspace) -> Case:
+    path = w.root / "points.csv"
+    path.write_text("index,axis-0,axis-1\n0,4,5\n")
+    return Case(w.series(w.stack(), "--points", str(path), "--out", w.path("out")))
+
+
+@case("export-field-of-an-image-archive")
+def _(w: Workspace) -> Case:
+    path = w.stack("images.npz")
+    return Case(["export-field", path, w.path("field.mha")], lambda: load_field(path))
+
+
+@case("export-field-to-another-format")
+def _(w: Workspace) -> Case:
+    path = save_field(w.root / "field.npz", FieldFile(np.zeros((2, 8, 8), np.float32)))
+    return Case(["export-field", str(path), w.path("field.tif")])
+
+
 # --- handled inputs: exit 0 -----------------------------------------------------------------
 
 
@@ -899,7 +952,7 @@ def _(w: Workspace) -> Handled:
     args = w.series(str(path), "--out", w.path("out"))
 
     def check(out: Path, stdout: str) -> None:
-        assert np.load(out / "displacements.npy").shape == (3, 2, 32, 32)
+        assert np.load(out / "displacements.npz")["displacement"].shape == (3, 2, 32, 32)
 
     return Handled(args, check)
 
@@ -918,7 +971,7 @@ def _(w: Workspace) -> Handled:
     flat = w.array("flat.tif", np.full((32, 32), 7.0, np.float32))
 
     def check(out: Path, stdout: str) -> None:
-        assert np.isfinite(np.load(out / "displacement.npy")).all()
+        assert np.isfinite(np.load(out / "displacement.npz")["displacement"]).all()
         assert np.isfinite(_warped(out)).all()
 
     return Handled(w.register(w.image(), flat), check)
@@ -929,7 +982,7 @@ def _(w: Workspace) -> Handled:
     tiny = w.image("tiny.tif", (3, 3))
 
     def check(out: Path, stdout: str) -> None:
-        assert np.load(out / "displacement.npy").shape == (2, 3, 3)
+        assert np.load(out / "displacement.npz")["displacement"].shape == (2, 3, 3)
 
     return Handled(w.register(tiny, tiny), check)
 

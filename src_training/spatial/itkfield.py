@@ -104,7 +104,7 @@ def write_itk_field(path: str | Path, field_file: FieldFile) -> Path:
     suffix = itk_suffix(path)
     if suffix is None:
         raise ValueError(
-            f"cannot write {path.name} as an ITK displacement field; name it .nii.gz or .mha"
+            f"cannot write {path.name} as an ITK displacement field; save it as .nii.gz or .mha"
         )
     if not path.parent.is_dir():
         raise ValueError(
