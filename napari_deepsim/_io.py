@@ -1,11 +1,13 @@
-"""Reading and writing displacement fields as ``.npy`` files.
+"""Reading and writing displacement fields: field files, older ``.npy`` and ITK exports.
 
-A displacement field is a float array ``(ndim, *spatial)`` in voxels of the fixed
-grid, ``ndim`` 2 or 3, following :mod:`src_training.spatial.transforms` (channel ``i`` moves
-along array axis ``i``; ``warped(x) = moving(x + u(x))``). The Register widget also
-saves the fields of a 2D+t stack as ``(T, 2, H, W)``. In napari a field is shown as
-one Image layer per axis, each marked in its metadata, so that it can be written
-back as one file.
+A displacement field is a float array ``(ndim, *spatial)`` in voxels of the fixed grid,
+following :mod:`src_training.spatial.transforms`; the Register widget also keeps the
+fields of a 2D+t stack, ``(T, 2, H, W)``. A field file (``.npz``, see
+:mod:`src_training.spatial.fieldio`) carries the fixed grid's spacing and origin and
+what made the field. In napari a field is one Image layer per axis, on the fixed grid
+(``scale`` = spacing, ``translate`` = origin), each marked in its metadata with its
+axis and the file's grid and provenance, so that the Register widget can apply it
+(its "field" picker lists them) and the layers can be written back as one file.
 """
 
 from __future__ import annotations
@@ -16,144 +18,104 @@ from typing import Any
 
 import numpy as np
 
+from src_training.spatial.fieldio import FieldFile, load_field, save_field
+from src_training.spatial.itkfield import itk_suffix
+
 LayerData = tuple[Any, dict[str, Any], str]
 MARK = "deepsim_displacement"
 AXIS = "deepsim_axis"
+FIELD = "deepsim_field"  # the grid, axes, provenance and name of the field file
+SUFFIXES = (".npz", ".npy")
 
 
-def is_displacement(shape: Sequence[int], dtype: np.dtype) -> bool:
-    """Tell whether an array of ``shape`` and ``dtype`` can be one displacement field.
+def field_info(field_file: FieldFile, name: str) -> dict[str, Any]:
+    """Describe a field's grid and provenance as layer metadata (plain values).
 
     Parameters
     ----------
-    shape : sequence of int
-        Array shape; ``(2, H, W)`` or ``(3, D, H, W)`` qualify.
-    dtype : numpy.dtype
-        Must be a floating-point type.
+    field_file : FieldFile
+        The field.
+    name : str
+        The name its layers share (the file's stem).
 
     Returns
     -------
-    bool
-        True for a floating-point ``(ndim, *spatial)`` array with ``ndim`` 2 or 3.
+    dict
+        ``name``, ``spacing``, ``origin``, ``axes``, ``direction``, ``stack``, ``provenance``.
     """
-    return (
-        np.issubdtype(dtype, np.floating)
-        and len(shape) in (3, 4)
-        and shape[0] == len(shape) - 1
-        and min(shape[1:]) >= 2
+    return {
+        "name": name,
+        "spacing": list(field_file.spacing),
+        "origin": list(field_file.origin),
+        "axes": field_file.axes,
+        "direction": field_file.direction.tolist(),
+        "stack": field_file.stack,
+        "provenance": dict(field_file.provenance),
+    }
+
+
+def field_from_info(displacement: np.ndarray, info: dict[str, Any]) -> FieldFile:
+    """Rebuild a field from its array and the metadata of :func:`field_info`.
+
+    Parameters
+    ----------
+    displacement : numpy.ndarray
+        The field.
+    info : dict
+        Its metadata; missing entries mean the unit grid.
+
+    Returns
+    -------
+    FieldFile
+        The field and its grid.
+    """
+    return FieldFile(
+        displacement,
+        spacing=tuple(info.get("spacing", ())),
+        origin=tuple(info.get("origin", ())),
+        axes=str(info.get("axes", "")),
+        direction=np.asarray(info.get("direction", np.eye(0))),
+        provenance=dict(info.get("provenance", {})),
+        stack=bool(info.get("stack", False)),
     )
 
 
-def is_field_stack(shape: Sequence[int], dtype: np.dtype) -> bool:
-    """Tell whether an array holds one 2D field per frame of a stack, ``(T, 2, H, W)``.
+def displacement_layer_data(field_file: FieldFile, name: str = "displacement") -> LayerData:
+    """Describe a field as an Image layer split into one layer per axis, on its grid.
 
     Parameters
     ----------
-    shape : sequence of int
-        Array shape.
-    dtype : numpy.dtype
-        Must be a floating-point type.
-
-    Returns
-    -------
-    bool
-        True for a floating-point ``(T, 2, H, W)`` array.
-    """
-    return np.issubdtype(dtype, np.floating) and len(shape) == 4 and shape[1] == 2
-
-
-def load_displacement(path: str | Path, allow_stack: bool = False) -> np.ndarray:
-    """Read a displacement field saved as ``.npy``, refusing anything else.
-
-    Parameters
-    ----------
-    path : str or Path
-        A ``.npy`` file; pickled objects are never loaded.
-    allow_stack : bool
-        Also accept ``(T, 2, H, W)`` fields of a 2D+t stack.
-
-    Returns
-    -------
-    numpy.ndarray
-        The float32 field.
-    """
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(
-            f"could not read the displacement file {path}: it is not a NumPy .npy file ({err})"
-        ) from None
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{path} holds several arrays; save one displacement field per .npy file")
-    accepted = is_displacement(array.shape, array.dtype) or (
-        allow_stack and is_field_stack(array.shape, array.dtype)
-    )
-    if not accepted:
-        raise ValueError(
-            f"{path} holds a {array.dtype} array of shape {array.shape}, not a displacement field "
-            "(float, (2, H, W) or (3, D, H, W)); save one from the Register widget"
-        )
-    return array.astype(np.float32)
-
-
-def save_displacement(path: str | Path, field: np.ndarray) -> str:
-    """Write a displacement field (or a stack of them) to ``.npy`` as float32.
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination; ``.npy`` is appended when missing.
-    field : numpy.ndarray
-        ``(ndim, *spatial)`` or ``(T, 2, H, W)`` field.
-
-    Returns
-    -------
-    str
-        The written path.
-    """
-    path = Path(path)
-    if path.suffix != ".npy":
-        path = path.with_name(path.name + ".npy")
-    if not path.parent.is_dir():
-        raise ValueError(
-            f"cannot save {path.name}: the folder {path.parent} does not exist; choose an "
-            "existing folder"
-        )
-    np.save(path, np.asarray(field, dtype=np.float32), allow_pickle=False)
-    return str(path)
-
-
-def displacement_layer_data(field: np.ndarray, name: str = "displacement") -> LayerData:
-    """Describe a ``(ndim, *spatial)`` field as an Image layer split into one layer per axis.
-
-    Parameters
-    ----------
-    field : numpy.ndarray
-        The displacement field.
+    field_file : FieldFile
+        The field and its grid.
     name : str
         Prefix of the layer names, ``"<name> axis <i>"``.
 
     Returns
     -------
     LayerData
-        ``(data, kwargs, "image")`` with ``channel_axis=0``, a symmetric diverging
-        colormap, and metadata marking each layer as axis ``i`` of a displacement.
+        ``(data, kwargs, "image")`` with the channel axis split, a symmetric diverging
+        colormap, the grid as scale and translate, and metadata marking each layer.
     """
-    ndim = field.shape[0]
+    field = field_file.displacement
+    ndim, channel = field_file.ndim, int(field_file.stack)
     limit = float(np.abs(field).max()) or 1.0
+    info = field_info(field_file, name)
+    lead = [1.0] * channel
     kwargs = {
-        "channel_axis": 0,
+        "channel_axis": channel,
         "name": [f"{name} axis {i}" for i in range(ndim)],
         "colormap": "PiYG",
         "contrast_limits": [(-limit, limit)] * ndim,
         "blending": "translucent",
-        "metadata": [{MARK: True, AXIS: i} for i in range(ndim)],
+        "scale": [*lead, *field_file.spacing],
+        "translate": [*[0.0] * channel, *field_file.origin],
+        "metadata": [{MARK: True, AXIS: i, FIELD: info} for i in range(ndim)],
     }
     return field, kwargs, "image"
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """Return a reader for a ``.npy`` displacement field, or None for any other file.
+    """Return a reader for a displacement field file, or None for any other file.
 
     Parameters
     ----------
@@ -163,31 +125,30 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     Returns
     -------
     callable or None
-        :func:`read_displacement` when ``path`` is one ``.npy`` file holding a float
-        ``(2, H, W)`` or ``(3, D, H, W)`` array; None lets napari try other readers.
+        :func:`read_displacement` when ``path`` is one field file (``.npz``) or one
+        ``.npy`` holding a float ``(2, H, W)`` or ``(3, D, H, W)`` array; None lets
+        napari try other readers.
     """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
-    if not str(path).endswith(".npy"):
+    if not str(path).endswith(SUFFIXES):
         return None
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    if not isinstance(array, np.ndarray) or not is_displacement(array.shape, array.dtype):
+        load_field(path, allow_stack=str(path).endswith(".npz"))
+    except ValueError:
         return None
     return read_displacement
 
 
 def read_displacement(path: str | list[str]) -> list[LayerData]:
-    """Read a displacement ``.npy`` file as one Image layer per axis.
+    """Read a displacement field file as one Image layer per axis.
 
     Parameters
     ----------
     path : str or list of str
-        One ``.npy`` file.
+        One field file.
 
     Returns
     -------
@@ -195,20 +156,84 @@ def read_displacement(path: str | list[str]) -> list[LayerData]:
         One layer-data tuple (see :func:`displacement_layer_data`).
     """
     path = path[0] if isinstance(path, list) else path
-    return [displacement_layer_data(load_displacement(path), Path(path).name.split(".")[0])]
+    field_file = load_field(path, allow_stack=True)
+    return [displacement_layer_data(field_file, Path(path).name.split(".")[0])]
+
+
+def field_from_layers(layers: Sequence[tuple[np.ndarray, dict[str, Any]]]) -> FieldFile:
+    """Reassemble a field from its per-axis layers (any order) or one whole-field layer.
+
+    Parameters
+    ----------
+    layers : sequence of (data, metadata)
+        The layers' data and metadata, each marked ``{"deepsim_displacement": True}``.
+
+    Returns
+    -------
+    FieldFile
+        The field, with the grid and provenance its metadata recorded.
+    """
+    marked = [(np.asarray(data), meta or {}) for data, meta in layers]
+    if not marked or not all(meta.get(MARK) for _, meta in marked):
+        raise ValueError(
+            "only displacement layers (made by the Register widget or read from a "
+            "displacement field file) can be written as a displacement field"
+        )
+    info = marked[0][1].get(FIELD, {})
+    if len(marked) == 1 and AXIS not in marked[0][1]:
+        return field_from_info(marked[0][0], info)
+    by_axis = {int(meta.get(AXIS, -1)): data for data, meta in marked}
+    if sorted(by_axis) != list(range(len(marked))) or len(marked) not in (2, 3):
+        raise ValueError(
+            "select all axis layers of one displacement field (2 in 2D, 3 in 3D) to save it"
+        )
+    stacked = np.stack([by_axis[i] for i in range(len(marked))], axis=int(info.get("stack", 0)))
+    return field_from_info(stacked, info)
+
+
+def save_any(path: str | Path, field_file: FieldFile) -> str:
+    """Save a field by the file's suffix: a field file, an ITK transform or a bare array.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.npz`` (the default, added when there is no known suffix), ``.nii.gz`` or
+        ``.mha`` (an ITK displacement field) or ``.npy`` (the array alone).
+
+    field_file : FieldFile
+        The field and its grid.
+
+    Returns
+    -------
+    str
+        The written path.
+    """
+    if itk_suffix(path) is not None:
+        from src_training.engine.fields import export_itk
+
+        return str(export_itk(field_file, path))
+    if str(path).endswith(".npy"):
+        if not Path(path).parent.is_dir():
+            raise ValueError(
+                f"cannot save {Path(path).name}: the folder {Path(path).parent} does not "
+                "exist; choose an existing folder"
+            )
+        np.save(path, field_file.displacement, allow_pickle=False)
+        return str(path)
+    return str(save_field(path, field_file))
 
 
 def write_displacement(path: str, layer_data: list[LayerData]) -> list[str]:
-    """Write displacement layers to one ``.npy`` file.
+    """Write displacement layers to one file: a field file, an ITK transform or ``.npy``.
 
-    Accepts either one Image layer holding the whole ``(ndim, *spatial)`` field, or the
-    ``ndim`` per-axis layers made by the reader (any order), each marked with
+    Accepts either one Image layer holding the whole field, or the per-axis layers made
+    by the reader or the Register widget (any order), each marked with
     ``{"deepsim_displacement": True}`` in its metadata.
 
     Parameters
     ----------
     path : str
-        Destination ``.npy`` file.
+        Destination: ``.npz``, ``.nii.gz``, ``.mha`` or ``.npy``.
     layer_data : list of LayerData
         The selected layers as ``(data, attributes, layer type)``.
 
@@ -217,23 +242,5 @@ def write_displacement(path: str, layer_data: list[LayerData]) -> list[str]:
     list of str
         The written path.
     """
-    marked = [(np.asarray(d), m.get("metadata") or {}) for d, m, _ in layer_data]
-    if not all(meta.get(MARK) for _, meta in marked):
-        raise ValueError(
-            "only displacement layers (made by the Register widget or read from a "
-            "displacement .npy) can be written as a displacement field"
-        )
-    if len(marked) == 1 and AXIS not in marked[0][1]:
-        field = marked[0][0]
-    else:
-        by_axis = {int(meta.get(AXIS, -1)): data for data, meta in marked}
-        if sorted(by_axis) != list(range(len(marked))) or len(marked) not in (2, 3):
-            raise ValueError(
-                "select all axis layers of one displacement field (2 in 2D, 3 in 3D) to save it"
-            )
-        field = np.stack([by_axis[i] for i in range(len(marked))])
-    if not is_displacement(field.shape, np.dtype(np.float32)):
-        raise ValueError(
-            f"a displacement field must have shape (2, H, W) or (3, D, H, W), got {field.shape}"
-        )
-    return [save_displacement(path, field)]
+    layers = [(data, meta.get("metadata") or {}) for data, meta, _ in layer_data]
+    return [save_any(path, field_from_layers(layers))]

@@ -1,10 +1,15 @@
 """The displacement-field section of the Register widget: save, load and apply a field.
 
 :class:`FieldActions` is mixed into
-:class:`~napari_deepsim._register_widget.RegisterWidget`, which sets ``_field`` (and
-the fixed layer's grid, ``_field_transform``) after every registration. A field can
-be saved as ``.npy``, loaded from one, and applied to any Image or Labels layer of its
-grid.
+:class:`~napari_deepsim._register_widget.RegisterWidget`, which keeps the field of every
+registration (:meth:`FieldActions._keep_field`) with the fixed layer's grid and what
+made it. A field is saved as a field file (``.npz``: the field, its grid and
+provenance), as an ITK displacement field (``.nii.gz``, ``.mha``) for itk, SimpleITK,
+ANTs or transformix, or as a bare ``.npy``; loaded from a field file or an older
+``.npy``; and applied to Image and Labels layers of its grid (warped) or to Points,
+Shapes and Tracks layers (moved by the field's inverse, in world coordinates). The
+"field" picker also offers the fields opened with napari's File > Open (one layer per
+axis, from :mod:`napari_deepsim._io`).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog
 
-from napari_deepsim._choices import spatial_data
+from napari_deepsim._choices import SOURCE, spatial_data
 from napari_deepsim._controls import add_output, layer_choices, like, remove_outputs
+from napari_deepsim._field_layers import FAR, GEOMETRY, moved_layer_data
 from napari_deepsim._register_job import warp_data
 from napari_deepsim._workers import error_message
 
@@ -27,98 +33,211 @@ if TYPE_CHECKING:
     import numpy as np
     from qtpy.QtWidgets import QLabel
 
+    from src_training.spatial.fieldio import FieldFile
+
+CURRENT = "last registration or loaded file"
+FORMATS = (
+    "DeepSim field with grid and provenance (*.npz);;"
+    "ITK displacement field (*.nii.gz *.mha);;NumPy array, no grid (*.npy)"
+)
+
 
 class FieldActions:
     """Save, load and apply the Register widget's current displacement field.
 
     The widget provides ``viewer`` and the ``results`` label, and keeps ``_field`` and
-    ``_field_transform`` (the fixed layer's scale and translate, None for a loaded file).
+    ``_field_transform`` (the fixed layer's scale and translate, None for a file
+    without a grid) and ``_field_provenance`` (what made the field).
     """
 
     viewer: napari.Viewer
     results: QLabel
     _field: np.ndarray | None
     _field_transform: tuple[np.ndarray, np.ndarray] | None
+    _field_provenance: dict[str, str] | None = None
+    _field_stack: bool = False
 
     def _field_controls(self) -> Container:
-        """Make the Save, Load and Apply buttons and the layer to apply the field to."""
+        """Make the Save, Load and Apply buttons, the field and the layer to apply it to."""
         self.save_button = PushButton(text="Save field…")
+        self.save_button.tooltip = (
+            "Save the field: .npz keeps the grid (scale, origin) and what made it; .nii.gz or "
+            ".mha is an ITK displacement field (physical units) for itk, SimpleITK or ANTs"
+        )
         self.load_button = PushButton(text="Load field…")
+        self.field_source = ComboBox(label="field", choices=self._field_sources)
+        self.field_source.tooltip = (
+            "The field to apply: the last registration's (or the loaded file's), or a field "
+            "opened with File > Open (its axis layers)"
+        )
         self.apply_target = ComboBox(label="apply to", choices=self._apply_targets, nullable=True)
+        self.apply_target.tooltip = (
+            "Images and labels of the fixed grid are warped; points, shapes and tracks drawn "
+            "on the moving image are moved onto the fixed image"
+        )
         self.apply_button = PushButton(text="Apply field to layer")
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
         self.apply_button.changed.connect(self._apply_clicked)
         return Container(
-            widgets=[self.save_button, self.load_button, self.apply_target, self.apply_button]
+            widgets=[
+                self.save_button,
+                self.load_button,
+                self.field_source,
+                self.apply_target,
+                self.apply_button,
+            ]
         )
 
     def _apply_targets(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return layer_choices(self.viewer, (Image, Labels))
+        from napari_deepsim._io import MARK
+
+        layers = layer_choices(self.viewer, (Image, Labels, *GEOMETRY))
+        return [(name, layer) for name, layer in layers if not layer.metadata.get(MARK)]
+
+    def _field_sources(self, _widget: Any = None) -> list[tuple[str, str | None]]:
+        names = dict.fromkeys(name for name in self._opened_fields())
+        return [(CURRENT, None), *((f"{name} (opened)", name) for name in names)]
+
+    def _opened_fields(self) -> dict[str, list[Layer]]:
+        """Find the axis layers of each field opened in the viewer, by the field's name."""
+        from napari_deepsim._io import FIELD, MARK
+
+        found: dict[str, list[Layer]] = {}
+        for layer in self.viewer.layers:
+            if layer.metadata.get(MARK) and SOURCE not in layer.metadata:
+                found.setdefault(str(layer.metadata.get(FIELD, {}).get("name", "")), []).append(
+                    layer
+                )
+        return found
 
     @property
     def field(self) -> np.ndarray | None:
         """The current displacement field: of the last registration or a loaded file."""
         return self._field
 
+    def _keep_field(self, context: dict[str, Any], result: Any) -> None:
+        """Keep a registration's field with the fixed layer's grid and what made it."""
+        import numpy as np
+
+        from src_training.spatial.fieldio import provenance
+
+        fixed, key = context["fixed"], context["model_key"]
+        self._field = result.field
+        self._field_stack = fixed is context["moving"]
+        self._field_transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
+        method = [str(key[0]) if key else "a model trained in napari"] if result.model else []
+        if result.optimisation is not None:
+            method.append(f"optimisation ({result.optimisation.metric})")
+        self._field_provenance = provenance(
+            " refined by ".join(method), fixed.name, context["moving"].name
+        )
+
+    def field_file(self) -> FieldFile | None:
+        """Return the chosen field with its grid and provenance (None when there is none).
+
+        Returns
+        -------
+        FieldFile or None
+            The field of the "field" picker: the current one or one opened in napari.
+        """
+        from napari_deepsim._io import field_from_layers
+        from src_training.spatial.fieldio import FieldFile
+
+        chosen = self.field_source.value
+        if chosen is not None and chosen in self._opened_fields():
+            layers = self._opened_fields()[chosen]
+            return field_from_layers([(layer.data, layer.metadata) for layer in layers])
+        if self._field is None:
+            return None
+        n = self._field.ndim - 1 - self._field_stack
+        spacing, origin = ((), ()) if self._field_transform is None else self._field_transform
+        return FieldFile(
+            self._field,
+            tuple(spacing[-n:]),
+            tuple(origin[-n:]),
+            provenance=self._field_provenance or {},
+            stack=self._field_stack,
+        )
+
     def save_field(self, path: str | Path) -> str | None:
-        """Save the current displacement field as ``.npy`` (float32).
+        """Save the chosen displacement field; the file's suffix chooses the format.
 
         Parameters
         ----------
         path : str or Path
-            Destination file.
+            ``.npz`` (field, grid and provenance), ``.nii.gz`` or ``.mha`` (ITK
+            displacement field) or ``.npy`` (the array alone).
 
         Returns
         -------
         str or None
             The written path, or None when there was nothing to save or it failed.
         """
-        from napari_deepsim._io import save_displacement
+        from napari_deepsim._io import save_any
 
-        if self._field is None:
-            show_error("There is no displacement field yet; press Register or load a field.")
-            return None
         try:
-            return save_displacement(path, self._field)
+            field_file = self.field_file()
+            if field_file is None:
+                show_error("There is no displacement field yet; press Register or load a field.")
+                return None
+            return save_any(path, field_file)
         except (OSError, ValueError) as err:
             show_error(error_message(err, "Saving the field"))
             return None
 
     def load_field(self, path: str | Path) -> np.ndarray | None:
-        """Load a displacement field saved as ``.npy`` to apply it to layers.
+        """Load a field file (``.npz``) or an older ``.npy`` field to apply it to layers.
 
         Parameters
         ----------
         path : str or Path
-            A ``(2, H, W)``, ``(3, D, H, W)`` or stack ``(T, 2, H, W)`` float ``.npy`` file.
+            A field file, or a ``(2, H, W)``, ``(3, D, H, W)`` or ``(T, 2, H, W)`` ``.npy``.
 
         Returns
         -------
         numpy.ndarray or None
             The field, or None when the file could not be used.
         """
-        from napari_deepsim._io import load_displacement
+        import numpy as np
+
+        from src_training.spatial.fieldio import load_field
 
         try:
-            self._field = load_displacement(path, allow_stack=True)
+            loaded = load_field(path, allow_stack=True)
         except ValueError as err:
             show_error(error_message(err, "Loading the field"))
             return None
+        self._field = loaded.displacement
+        self._field_stack = loaded.stack
+        lead = [1.0] * loaded.stack
         self._field_transform = None
-        self.results.setText(f"loaded field {Path(path).name} {self._field.shape}")
+        if str(path).endswith(".npz"):
+            self._field_transform = (
+                np.array([*lead, *loaded.spacing]),
+                np.array([*[0.0] * loaded.stack, *loaded.origin]),
+            )
+        self._field_provenance = loaded.provenance
+        self.field_source.value = None
+        made = loaded.provenance.get("method")
+        self.results.setText(
+            f"loaded field {Path(path).name} {self._field.shape}"
+            + (f" made by {made}" if made else "")
+        )
         return self._field
 
     def apply_field(self, layer: Layer) -> Layer | None:
-        """Warp an Image or Labels layer of the fixed grid with the current field.
+        """Apply the chosen field to a layer: warp images and labels, move geometry.
 
-        Images use linear and labels nearest-neighbour interpolation; the result is
-        added as ``"<layer> warped"`` and replaces an earlier one.
+        Images use linear and labels nearest-neighbour interpolation; points, shapes and
+        tracks of the moving image are moved onto the fixed image. The result is added
+        as ``"<layer> warped"`` (or ``"<layer> moved"``) and replaces an earlier one.
 
         Parameters
         ----------
-        layer : Image or Labels
-            A layer whose shape is the field's grid (or, for a stack field, the stack).
+        layer : Image, Labels, Points, Shapes or Tracks
+            An image of the field's grid (or, for a stack field, the stack), or
+            positions on the moving image.
 
         Returns
         -------
@@ -126,34 +245,48 @@ class FieldActions:
             The added layer, or None when the field cannot be applied.
         """
         try:
-            return self._apply_field(layer)
+            field_file = self.field_file()
+            if field_file is None:
+                raise ValueError(
+                    "there is no displacement field yet; press Register or load a field"
+                )
+            if isinstance(layer, GEOMETRY):
+                return self._move_layer(layer, field_file)
+            return self._apply_field(layer, field_file)
         except ValueError as err:
             show_error(error_message(err, "Applying the field"))
             return None
 
-    def _apply_field(self, layer: Layer) -> Layer:
+    def _move_layer(self, layer: Layer, field_file: FieldFile) -> Layer:
+        data, state, kind, far = moved_layer_data(layer, field_file)
+        key = f"applied:{layer.unique_id}"
+        remove_outputs(self.viewer, key)
+        state = {**state, "name": f"{layer.name} moved", "metadata": {SOURCE: key}}
+        moved = self.viewer.add_layer(Layer.create(data, state, kind))
+        if far:
+            show_warning(
+                f"{far} point(s) of {layer.name!r} could not be moved exactly (more than "
+                f"{FAR} voxels off): the field folds there or they lie outside it."
+            )
+        return moved
+
+    def _apply_field(self, layer: Layer, field_file: FieldFile) -> Layer:
         import torch
 
-        from napari_deepsim._io import is_displacement
-
-        if self._field is None:
-            raise ValueError("there is no displacement field yet; press Register or load a field")
         if not isinstance(layer, (Image, Labels)):
-            raise ValueError(f"{layer.name!r} is not an Image or Labels layer")
+            raise ValueError(
+                f"{layer.name!r} is not an Image, Labels, Points, Shapes or Tracks layer"
+            )
         data = spatial_data(layer, "target")
-        field_ = self._field
-        single = field_.shape[1:] == data.shape and is_displacement(field_.shape, field_.dtype)
+        field_ = field_file.displacement
+        single = not field_file.stack and field_file.grid == data.shape
         stack = (
-            field_.ndim == 4
+            field_file.stack
             and field_.shape[0] == data.shape[0]
-            and (field_.shape[2:] == data.shape[1:] and field_.shape[1] == data.ndim - 1)
+            and field_file.grid == data.shape[1:]
         )
         if not (single or stack):
-            grid = (
-                field_.shape[1:]
-                if is_displacement(field_.shape, field_.dtype)
-                else (field_.shape[0], *field_.shape[2:])
-            )
+            grid = field_file.grid if not field_file.stack else (field_.shape[0], *field_file.grid)
             raise ValueError(
                 f"the layer {layer.name!r} has shape {data.shape} but the field is defined on a "
                 f"grid of shape {tuple(grid)}; apply it to a layer of the fixed image's shape"
@@ -163,14 +296,18 @@ class FieldActions:
         key = f"applied:{layer.unique_id}"
         remove_outputs(self.viewer, key)
         kind = "labels" if isinstance(layer, Labels) else "image"
-        grid = self._field_transform or (layer.scale, layer.translate)
+        grid = self._field_transform if self.field_source.value is None else None
+        if self.field_source.value is not None:
+            lead = [1.0] * field_file.stack
+            grid = ([*lead, *field_file.spacing], [*[0.0] * field_file.stack, *field_file.origin])
+        grid = grid or (layer.scale, layer.translate)
         return add_output(
             self.viewer, kind, warped, f"{layer.name} warped", key, grid, **like(layer)
         )
 
     def _save_clicked(self, *_args: Any) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save displacement field", "displacement.npy", "NumPy array (*.npy)"
+            self, "Save displacement field", "displacement.npz", FORMATS
         )
         if path:
             saved = self.save_field(path)
@@ -179,7 +316,7 @@ class FieldActions:
 
     def _load_clicked(self, *_args: Any) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Load displacement field", "", "NumPy array (*.npy)"
+            self, "Load displacement field", "", "Displacement field (*.npz *.npy)"
         )
         if path:
             self.load_field(path)

@@ -364,9 +364,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             if context["model_key"] is not None:  # keep the loaded file for the next run
                 self._model_cache = {context["model_key"]: result.model}
             show_result(self.viewer, context, result)
-            fixed = context["fixed"]
-            self._field = result.field
-            self._field_transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
+            self._keep_field(context, result)
             self.results.setText(summary(result))
             for line in result.warnings:  # the data is unlike the model's training data
                 show_warning(line)

@@ -67,7 +67,7 @@ def test_other_archives_and_stacks_are_refused(tmp_path):
     stack = save_field(tmp_path / "s.npz", FieldFile(np.zeros((3, 2, 4, 5)), stack=True))
     with pytest.raises(ValueError, match="not a displacement field"):
         load_field(stack)
-    with pytest.raises(ValueError, match="export the field of one frame"):
+    with pytest.raises(ValueError, match="register one pair of frames and export its field"):
         export_itk(stack, tmp_path / "s.mha")
     with pytest.raises(ValueError, match=r"save it as \.nii\.gz or \.mha"):
         export_itk(FieldFile(np.zeros((2, 4, 4))), tmp_path / "f.tif")

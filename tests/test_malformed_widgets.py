@@ -190,6 +190,29 @@ def _save_field_into_a_missing_folder(c):
     widget.save_field(c.tmp_path / "no" / "such" / "folder" / "field.npy")
 
 
+def _load_an_image_archive_as_a_field(c):
+    widget = c.register()
+    path = c.tmp_path / "images.npz"
+    np.savez(path, images=np.zeros((3, 8, 8), np.float32))
+    widget.load_field(path)
+
+
+def _save_a_stack_field_for_itk(c):
+    widget = c.register()
+    field = c.tmp_path / "stack.npy"
+    np.save(field, np.zeros((4, 2, 8, 8), np.float32))
+    widget.load_field(field)
+    widget.save_field(c.tmp_path / "field.mha")
+
+
+def _apply_a_3d_field_to_2d_points(c):
+    widget = c.register()
+    field = c.tmp_path / "field.npy"
+    np.save(field, np.zeros((3, 4, 8, 8), np.float32))
+    widget.load_field(field)
+    widget.apply_field(c.viewer.add_points(np.array([[1.0, 2.0]]), name="landmarks"))
+
+
 def _features_without_labels(c):
     widget = c.open(TrainFeaturesWidget)
     widget.labels.value = None
@@ -358,6 +381,9 @@ CASES = {
     "napari-load-a-field-that-is-not-one": _load_a_field_that_is_not_one,
     "napari-save-field-before-register": _save_field_before_register,
     "napari-save-field-into-a-missing-folder": _save_field_into_a_missing_folder,
+    "napari-load-an-image-archive-as-a-field": _load_an_image_archive_as_a_field,
+    "napari-save-a-stack-field-for-itk": _save_a_stack_field_for_itk,
+    "napari-apply-a-3d-field-to-2d-points": _apply_a_3d_field_to_2d_points,
     "napari-features-without-labels": _features_without_labels,
     "napari-features-labels-of-one-class": _features_labels_of_one_class,
     "napari-features-bad-channels": _features_bad_channels,

@@ -1,5 +1,7 @@
 """Overlays and displacement files: analytic grids, shifts, checkerboards, folds, I/O."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from napari_deepsim._overlays import (
     subsampled_vectors,
 )
 from src_training.registration.inference import warp_array
+from src_training.spatial.fieldio import FieldFile, load_field
 from src_training.spatial.grid import grid_lines
 
 
@@ -97,31 +100,44 @@ def test_bad_fields_and_spacings_are_refused():
 
 def test_displacement_files_round_trip_through_reader_and_writer(tmp_path):
     field = np.random.default_rng(0).normal(size=(2, 5, 6)).astype(np.float32)
-    path = tmp_path / "field.npy"
-    data, meta, kind = _io.displacement_layer_data(field)
-    assert data is field and kind == "image" and meta["contrast_limits"][0][0] < 0
-    written = _io.write_displacement(str(path), [(field, {"metadata": {_io.MARK: True}}, kind)])
-    assert written == [str(path)]
+    made = FieldFile(field, (0.5, 2.0), (1.0, 3.0), provenance={"method": "ncc-isbi"})
+    data, meta, kind = _io.displacement_layer_data(made, "field")
+    assert data is made.displacement
+    assert kind == "image" and meta["contrast_limits"][0][0] < 0
+    assert meta["scale"] == [0.5, 2.0] and meta["translate"] == [1.0, 3.0]
+    path = tmp_path / "field.npz"
+    whole = {"metadata": {_io.MARK: True, _io.FIELD: meta["metadata"][0][_io.FIELD]}}
+    assert _io.write_displacement(str(path), [(field, whole, kind)]) == [str(path)]
     reader = _io.get_reader(str(path))
     assert reader is _io.read_displacement
     [(read, kwargs, kind)] = reader(str(path))
     np.testing.assert_array_equal(read, field)
-    assert kind == "image" and kwargs["channel_axis"] == 0
+    assert kind == "image" and kwargs["channel_axis"] == 0 and kwargs["scale"] == [0.5, 2.0]
     assert kwargs["name"] == ["field axis 0", "field axis 1"]
-    # The per-axis layers napari makes from the reader write back as one field, in axis order.
+    # The per-axis layers napari makes from the reader write back as one field, in axis order,
+    # with their grid and provenance, or as an ITK transform.
     split = [(read[i], {"metadata": kwargs["metadata"][i]}, "image") for i in (1, 0)]
-    _io.write_displacement(str(tmp_path / "again.npy"), split)
-    np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), field)
+    again = load_field(_io.write_displacement(str(tmp_path / "again.npz"), split)[0])
+    np.testing.assert_array_equal(again.displacement, field)
+    assert again.spacing == (0.5, 2.0) and again.provenance == {"method": "ncc-isbi"}
+    itk = _io.write_displacement(str(tmp_path / "itk.mha"), split)[0]
+    assert Path(itk).read_bytes().startswith(b"ObjectType = Image")
+    # an older bare .npy still opens, on the unit grid
+    np.save(tmp_path / "old.npy", field)
+    [(read, kwargs, _)] = _io.get_reader(str(tmp_path / "old.npy"))(str(tmp_path / "old.npy"))
+    np.testing.assert_array_equal(read, field)
+    assert kwargs["scale"] == [1.0, 1.0]
 
 
-def test_reader_declines_other_npy_files_and_writer_other_layers(tmp_path):
+def test_reader_declines_other_files_and_writer_other_layers(tmp_path):
     np.save(tmp_path / "image.npy", np.zeros((64, 64), np.float32))
     np.save(tmp_path / "ints.npy", np.zeros((2, 8, 8), np.int32))
+    np.savez(tmp_path / "images.npz", images=np.zeros((3, 8, 8), np.float32))
     (tmp_path / "broken.npy").write_bytes(b"not numpy")
-    for name in ("image.npy", "ints.npy", "broken.npy"):
+    for name in ("image.npy", "ints.npy", "broken.npy", "images.npz"):
         assert _io.get_reader(str(tmp_path / name)) is None
     assert _io.get_reader(str(tmp_path / "x.tif")) is None
     with pytest.raises(ValueError, match="only displacement layers"):
-        _io.write_displacement(str(tmp_path / "o.npy"), [(np.zeros((2, 4, 4)), {}, "image")])
-    with pytest.raises(ValueError, match="not a NumPy"):
-        _io.load_displacement(tmp_path / "broken.npy")
+        _io.write_displacement(str(tmp_path / "o.npz"), [(np.zeros((2, 4, 4)), {}, "image")])
+    with pytest.raises(ValueError, match="not a field file"):
+        load_field(tmp_path / "broken.npy")

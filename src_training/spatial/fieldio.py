@@ -219,13 +219,14 @@ def load_field(path: str | Path, allow_stack: bool = False) -> FieldFile:
     FieldFile
         The field; a bare ``.npy`` gets unit spacing, zero origin and no provenance.
     """
-    name = Path(path).name
+    name = str(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise ValueError(
             f"could not read the displacement file {name}: it is not a field file (.npz) or "
-            f"a NumPy .npy file ({err}); save one from the Register widget or `deepsim register`"
+            f"a NumPy .npy file ({err}); save one with Save field… in the Register widget "
+            "(or deepsim register)"
         ) from None
     if isinstance(loaded, np.ndarray):
         array = loaded
@@ -236,7 +237,7 @@ def load_field(path: str | Path, allow_stack: bool = False) -> FieldFile:
         if "displacement" not in arrays or "meta" not in arrays:
             raise ValueError(
                 f"{name} is not a displacement field file (it holds {', '.join(arrays)}); "
-                "save one from the Register widget or `deepsim register`"
+                "save one with Save field… in the Register widget (or deepsim register)"
             )
         array, extra = arrays["displacement"], _grid(arrays, name)
     single = not extra["stack"] and is_displacement(array.shape, array.dtype)

@@ -68,8 +68,8 @@ def itk_geometry(
     """
     if field_file.stack:
         raise ValueError(
-            "an ITK displacement field holds one field; export the field of one frame, "
-            "not the stack"
+            "an ITK displacement field holds one field, not a stack of them; save the "
+            "stack's fields as .npz, or register one pair of frames and export its field"
         )
     n = field_file.ndim
     # itk_axis[i]: the ITK axis of array axis i; order[a]: the array axis of ITK axis a
