@@ -296,13 +296,18 @@ class FieldActions:
         key = f"applied:{layer.unique_id}"
         remove_outputs(self.viewer, key)
         kind = "labels" if isinstance(layer, Labels) else "image"
-        grid = self._field_transform if self.field_source.value is None else None
-        if self.field_source.value is not None:
-            lead = [1.0] * field_file.stack
-            grid = ([*lead, *field_file.spacing], [*[0.0] * field_file.stack, *field_file.origin])
-        grid = grid or (layer.scale, layer.translate)
+        grid: tuple[Any, Any] | None = self._field_transform  # None: a file without a grid
+        if self.field_source.value is not None:  # a field opened in napari: its file's grid
+            lead = int(field_file.stack)
+            grid = ([1.0] * lead + [*field_file.spacing], [0.0] * lead + [*field_file.origin])
         return add_output(
-            self.viewer, kind, warped, f"{layer.name} warped", key, grid, **like(layer)
+            self.viewer,
+            kind,
+            warped,
+            f"{layer.name} warped",
+            key,
+            grid or (layer.scale, layer.translate),
+            **like(layer),
         )
 
     def _save_clicked(self, *_args: Any) -> None:
