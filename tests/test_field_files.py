@@ -67,6 +67,16 @@ def test_other_archives_and_stacks_are_refused(tmp_path):
     stack = save_field(tmp_path / "s.npz", FieldFile(np.zeros((3, 2, 4, 5)), stack=True))
     with pytest.raises(ValueError, match="not a displacement field"):
         load_field(stack)
+    np.savez(
+        tmp_path / "bent.npz",
+        displacement=np.zeros((2, 4, 4), np.float32),
+        spacing=np.ones(2),
+        origin=np.zeros(2),
+        direction=np.eye(2),
+        meta=np.asarray('{"format": "deepsim-displacement-field", "version": 1, "axes": "ab"}'),
+    )
+    with pytest.raises(ValueError, match=r"bent\.npz is a damaged displacement field file"):
+        load_field(tmp_path / "bent.npz")
     with pytest.raises(ValueError, match="register one pair of frames and export its field"):
         export_itk(stack, tmp_path / "s.mha")
     with pytest.raises(ValueError, match=r"save it as \.nii\.gz or \.mha"):

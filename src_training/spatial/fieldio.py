@@ -246,7 +246,12 @@ def load_field(path: str | Path, allow_stack: bool = False) -> FieldFile:
             f"{name} holds a {array.dtype} array of shape {array.shape}, not a displacement field "
             "(float, (2, H, W) or (3, D, H, W)); save one from the Register widget"
         )
-    return FieldFile(array, **extra)
+    try:
+        return FieldFile(array, **extra)
+    except ValueError as err:
+        raise ValueError(
+            f"{name} is a damaged displacement field file ({err}); save it again"
+        ) from None
 
 
 def _grid(arrays: dict[str, np.ndarray], name: str) -> dict[str, Any]:
