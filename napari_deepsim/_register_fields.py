@@ -205,7 +205,7 @@ class FieldActions:
 
         try:
             loaded = load_field(path, allow_stack=True)
-        except ValueError as err:
+        except (OSError, ValueError) as err:
             show_error(error_message(err, "Loading the field"))
             return None
         self._field = loaded.displacement

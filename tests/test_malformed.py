@@ -902,6 +902,12 @@ def _(w: Workspace) -> Case:
     return Case(["export-field", path, w.path("field.mha")], lambda: load_field(path))
 
 
+@case("export-field-of-a-missing-file")
+def _(w: Workspace) -> Case:
+    path = w.path("gone.npz")
+    return Case(["export-field", path, w.path("field.mha")], lambda: load_field(path))
+
+
 @case("export-field-to-another-format")
 def _(w: Workspace) -> Case:
     path = save_field(w.root / "field.npz", FieldFile(np.zeros((2, 8, 8), np.float32)))

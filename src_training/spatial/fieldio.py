@@ -220,6 +220,8 @@ def load_field(path: str | Path, allow_stack: bool = False) -> FieldFile:
         The field; a bare ``.npy`` gets unit spacing, zero origin and no provenance.
     """
     name = str(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {name}; check the path")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
