@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from src_training.data.datasets import load_image_file
+from src_training.engine.optimisation import optimisation_config
 from src_training.metrics import METRICS, MetricInputs, build_metric
 from src_training.networks.models import FeatureExtractor
 from src_training.optimisation import OptimiseConfig, OptimiseEvent, optimise, optimise_pair
-from src_training.optimisation.config import DEFAULT_LAMBDA
+from src_training.optimisation.config import DEFAULT_LAMBDA, REFINE_ITERATIONS, REFINE_LAM_SCALE
 from src_training.optimisation.fields import bspline_field, control_shape, gaussian_smooth
 from src_training.spatial.transforms import affine_displacement, identity_grid, warp
 
@@ -257,6 +258,20 @@ def test_automatic_levels_and_weight_follow_the_image_and_metric():
     assert set(DEFAULT_LAMBDA) == set(METRICS)  # every registered metric has a default λ
     lam = optimise_pair(moving, moving, build_metric("mse"), OptimiseConfig(lam=2.0)).config.lam
     assert lam == 2.0
+
+
+def test_a_refinement_defaults_to_a_short_schedule_and_a_stiffer_weight():
+    moving = _texture((64, 64))
+    config = optimisation_config(refine=True)
+    assert config.iterations == REFINE_ITERATIONS and config.lam_scale == REFINE_LAM_SCALE
+    result = optimise_pair(moving.roll(1, 2), moving, build_metric("ncc"), config)
+    assert result.config.levels == len(REFINE_ITERATIONS)
+    assert result.config.lam == DEFAULT_LAMBDA["ncc"] * REFINE_LAM_SCALE
+    two = optimisation_config(levels=2, refine=True)
+    assert two.iterations == REFINE_ITERATIONS[-2:]  # the finest levels' counts
+    typed = optimisation_config(iterations="7", lam=0.5, refine=True)
+    assert typed.iterations == 7
+    assert optimise_pair(moving, moving, build_metric("ncc"), typed).config.lam == 0.5
 
 
 def test_bad_inputs_are_refused(image2d):

@@ -62,7 +62,12 @@ def optimisation_flags_used(args: argparse.Namespace) -> list[str]:
 
 
 def optimisation(
-    args: argparse.Namespace, spec: str, ndim: int, channels: int, shape: tuple[int, ...]
+    args: argparse.Namespace,
+    spec: str,
+    ndim: int,
+    channels: int,
+    shape: tuple[int, ...],
+    refine: bool = False,
 ) -> Optimisation:
     """Build an optimisation from ``METRIC[:F.pt]`` and the optimisation options.
 
@@ -76,6 +81,8 @@ def optimisation(
         The data the metric compares.
     shape : tuple of int
         Spatial shape of the images, to check ``--levels`` against.
+    refine : bool
+        Whether it refines a model's prediction (the refinement's default schedule and λ).
 
     Returns
     -------
@@ -94,15 +101,17 @@ def optimisation(
             f"{'--features F.pt' if hasattr(args, 'features') else name + ':F.pt'}"
         ),
     )
-    return optimiser(args, metric, shape)
+    return optimiser(args, metric, shape, refine)
 
 
-def optimiser(args: argparse.Namespace, metric: Similarity, shape: tuple[int, ...]) -> Optimisation:
+def optimiser(
+    args: argparse.Namespace, metric: Similarity, shape: tuple[int, ...], refine: bool = False
+) -> Optimisation:
     """Pair ``metric`` with the optimisation options, checked against the image shape.
 
     Parameters
     ----------
-    args, shape
+    args, shape, refine
         As for :func:`optimisation`.
     metric : Similarity
         The metric to optimise.
@@ -120,6 +129,7 @@ def optimiser(args: argparse.Namespace, metric: Similarity, shape: tuple[int, ..
         transform=args.transform,
         diffeomorphic=args.diffeomorphic,
         seed=args.seed,
+        refine=refine,
     )
     result = Optimisation(metric, config)
     check_levels(result, shape)

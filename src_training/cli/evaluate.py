@@ -79,14 +79,14 @@ def evaluate(args: argparse.Namespace) -> None:
     shape = tuple(data.images.shape[2:])
     named = [spec for spec in args.refine if spec != OWN]
     optimisations, refinements = (
-        [optimisation(args, spec, data.ndim, data.channels, shape) for spec in specs]
-        for specs in (args.optimise, named)
+        [optimisation(args, spec, data.ndim, data.channels, shape, refine) for spec in specs]
+        for specs, refine in ((args.optimise, False), (named, True))
     )
 
     def own(model: ModelFile) -> Optimisation:
         vgg = getattr(args, "vgg_weights", None)
         metric = training_metric(model, ndim=data.ndim, channels=data.channels, vgg_weights=vgg)
-        return optimiser(args, metric, shape)
+        return optimiser(args, metric, shape, refine=True)
 
     methods = evaluation_methods(
         args.baseline,

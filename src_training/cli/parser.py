@@ -80,7 +80,10 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentG
     g.add_argument(
         "--iterations",
         metavar="N[,N...]",
-        help="Adam iterations per pyramid level, coarse to fine (default 100,50,25,5)",
+        help=(
+            "Adam iterations per pyramid level, coarse to fine "
+            "(default 100,50,25,5; 20,10,5 when refining a model)"
+        ),
     )
     g.add_argument(
         "--levels", type=_positive_int, metavar="L", help="pyramid levels (default: up to 4)"
@@ -92,7 +95,11 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentG
     linear.add_argument(
         "--rigid", dest="linear", action="store_const", const="rigid", help="rigid stage first"
     )
-    g.add_argument("--lam", type=float, help="regulariser weight (default: the metric's)")
+    g.add_argument(
+        "--lam",
+        type=float,
+        help="regulariser weight (default: the metric's; 1.5 times it when refining)",
+    )
     g.add_argument(
         "--transform",
         choices=("bspline", "dense"),

@@ -68,7 +68,9 @@ def register(args: argparse.Namespace) -> None:
     optimised = None
     if args.optimise:
         spec = args.metric or "ncc"
-        optimised = optimisation(args, spec, len(shape), fixed.shape[0], shape)
+        optimised = optimisation(
+            args, spec, len(shape), fixed.shape[0], shape, refine=model is not None
+        )
     labels = [_moving_labels(p, moving.shape[1:], fixed.shape[1:]) for p in args.labels]
     fixed_labels = None
     if args.fixed_labels:
@@ -221,7 +223,8 @@ def _register_series(model: ModelFile | None, args: argparse.Namespace, device: 
     optimised = None
     if args.optimise:
         spec = args.metric or "ncc"
-        optimised = optimisation(args, spec, ndim, stack.channels, tuple(frames.shape[2:]))
+        spatial = tuple(frames.shape[2:])
+        optimised = optimisation(args, spec, ndim, stack.channels, spatial, model is not None)
     suffix = image_suffix(ndim)
     files = [f"warped{suffix}", "displacements.npz", f"jacobians{suffix}"]
     if labels is not None:

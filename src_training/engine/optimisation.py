@@ -27,7 +27,11 @@ from src_training.optimisation import (
     optimise,
     optimise_pair,
 )
-from src_training.optimisation.config import MIN_LEVEL_SIZE
+from src_training.optimisation.config import (
+    MIN_LEVEL_SIZE,
+    REFINE_ITERATIONS,
+    REFINE_LAM_SCALE,
+)
 from src_training.optimisation.pyramid import max_levels
 from src_training.registration.inference import predict
 
@@ -96,6 +100,7 @@ def optimisation_config(
     transform: str = "bspline",
     diffeomorphic: bool = False,
     seed: int = 0,
+    refine: bool = False,
 ) -> OptimiseConfig:
     """Build the optimiser's settings from typed options (defaults where None).
 
@@ -116,6 +121,10 @@ def optimisation_config(
         Optimise a velocity field and integrate it.
     seed : int
         Seed of the run.
+    refine : bool
+        Whether the run refines a model's field: then the defaults are
+        :data:`~src_training.optimisation.config.REFINE_ITERATIONS` (3 levels) and the
+        metric's λ times :data:`~src_training.optimisation.config.REFINE_LAM_SCALE`.
 
     Returns
     -------
@@ -130,9 +139,12 @@ def optimisation_config(
         "diffeomorphic": diffeomorphic,
         "seed": seed,
     }
+    default = REFINE_ITERATIONS if refine else OptimiseConfig().iterations
+    assert isinstance(default, tuple)
+    if refine:
+        options["lam_scale"] = REFINE_LAM_SCALE
+        options["iterations"] = default
     if iterations is None and levels is not None:
-        default = OptimiseConfig().iterations
-        assert isinstance(default, tuple)
         options["iterations"] = (default[0],) * max(0, levels - len(default)) + default[-levels:]
     if iterations is not None:
         try:

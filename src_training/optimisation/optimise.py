@@ -151,7 +151,6 @@ def _resolve(config: OptimiseConfig, metric: Similarity, shape: tuple[int, ...])
     levels = config.levels or min(config.wanted_levels(), max_levels(shape))
     lam = config.lam
     if lam is None:
-        lam = DEFAULT_LAMBDA[metric.name] * (
-            BENDING_SCALE if config.regulariser == "bending" else 1.0
-        )
+        bending = BENDING_SCALE if config.regulariser == "bending" else 1.0
+        lam = DEFAULT_LAMBDA[metric.name] * bending * config.lam_scale
     return replace(config, levels=levels, lam=lam, iterations=config.level_iterations(levels))
