@@ -13,7 +13,7 @@ The coordinate convention of the whole project is defined here, once:
   ``align_corners=True``: voxel index ``0`` maps to ``-1`` and index ``n - 1`` to
   ``+1`` exactly, so voxel centres are sampled without offset. ``grid_sample``
   orders the coordinates of its grid last axis first (x, y[, z]); the flip happens
-  only in :func:`_sampling_grid`.
+  only in :func:`sample`, which every warp goes through.
 * Outside the image, values are taken from the nearest edge voxel
   (``padding="border"``) unless a caller asks for ``"zeros"`` or ``"reflection"``.
 """
@@ -74,25 +74,40 @@ def identity_grid(
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
-def _sampling_grid(disp: Tensor) -> Tensor:
-    """Turn a voxel displacement into the normalised grid ``grid_sample`` expects."""
-    shape = disp.shape[2:]
-    ndim = len(shape)
-    coords = identity_grid(shape, device=disp.device, dtype=disp.dtype) + disp
-    scale = torch.tensor(
-        [2.0 / (n - 1) if n > 1 else 0.0 for n in shape], device=disp.device, dtype=disp.dtype
-    )
-    coords = coords * scale.view(1, ndim, *([1] * ndim)) - 1.0
-    # (B, ndim, *shape) -> (B, *shape, ndim), then last axis first for grid_sample.
-    return coords.movedim(1, -1).flip(-1)
+def sample(
+    image: Tensor, positions: Tensor, *, interpolation: str = "linear", padding: str = "border"
+) -> Tensor:
+    """Sample ``image`` at voxel ``positions``: the one call of ``grid_sample``.
+
+    Parameters
+    ----------
+    image : Tensor
+        ``(B, C, *spatial)`` floating-point image.
+    positions : Tensor
+        ``(B, ndim, *out)`` voxel coordinates in ``image``; channel ``i`` along axis ``i``.
+    interpolation, padding : str
+        As for :func:`warp`.
+
+    Returns
+    -------
+    Tensor
+        ``(B, C, *out)`` in float32 (float64 for float64 input), outside any autocast.
+    """
+    if interpolation not in _INTERP:
+        raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, got {interpolation!r}")
+    ndim = image.dim() - 2
+    dtype = torch.promote_types(image.dtype, torch.float32)  # never sample in half precision
+    scale = [2.0 / (n - 1) if n > 1 else 0.0 for n in image.shape[2:]]
+    scale = torch.tensor(scale, device=image.device, dtype=dtype).view(1, ndim, *([1] * ndim))
+    with torch.autocast(image.device.type, enabled=False):
+        # (B, ndim, *out) -> (B, *out, ndim), then last axis first for grid_sample.
+        grid = (positions.to(dtype) * scale - 1.0).movedim(1, -1).flip(-1)
+        image, mode = image.to(dtype), _INTERP[interpolation]
+        return F.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=True)
 
 
 def warp(
-    image: Tensor,
-    disp: Tensor,
-    *,
-    interpolation: str = "linear",
-    padding: str = "border",
+    image: Tensor, disp: Tensor, *, interpolation: str = "linear", padding: str = "border"
 ) -> Tensor:
     """Warp an image with a displacement field: ``warped(x) = image(x + disp(x))``.
 
@@ -103,15 +118,13 @@ def warp(
         image across a batch of fields.
     disp : Tensor
         ``(B, ndim, *spatial)`` displacement in voxels (see the module docstring).
-    interpolation : {"linear", "nearest"}
-        Bi/trilinear or nearest-neighbour sampling.
-    padding : {"border", "zeros", "reflection"}
-        Value taken outside the image.
+    interpolation, padding : str
+        ``linear`` or ``nearest`` sampling; ``border``, ``zeros`` or ``reflection`` outside.
 
     Returns
     -------
     Tensor
-        The warped image, ``(B, C, *spatial)``.
+        The warped image, ``(B, C, *spatial)``, in the precision of :func:`sample`.
     """
     ndim = spatial_ndim(disp)
     if disp.shape[1] != ndim:
@@ -121,14 +134,11 @@ def warp(
             f"image spatial shape {tuple(image.shape[2:])} differs from the displacement "
             f"field's {tuple(disp.shape[2:])}"
         )
-    if interpolation not in _INTERP:
-        raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, got {interpolation!r}")
     if image.shape[0] == 1 and disp.shape[0] > 1:
         image = image.expand(disp.shape[0], *image.shape[1:])
-    grid = _sampling_grid(disp.to(image.dtype))
-    return F.grid_sample(
-        image, grid, mode=_INTERP[interpolation], padding_mode=padding, align_corners=True
-    )
+    dtype = torch.promote_types(image.dtype, torch.float32)
+    positions = identity_grid(disp.shape[2:], device=disp.device, dtype=dtype) + disp.to(dtype)
+    return sample(image, positions, interpolation=interpolation, padding=padding)
 
 
 def warp_labels(labels: Tensor, disp: Tensor) -> Tensor:
