@@ -3,7 +3,10 @@
 The returned trainer's :meth:`~src_training.training.trainer.Trainer.run` yields the
 progress events (steps and validations) and can be stopped between steps; its
 :meth:`~src_training.training.trainer.Trainer.model_file` is the trained model in
-memory, and with ``out`` the model, checkpoint and log are written as it goes.
+memory, and with ``out`` the model, checkpoint and log are written as it goes. The
+run's precision, ``torch.compile`` and how often losses are read are settings of the
+:class:`~src_training.training.trainer.TrainConfig`; activation checkpointing is an
+argument of the trainers' builders (it changes how the network runs, not what it is).
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ def features_trainer(
     kind: str = "segmentation",
     channels: Sequence[int] = (64, 128, 256),
     dice_weight: float = 0.0,
+    checkpointing: bool = False,
     out: str | Path | None = None,
     metadata: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
@@ -133,6 +137,9 @@ def features_trainer(
         Encoder channels.
     dice_weight : float
         Weight of the soft Dice term of segmentation.
+    checkpointing : bool
+        Activation checkpointing: recompute each U-Net stage in the backward pass
+        instead of keeping its activations (less memory, about one more forward pass).
     out : str or Path, optional
         Model file to write as training goes.
     metadata : dict, optional
@@ -164,6 +171,7 @@ def features_trainer(
         channels,
         kind=kind,
         dice_weight=dice_weight,
+        activation_checkpointing=checkpointing,
     )
     meta = {"task": "features", **(metadata or {})}
     return FeatureTrainer(network, config, train, val, out, meta, device, rank, world_size)
@@ -179,6 +187,7 @@ def registration_trainer(
     regulariser: str = "diffusion",
     channels: Sequence[int] = (64, 128, 256),
     diffeomorphic: bool = False,
+    checkpointing: bool = False,
     out: str | Path | None = None,
     metadata: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
@@ -203,7 +212,7 @@ def registration_trainer(
         Encoder channels.
     diffeomorphic : bool
         Predict a velocity field and integrate it.
-    out, metadata, device, rank, world_size
+    checkpointing, out, metadata, device, rank, world_size
         As for :func:`features_trainer`.
 
     Returns
@@ -212,7 +221,13 @@ def registration_trainer(
         Ready to :meth:`run`.
     """
     torch.manual_seed(config.seed)
-    network = RegistrationNet(train.ndim, train.channels, channels, diffeomorphic=diffeomorphic)
+    network = RegistrationNet(
+        train.ndim,
+        train.channels,
+        channels,
+        diffeomorphic=diffeomorphic,
+        activation_checkpointing=checkpointing,
+    )
     return RegistrationTrainer(
         network,
         config,
