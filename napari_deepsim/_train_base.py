@@ -15,13 +15,21 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container, FileEdit, FloatSpinBox, LineEdit, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from napari_deepsim._choices import guess_training, inputs, partner
-from napari_deepsim._controls import device_picker, layer_choices
+from napari_deepsim._controls import device_picker, layer_choices, precision_picker
 from napari_deepsim._loss_plot import LossPlot
 from napari_deepsim._models import trained_models
 from napari_deepsim._subscriptions import watch_layers
@@ -69,6 +77,9 @@ class TrainWidget(QWidget):
         self.lr.native.setDecimals(6)
         self.channels = LineEdit(label="channels", value="16,32,64")
         self.device = device_picker()
+        self.precision = precision_picker()
+        self.checkpointing = CheckBox(text="activation checkpointing (less memory)", value=False)
+        self.checkpointing.tooltip = "Recompute the network's stages in the backward pass"
         self.train_button = PushButton(text="Train")
         self.save_button = PushButton(text="Save…", enabled=False)
         self.status = QLabel("")
@@ -76,7 +87,16 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
         self.inputs = Container(widgets=self._input_widgets())
         self.settings = Container(
-            widgets=[self.steps, self.crop, self.lr, self.channels, self.device, self.train_button]
+            widgets=[
+                self.steps,
+                self.crop,
+                self.lr,
+                self.channels,
+                self.device,
+                self.precision,
+                self.checkpointing,
+                self.train_button,
+            ]
         )
         column = QVBoxLayout(self)
         column.addWidget(self.inputs.native)
@@ -128,6 +148,8 @@ class TrainWidget(QWidget):
             "lr": float(self.lr.value),
             "channels": parse_channels(str(self.channels.value), "channels"),
             "device": str(self.device.value),
+            "precision": str(self.precision.value),
+            "checkpointing": bool(self.checkpointing.value),
         }
 
     def _report(self, err: BaseException) -> None:
@@ -182,7 +204,8 @@ class TrainWidget(QWidget):
 
     def _on_event(self, event: Event) -> None:
         if hasattr(event, "loss"):
-            self.plot.add_loss(event.step, event.loss)
+            for step, loss in event.history:  # the losses read from the device at this step
+                self.plot.add_loss(step, loss)
             self.status.setText(f"step {event.step}/{event.steps}  loss {event.loss:.4g}")
             return
         key = "dice" if "dice" in event.scores else "loss"

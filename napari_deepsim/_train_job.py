@@ -114,6 +114,10 @@ class TrainJob:
         Encoder channels.
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    precision : str
+        ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+    checkpointing : bool
+        Activation checkpointing (less memory, about one more forward pass).
     kind : str
         Feature extractor kind (``segmentation`` or ``autoencoder``).
     metric : str
@@ -135,6 +139,8 @@ class TrainJob:
     lr: float
     channels: tuple[int, ...]
     device: str = "auto"
+    precision: str = "auto"
+    checkpointing: bool = False
     kind: str = "segmentation"
     metric: str = "ncc"
     lam: float = 0.5
@@ -266,7 +272,9 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     device = resolve_device(job.device)
     data, val = (job.train, job.val) if job.train is not None else read_folder(job)
     crop = min(job.crop, *data.images.shape[2:])
-    config = TrainConfig(steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every)
+    config = TrainConfig(
+        steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every, precision=job.precision
+    )
     metadata = {"source": "napari-deepsim training widget"}
     trainer: FeatureTrainer | RegistrationTrainer
     if job.task == "features":
@@ -276,6 +284,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             config,
             kind=job.kind,
             channels=job.channels,
+            checkpointing=job.checkpointing,
             metadata=metadata,
             device=device,
         )
@@ -297,6 +306,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             config,
             lam=job.lam,
             channels=job.channels,
+            checkpointing=job.checkpointing,
             metadata=metadata,
             device=device,
         )

@@ -52,7 +52,9 @@ def evaluate(args: argparse.Namespace) -> None:
     )
     pairs = evaluation_pairs(data, explicit, args.data)
     device = resolve_device(args.device)
-    methods = evaluation_methods(args.baseline, args.models, data, device, args.data)
+    methods = evaluation_methods(
+        args.baseline, args.models, data, device, args.data, precision=args.precision
+    )
     if "elastix" in args.baseline:
         print(f"elastix baseline: itk-elastix {elastix_version()}, default B-spline map")
     check_reference(methods, args.reference)

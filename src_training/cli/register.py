@@ -20,12 +20,14 @@ from src_training.engine.registration import (
 from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits, check_registration_memory
 from src_training.runtime.devices import resolve_device
+from src_training.runtime.precision import resolve_precision
 
 
 def register(args: argparse.Namespace) -> None:
     """``deepsim register``: warp a moving image (or a whole stack) with a trained model."""
     model = load_registration_model(args.model)
     device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     if args.series:
         if args.images:
             raise ValueError("give either FIXED MOVING or --series STACK, not both")
@@ -67,6 +69,7 @@ def register(args: argparse.Namespace) -> None:
             moving_labels=labels,
             fixed_labels=fixed_labels,
             names=names,
+            precision=args.precision,
         )
     )
     warped = result.warped
@@ -141,6 +144,7 @@ def _register_series(model: ModelFile, args: argparse.Namespace, device: object)
             batch_size=args.batch_size,
             labels=labels,
             what=args.series,
+            precision=args.precision,
         )
     )
     warped = result.warped

@@ -42,6 +42,9 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         augment=AugmentConfig(**{**augment.__dict__, "noise": args.noise}),
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
+        compile=args.compile,
+        log_every=args.log_every,
     )
 
 
@@ -116,6 +119,7 @@ def train_features(args: argparse.Namespace) -> None:
         channels=parse_channels(args.channels, "--channels"),
         what=args.data,
         dice_weight=args.dice_weight,
+        checkpointing=args.checkpointing,
         out=out,
         device=device,
         rank=context.rank,
@@ -150,6 +154,7 @@ def train_registration(args: argparse.Namespace) -> None:
         regulariser=args.regulariser,
         channels=parse_channels(args.channels, "--channels"),
         diffeomorphic=args.diffeomorphic,
+        checkpointing=args.checkpointing,
         out=out,
         device=device,
         rank=context.rank,

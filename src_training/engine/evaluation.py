@@ -26,6 +26,7 @@ from src_training.evaluation.scoring import (
 from src_training.evaluation.stats import against_reference
 from src_training.metrics.dice import mean_dice
 from src_training.registration.inference import check_model_fits
+from src_training.runtime.precision import resolve_precision
 
 BASELINES = ("identity", "elastix")
 
@@ -108,6 +109,7 @@ def evaluation_methods(
     data: Dataset,
     device: torch.device | str = "cpu",
     data_name: str = "the data",
+    precision: str = "auto",
 ) -> list[EvaluatedMethod]:
     """Build every baseline and model row, checked against the data before any work.
 
@@ -123,12 +125,15 @@ def evaluation_methods(
         Where the models run.
     data_name : str
         How messages name the data.
+    precision : str
+        Of the models: ``auto`` (bf16 on GPUs that support it), ``fp32``, ``bf16``, ``fp16``.
 
     Returns
     -------
     list of EvaluatedMethod
         Baselines first, then models in order.
     """
+    precision = resolve_precision(precision, device)
     methods: list[EvaluatedMethod] = []
     for baseline in dict.fromkeys(baselines):
         if baseline == "identity":
@@ -147,7 +152,8 @@ def evaluation_methods(
                 "give the model files different names"
             )
         metric = model.metadata.get("metric", "?")
-        methods.append(EvaluatedMethod(name, metric, network_method(model.network, device)))
+        method = network_method(model.network, device, precision)
+        methods.append(EvaluatedMethod(name, metric, method))
     return methods
 
 

@@ -216,6 +216,7 @@ def register_pair(
     extras: Sequence[tuple[np.ndarray, bool]] = (),
     names: tuple[str, str] = ("the fixed image", "the moving image"),
     timing_runs: int = 1,
+    precision: str = "auto",
 ) -> Generator[Progress, None, PairRegistration]:
     """Register ``moving`` onto ``fixed`` with a registration model.
 
@@ -239,6 +240,8 @@ def register_pair(
         How messages name the fixed and the moving image.
     timing_runs : int
         With more than 1, an untimed warm-up pass, then the fastest of this many.
+    precision : str
+        Of the network: ``auto`` (bf16 on GPUs that support it), ``fp32``, ``bf16``, ``fp16``.
 
     Yields
     ------
@@ -266,12 +269,13 @@ def register_pair(
             "pass the fixed image's labels"
         )
     check_registration_memory(model.network, shape, 1, device)
+    pair = (model.network, moving_n[None], fixed_n[None], device)
     if timing_runs > 1:
-        predict(model.network, moving_n[None], fixed_n[None], device)
+        predict(*pair, precision=precision)
     seconds = float("inf")
     for _ in range(max(1, timing_runs)):
         start = time.perf_counter()
-        disp = predict(model.network, moving_n[None], fixed_n[None], device)
+        disp = predict(*pair, precision=precision)
         seconds = min(seconds, time.perf_counter() - start)
     yield Progress(1, 2, "field predicted")
     result = PairRegistration(
@@ -316,6 +320,7 @@ def register_stack(
     raw_frames: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     what: str = "the stack",
+    precision: str = "auto",
 ) -> Generator[Progress, None, SeriesRegistration]:
     """Register every frame of a ``(T, C, *spatial)`` stack to one reference frame.
 
@@ -337,6 +342,8 @@ def register_stack(
         ``(T, *spatial)`` label stack: warped, and scored against the reference frame.
     what : str
         How messages name the stack.
+    precision : str
+        Of the network, as for :func:`register_pair`.
 
     Yields
     ------
@@ -358,7 +365,9 @@ def register_stack(
         )
     check_registration_memory(model.network, frames.shape[2:], n, device, batch_size)
     start = time.perf_counter()
-    series = register_series(model.network, frames, reference, device, batch_size, raw_frames)
+    series = register_series(
+        model.network, frames, reference, device, batch_size, raw_frames, precision
+    )
     seconds = time.perf_counter() - start
     disp = series.displacements
     yield Progress(1, 2, "fields predicted")

@@ -17,7 +17,8 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what the user may ask for
+from src_training.runtime.devices import PRECISION_CHOICES as PRECISIONS
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _INTERP = {"linear": "bilinear", "nearest": "nearest"}
+_FAR = 1e4  # normalised coordinates beyond it are clamped (outside the image either way)
 
 
 def spatial_ndim(field: Tensor) -> int:
@@ -95,15 +96,17 @@ def sample(
     """
     if interpolation not in _INTERP:
         raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, got {interpolation!r}")
-    ndim = image.dim() - 2
     dtype = torch.promote_types(image.dtype, torch.float32)  # never sample in half precision
     scale = [2.0 / (n - 1) if n > 1 else 0.0 for n in image.shape[2:]]
-    scale = torch.tensor(scale, device=image.device, dtype=dtype).view(1, ndim, *([1] * ndim))
+    ones = [1] * (image.dim() - 2)
+    scale = torch.tensor(scale, device=image.device, dtype=dtype).view(1, -1, *ones)
     with torch.autocast(image.device.type, enabled=False):
+        positions = positions.to(dtype)  # NaN/inf would index outside memory: clamp them
+        grid = (positions * scale - 1.0).nan_to_num(0.0).clamp(-_FAR, _FAR)
         # (B, ndim, *out) -> (B, *out, ndim), then last axis first for grid_sample.
-        grid = (positions.to(dtype) * scale - 1.0).movedim(1, -1).flip(-1)
-        image, mode = image.to(dtype), _INTERP[interpolation]
-        return F.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=True)
+        grid, image, mode = grid.movedim(1, -1).flip(-1), image.to(dtype), _INTERP[interpolation]
+        out = F.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=True)
+        return out + 0.0 * positions.sum(dim=1, keepdim=True)  # ... and come out NaN
 
 
 def warp(
@@ -130,12 +133,9 @@ def warp(
     if disp.shape[1] != ndim:
         raise ValueError(f"a {ndim}D displacement needs {ndim} channels, got {disp.shape[1]}")
     if image.shape[2:] != disp.shape[2:]:
-        raise ValueError(
-            f"image spatial shape {tuple(image.shape[2:])} differs from the displacement "
-            f"field's {tuple(disp.shape[2:])}"
-        )
-    if image.shape[0] == 1 and disp.shape[0] > 1:
-        image = image.expand(disp.shape[0], *image.shape[1:])
+        shape, field = tuple(image.shape[2:]), tuple(disp.shape[2:])
+        raise ValueError(f"the image's spatial shape {shape} differs from the field's {field}")
+    image = image.expand(len(disp), *image.shape[1:]) if len(image) == 1 else image
     dtype = torch.promote_types(image.dtype, torch.float32)
     positions = identity_grid(disp.shape[2:], device=disp.device, dtype=dtype) + disp.to(dtype)
     return sample(image, positions, interpolation=interpolation, padding=padding)
