@@ -47,8 +47,9 @@ def compile_failure(error: BaseException) -> ValueError | None:
     """
     if not type(error).__module__.startswith(_COMPILER_MODULES):
         return None
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    cause = lines[0] if lines else type(error).__name__
+    inner = getattr(error, "inner_exception", None) or error  # what the backend raised
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    cause = f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
     if len(cause) > 160:
         cause = cause[:157] + "..."
     return ValueError(
