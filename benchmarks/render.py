@@ -12,6 +12,7 @@ from benchmarks import (
     bench_registration,
     bench_scaling,
     bench_series,
+    bench_train_path,
     bench_train_step,
     sections,
 )
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "series": bench_series,
     "memory3d": bench_memory3d,
     "scaling": bench_scaling,
+    "train_path": bench_train_path,
 }
 
 
@@ -76,6 +78,7 @@ def render() -> Path:
         "series": sections.series,
         "memory3d": sections.memory3d,
         "scaling": sections.scaling,
+        "train_path": sections.train_path,
     }
     records = {name: record for name in BENCHMARKS if (record := _load(name)) is not None}
     texts, targets = [], []
@@ -128,7 +131,11 @@ into the repository); trained models: `../runs`.
   cores (other jobs), torch's OpenMP threads wait for each other and timings can
   double. The recorded run had the machine to itself. The rows of one table were
   measured in the same run.
-- **GPU**: none on this machine; no GPU number was measured.
+- **GPU**: none on this machine; no GPU number was measured. The GPU check is prepared:
+  `python -m benchmarks.gpu` on a machine with one GPU (about 6 minutes) records
+  inference, series, 3D training memory, the data wait and a time-boxed training with
+  the device's name in `benchmarks/results/gpu.json`; `--smoke` runs it at tiny sizes
+  on any device (the test suite does).
 
 ## Machine
 

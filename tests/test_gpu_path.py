@@ -307,3 +307,23 @@ def test_non_finite_displacements_warp_to_nan_instead_of_reading_outside_memory(
         assert out.isnan().sum() == 2 and out.isfinite().sum() == out.numel() - 2
         out.nan_to_num().sum().backward()
     assert image.grad.isfinite().all()
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_check_runs_at_tiny_sizes_on_the_cpu(tmp_path):
+    import json
+
+    from benchmarks import gpu
+
+    path = gpu.main(["--smoke", "--device", "cpu", "--out", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert record["smoke"] and record["device"] == "cpu" and record["machine"]["cpu"]
+    assert len(record["inference"]) == 3
+    assert all(row["fp32_s"] > 0 and row["bf16_s"] > 0 for row in record["inference"])
+    assert record["series"]["frames_per_s"] > 0
+    assert [row["variant"] for row in record["train3d"]] == list(gpu.VARIANTS_3D)
+    assert 0 <= record["data_wait"]["data_wait_fraction"] < 1
+    models = {row["model"]: row for row in record["training"]}
+    assert set(models) == {"feature extractor (segmentation)", "deepsim", "ncc", "identity"}
+    assert all(0 < models[name]["dice"] <= 1 for name in ("deepsim", "ncc", "identity"))
+    assert record["seconds"] < 60
