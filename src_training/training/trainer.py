@@ -25,7 +25,6 @@ non-finite loss has touched. The networks run in the configured precision
 from __future__ import annotations
 
 import csv
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +53,7 @@ from src_training.training.events import (
     last_checkpoint_path,
     log_path,
 )
+from src_training.training.losses import DeviceLosses
 
 
 class Trainer:
@@ -119,8 +119,7 @@ class Trainer:
         self.scaler = gradient_scaler(self.device, self.precision)
         self.sampler = self._make_sampler()
         self.batches = TrainingBatches(train, config.crop, config.augment, config.seed, self.device)
-        self._pending: list[tuple[int, float, list[str], Tensor]] = []
-        self._last_read: tuple[float, dict[str, float]] = (float("nan"), {})
+        self.losses = DeviceLosses()
         self._diverged = False
 
     # --- what the two trainers define -------------------------------------------------
@@ -282,7 +281,7 @@ class Trainer:
                     self.scaler.update()
                     self.step += 1
                     seconds = time.perf_counter() - start
-                    self._pending.append((self.step, seconds, list(terms), _values(loss, terms)))
+                    self.losses.add(self.step, seconds, loss, terms)
                     last = self.step == config.steps
                     validate = self.val_data is not None and (
                         self.step % config.val_every == 0 or last
@@ -290,7 +289,7 @@ class Trainer:
                     checkpoint = self.step % config.checkpoint_every == 0 or last
                     read = self.step % self.log_every == 0 or self.step == first + 1
                     history = self._read_losses() if read or validate or checkpoint else []
-                    loss_value, term_values = self._last_read
+                    loss_value, term_values = self.losses.last
                     event = StepEvent(
                         self.step, config.steps, loss_value, term_values, seconds, tuple(history)
                     )
@@ -322,39 +321,23 @@ class Trainer:
         return loss, terms
 
     def _read_losses(self) -> list[tuple[int, float]]:
-        """Read the pending losses from the device (one sync), check them and log them.
+        """Read the pending losses (one sync), log them, and stop at a non-finite one.
 
         Returns
         -------
         list of (int, float)
             ``(step, loss)`` of every step read, oldest first.
-
-        Raises
-        ------
-        FloatingPointError
-            At the first non-finite loss; the rows before it are logged.
         """
-        if not self._pending:
-            return []
-        pending, self._pending = self._pending, []
-        values = torch.stack([v for *_, v in pending]).tolist()
-        rows, history = [], []
-        try:
-            for (step, seconds, names, _), (loss, *parts) in zip(pending, values, strict=True):
-                if not math.isfinite(loss):
-                    self._diverged = True
-                    raise FloatingPointError(
-                        f"the loss became {loss} at step {step}; lower --lr or check the data "
-                        "for NaN/inf (the last good checkpoint is kept)"
-                    )
-                terms = dict(zip(names, parts, strict=True))
-                rows.append({"step": step, "seconds": f"{seconds:.3f}", "loss": loss, **terms})
-                history.append((step, loss))
-                self._last_read = (loss, terms)
-        finally:
-            if rows and self.is_main and self.out is not None:
-                self._write_log(rows)
-        return history
+        rows, bad = self.losses.read()
+        if rows and self.is_main and self.out is not None:
+            self._write_log(rows)
+        if bad is not None:
+            self._diverged = True
+            raise FloatingPointError(
+                f"the loss became {bad[1]} at step {bad[0]}; lower --lr or check the data "
+                "for NaN/inf (the last good checkpoint is kept)"
+            )
+        return [(row["step"], row["loss"]) for row in rows]
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.network.parameters())
@@ -382,8 +365,3 @@ class Trainer:
         return ValidationEvent(
             self.step, self.config.steps, scores, best, time.perf_counter() - start
         )
-
-
-def _values(loss: Tensor, terms: dict[str, Tensor]) -> Tensor:
-    """Stack the loss and its parts into one float32 vector, detached, on the device."""
-    return torch.stack([loss.detach().float(), *(t.detach().float() for t in terms.values())])
