@@ -4,6 +4,7 @@ Everything here runs on the CPU: the device-side code is device-agnostic, so the
 code that a GPU runs is exercised with ``device="cpu"``.
 """
 
+import contextlib
 import csv
 
 import numpy as np
@@ -327,3 +328,20 @@ def test_the_prepared_gpu_check_runs_at_tiny_sizes_on_the_cpu(tmp_path):
     assert set(models) == {"feature extractor (segmentation)", "deepsim", "ncc", "identity"}
     assert all(0 < models[name]["dice"] <= 1 for name in ("deepsim", "ncc", "identity"))
     assert record["seconds"] < 60
+
+
+def test_training_inside_a_callers_autocast_region_uses_the_current_weights(monkeypatch):
+    """Autocast keeps its weight casts until its outermost region ends: not a whole run."""
+
+    def weights(outer):
+        trainer = _trainer(steps=3, precision="bf16")
+        with outer:
+            list(trainer.run())
+        return list(trainer.network.state_dict().values())
+
+    plain = weights(torch.autocast("cpu", enabled=False))
+    for a, b in zip(weights(contextlib.nullcontext()), plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    monkeypatch.setattr(torch, "clear_autocast_cache", lambda: None)  # the bug it prevents
+    stale = weights(torch.autocast("cpu", enabled=False))
+    assert any(not torch.equal(a, b) for a, b in zip(stale, plain, strict=True))

@@ -311,6 +311,9 @@ class Trainer:
         try:
             with autocast(self.device, self.precision):
                 loss, terms = self._loss(images, labels)
+            # Leaving autocast forgets its half-precision copies of the weights, but not
+            # inside a caller's autocast region: the next step would use stale copies.
+            torch.clear_autocast_cache()
             self.optimiser.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
         except Exception as err:
