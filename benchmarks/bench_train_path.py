@@ -2,7 +2,7 @@
 
 One ``RegistrationTrainer`` step as ``deepsim train`` runs it: NCC, U-Net channels
 64,128,256, batch 4, random 256x256 crops of ISBI 2012 EM sections 0-24. "Before" is
-the code of commit :data:`BEFORE` (the per-pair CPU crop and augmentation, a host sync
+the code of commit 1ab904a (``BEFORE``: the per-pair CPU crop and augmentation, a host sync
 and a log row per step; bf16 by wrapping the run in CPU autocast), exported with
 ``git archive`` and imported in place of this checkout's ``src_training`` (its bf16
 run sits in one autocast region, which keeps the first step's bfloat16 copies of the
@@ -20,7 +20,7 @@ timed steps spent preparing the batch (``Trainer._batch``; on the CPU every oper
 is synchronous, so that is the time the step waits for its data).
 
 The Dice check trains the same NCC model (same seed, same batches) in fp32 and bf16
-for :data:`DICE_STEPS` steps on 128-pixel crops (the paper's learning rate, 1e-4, and
+for 150 steps (``DICE_STEPS``) on 128-pixel crops (the paper's learning rate, 1e-4, and
 λ = 1/32, NCC's λ on ISBI in docs/reproduction.md) and scores both on the consecutive
 pairs of ISBI sections 25-29, the benchmark's held-out sections. A run this short
 stays near the identity's Dice (a learning rate of 1e-3 moved both below it within 150
@@ -215,7 +215,7 @@ def run(steps: int = 5, rounds: int = 2, dice: bool = True) -> dict:
             dice_rows.append({**row, **result})
     elif (RESULTS / "train_path.json").is_file():
         dice_rows = json.loads((RESULTS / "train_path.json").read_text())["dice"]
-    record = save("train_path", rows, dice=dice_rows, before=BEFORE, batch=BATCH, crop=CROP)
+    record = save("train_path", rows, dice=dice_rows, before_commit=BEFORE, batch=BATCH, crop=CROP)
     print(table(summary(rows), SUMMARY_COLUMNS))
     print(table(dice_rows, DICE_COLUMNS))
     return record
