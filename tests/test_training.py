@@ -185,8 +185,9 @@ def _saved_for_backward(trainer):
         storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
+    images, labels = trainer._batch(next(trainer.sampler.batches(start_step=0)))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        trainer._loss(next(trainer.sampler.batches(start_step=0)))
+        trainer._loss(images, labels)
     weights = {p.untyped_storage().data_ptr() for p in trainer.network.parameters()}
     return sum(n for ptr, n in storages.items() if ptr not in weights)
 
