@@ -345,3 +345,32 @@ def test_training_inside_a_callers_autocast_region_uses_the_current_weights(monk
     monkeypatch.setattr(torch, "clear_autocast_cache", lambda: None)  # the bug it prevents
     stale = weights(torch.autocast("cpu", enabled=False))
     assert any(not torch.equal(a, b) for a, b in zip(stale, plain, strict=True))
+
+
+def test_the_predictions_that_refinements_start_from_run_in_the_chosen_precision(monkeypatch):
+    from src_training.engine import optimisation, registration, series
+    from src_training.networks.modelio import ModelFile
+    from src_training.optimisation import OptimiseConfig
+    from src_training.registration import inference
+
+    seen = []
+
+    def spy(*args, precision="fp32", **kwargs):
+        seen.append(precision)
+        return inference.predict(*args, precision=precision, **kwargs)
+
+    for module in (optimisation, registration, series):
+        monkeypatch.setattr(module, "predict", spy)
+    network = RegistrationNet(2, channels=SMALL)
+    model = ModelFile(network, {"kind": "registration", "network": network.config()})
+    frames = _data(range(3)).images[:, :, :32, :32]
+    refine = optimisation.Optimisation(build_metric("mse"), OptimiseConfig(iterations=(2,)))
+    pair = registration.register_pair(
+        model, frames[0], frames[1], optimisation=refine, precision="bf16"
+    )
+    registration.run_to_end(pair)
+    stack = series.register_stack(model, frames, 0, optimisation=refine, precision="bf16")
+    registration.run_to_end(stack)
+    method = optimisation.optimisation_method(refine, model, precision="bf16")
+    method(frames[1], frames[0], _data(range(1)).labels[0, :32, :32])
+    assert seen == ["bf16"] * 4  # the pair, the stack's two other frames, the evaluation row
