@@ -13,7 +13,7 @@ transform and the warped moving image (ours: ``registration.predict`` under
 also resamples the image).
 The first of our pairs is run once more beforehand as a warm-up (in 3D a 32³ pair).
 "Ours, before" is the same network called as before the channels-last change
-(``benchmarks/reference.py``); "bf16 autocast" is ``predict(..., bf16=True)``, an
+(``benchmarks/reference.py``); "bf16 autocast" is ``predict(..., precision="bf16")``, an
 opt-in that trades about 1% of the displacement's precision for speed. "Smaller
 network" is the DeepSim model of ``scripts/reproduce.py`` (channels 16,32,64, a quarter
 of the multiply-adds of 32,64,128, trained for 300 steps), where that run exists.
@@ -68,7 +68,11 @@ def elastix(moving: np.ndarray, fixed: np.ndarray, labels: np.ndarray | None):
 def ours(network: RegistrationNet, moving: np.ndarray, fixed: np.ndarray, labels, method="ours"):
     """The same for our network on ``(1, C, *spatial)`` arrays (``method``: one of METHODS)."""
     m, f = torch.from_numpy(moving), torch.from_numpy(fixed)
-    predictor = {"ours": predict, BF16: partial(predict, bf16=True), BEFORE: predict_contiguous}
+    predictor = {
+        "ours": predict,
+        BF16: partial(predict, precision="bf16"),
+        BEFORE: predict_contiguous,
+    }
     start = time.perf_counter()
     disp, _ = register_pair(network, m, f, predictor[method])
     seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ from benchmarks import (
     bench_registration,
     bench_scaling,
     bench_series,
+    bench_train_path,
     bench_train_step,
     sections,
 )
@@ -29,6 +30,7 @@ written by `scripts/optimise_study.py` (it runs `deepsim evaluate`, not this mod
 
 ![seconds per pair against Dice, clean](optimisation/time_vs_dice_noise0.png)
 """
+AFTER_OPTIMISATION = {"train_path"}  # section 8 follows the optimisation's section 7
 BENCHMARKS = {
     "ncc": bench_ncc,
     "train_step": bench_train_step,
@@ -36,6 +38,7 @@ BENCHMARKS = {
     "series": bench_series,
     "memory3d": bench_memory3d,
     "scaling": bench_scaling,
+    "train_path": bench_train_path,
 }
 
 
@@ -86,12 +89,13 @@ def render() -> Path:
         "series": sections.series,
         "memory3d": sections.memory3d,
         "scaling": sections.scaling,
+        "train_path": sections.train_path,
     }
     records = {name: record for name in BENCHMARKS if (record := _load(name)) is not None}
-    texts, targets = [], []
+    texts, later, targets = [], [], []
     for name, record in records.items():
         text, target = writers[name](record)
-        texts.append(text)
+        (later if name in AFTER_OPTIMISATION else texts).append(text)
         targets += target
     run = _load("run")
     duration = ""
@@ -138,7 +142,11 @@ into the repository); trained models: `../runs`.
   cores (other jobs), torch's OpenMP threads wait for each other and timings can
   double. The recorded run had the machine to itself. The rows of one table were
   measured in the same run.
-- **GPU**: none on this machine; no GPU number was measured.
+- **GPU**: none on this machine; no GPU number was measured. The GPU check is prepared:
+  `python -m benchmarks.gpu` on a machine with one GPU (about 6 minutes) records
+  inference, series, 3D training memory, the data wait and a time-boxed training with
+  the device's name in `benchmarks/results/gpu.json`; `--smoke` runs it at tiny sizes
+  on any device (the test suite does).
 
 ## Machine
 
@@ -149,6 +157,7 @@ into the repository); trained models: `../runs`.
 {table(targets, target_columns)}
 
 {chr(10).join(texts)}
-{OPTIMISATION}"""
+{OPTIMISATION}
+{chr(10).join(later)}"""
     PAGE.write_text(page)
     return PAGE

@@ -81,7 +81,7 @@ def training_step(
     2D at ``crop`` uses random crops of ISBI sections 0-24 as training does; otherwise
     the pair of :func:`pair_dataset` at ``size``. ``variant``: ``default``,
     ``out-of-place`` (LeakyReLU as before its in-place change), ``checkpointing``,
-    ``bf16`` (CPU autocast) or ``checkpointing+bf16``.
+    ``bf16`` (``--precision bf16``: CPU autocast) or ``checkpointing+bf16``.
     """
     torch.manual_seed(0)
     network = RegistrationNet(
@@ -93,8 +93,14 @@ def training_step(
         train = data.isbi().subset(range(25))
     else:
         train = pair_dataset(ndim, None if size is None else tuple(size))
+    precision = "bf16" if "bf16" in variant else "fp32"
     config = TrainConfig(
-        steps=steps, batch_size=batch, crop=crop, val_every=10**9, checkpoint_every=10**9
+        steps=steps,
+        batch_size=batch,
+        crop=crop,
+        val_every=10**9,
+        checkpoint_every=10**9,
+        precision=precision,
     )
     trainer = RegistrationTrainer(
         network,
@@ -111,10 +117,9 @@ def training_step(
     rss_before = start_peak()
     ends = []
     losses = []
-    with autocast:
-        for event in trainer.run():
-            ends.append(event.seconds)
-            losses.append(event.loss)
+    for event in trainer.run():
+        ends.append(event.seconds)
+        losses.append(event.loss)
     times = np.diff([0.0, *ends]).tolist()
     timed = times[1:] or times  # a single step is timed with its warm-up costs
     result = {

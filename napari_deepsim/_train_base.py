@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -31,7 +32,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 
 from napari_deepsim._choices import guess_training, inputs, partner
-from napari_deepsim._controls import device_picker, layer_choices
+from napari_deepsim._controls import device_picker, layer_choices, precision_picker
 from napari_deepsim._loss_plot import LossPlot
 from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._subscriptions import watch_layers
@@ -84,6 +85,9 @@ class TrainWidget(QWidget):
         )
         self.start_from.tooltip = "Fine-tune a built-in model instead of training from new weights"
         self.device = device_picker()
+        self.precision = precision_picker()
+        self.checkpointing = CheckBox(text="activation checkpointing (less memory)", value=False)
+        self.checkpointing.tooltip = "Recompute the network's stages in the backward pass"
         self.train_button = PushButton(text="Train")
         self.save_button = PushButton(text="Save…", enabled=False)
         self.status = QLabel("")
@@ -98,6 +102,8 @@ class TrainWidget(QWidget):
                 self.start_from,
                 self.channels,
                 self.device,
+                self.precision,
+                self.checkpointing,
                 self.train_button,
             ]
         )
@@ -165,6 +171,8 @@ class TrainWidget(QWidget):
             "channels": None if init else parse_channels(str(self.channels.value), "channels"),
             "device": str(self.device.value),
             "init": init or None,
+            "precision": str(self.precision.value),
+            "checkpointing": bool(self.checkpointing.value),
         }
 
     def _report(self, err: BaseException) -> None:
@@ -219,7 +227,8 @@ class TrainWidget(QWidget):
 
     def _on_event(self, event: Event) -> None:
         if hasattr(event, "loss"):
-            self.plot.add_loss(event.step, event.loss)
+            for step, loss in event.history:  # the losses read from the device at this step
+                self.plot.add_loss(step, loss)
             self.status.setText(f"step {event.step}/{event.steps}  loss {event.loss:.4g}")
             return
         key = "dice" if "dice" in event.scores else "loss"

@@ -114,6 +114,10 @@ class TrainJob:
         Encoder channels; None with ``init`` (its channels).
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    precision : str
+        ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+    checkpointing : bool
+        Activation checkpointing (less memory, about one more forward pass).
     kind : str
         Feature extractor kind (``segmentation`` or ``autoencoder``).
     metric : str
@@ -137,6 +141,8 @@ class TrainJob:
     lr: float
     channels: tuple[int, ...] | None
     device: str = "auto"
+    precision: str = "auto"
+    checkpointing: bool = False
     kind: str = "segmentation"
     metric: str = "ncc"
     lam: float = 0.5
@@ -269,7 +275,9 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     device = resolve_device(job.device)
     data, val = (job.train, job.val) if job.train is not None else read_folder(job)
     crop = min(job.crop, *data.images.shape[2:])
-    config = TrainConfig(steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every)
+    config = TrainConfig(
+        steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every, precision=job.precision
+    )
     metadata = {"source": "napari-deepsim training widget"}
     trainer: FeatureTrainer | RegistrationTrainer
     if job.task == "features":
@@ -280,6 +288,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             kind=job.kind,
             channels=job.channels,
             init=job.init,
+            checkpointing=job.checkpointing,
             metadata=metadata,
             device=device,
         )
@@ -302,6 +311,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             lam=job.lam,
             channels=job.channels,
             init=job.init,
+            checkpointing=job.checkpointing,
             metadata=metadata,
             device=device,
         )

@@ -207,7 +207,7 @@ def test_predict_in_bf16_runs_the_convolutions_in_bf16_and_stays_close(shape):
     dtypes = []
     network.unet.head.register_forward_hook(lambda _m, _a, out: dtypes.append(out.dtype))
     exact = predict(network, moving, fixed)
-    fast = predict(network, moving, fixed, bf16=True)
+    fast = predict(network, moving, fixed, precision="bf16")
     assert dtypes == [torch.float32, torch.bfloat16]
     assert fast.dtype == torch.float32 and fast.shape == exact.shape
     assert not torch.equal(fast, exact)

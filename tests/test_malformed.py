@@ -27,6 +27,7 @@ import pytest
 import tifffile
 import torch
 from PIL import Image
+from torch._inductor.exc import InvalidCxxCompiler
 
 from src_training.cli import main
 from src_training.data.datasets import load_dataset, load_image_file, parse_frames
@@ -48,6 +49,7 @@ from src_training.registration.inference import (
 from src_training.runtime import memory
 from src_training.runtime.devices import resolve_device
 from src_training.runtime.memory import check_training_memory
+from src_training.runtime.precision import resolve_precision
 from src_training.spatial.fieldio import FieldFile, load_field, save_field
 from src_training.training.trainer import TrainConfig
 from src_training.training.trainers import RegistrationTrainer
@@ -410,6 +412,44 @@ def _(w: Workspace) -> Case:
 @case("nan-lambda")
 def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "mse", "--lam", "nan"))
+
+
+@case("unknown-precision")
+def _(w: Workspace) -> Case:
+    return Case(
+        w.train("--metric", "mse", "--precision", "fp8"), lambda: TrainConfig(precision="fp8")
+    )
+
+
+@case("unknown-precision-in-register")
+def _(w: Workspace) -> Case:
+    args = w.register(w.image(), w.image("moving.tif"), "--precision", "half")
+    return Case(args, lambda: resolve_precision("half", "cpu"))
+
+
+@case("bf16-on-a-gpu-without-it")
+def _(w: Workspace) -> Case:
+    w.monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    w.monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: False)
+    w.monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Tesla T4")
+    options = ("--precision", "bf16", "--device", "cuda")
+    return Case(w.register(w.image(), w.image("moving.tif"), *options))
+
+
+@case("compile-failure")
+def _(w: Workspace) -> Case:
+    class Broken(torch.nn.Module):
+        """What torch.compile gives without a working C++ compiler: a failure at the first call."""
+
+        def __init__(self, network: torch.nn.Module) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, *_args: torch.Tensor) -> torch.Tensor:
+            raise InvalidCxxCompiler()
+
+    w.monkeypatch.setattr("src_training.training.trainer.compile_network", Broken)
+    return Case(w.train("--metric", "mse", "--compile"))
 
 
 @case("zero-steps")

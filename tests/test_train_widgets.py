@@ -59,6 +59,16 @@ def _train(qtbot, widget):
     return worker
 
 
+def test_precision_and_checkpointing_reach_the_trained_network(viewer, qtbot, errors):
+    widget = _dock(viewer, "Train registration model")
+    _setup(widget, viewer, precision="bf16", checkpointing=True)
+    _train(qtbot, widget)
+    assert errors == []
+    assert widget.model.metadata["precision"] == "bf16"
+    assert widget.model.network.unet.activation_checkpointing
+    assert [step for step, _ in widget.plot.losses] == [1, 2, 3]
+
+
 def test_features_then_deepsim_registration_saved_and_offered(
     viewer, make_napari_viewer, qtbot, errors, tmp_path
 ):

@@ -185,8 +185,9 @@ def _saved_for_backward(trainer):
         storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
+    images, labels = trainer._batch(next(trainer.sampler.batches(start_step=0)))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        trainer._loss(next(trainer.sampler.batches(start_step=0)))
+        trainer._loss(images, labels)
     weights = {p.untyped_storage().data_ptr() for p in trainer.network.parameters()}
     return sum(n for ptr, n in storages.items() if ptr not in weights)
 
@@ -241,3 +242,13 @@ def test_training_that_would_not_fit_is_refused_before_the_first_step(tmp_path, 
     assert list(tmp_path.iterdir()) == []
     free(None)  # where free memory cannot be known, nothing is refused
     assert list(_reg_trainer(tmp_path / "r.pt", steps=1).run())
+
+
+def test_the_memory_check_counts_half_precision_activations_as_two_bytes(monkeypatch):
+    network = RegistrationNet(2, channels=SMALL)
+    fp32 = training_memory(network, (32, 32), 2)
+    assert training_memory(network, (32, 32), 2, bytes_per_value=2) < fp32
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": fp32 - 1)
+    with pytest.raises(ValueError, match=r"^a training step \(batch 2, 32x32 voxels\) needs"):
+        _reg_trainer()
+    assert _reg_trainer(precision="bf16").precision == "bf16"  # fits in bf16

@@ -97,6 +97,7 @@ def evaluate(args: argparse.Namespace) -> None:
         optimisations,
         refinements,
         own if OWN in args.refine else None,
+        precision=args.precision,
     )
     if "elastix" in args.baseline:
         print(f"elastix baseline: itk-elastix {elastix_version()}, default B-spline map")

@@ -73,6 +73,30 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
     )
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     g.add_argument("--noise", type=float, default=0.0, help="std of added intensity noise")
+    g = p.add_argument_group("speed and memory")
+    _add_precision_option(g)
+    g.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="activation checkpointing: recompute U-Net stages in the backward pass (less memory)",
+    )
+    g.add_argument("--compile", action="store_true", help="run the network through torch.compile")
+    g.add_argument(
+        "--log-every",
+        type=_positive_int,
+        metavar="N",
+        help="read the losses from the device every N steps (default 1 on a CPU, 10 on a GPU)",
+    )
+
+
+def _add_precision_option(g: argparse._ActionsContainer) -> None:
+    g.add_argument(
+        "--precision",
+        default="auto",
+        metavar="P",
+        help="auto, fp32, bf16 or fp16 (autocast of the networks); auto = bf16 on GPUs that "
+        "support it, fp32 on CPUs",
+    )
 
 
 def _add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -221,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing results in DIR")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="frames per pass")
+    _add_precision_option(p)
     g = _add_optimisation_options(p)
     g.add_argument(
         "--optimise",
@@ -273,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="auto")
+    _add_precision_option(p)
     g = p.add_argument_group("statistics")
     g.add_argument(
         "--reference",

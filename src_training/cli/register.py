@@ -25,6 +25,7 @@ from src_training.engine.series import SeriesRegistration, register_stack, serie
 from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits, check_registration_memory
 from src_training.runtime.devices import resolve_device
+from src_training.runtime.precision import resolve_precision
 from src_training.spatial.fieldio import FieldFile, provenance, save_field
 
 
@@ -43,6 +44,7 @@ def register(args: argparse.Namespace) -> None:
         )
     model = load_registration_model(args.model) if args.model else None
     device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     if args.series:
         if args.images:
             raise ValueError("give either FIXED MOVING or --series STACK, not both")
@@ -106,6 +108,7 @@ def register(args: argparse.Namespace) -> None:
             fixed_labels=fixed_labels,
             names=names,
             optimisation=optimised,
+            precision=args.precision,
         )
     )
     _warn(result.warnings)
@@ -244,6 +247,7 @@ def _register_series(model: ModelFile | None, args: argparse.Namespace, device: 
             labels=labels,
             what=args.series,
             optimisation=optimised,
+            precision=args.precision,
         )
     )
     _warn(result.warnings)

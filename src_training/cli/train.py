@@ -42,6 +42,9 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         augment=AugmentConfig(**{**augment.__dict__, "noise": args.noise}),
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
+        compile=args.compile,
+        log_every=args.log_every,
     )
 
 
@@ -121,6 +124,7 @@ def train_features(args: argparse.Namespace) -> None:
         init=args.init,
         what=args.data,
         dice_weight=args.dice_weight,
+        checkpointing=args.checkpointing,
         out=out,
         device=device,
         rank=context.rank,
@@ -156,6 +160,7 @@ def train_registration(args: argparse.Namespace) -> None:
         channels=_channels(args),
         diffeomorphic=args.diffeomorphic,
         init=args.init,
+        checkpointing=args.checkpointing,
         out=out,
         device=device,
         rank=context.rank,

@@ -28,6 +28,7 @@ from src_training.evaluation.stats import against_reference
 from src_training.metrics.dice import mean_dice
 from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits
+from src_training.runtime.precision import resolve_precision
 
 BASELINES = ("identity", "elastix")
 
@@ -113,6 +114,7 @@ def evaluation_methods(
     optimisations: Sequence[Optimisation] = (),
     refinements: Sequence[Optimisation] = (),
     own: Callable[[ModelFile], Optimisation] | None = None,
+    precision: str = "auto",
 ) -> list[EvaluatedMethod]:
     """Build every baseline and model row, checked against the data before any work.
 
@@ -136,12 +138,16 @@ def evaluation_methods(
         Given a model, the optimisation that refines its prediction with the metric it
         was trained with (a ``MODEL+own`` row after its refinements); e.g.
         ``lambda model: Optimisation(training_metric(model, ...), config)``.
+    precision : str
+        Of the models: ``auto`` (bf16 on GPUs that support it), ``fp32``, ``bf16``, ``fp16``
+        (also their predictions that refinements start from; optimisations run in float32).
 
     Returns
     -------
     list of EvaluatedMethod
         Baselines, optimisations, then each model followed by its refinements.
     """
+    precision = resolve_precision(precision, device)
     methods: list[EvaluatedMethod] = []
     for baseline in dict.fromkeys(baselines):
         if baseline == "identity":
@@ -163,15 +169,16 @@ def evaluation_methods(
                 "give the model files different names"
             )
         metric = model.metadata.get("metric", "?")
-        methods.append(EvaluatedMethod(name, metric, network_method(model.network, device)))
+        method = network_method(model.network, device, precision)
+        methods.append(EvaluatedMethod(name, metric, method))
         for entry in refinements:
-            method = optimisation_method(entry, model, device)
+            method = optimisation_method(entry, model, device, precision)
             methods.append(
                 EvaluatedMethod(f"{name}+{entry.name}", f"{metric}+{entry.name}", method)
             )
         if own is not None:
             entry = own(model)
-            method = optimisation_method(entry, model, device)
+            method = optimisation_method(entry, model, device, precision)
             methods.append(EvaluatedMethod(f"{name}+own", f"{metric}+{entry.name}", method))
     names = [m.name for m in methods]
     repeated = sorted({n for n in names if names.count(n) > 1})

@@ -225,6 +225,7 @@ def optimisation_method(
     optimisation: Optimisation,
     model: ModelFile | None = None,
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> Method:
     """Make an evaluation method that optimises each pair (refining ``model`` if given).
 
@@ -237,6 +238,10 @@ def optimisation_method(
         A registration model whose prediction is the start; the identity otherwise.
     device : torch.device or str
         Where to run.
+    precision : str
+        Of the model's prediction, as for
+        :func:`~src_training.registration.inference.predict`; the optimisation runs
+        in float32.
 
     Returns
     -------
@@ -253,7 +258,7 @@ def optimisation_method(
         start = time.perf_counter()
         init = None
         if model is not None:
-            init = predict(model.network, moving[None], fixed[None], device)
+            init = predict(model.network, moving[None], fixed[None], device, precision=precision)
         result = optimise_pair(
             fixed[None],
             moving[None],

@@ -195,6 +195,7 @@ def register_pair(
     timing_runs: int = 1,
     optimisation: Optimisation | None = None,
     stop: Callable[[], bool] | None = None,
+    precision: str = "auto",
 ) -> Generator[Progress | OptimiseEvent, None, PairRegistration]:
     """Register ``moving`` onto ``fixed``: with a model, by optimisation, or both.
 
@@ -224,6 +225,9 @@ def register_pair(
         labels feed a metric that needs labels.
     stop : callable, optional
         Polled at every optimisation iteration; True keeps the best field so far.
+    precision : str
+        Of the network: ``auto`` (bf16 on GPUs that support it), ``fp32``, ``bf16``,
+        ``fp16``. The optimisation itself always runs in float32.
 
     Yields
     ------
@@ -255,12 +259,13 @@ def register_pair(
     disp, seconds, summary = None, 0.0, None
     if model is not None:
         check_registration_memory(model.network, shape, 1, device)
+        pair = (model.network, moving_n[None], fixed_n[None], device)
         if timing_runs > 1:
-            predict(model.network, moving_n[None], fixed_n[None], device)
+            predict(*pair, precision=precision)
         seconds = float("inf")
         for _ in range(max(1, timing_runs)):
             start = time.perf_counter()
-            disp = predict(model.network, moving_n[None], fixed_n[None], device)
+            disp = predict(*pair, precision=precision)
             seconds = min(seconds, time.perf_counter() - start)
         yield Progress(1, 2, "field predicted")
     if optimisation is not None:

@@ -88,6 +88,7 @@ def _optimised_fields(
     reference: int | str,
     device: torch.device | str,
     stop: Callable[[], bool] | None,
+    precision: str,
 ) -> Generator[Progress | OptimiseEvent, None, tuple[Tensor, OptimisationSummary]]:
     """Optimise every frame onto its target (the reference, or its predecessor)."""
     n = len(frames)
@@ -100,9 +101,8 @@ def _optimised_fields(
     for k, (moving, fixed) in enumerate(pairs, start=1):
         init = None
         if model is not None:
-            init = predict(
-                model.network, frames[moving : moving + 1], frames[fixed : fixed + 1], device
-            )
+            pair = (frames[moving : moving + 1], frames[fixed : fixed + 1])
+            init = predict(model.network, *pair, device, precision=precision)
         result = yield from run_optimisation(
             optimisation, frames[fixed], frames[moving], init=init, stop=stop, device=device
         )
@@ -130,6 +130,7 @@ def register_stack(
     what: str = "the stack",
     optimisation: Optimisation | None = None,
     stop: Callable[[], bool] | None = None,
+    precision: str = "auto",
 ) -> Generator[Progress | OptimiseEvent, None, SeriesRegistration]:
     """Register every frame of a ``(T, C, *spatial)`` stack to one reference frame.
 
@@ -155,6 +156,8 @@ def register_stack(
         Optimise each frame's field (from the model's prediction, or the identity).
     stop : callable, optional
         Polled at every optimisation iteration.
+    precision : str
+        Of the network, as for :func:`~src_training.engine.registration.register_pair`.
 
     Yields
     ------
@@ -183,11 +186,14 @@ def register_stack(
     if optimisation is None:
         assert model is not None
         check_registration_memory(model.network, frames.shape[2:], n, device, batch_size)
-        disp = register_series(model.network, frames, reference, device, batch_size).displacements
+        series = register_series(
+            model.network, frames, reference, device, batch_size, precision=precision
+        )
+        disp = series.displacements
         yield Progress(1, 2, "fields predicted")
     else:
         disp, summary = yield from _optimised_fields(
-            optimisation, model, frames, reference, device, stop
+            optimisation, model, frames, reference, device, stop, precision
         )
     source = torch.as_tensor(raw_frames if raw_frames is not None else frames).float()
     warped_frames = warp(source, disp)

@@ -3,7 +3,10 @@
 The returned trainer's :meth:`~src_training.training.trainer.Trainer.run` yields the
 progress events (steps and validations) and can be stopped between steps; its
 :meth:`~src_training.training.trainer.Trainer.model_file` is the trained model in
-memory, and with ``out`` the model, checkpoint and log are written as it goes.
+memory, and with ``out`` the model, checkpoint and log are written as it goes. The
+run's precision, ``torch.compile`` and how often losses are read are settings of the
+:class:`~src_training.training.trainer.TrainConfig`; activation checkpointing is an
+argument of the trainers' builders (it changes how the network runs, not what it is).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def _network(
     channels : sequence of int, optional
         Encoder channels; None takes ``init``'s (or :data:`DEFAULT_CHANNELS`).
     tuning : dict, optional
-        Constructor arguments that are not architecture (``dice_weight``).
+        Constructor arguments that are not architecture (``dice_weight``,
+        ``activation_checkpointing``).
 
     Returns
     -------
@@ -237,6 +241,7 @@ def features_trainer(
     channels: Sequence[int] | None = None,
     dice_weight: float = 0.0,
     init: Source | None = None,
+    checkpointing: bool = False,
     out: str | Path | None = None,
     metadata: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
@@ -261,6 +266,9 @@ def features_trainer(
     init : str, Path or ModelFile, optional
         An extractor (file, built-in name or in memory) to fine-tune instead of new
         weights; refused unless it suits the data and the kind.
+    checkpointing : bool
+        Activation checkpointing: recompute each U-Net stage in the backward pass
+        instead of keeping its activations (less memory, about one more forward pass).
     out : str or Path, optional
         Model file to write as training goes.
     metadata : dict, optional
@@ -291,7 +299,8 @@ def features_trainer(
         "num_classes": max(train.num_classes, 2),
         "kind": kind,
     }
-    network = _network(FeatureExtractor, init, fixed, channels, {"dice_weight": dice_weight})
+    tuning = {"dice_weight": dice_weight, "activation_checkpointing": checkpointing}
+    network = _network(FeatureExtractor, init, fixed, channels, tuning)
     meta = {"task": "features", **_init_metadata(init), **(metadata or {})}
     return FeatureTrainer(network, config, train, val, out, meta, device, rank, world_size)
 
@@ -307,6 +316,7 @@ def registration_trainer(
     channels: Sequence[int] | None = None,
     diffeomorphic: bool = False,
     init: Source | None = None,
+    checkpointing: bool = False,
     out: str | Path | None = None,
     metadata: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
@@ -334,7 +344,7 @@ def registration_trainer(
     init : str, Path or ModelFile, optional
         A registration model (file, built-in name or in memory) to fine-tune instead
         of new weights; refused unless it suits the data.
-    out, metadata, device, rank, world_size
+    checkpointing, out, metadata, device, rank, world_size
         As for :func:`features_trainer`.
 
     Returns
@@ -344,7 +354,8 @@ def registration_trainer(
     """
     torch.manual_seed(config.seed)
     fixed = {"ndim": train.ndim, "in_channels": train.channels, "diffeomorphic": diffeomorphic}
-    network = _network(RegistrationNet, init, fixed, channels)
+    tuning = {"activation_checkpointing": checkpointing}
+    network = _network(RegistrationNet, init, fixed, channels, tuning)
     return RegistrationTrainer(
         network,
         config,

@@ -12,6 +12,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from src_training.metrics.dice import dice_per_class
+from src_training.runtime.precision import autocast
 from src_training.spatial.transforms import folding_fraction, sd_log_jacobian, warp_labels
 
 
@@ -77,7 +78,9 @@ def identity_method(moving: np.ndarray, fixed: np.ndarray, moving_labels: np.nda
     return Registered(torch.zeros(1, moving.ndim - 1, *moving.shape[1:]), 0.0)
 
 
-def network_method(network: torch.nn.Module, device: torch.device | str = "cpu") -> Method:
+def network_method(
+    network: torch.nn.Module, device: torch.device | str = "cpu", precision: str = "fp32"
+) -> Method:
     """Wrap a registration network as a :data:`Method` timed over its forward pass.
 
     Parameters
@@ -86,6 +89,9 @@ def network_method(network: torch.nn.Module, device: torch.device | str = "cpu")
         Maps ``(moving, fixed)`` batches to displacement fields.
     device : torch.device or str
         Where to run it.
+    precision : str
+        ``fp32``, ``bf16`` or ``fp16`` (autocast), as resolved by
+        :func:`~src_training.runtime.precision.resolve_precision`.
 
     Returns
     -------
@@ -98,7 +104,9 @@ def network_method(network: torch.nn.Module, device: torch.device | str = "cpu")
         with torch.inference_mode():
             m = torch.from_numpy(moving[None]).to(device)
             f = torch.from_numpy(fixed[None]).to(device)
-            disp = network.to(device).eval()(m, f).cpu()
+            with autocast(device, precision):
+                disp = network.to(device).eval()(m, f)
+            disp = disp.float().cpu()
         return Registered(disp, time.perf_counter() - start)
 
     return register

@@ -90,3 +90,8 @@ def _standardise(x: Tensor) -> Tensor:
     dims = tuple(range(2, x.dim()))
     std = x.std(dim=dims, keepdim=True, correction=0).detach()
     return (x - x.mean(dim=dims, keepdim=True)) / std.clamp(min=torch.finfo(x.dtype).eps)
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Return ``x`` in float32 if it is in a half precision (float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))

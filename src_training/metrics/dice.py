@@ -67,3 +67,36 @@ def soft_dice_loss(pred: Tensor, target: Tensor) -> Tensor:
     dice = 2.0 * intersection / total.clamp(min=torch.finfo(total.dtype).tiny)
     per_sample = (dice * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)
     return 1.0 - per_sample.mean()
+
+
+def batch_mean_dice(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """:func:`mean_dice` of every pair of label maps in a batch, computed on their device.
+
+    Parameters
+    ----------
+    pred, target : Tensor
+        ``(B, *spatial)`` integer class ids in ``0 .. num_classes - 1``.
+    num_classes : int
+        Number of class ids.
+
+    Returns
+    -------
+    Tensor
+        ``(B,)`` float64: the mean Dice over the classes present in either map of each
+        pair, as :func:`mean_dice` scores it (without reading the maps to the host).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"label maps differ in shape: {tuple(pred.shape)} vs {tuple(target.shape)}"
+        )
+    batch = pred.shape[0]
+    offset = torch.arange(batch, device=pred.device).view(-1, *[1] * (pred.dim() - 1))
+    p = (pred.long() + offset * num_classes).flatten()
+    t = (target.long() + offset * num_classes).flatten()
+    size = batch * num_classes
+    total = torch.bincount(p, minlength=size) + torch.bincount(t, minlength=size)
+    both = torch.bincount(p[p == t], minlength=size)
+    total, both = total.view(batch, -1).double(), both.view(batch, -1).double()
+    present = total > 0
+    dice = 2.0 * both / total.clamp(min=1)
+    return (dice * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)

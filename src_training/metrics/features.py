@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src_training.metrics._common import _check_pair
+from src_training.metrics._common import _at_least_float32, _check_pair
 from src_training.metrics.vgg16 import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -26,7 +26,8 @@ def feature_cosine_loss(
     """``1 -`` the mean over layers of the mean over positions of the feature cosine.
 
     ``cos_p = <a_p, b_p> / (max(|a_p|, eps) * max(|b_p|, eps))`` along the channel axis,
-    so a zero feature vector gives a cosine of 0 instead of NaN.
+    so a zero feature vector gives a cosine of 0 instead of NaN. Features computed in
+    half precision (under autocast) are compared in float32.
 
     Parameters
     ----------
@@ -44,9 +45,11 @@ def feature_cosine_loss(
         raise ValueError("need the same, non-zero number of feature maps for both images")
     layers = []
     for a, b in zip(warped_features, fixed_features, strict=True):
-        norm_a = torch.linalg.vector_norm(a, dim=1).clamp(min=eps)
-        norm_b = torch.linalg.vector_norm(b, dim=1).clamp(min=eps)
-        layers.append(((a * b).sum(dim=1) / (norm_a * norm_b)).mean())
+        with torch.autocast(a.device.type, enabled=False):  # channel sums in float32
+            a, b = _at_least_float32(a), _at_least_float32(b)
+            norm_a = torch.linalg.vector_norm(a, dim=1).clamp(min=eps)
+            norm_b = torch.linalg.vector_norm(b, dim=1).clamp(min=eps)
+            layers.append(((a * b).sum(dim=1) / (norm_a * norm_b)).mean())
     return 1.0 - torch.stack(layers).mean()
 
 

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from src_training.metrics._common import _check_pair, _standardise, _window_sum
+from src_training.metrics._common import (
+    _at_least_float32,
+    _check_pair,
+    _standardise,
+    _window_sum,
+)
 from src_training.metrics.dice import soft_dice_loss
 from src_training.spatial.transforms import one_hot
 
@@ -30,7 +35,7 @@ def local_ncc(warped: Tensor, fixed: Tensor, window: int = 9, eps: float = 1e-5)
     (:class:`_LocalNCC`), so autograd records one node instead of about thirty. The
     standardisation makes ``eps`` relative to the data's scale, so ``cc`` is invariant
     to ``a * I + b`` (``a > 0``) of either image, and it is 0 (not NaN) where either
-    image is locally flat.
+    image is locally flat. Half-precision inputs are computed in float32.
 
     Parameters
     ----------
@@ -49,7 +54,9 @@ def local_ncc(warped: Tensor, fixed: Tensor, window: int = 9, eps: float = 1e-5)
     _check_pair(warped, fixed)
     if window < 1 or window % 2 == 0:
         raise ValueError(f"the NCC window must be a positive odd integer, got {window}")
-    return _LocalNCC.apply(_standardise(warped), _standardise(fixed), window // 2, eps)
+    warped, fixed = _at_least_float32(warped), _at_least_float32(fixed)
+    with torch.autocast(warped.device.type, enabled=False):  # the moments need float32
+        return _LocalNCC.apply(_standardise(warped), _standardise(fixed), window // 2, eps)
 
 
 class _LocalNCC(torch.autograd.Function):

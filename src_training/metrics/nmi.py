@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from src_training.metrics._common import _check_pair
+from src_training.metrics._common import _at_least_float32, _check_pair
 
 
 class NMI(nn.Module):
@@ -79,9 +79,10 @@ class NMI(nn.Module):
             Scalar loss in ``[0, 1]``.
         """
         _check_pair(warped, fixed)
-        a = self._assign(self._samples(warped))
-        b = self._assign(self._samples(fixed))
-        joint = torch.bmm(a.transpose(1, 2), b) / a.shape[1]
+        with torch.autocast(warped.device.type, enabled=False):  # histograms in float32
+            a = self._assign(self._samples(_at_least_float32(warped)))
+            b = self._assign(self._samples(_at_least_float32(fixed)))
+            joint = torch.bmm(a.transpose(1, 2), b) / a.shape[1]
         tiny = torch.finfo(joint.dtype).tiny
 
         def entropy(p: Tensor) -> Tensor:

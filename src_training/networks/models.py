@@ -182,7 +182,11 @@ class FeatureExtractor(Configured):
         Weight of the soft Dice term of the segmentation loss.
     batch_norm, dropout
         Passed to :class:`UNet`.
+    activation_checkpointing : bool
+        Passed to :class:`UNet`; not recorded (as for :class:`RegistrationNet`).
     """
+
+    not_recorded: ClassVar[frozenset[str]] = frozenset({"activation_checkpointing"})
 
     def __init__(
         self,
@@ -194,6 +198,7 @@ class FeatureExtractor(Configured):
         dice_weight: float = 0.0,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if kind not in FEATURE_KINDS:
@@ -205,8 +210,9 @@ class FeatureExtractor(Configured):
         self.kind = kind
         self.dice_weight = dice_weight
         out = num_classes if kind == "segmentation" else in_channels
+        skip = kind == "segmentation"
         self.unet = UNet(
-            ndim, in_channels, out, channels, kind == "segmentation", batch_norm, dropout
+            ndim, in_channels, out, channels, skip, batch_norm, dropout, activation_checkpointing
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from src_training.data.normalise import check_spatial_size
 from src_training.networks.modelio import ModelFile
 from src_training.networks.models import RegistrationNet
 from src_training.runtime.memory import require_memory
+from src_training.runtime.precision import autocast, resolve_precision
 from src_training.spatial.transforms import compose, jacobian_determinant, warp, warp_labels
 
 
@@ -125,7 +126,7 @@ def predict(
     fixed: np.ndarray | Tensor,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
-    bf16: bool = False,
+    precision: str = "fp32",
 ) -> Tensor:
     """Displacements that warp each moving image onto its fixed image.
 
@@ -140,10 +141,12 @@ def predict(
         Where to run the network.
     batch_size : int
         Pairs per forward pass.
-    bf16 : bool
-        Run the network under bfloat16 autocast: faster where the hardware computes in
-        bfloat16 (CPUs with AVX512-BF16 or AMX, recent GPUs), with displacements that
-        differ from float32 by about 1% of their largest value.
+    precision : str
+        ``fp32``, or ``bf16``/``fp16`` to run the network under autocast (``auto``:
+        see :func:`~src_training.runtime.precision.resolve_precision`): bfloat16 is
+        faster where the hardware computes in it (CPUs with AVX512-BF16 or AMX, recent
+        GPUs), with displacements that differ from float32 by about 1% of their largest
+        value.
 
     Returns
     -------
@@ -160,6 +163,7 @@ def predict(
     moving = torch.as_tensor(moving, dtype=torch.float32)
     fixed = torch.as_tensor(fixed, dtype=torch.float32)
     check_registration_memory(network, moving.shape[2:], moving.shape[0], device, batch_size)
+    precision = resolve_precision(precision, device)
     network.to(device).eval()
     device_type = torch.device(device).type
     if device_type == "cpu":
@@ -170,7 +174,7 @@ def predict(
         m = moving[start : start + batch_size].to(device)
         f = fixed[start : start + batch_size] if fixed.shape[0] > 1 else fixed
         f = f.to(device).expand_as(m)
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, precision):
             disp = network(m, f)
         out.append(disp.float().cpu().contiguous())
     network.to(memory_format=torch.contiguous_format)
@@ -229,6 +233,7 @@ def register_series(
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     raw_frames: np.ndarray | None = None,
+    precision: str = "fp32",
 ) -> SeriesResult:
     """Register every frame of a ``(T, C, *spatial)`` stack to one reference frame.
 
@@ -248,6 +253,8 @@ def register_series(
         Frames per forward pass.
     raw_frames : numpy.ndarray, optional
         Frames to warp instead of ``frames`` (e.g. the original intensities).
+    precision : str
+        Of the network, as for :func:`predict`.
 
     Returns
     -------
@@ -257,13 +264,14 @@ def register_series(
     n = frames.shape[0]
     check_series(n, reference)
     if reference == "previous":
-        steps = predict(network, frames[1:], frames[:-1], device, batch_size)
+        steps = predict(network, frames[1:], frames[:-1], device, batch_size, precision)
         fields = [torch.zeros_like(steps[:1])]
         for t in range(n - 1):
             fields.append(compose(steps[t : t + 1], fields[-1]))
         disp = torch.cat(fields)
     else:
-        disp = predict(network, frames, frames[reference : reference + 1], device, batch_size)
+        reference_frame = frames[reference : reference + 1]
+        disp = predict(network, frames, reference_frame, device, batch_size, precision)
         disp = disp.clone()  # an inference-mode tensor cannot be written to
         disp[reference] = 0
     source = torch.as_tensor(raw_frames if raw_frames is not None else frames).float()

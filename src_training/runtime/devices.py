@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # importable without loading torch
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # see src_training.runtime.precision
 
 
 def resolve_device(name: str = "auto") -> torch.device:

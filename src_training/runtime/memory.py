@@ -194,6 +194,7 @@ def check_training_memory(
     crop: int | None,
     batch: int,
     device: torch.device | str,
+    bytes_per_value: int = 4,
 ) -> None:
     """Refuse training whose step would not fit in the device's free memory.
 
@@ -209,6 +210,9 @@ def check_training_memory(
         Pairs (or images) per step.
     device : torch.device or str
         Where training would run.
+    bytes_per_value : int
+        Bytes of an activation, as for :func:`training_memory` (2 under bf16 or fp16
+        autocast).
 
     Raises
     ------
@@ -218,11 +222,15 @@ def check_training_memory(
         ``--channels``.
     """
     shape = [min(int(n), crop) if crop else int(n) for n in image_shape]
-    need = training_memory(network, shape, batch)
+    need = training_memory(network, shape, batch, bytes_per_value)
     free = available_memory(device)
     if free is None or need <= free:
         return
-    fits = [b for b in range(batch - 1, 0, -1) if training_memory(network, shape, b) <= free]
+    fits = [
+        b
+        for b in range(batch - 1, 0, -1)
+        if training_memory(network, shape, b, bytes_per_value) <= free
+    ]
     channels = ",".join(str(c) for c in network.config()["channels"])
     if fits:
         hint = f"lower --batch-size to {fits[0]}"

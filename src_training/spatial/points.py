@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from src_training.spatial.transforms import sample
 
 
 def sample_field(disp: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -40,12 +41,8 @@ def sample_field(disp: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _sample(field: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Sample a ``(1, ndim, *spatial)`` field at ``(N, ndim)`` voxel positions."""
     ndim = field.shape[1]
-    sizes = torch.tensor(field.shape[2:], dtype=field.dtype)
-    # align_corners=True: index 0 is -1, index n - 1 is +1; grid_sample wants x first
-    grid = (positions * 2.0 / (sizes - 1).clamp(min=1) - 1.0).flip(-1)
-    grid = grid.reshape(1, -1, *[1] * (ndim - 1), ndim)
-    sampled = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return sampled.reshape(ndim, -1).T
+    at = positions.T.reshape(1, ndim, -1, *[1] * (ndim - 1))  # (1, ndim, N, 1...)
+    return sample(field, at).reshape(ndim, -1).T
 
 
 def invert_points(

@@ -13,7 +13,7 @@ The coordinate convention of the whole project is defined here, once:
   ``align_corners=True``: voxel index ``0`` maps to ``-1`` and index ``n - 1`` to
   ``+1`` exactly, so voxel centres are sampled without offset. ``grid_sample``
   orders the coordinates of its grid last axis first (x, y[, z]); the flip happens
-  only in :func:`_sampling_grid`.
+  only in :func:`sample`, which every warp goes through.
 * Outside the image, values are taken from the nearest edge voxel
   (``padding="border"``) unless a caller asks for ``"zeros"`` or ``"reflection"``.
 """
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _INTERP = {"linear": "bilinear", "nearest": "nearest"}
+_FAR = 1e4  # normalised coordinates beyond it are clamped (outside the image either way)
 
 
 def spatial_ndim(field: Tensor) -> int:
@@ -74,25 +75,42 @@ def identity_grid(
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
-def _sampling_grid(disp: Tensor) -> Tensor:
-    """Turn a voxel displacement into the normalised grid ``grid_sample`` expects."""
-    shape = disp.shape[2:]
-    ndim = len(shape)
-    coords = identity_grid(shape, device=disp.device, dtype=disp.dtype) + disp
-    scale = torch.tensor(
-        [2.0 / (n - 1) if n > 1 else 0.0 for n in shape], device=disp.device, dtype=disp.dtype
-    )
-    coords = coords * scale.view(1, ndim, *([1] * ndim)) - 1.0
-    # (B, ndim, *shape) -> (B, *shape, ndim), then last axis first for grid_sample.
-    return coords.movedim(1, -1).flip(-1)
+def sample(
+    image: Tensor, positions: Tensor, *, interpolation: str = "linear", padding: str = "border"
+) -> Tensor:
+    """Sample ``image`` at voxel ``positions``: the one call of ``grid_sample``.
+
+    Parameters
+    ----------
+    image : Tensor
+        ``(B, C, *spatial)`` floating-point image.
+    positions : Tensor
+        ``(B, ndim, *out)`` voxel coordinates in ``image``; channel ``i`` along axis ``i``.
+    interpolation, padding : str
+        As for :func:`warp`.
+
+    Returns
+    -------
+    Tensor
+        ``(B, C, *out)`` in float32 (float64 for float64 input), outside any autocast.
+    """
+    if interpolation not in _INTERP:
+        raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, got {interpolation!r}")
+    dtype = torch.promote_types(image.dtype, torch.float32)  # never sample in half precision
+    scale = [2.0 / (n - 1) if n > 1 else 0.0 for n in image.shape[2:]]
+    ones = [1] * (image.dim() - 2)
+    scale = torch.tensor(scale, device=image.device, dtype=dtype).view(1, -1, *ones)
+    with torch.autocast(image.device.type, enabled=False):
+        positions = positions.to(dtype)  # NaN/inf would index outside memory: clamp them
+        grid = (positions * scale - 1.0).nan_to_num(0.0).clamp(-_FAR, _FAR)
+        # (B, ndim, *out) -> (B, *out, ndim), then last axis first for grid_sample.
+        grid, image, mode = grid.movedim(1, -1).flip(-1), image.to(dtype), _INTERP[interpolation]
+        out = F.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=True)
+        return out + 0.0 * positions.sum(dim=1, keepdim=True)  # ... and come out NaN
 
 
 def warp(
-    image: Tensor,
-    disp: Tensor,
-    *,
-    interpolation: str = "linear",
-    padding: str = "border",
+    image: Tensor, disp: Tensor, *, interpolation: str = "linear", padding: str = "border"
 ) -> Tensor:
     """Warp an image with a displacement field: ``warped(x) = image(x + disp(x))``.
 
@@ -103,32 +121,24 @@ def warp(
         image across a batch of fields.
     disp : Tensor
         ``(B, ndim, *spatial)`` displacement in voxels (see the module docstring).
-    interpolation : {"linear", "nearest"}
-        Bi/trilinear or nearest-neighbour sampling.
-    padding : {"border", "zeros", "reflection"}
-        Value taken outside the image.
+    interpolation, padding : str
+        ``linear`` or ``nearest`` sampling; ``border``, ``zeros`` or ``reflection`` outside.
 
     Returns
     -------
     Tensor
-        The warped image, ``(B, C, *spatial)``.
+        The warped image, ``(B, C, *spatial)``, in the precision of :func:`sample`.
     """
     ndim = spatial_ndim(disp)
     if disp.shape[1] != ndim:
         raise ValueError(f"a {ndim}D displacement needs {ndim} channels, got {disp.shape[1]}")
     if image.shape[2:] != disp.shape[2:]:
-        raise ValueError(
-            f"image spatial shape {tuple(image.shape[2:])} differs from the displacement "
-            f"field's {tuple(disp.shape[2:])}"
-        )
-    if interpolation not in _INTERP:
-        raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, got {interpolation!r}")
-    if image.shape[0] == 1 and disp.shape[0] > 1:
-        image = image.expand(disp.shape[0], *image.shape[1:])
-    grid = _sampling_grid(disp.to(image.dtype))
-    return F.grid_sample(
-        image, grid, mode=_INTERP[interpolation], padding_mode=padding, align_corners=True
-    )
+        shape, field = tuple(image.shape[2:]), tuple(disp.shape[2:])
+        raise ValueError(f"the image's spatial shape {shape} differs from the field's {field}")
+    image = image.expand(len(disp), *image.shape[1:]) if len(image) == 1 else image
+    dtype = torch.promote_types(image.dtype, torch.float32)
+    positions = identity_grid(disp.shape[2:], device=disp.device, dtype=dtype) + disp.to(dtype)
+    return sample(image, positions, interpolation=interpolation, padding=padding)
 
 
 def warp_labels(labels: Tensor, disp: Tensor) -> Tensor:

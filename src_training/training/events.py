@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from src_training.data.augment import AugmentConfig
+from src_training.runtime.precision import check_precision
+
+LOG_EVERY = 10  # steps between reads of the losses on a GPU
 
 
 @contextmanager
@@ -47,11 +50,15 @@ class StepEvent:
     step, steps : int
         The step just finished (1-based) and the total.
     loss : float
-        Training loss of the step's batch.
+        Training loss of the latest step whose loss was read: the losses stay on the
+        device and are read every ``log_every`` steps (see :class:`TrainConfig`).
     terms : dict
-        Named parts of the loss (e.g. ``similarity``, ``regularisation``).
+        Named parts of that loss (e.g. ``similarity``, ``regularisation``).
     seconds : float
         Wall time since this run (or resumption) started.
+    history : tuple of (int, float)
+        The ``(step, loss)`` of every step read at this event, oldest first; empty
+        between reads. A plot that adds these points gets every step's loss.
     """
 
     step: int
@@ -59,6 +66,7 @@ class StepEvent:
     loss: float
     terms: dict[str, float]
     seconds: float
+    history: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,14 @@ class TrainConfig:
         Validate every this many steps (and at the end).
     checkpoint_every : int
         Save ``.last.pt`` every this many steps (and at the end or when stopped).
+    precision : str
+        ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`src_training.runtime.precision`).
+    compile : bool
+        Run the network through :func:`torch.compile`.
+    log_every : int or None
+        Read the losses from the device (and write the log) every this many steps, and
+        at the first step, validations, checkpoints and the end. None: every step on
+        the CPU (reading costs nothing there), every :data:`LOG_EVERY` on a GPU.
     """
 
     steps: int = 1000
@@ -122,6 +138,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_every: int = 100
     checkpoint_every: int = 100
+    precision: str = "auto"
+    compile: bool = False
+    log_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -134,6 +153,9 @@ class TrainConfig:
             raise ValueError(f"--crop must be at least 8 pixels, got {self.crop}")
         if self.val_every < 1 or self.checkpoint_every < 1:
             raise ValueError("validation and checkpoint intervals must be at least 1 step")
+        if self.log_every is not None and self.log_every < 1:
+            raise ValueError(f"--log-every must be at least 1 step, got {self.log_every}")
+        check_precision(self.precision)
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as plain JSON values."""

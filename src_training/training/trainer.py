@@ -13,6 +13,13 @@ callback, or Ctrl-C), and it saves as it goes next to ``out``:
 Runs are reproducible on the CPU: every random choice derives from the seed and the
 step, so a resumed run ends with the weights of an uninterrupted one, and a run
 split over several processes (DistributedDataParallel) sees the same global batches.
+
+Nothing in a step waits for the device: batches are cropped and augmented on it
+(:class:`~src_training.data.batches.TrainingBatches`), the losses stay there and are
+read, checked for NaN/inf and written to the log every ``log_every`` steps, and
+always before a checkpoint is saved, so a saved checkpoint never holds weights that a
+non-finite loss has touched. The networks run in the configured precision
+(:mod:`src_training.runtime.precision`), optionally compiled.
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from src_training.data.augment import augment_pair, crop_window, pair_generator
+from src_training.data.batches import TrainingBatches
 from src_training.data.datasets import Dataset
 from src_training.data.normalise import NORMALISATION
 from src_training.data.pairs import Pair, PairSampler
 from src_training.networks.modelio import ModelFile, load_model, model_kind, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.runtime.compiling import compile_failure, compile_network
 from src_training.runtime.memory import check_training_memory
+from src_training.runtime.precision import autocast, gradient_scaler, resolve_precision
 from src_training.training.events import (
+    LOG_EVERY,
     LOG_FIELDS,
     Event,
     StepEvent,
@@ -44,6 +54,7 @@ from src_training.training.events import (
     last_checkpoint_path,
     log_path,
 )
+from src_training.training.losses import DeviceLosses
 
 
 class Trainer:
@@ -94,22 +105,37 @@ class Trainer:
         self.world_size = world_size
         self.step = 0
         self.best: float | None = None
+        self.precision = resolve_precision(config.precision, self.device)
+        self.log_every = config.log_every or (1 if self.device.type == "cpu" else LOG_EVERY)
         shape = train.images.shape[2:]
-        check_training_memory(network, shape, config.crop, config.batch_size, device)
+        value_bytes = 4 if self.precision == "fp32" else 2
+        check_training_memory(
+            network, shape, config.crop, config.batch_size, device, bytes_per_value=value_bytes
+        )
         torch.manual_seed(config.seed)
         network.to(self.device)
         self.model: nn.Module = network
         if world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
-        self.optimiser = torch.optim.Adam(network.parameters(), lr=config.lr)
+        if config.compile:
+            self.model = compile_network(self.model)
+        fused = True if self.device.type == "cuda" else None  # no host sync, even with fp16
+        self.optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, fused=fused)
+        self.scaler = gradient_scaler(self.device, self.precision)
         self.sampler = self._make_sampler()
+        self.batches = TrainingBatches(train, config.crop, config.augment, config.seed, self.device)
+        self.losses = DeviceLosses()
+        self._diverged = False
 
     # --- what the two trainers define -------------------------------------------------
+    n_images = 2  # images per training pair: 2 for registration, 1 for feature extractors
+
     def _make_sampler(self) -> PairSampler:
         raise NotImplementedError
 
-    def _loss(self, batch: list[Pair]) -> tuple[Tensor, dict[str, float]]:
+    def _loss(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss of a batch (under autocast) and its named parts, all still on the device."""
         raise NotImplementedError
 
     def validate(self) -> dict[str, float]:
@@ -122,42 +148,10 @@ class Trainer:
         """Whether this process logs and saves."""
         return self.rank == 0
 
-    def _pair_tensors(
-        self, pair: Pair, index: int, step: int, n_images: int
-    ) -> tuple[Tensor, Tensor | None]:
-        """Crop and augment images ``pair`` (one window and one affine for both)."""
-        data = self.train_data
-        idx = list(pair[:n_images])
-        generator = pair_generator(self.config.seed, step, index)
-        crop = self.config.crop
-        augment = self.config.augment
-        margin = crop // 4 if crop is not None and augment.geometric else 0
-        outer = crop_window(data.images.shape[2:], crop + 2 * margin if crop else None, generator)
-        images = torch.from_numpy(np.ascontiguousarray(data.images[(idx, slice(None), *outer)]))
-        labels = None
-        if data.labels is not None:
-            labels = torch.from_numpy(np.ascontiguousarray(data.labels[(idx, *outer)]))[:, None]
-        images, labels = augment_pair(images, labels, augment, generator)
-        if margin:
-            inner = tuple(
-                slice((n - min(crop, n)) // 2, (n - min(crop, n)) // 2 + min(crop, n))
-                for n in images.shape[2:]
-            )
-            images = images[(slice(None), slice(None), *inner)]
-            labels = labels[(slice(None), slice(None), *inner)] if labels is not None else None
-        return images, labels
-
-    def _batch(self, pairs: list[Pair], n_images: int) -> tuple[Tensor, Tensor | None]:
-        """Stack the prepared pairs: ``(n_images, B, C, *crop)`` and labels likewise."""
-        items = [
-            self._pair_tensors(p, i * self.world_size + self.rank, self.step, n_images)
-            for i, p in enumerate(pairs)
-        ]
-        images = torch.stack([im for im, _ in items], dim=1).to(self.device)
-        labels = None
-        if items[0][1] is not None:
-            labels = torch.stack([lb for _, lb in items], dim=1).to(self.device)
-        return images, labels
+    def _batch(self, pairs: list[Pair]) -> tuple[Tensor, Tensor | None]:
+        """Crop and augment pairs on the device: ``(n_images, B, C, *crop)``, labels likewise."""
+        indices = [i * self.world_size + self.rank for i in range(len(pairs))]
+        return self.batches(pairs, indices, self.step, self.n_images)
 
     def resume(self, path: str | Path | None = None) -> None:
         """Continue from a ``.last.pt`` checkpoint (by default the one beside ``out``).
@@ -190,6 +184,8 @@ class Trainer:
             )
         self.network.load_state_dict(saved.network.state_dict())
         self.optimiser.load_state_dict(state["optimiser"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         best = float(state.get("best", float("nan")))
         self.best = None if np.isnan(best) else best
@@ -221,6 +217,7 @@ class Trainer:
             "train_data": data.source,
             "val_data": self.val_data.source if self.val_data is not None else None,
             "train_config": self.config.to_json(),
+            "precision": self.precision,
             "steps_trained": self.step,
             "world_size": self.world_size,
         }
@@ -250,6 +247,7 @@ class Trainer:
             return
         state = {
             "optimiser": self.optimiser.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "step": self.step,
             "best": float("nan") if self.best is None else self.best,
         }
@@ -283,7 +281,7 @@ class Trainer:
         config = self.config
         start = time.perf_counter()
         batches = self.sampler.batches(start_step=self.step)
-        saved_at = self.step
+        first = saved_at = self.step
         if self.is_main and self.out is not None:
             self._truncate_log(self.step)  # rows of a stopped run's later steps, or an old run
         try:
@@ -291,32 +289,72 @@ class Trainer:
                 if stop is not None and stop():
                     break
                 self.model.train()
-                loss, terms = self._loss(next(batches))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss became {loss.item()} at step {self.step + 1}; lower --lr or "
-                        "check the data for NaN/inf (the last good checkpoint is kept)"
-                    )
-                self.optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                loss, terms = self._step(next(batches))
                 with interrupts_deferred():  # a step is applied, counted and logged together
-                    self.optimiser.step()
+                    self.scaler.step(self.optimiser)
+                    self.scaler.update()
                     self.step += 1
                     seconds = time.perf_counter() - start
-                    event = StepEvent(self.step, config.steps, loss.item(), terms, seconds)
-                    if self.is_main and self.out is not None:
-                        row = {"step": self.step, "seconds": f"{seconds:.3f}", "loss": event.loss}
-                        self._write_log([{**row, **terms}])
+                    self.losses.add(self.step, seconds, loss, terms)
+                    last = self.step == config.steps
+                    validate = self.val_data is not None and (
+                        self.step % config.val_every == 0 or last
+                    )
+                    checkpoint = self.step % config.checkpoint_every == 0 or last
+                    read = self.step % self.log_every == 0 or self.step == first + 1
+                    history = self._read_losses() if read or validate or checkpoint else []
+                    loss_value, term_values = self.losses.last
+                    event = StepEvent(
+                        self.step, config.steps, loss_value, term_values, seconds, tuple(history)
+                    )
                 yield event
-                last = self.step == config.steps
-                if self.val_data is not None and (self.step % config.val_every == 0 or last):
+                if validate:
                     yield self._validation_event(start)
-                if self.step % config.checkpoint_every == 0 or last:
+                if checkpoint:
                     self.save()
                     saved_at = self.step
         finally:
-            if self.step != saved_at and self._weights_finite():
+            if not self._diverged:
+                self._read_losses()  # may find a non-finite loss: then nothing is saved
+            if self.step != saved_at and not self._diverged and self._weights_finite():
                 self.save()
+
+    def _step(self, pairs: list[Pair]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward and backward pass of a batch; the optimiser step is left to the caller."""
+        images, labels = self._batch(pairs)
+        try:
+            with autocast(self.device, self.precision):
+                loss, terms = self._loss(images, labels)
+            # Leaving autocast forgets its half-precision copies of the weights, but not
+            # inside a caller's autocast region: the next step would use stale copies.
+            torch.clear_autocast_cache()
+            self.optimiser.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        except Exception as err:
+            refusal = compile_failure(err) if self.config.compile else None
+            if refusal is not None:
+                raise refusal from err
+            raise
+        return loss, terms
+
+    def _read_losses(self) -> list[tuple[int, float]]:
+        """Read the pending losses (one sync), log them, and stop at a non-finite one.
+
+        Returns
+        -------
+        list of (int, float)
+            ``(step, loss)`` of every step read, oldest first.
+        """
+        rows, bad = self.losses.read()
+        if rows and self.is_main and self.out is not None:
+            self._write_log(rows)
+        if bad is not None:
+            self._diverged = True
+            raise FloatingPointError(
+                f"the loss became {bad[1]} at step {bad[0]}; lower --lr or check the data "
+                "for NaN/inf (the last good checkpoint is kept)"
+            )
+        return [(row["step"], row["loss"]) for row in rows]
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.network.parameters())

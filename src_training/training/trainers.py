@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -9,19 +10,46 @@ import torch
 from torch import Tensor, nn
 
 from src_training.data.datasets import Dataset
-from src_training.data.pairs import Pair, PairSampler, consecutive_pairs
-from src_training.metrics.dice import mean_dice
+from src_training.data.pairs import PairSampler, consecutive_pairs
+from src_training.metrics.dice import batch_mean_dice
 from src_training.metrics.registry import Similarity
 from src_training.metrics.regularisers import get_regulariser
 from src_training.networks.models import FeatureExtractor, RegistrationNet, segmentation_loss
+from src_training.registration.inference import registration_memory
+from src_training.runtime.memory import available_memory
+from src_training.runtime.precision import autocast
 from src_training.spatial.transforms import warp, warp_labels, warp_onehot
 from src_training.training.trainer import TrainConfig, Trainer
+
+
+def validation_batches(
+    trainer: Trainer, data: Dataset, pairs: Sequence[tuple[int, ...]]
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Batches of validation images on the trainer's device: ``(n, B, C, *spatial)``.
+
+    One pair at a time on the CPU (batching gains nothing there and costs memory);
+    on a GPU as many pairs as the training batch holds and half the free memory fits.
+    """
+    batch = 1
+    if trainer.device.type != "cpu":
+        free = available_memory(trainer.device) or 0
+        per_pair = registration_memory(trainer.network, data.images.shape[2:], 1)
+        batch = max(1, min(trainer.config.batch_size, int(free // (2 * per_pair))))
+    for start in range(0, len(pairs), batch):
+        index = np.asarray(pairs[start : start + batch]).T  # (n, B)
+        images = torch.from_numpy(data.images[index]).to(trainer.device, non_blocking=True)
+        labels = None
+        if data.labels is not None:
+            labels = torch.from_numpy(data.labels[index][:, :, None])
+            labels = labels.to(trainer.device, non_blocking=True)
+        yield images, labels
 
 
 class FeatureTrainer(Trainer):
     """Trains a :class:`FeatureExtractor` on segmentation (or as an autoencoder)."""
 
     network: FeatureExtractor
+    n_images = 1
 
     def _make_sampler(self) -> PairSampler:
         n = len(self.train_data)
@@ -34,34 +62,31 @@ class FeatureTrainer(Trainer):
             world_size=self.world_size,
         )
 
-    def _loss(self, batch: list[Pair]) -> tuple[Tensor, dict[str, float]]:
-        images, labels = self._batch(batch, n_images=1)
-        out = self.model(images[0])
+    def _loss(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self.model(images[0]).float()
         if self.network.kind == "autoencoder":
-            loss = nn.functional.mse_loss(out, images[0])
-        else:
-            loss = segmentation_loss(out, labels[0], self.network.dice_weight)
-        return loss, {}
+            return nn.functional.mse_loss(out, images[0]), {}
+        return segmentation_loss(out, labels[0], self.network.dice_weight), {}
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
         """Mean Dice of the argmax segmentation (or reconstruction MSE) on validation images."""
         self.network.eval()
         data = self.val_data
-        dices, losses = [], []
-        for i in range(len(data)):
-            image = torch.from_numpy(data.images[i : i + 1]).to(self.device)
-            out = self.network(image)
+        classes = max(data.num_classes, self.network.unet.head.out_channels)
+        losses, dices = [], []
+        for images, labels in validation_batches(self, data, [(i,) for i in range(len(data))]):
+            with autocast(self.device, self.precision):
+                out = self.network(images[0]).float()
             if self.network.kind == "autoencoder":
-                losses.append(float(nn.functional.mse_loss(out, image)))
-            elif data.labels is not None:
-                labels = torch.from_numpy(data.labels[i : i + 1]).to(self.device)
-                losses.append(float(nn.functional.cross_entropy(out, labels)))
-                dices.append(mean_dice(out.argmax(1)[0].cpu(), data.labels[i]))
-        scores = {"loss": float(np.mean(losses))} if losses else {}
-        if dices:
-            scores["dice"] = float(np.mean(dices))
-        return scores
+                error = nn.functional.mse_loss(out, images[0], reduction="none")
+                losses.append(error.flatten(1).mean(1))
+            elif labels is not None:
+                target = labels[0, :, 0]
+                error = nn.functional.cross_entropy(out, target, reduction="none")
+                losses.append(error.flatten(1).mean(1))
+                dices.append(batch_mean_dice(out.argmax(1), target, classes))
+        return _scores(losses, dices)
 
 
 class RegistrationTrainer(Trainer):
@@ -132,9 +157,13 @@ class RegistrationTrainer(Trainer):
         moving_labels: Tensor | None,
         fixed_labels: Tensor | None,
         model: nn.Module | None = None,
-    ) -> tuple[Tensor, dict[str, float], Tensor]:
-        """Loss ``D(moving o phi, fixed) + lam R(phi)`` of a batch and its displacement."""
-        disp = (model or self.model)(moving, fixed)
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """Loss ``D(moving o phi, fixed) + lam R(phi)`` of a batch, its parts and the field.
+
+        The network runs in the caller's autocast precision; the field is float32
+        before it warps or is regularised, and the parts stay on the device.
+        """
+        disp = (model or self.model)(moving, fixed).float()
         extra = {}
         if self.metric.needs_labels:
             extra["warped_labels"] = warp_onehot(moving_labels, disp, self.train_data.num_classes)
@@ -142,11 +171,10 @@ class RegistrationTrainer(Trainer):
         similarity = self.metric(warp(moving, disp), fixed, **extra)
         regularisation = self.regulariser(disp)
         loss = similarity + self.lam * regularisation
-        terms = {"similarity": similarity.item(), "regularisation": regularisation.item()}
+        terms = {"similarity": similarity.detach(), "regularisation": regularisation.detach()}
         return loss, terms, disp
 
-    def _loss(self, batch: list[Pair]) -> tuple[Tensor, dict[str, float]]:
-        images, labels = self._batch(batch, n_images=2)
+    def _loss(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         lm, lf = (labels[0], labels[1]) if labels is not None else (None, None)
         loss, terms, _ = self.pair_loss(images[0], images[1], lm, lf)
         return loss, terms
@@ -157,21 +185,25 @@ class RegistrationTrainer(Trainer):
         self.network.eval()
         data = self.val_data
         pairs = data.pairs if data.pairs is not None else consecutive_pairs(len(data))
-        dices, losses = [], []
-        for m, f in pairs:
-            moving = torch.from_numpy(data.images[m : m + 1]).to(self.device)
-            fixed = torch.from_numpy(data.images[f : f + 1]).to(self.device)
-            lm = lf = None
-            if data.labels is not None:
-                lm = torch.from_numpy(data.labels[m : m + 1, None]).to(self.device)
-                lf = torch.from_numpy(data.labels[f : f + 1, None]).to(self.device)
-            if self.metric.needs_labels and lm is None:
-                continue
-            loss, _, disp = self.pair_loss(moving, fixed, lm, lf, model=self.network)
-            losses.append(loss.item())
+        if self.metric.needs_labels and data.labels is None:
+            return {}
+        losses, dices = [], []
+        for images, labels in validation_batches(self, data, pairs):
+            lm, lf = (labels[0], labels[1]) if labels is not None else (None, None)
+            with autocast(self.device, self.precision):
+                loss, _, disp = self.pair_loss(images[0], images[1], lm, lf, model=self.network)
+            losses.append(loss.detach().expand(len(disp)))  # the pairs' mean, once per pair
             if lm is not None:
-                dices.append(mean_dice(warp_labels(lm, disp)[0, 0].cpu(), data.labels[f]))
-        scores = {"loss": float(np.mean(losses))} if losses else {}
-        if dices:
-            scores["dice"] = float(np.mean(dices))
-        return scores
+                warped = warp_labels(lm, disp)[:, 0]
+                dices.append(batch_mean_dice(warped, lf[:, 0], data.num_classes))
+        return _scores(losses, dices)
+
+
+def _scores(losses: list[Tensor], dices: list[Tensor]) -> dict[str, float]:
+    """Mean loss and Dice over the validated items (``(B,)`` tensors per batch), read once."""
+    scores = {}
+    if losses:
+        scores["loss"] = float(torch.cat(losses).double().mean())
+    if dices:
+        scores["dice"] = float(torch.cat(dices).mean())
+    return scores
