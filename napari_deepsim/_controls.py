@@ -4,7 +4,7 @@ The pickers list the input layers of :func:`napari_deepsim._choices.inputs`. Res
 layers are added on the grid of the layer they belong to and tagged with
 :data:`~napari_deepsim._choices.SOURCE`, so they are never offered as inputs and a
 new result replaces the old one; their styles (grid colour and width, Jacobian
-colormap, fold colours) are the same in the Register and Compare widgets.
+colormap, fold colour) are the same in the Register and Compare widgets.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, SpinBox
 from napari.layers import Labels, Layer
-from napari.utils.colormaps import DirectLabelColormap
 
 from napari_deepsim._choices import SOURCE, inputs
 from src_training.runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
@@ -25,9 +24,8 @@ if TYPE_CHECKING:
 
 GRID_COLOR = "yellow"
 GRID_WIDTH = 1.0
-FOLD_COLORS = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
 JACOBIAN_STYLE: dict[str, Any] = {"colormap": "PiYG", "contrast_limits": (0.0, 2.0)}
-FOLDS_STYLE: dict[str, Any] = {"colormap": FOLD_COLORS}
+FOLDS_IMAGE: dict[str, Any] = {"colormap": "red", "blending": "additive", "contrast_limits": (0, 1)}
 
 
 def layer_choices(

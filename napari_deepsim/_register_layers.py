@@ -26,13 +26,15 @@ from magicgui.widgets import CheckBox
 from napari.layers import Labels, Layer
 
 from napari_deepsim._choices import SOURCE
-from napari_deepsim._controls import GRID_COLOR, JACOBIAN_STYLE, add_output, grid_style, like
+from napari_deepsim._controls import (
+    FOLDS_IMAGE,
+    GRID_COLOR,
+    JACOBIAN_STYLE,
+    add_output,
+    grid_style,
+    like,
+)
 
-FOLDS_IMAGE: dict[str, Any] = {
-    "colormap": "red",
-    "blending": "additive",
-    "contrast_limits": (0.0, 1.0),
-}
 FOLD_POINTS: dict[str, Any] = {"face_color": "red", "border_width": 0, "size": 3}
 
 if TYPE_CHECKING:

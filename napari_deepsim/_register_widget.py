@@ -291,6 +291,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
     def _cancel(self) -> None:
         """End the worker at its next step and drop the layers not added yet."""
         self._stop.set()
+        self._context["cancelled"] = True
         if self.worker is not None:
             self.worker.quit()
         if self._turns is not None:
@@ -341,7 +342,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
 
     def _on_step(self, context: dict[str, Any], step: Step) -> None:
         """Show a step; the progress bar last (napari may process later events meanwhile)."""
-        if self.worker is None or self._closed:
+        if self.worker is None or self._closed or context.get("cancelled"):
             return
         try:
             self.results.setText(step.text)
