@@ -119,8 +119,15 @@ def result_steps(
         steps.append(partial(add_output, viewer, kind, data, name, key, grid, **style))
 
     add("image", result.warped, f"{moving.name} warped", **like(moving))
+    plane = _plane(result)  # a volume's slice overlays: one plane in the 3D view
     if result.grid is not None:
-        add("image", result.grid, f"{moving.name} grid", **grid_style(result.grid, GRID_COLOR)[1])
+        add(
+            "image",
+            result.grid,
+            f"{moving.name} grid",
+            **grid_style(result.grid, GRID_COLOR)[1],
+            **plane,
+        )
     if result.warped_labels is not None:
         labels = context["moving_labels"]
         add("labels", result.warped_labels, f"{labels.name} warped", **like(labels))
@@ -134,7 +141,14 @@ def result_steps(
             add("points", result.fold_points, f"{moving.name} folds", **FOLD_POINTS)
         else:
             add("image", result.folds, f"{moving.name} folds", **FOLDS_IMAGE)
-        add("image", result.jacobian, f"{moving.name} Jacobian", **JACOBIAN_STYLE, visible=False)
+        add(
+            "image",
+            result.jacobian,
+            f"{moving.name} Jacobian",
+            **JACOBIAN_STYLE,
+            **plane,
+            visible=False,
+        )
     if result.checkerboard is not None:
         add(
             "image",
@@ -154,6 +168,18 @@ def result_steps(
         )
     steps += [partial(_remove, viewer, layer) for layer in [*old.values(), *stale]]
     return steps
+
+
+def _plane(result: Result) -> dict[str, Any]:
+    """Show a volume's grid and Jacobian as one slice in the 3D view (not a solid block).
+
+    The plane lies across the first axis through the middle (shift-drag moves it); a
+    pair of 2D images or a stack's frames need none.
+    """
+    if result.fold_points is None:
+        return {}
+    middle = [(n - 1) / 2 for n in result.jacobian.shape]
+    return {"depiction": "plane", "plane": {"position": middle, "normal": (1, 0, 0)}}
 
 
 def result_key(viewer: napari.Viewer, moving: Layer, keep: bool) -> tuple[str, str]:
