@@ -43,7 +43,8 @@ def _densify(lines: np.ndarray) -> np.ndarray:
     parts = int(min(np.ceil(longest / STEP), 64)) or 1
     fractions = (np.arange(parts, dtype=np.float32) / parts)[None, None, :, None]
     samples = lines[:, :-1, None] + delta[:, :, None] * fractions
-    return np.concatenate([samples.reshape(-1, 2), lines[:, -1]])
+    ends = [lines[:, 0], lines[:, -1], lines[:, -1]]  # the end pixels as bright as the rest
+    return np.concatenate([samples.reshape(-1, 2), *ends])
 
 
 def draw_lines(lines: list[np.ndarray], shape: tuple[int, int], width: int = 1) -> np.ndarray:
@@ -77,7 +78,7 @@ def draw_lines(lines: list[np.ndarray], shape: tuple[int, int], width: int = 1) 
             inside = (r >= 0) & (r < height) & (c >= 0) & (c < width_px)
             index = r[inside] * width_px + c[inside]
             total += np.bincount(index, weight[inside], total.size).astype(np.float32)
-    image = np.minimum(total.reshape(shape) * (2 * STEP), 1.0)
+    image = np.minimum(total.reshape(shape) * STEP, 1.0)  # 1 per pixel of line length
     if width > 1:
         from scipy.ndimage import maximum_filter
 

@@ -235,7 +235,9 @@ def overlays(data: Path, out: Path) -> None:
     register.register_button.native.click()
     wait(lambda: not register.running)
     only_visible(viewer, ["deformed (moving) warped", "deformed (moving) grid"])
+    viewer.layers["deformed (moving) grid"].opacity = 0.7
     viewer.dims.set_current_step(0, 40)
+    viewer.reset_view()
     shoot(viewer, out / "overlays_3d_slice.png")
     only_visible(
         viewer,
@@ -246,9 +248,8 @@ def overlays(data: Path, out: Path) -> None:
             "deformed (moving) displacement",
         ],
     )
-    viewer.layers["deformed (moving) warped"].rendering = "attenuated_mip"
-    viewer.layers["deformed (moving) warped"].opacity = 0.5
     viewer.dims.ndisplay = 3
+    viewer.reset_view()
     viewer.camera.angles = (0.0, 30.0, 120.0)
     shoot(viewer, out / "overlays_3d_view.png")
     viewer.close()

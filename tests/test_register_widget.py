@@ -100,7 +100,8 @@ def test_register_adds_every_output_on_the_fixed_grid(
         assert layer.data.shape == (128, 128)
     grid = viewer.layers["moving grid"].data  # the warped lines drawn as an image
     np.testing.assert_array_equal(grid[0, 3:11], 0)  # row 0's line moved to row 1.5 by u
-    assert grid[1:3, 3:11].min() > 0.9 and grid[3:16, 3:11].max() == 0
+    np.testing.assert_allclose(grid[1:3, 3:11], 0.5, atol=0.01)  # half on each row
+    assert grid[3:16, 3:11].max() == 0
     assert isinstance(viewer.layers["moving labels warped"], Labels)
     assert isinstance(viewer.layers["moving folds"], Image)
     assert viewer.layers["moving folds"].data.max() == 0
