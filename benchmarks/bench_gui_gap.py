@@ -150,15 +150,24 @@ COLUMNS = [
     ("wall_s", "click to last layer, s"),
     ("layers", "layers added"),
     ("load", "load"),
+    ("note", "note"),
 ]
+
+
+def _noted(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for the page: a case that could not run says why in its last column."""
+    if "error" not in row:
+        return row
+    reason = row["error"].strip().splitlines()[-1].split(": ", 1)[-1]
+    return {**row, "note": reason[:90]}
 
 
 def section(record: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
     """The page's section on the GUI gap, and its targets."""
     from benchmarks.common import table
 
-    rows = [r for r in record["rows"] if "error" not in r]
-    after = [r for r in rows if r["code"] == "after"]
+    rows = [_noted(r) for r in record["rows"]]
+    after = [r for r in rows if r["code"] == "after" and "error" not in r]
     worst = {
         side: max((r["max_gap_ms"] for r in after if r["side"] == side), default=0.0)
         for side in TARGET_MS
@@ -173,7 +182,7 @@ def section(record: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         for side in TARGET_MS
         if any(r["side"] == side for r in after)
     ]
-    text = f"""## 8. GUI-thread gaps while registering
+    text = f"""## 9. GUI-thread gaps while registering
 
 `benchmarks/bench_gui_gap.py` (run under `xvfb-run`, software OpenGL): a 10 ms `QTimer`
 on napari's GUI thread from the click on **Register** until a second after the last

@@ -312,8 +312,7 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
             )
         add("image", result.folds, "folds", **FOLDS_IMAGE, visible=False)
         if result.grid is not None:
-            kind, style = grid_style(result.grid, outcome.color)
-            add(kind, result.grid, "grid", **style)
+            add("image", result.grid, "grid", **grid_style(outcome.color))
         return steps
 
     def _fill_table(self, outcomes: list[Outcome], dice_before: float | None) -> None:

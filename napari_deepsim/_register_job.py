@@ -2,9 +2,10 @@
 
 A pair or the frames of a stack are registered with a model, by optimisation
 (:mod:`napari_deepsim._optimise_job`), or with a model whose prediction is then refined.
-It runs in a napari thread worker, so it never touches Qt or layers; it yields a
-:class:`~napari_deepsim._optimise_job.Step` per stage and, while optimising, per
-iteration (a few per second at most). Torch and the core are imported inside the
+It runs in a napari thread worker, so it never touches Qt or layers, and it draws
+every overlay the layers show (the grid image, fold points, vectors); it yields a
+:class:`~napari_deepsim._optimise_job.Step` per stage, per frame of a stack and, while
+optimising, per iteration (a few per second at most). Torch and the core are imported inside the
 functions, so importing this module stays cheap.
 """
 
@@ -77,7 +78,7 @@ class Result:
     predict_seconds: float = 0.0
     warped_labels: np.ndarray | None = None
     extras: list[np.ndarray] = field(default_factory=list)
-    grid: list[np.ndarray] | np.ndarray | None = None
+    grid: np.ndarray | None = None  # the warped lines as an image of the spatial shape
     vectors: np.ndarray | None = None
     checkerboard: np.ndarray | None = None
     fold_points: np.ndarray | None = None  # a volume's folds as points, not a label map

@@ -125,7 +125,7 @@ def result_steps(
             "image",
             result.grid,
             f"{moving.name} grid",
-            **grid_style(result.grid, GRID_COLOR)[1],
+            **grid_style(GRID_COLOR),
             **plane,
         )
     if result.warped_labels is not None:
