@@ -1,10 +1,11 @@
-"""Stopping and cancelling: Stop, closing the dock, and per-frame progress of a stack."""
+"""A run's life: Stop, closing the dock, per-frame progress, and a GUI that never freezes."""
 
 import time
 
 import numpy as np
 import pytest
 import torch
+from qtpy.QtCore import QTimer
 
 import napari_deepsim._compare_widget as compare_module
 import napari_deepsim._register_widget as register_module
@@ -110,3 +111,26 @@ def test_stopping_a_comparison_keeps_the_last_results(
     assert {layer.name for layer in _outputs(viewer)} == before
     np.testing.assert_array_equal(viewer.layers[sorted(before)[0]].data, data)
     assert widget.compare_button.text == "Compare" and errors == []
+
+
+def test_result_layers_arrive_one_per_turn_of_the_event_loop(
+    make_napari_viewer, qtbot, model, errors
+):
+    viewer = make_napari_viewer(show=True)  # shown: drawing the new layers counts
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    widget.set_model(model)
+    widget.show_vectors.value = True
+    qtbot.wait(500)  # the new window's first paints are napari's, not the run's
+    seen, added = [], []  # how many layers had arrived at each tick of a 10 ms timer
+    timer = QTimer()
+    timer.timeout.connect(lambda: seen.append(len(added)))
+    viewer.layers.events.inserted.connect(lambda _event: added.append(time.perf_counter()))
+    timer.start(10)
+    widget.register()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    timer.stop()
+    assert len(_outputs(viewer)) == len(added) == 7 and errors == []
+    # the timer ran while some layers had arrived and others had not: between two layers
+    # the event loop turned (the window redrew and answered)
+    assert len({n for n in seen if 0 < n < 7}) >= 3
