@@ -34,17 +34,26 @@ def line_width(shape: tuple[int, ...]) -> int:
     return max(1, round(max(shape) / 1024))
 
 
-def _densify(lines: np.ndarray) -> np.ndarray:
-    """Sample ``(L, N, 2)`` polylines at most :data:`STEP` pixels apart, as ``(M, 2)`` points."""
+def _densify(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``(L, N, 2)`` polylines at most :data:`STEP` pixels apart.
+
+    Returns the ``(M, 2)`` points and each one's weight: the length of line it stands
+    for, so that a pixel crossed by a line gets 1 however finely it was sampled.
+    """
     if lines.shape[1] < 2:
-        return lines.reshape(-1, 2)
+        points = lines.reshape(-1, 2)
+        return points, np.ones(len(points), np.float32)
     delta = np.diff(lines, axis=1)
-    longest = float(np.sqrt((delta**2).sum(axis=-1)).max(initial=0.0))
-    parts = int(min(np.ceil(longest / STEP), 64)) or 1
+    lengths = np.sqrt((delta**2).sum(axis=-1))
+    parts = int(min(np.ceil(float(lengths.max(initial=0.0)) / STEP), 64)) or 1
     fractions = (np.arange(parts, dtype=np.float32) / parts)[None, None, :, None]
     samples = lines[:, :-1, None] + delta[:, :, None] * fractions
-    ends = [lines[:, 0], lines[:, -1], lines[:, -1]]  # the end pixels as bright as the rest
-    return np.concatenate([samples.reshape(-1, 2), *ends])
+    weights = np.repeat(lengths[:, :, None] / parts, parts, axis=2)
+    # the last point (not a sample yet) and half a pixel of line past each end
+    ends = np.concatenate([lines[:, 0], lines[:, -1]])
+    end_weights = np.repeat(np.array([0.5, 1.0], np.float32), len(lines))
+    points = np.concatenate([samples.reshape(-1, 2), ends])
+    return points, np.concatenate([weights.reshape(-1), end_weights]).astype(np.float32)
 
 
 def draw_lines(lines: list[np.ndarray], shape: tuple[int, int], width: int = 1) -> np.ndarray:
@@ -68,17 +77,18 @@ def draw_lines(lines: list[np.ndarray], shape: tuple[int, int], width: int = 1) 
     total = np.zeros(height * width_px, np.float32)
     for length in sorted({len(line) for line in lines}):
         same = np.stack([line for line in lines if len(line) == length]).astype(np.float32)
-        points = _densify(same)
+        points, lengths = _densify(same)
         base = np.floor(points)
         frac = points - base
         rows, cols = base[:, 0].astype(np.int64), base[:, 1].astype(np.int64)
         for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
             weight = (frac[:, 0] if dr else 1 - frac[:, 0]) * (frac[:, 1] if dc else 1 - frac[:, 1])
+            weight = weight * lengths
             r, c = rows + dr, cols + dc
             inside = (r >= 0) & (r < height) & (c >= 0) & (c < width_px)
             index = r[inside] * width_px + c[inside]
             total += np.bincount(index, weight[inside], total.size).astype(np.float32)
-    image = np.minimum(total.reshape(shape) * STEP, 1.0)  # 1 per pixel of line length
+    image = np.minimum(total.reshape(shape), 1.0)  # 1 per pixel of line length
     if width > 1:
         from scipy.ndimage import maximum_filter
 
