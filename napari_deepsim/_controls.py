@@ -134,9 +134,10 @@ def grid_style(color: str) -> dict[str, Any]:
     Returns
     -------
     dict
-        An additive image of that colour, 0 transparent and 1 on the lines.
+        An additive image of that colour, 0 transparent; a line at full colour even
+        where it falls between two pixels (each then holds half of it).
     """
-    return {"colormap": color, "blending": "additive", "contrast_limits": (0.0, 1.0)}
+    return {"colormap": color, "blending": "additive", "contrast_limits": (0.0, 0.5)}
 
 
 def add_output(
