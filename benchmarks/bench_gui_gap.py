@@ -120,13 +120,13 @@ def _run_case(code: Path, dataset: str, size: int, kind: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(before: Path | None = None, only: str | None = None) -> dict[str, Any]:
+def run(before: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """Measure every case with this checkout (and ``before``'s code) and record them."""
     from benchmarks.common import save, table
 
     rows = []
     for dataset, size, kind in CASES:
-        if only is not None and only not in (kind, str(size)):
+        if only and not {kind, str(size), f"{size}-{kind}"} & set(only):
             continue
         for label, code in (("before", before), ("after", ROOT)):
             if code is None:
@@ -208,7 +208,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", nargs=3, metavar=("DATA", "SIZE", "KIND"))
     parser.add_argument("--before", type=Path, help="a checkout of the code before the change")
-    parser.add_argument("--only", help="only cases of this kind (pair, stack) or size")
+    parser.add_argument(
+        "--only", nargs="+", help="only these cases: a kind (pair, stack), a size, or 3072-pair"
+    )
     args = parser.parse_args()
     if args.case:
         print(json.dumps(case(args.case[0], int(args.case[1]), args.case[2])))

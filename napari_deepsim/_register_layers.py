@@ -98,8 +98,8 @@ def result_steps(
     grid = (fixed.scale, fixed.translate)
     old = {layer.name: layer for layer in viewer.layers if layer.metadata.get(SOURCE) == key}
     preview = _output(viewer, f"{moving.name} preview", str(moving.unique_id))
-    stale = []
-    if preview is not None:  # it becomes the warped image
+    stale = [preview] if preview is not None and suffix else []  # kept runs get new layers
+    if preview is not None and not suffix:  # it becomes the warped image
         warped_name = f"{moving.name} warped{suffix}"
         stale = (
             [old.pop(warped_name)] if warped_name in old and old[warped_name] is not preview else []
@@ -244,7 +244,8 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     viewer : napari.Viewer
         The viewer.
     context : dict
-        The layers of the run (``fixed``, ``moving``).
+        The layers of the run (``fixed``, ``moving``) and whether the last results are
+        kept (``keep``).
     preview : numpy.ndarray
         The warped moving image (normalised) on the level's grid.
     """
@@ -256,7 +257,7 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     key = str(moving.unique_id)
     style = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
     layer = _output(viewer, name, key)
-    if layer is None:
+    if layer is None and not context.get("keep"):  # kept results stay as they are
         layer = _output(viewer, f"{moving.name} warped", key)
     if layer is not None:  # the last preview, or the last result's warped image
         _update(layer, preview, name, (scale, fixed.translate), style)

@@ -134,3 +134,24 @@ def test_result_layers_arrive_one_per_turn_of_the_event_loop(
     # the timer ran while some layers had arrived and others had not: between two layers
     # the event loop turned (the window redrew and answered)
     assert len({n for n in seen if 0 < n < 7}) >= 3
+
+
+def test_keeping_results_of_an_optimisation_leaves_the_last_ones_untouched(
+    make_napari_viewer, qtbot, errors
+):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "5,5"
+    widget.register()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    first = {layer.name: layer.data.copy() for layer in _outputs(viewer)}
+    assert "moving warped" in first
+    widget.keep.value = True
+    widget.register()  # its live preview must not take over the kept warped image
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    names = {layer.name for layer in _outputs(viewer)}
+    assert names == set(first) | {f"{name} #2" for name in first} and errors == []
+    for name, data in first.items():
+        np.testing.assert_array_equal(viewer.layers[name].data, data)
