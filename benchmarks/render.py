@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_gui_gap,
     bench_memory3d,
     bench_ncc,
     bench_registration,
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "memory3d": bench_memory3d,
     "scaling": bench_scaling,
     "train_path": bench_train_path,
+    "gui_gap": bench_gui_gap,
 }
 
 
@@ -90,6 +92,7 @@ def render() -> Path:
         "memory3d": sections.memory3d,
         "scaling": sections.scaling,
         "train_path": sections.train_path,
+        "gui_gap": bench_gui_gap.section,
     }
     records = {name: record for name in BENCHMARKS if (record := _load(name)) is not None}
     texts, later, targets = [], [], []

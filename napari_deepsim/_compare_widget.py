@@ -9,13 +9,16 @@ Dice, % folding, the std of log J and the time per method. A rectangle drawn on 
 warped patch with its grid, side by side (:mod:`napari_deepsim._compare_zoom`). The
 methods run one after another in a napari thread worker
 (:mod:`napari_deepsim._compare_job`), the progress bar moving through each one's
-stages and iterations; layers and tiles are made on the GUI thread. The built-in
+stages and iterations; **Stop** (or closing the dock) cancels the comparison at its
+next step, leaving the last results. The layers are added on the GUI thread, one per
+turn of the event loop, replacing the last comparison's. The built-in
 models are listed first (unticked), then the registration models trained in this
 session as they come. Data unlike a model's training data gets a warning notification.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, PushButton
@@ -38,7 +41,7 @@ from napari_deepsim._compare_job import CompareJob, Outcome, run, table
 from napari_deepsim._compare_rows import RowChoice
 from napari_deepsim._compare_zoom import PREFIX, ZoomView
 from napari_deepsim._controls import (
-    FOLDS_STYLE,
+    FOLDS_IMAGE,
     JACOBIAN_STYLE,
     add_output,
     device_picker,
@@ -51,8 +54,8 @@ from napari_deepsim._controls import (
 )
 from napari_deepsim._models import trained_models
 from napari_deepsim._register_job import Job
-from napari_deepsim._subscriptions import subscribe, watch_layers
-from napari_deepsim._workers import advance, error_message, start_worker
+from napari_deepsim._subscriptions import subscribe, watch_layers, when_closed
+from napari_deepsim._workers import Turns, advance, error_message, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -77,6 +80,8 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         self.worker: Any = None
         self.outcomes: list[Outcome] = []
         self._pair: dict[str, Any] = {}
+        self._turns: Turns | None = None  # the last comparison's layers, being added
+        self._closed = False
 
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
             self._images, self._labels
@@ -117,8 +122,9 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         scroll.setWidget(panel)
         QVBoxLayout(self).addWidget(scroll)
 
-        self.compare_button.changed.connect(self.compare)
+        self.compare_button.changed.connect(self._button_clicked)
         watch_layers(self, self.viewer, self.reset_choices)
+        when_closed(self, self._abandon)
         events = trained_models.events
         subscribe(self, [events.inserted, events.removed], self._list_models)
         subscribe(self, [events.inserted, events.removed], self._extractors_changed)
@@ -149,8 +155,29 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
 
     @property
     def running(self) -> bool:
-        """Whether a comparison is in progress."""
-        return self.worker is not None
+        """Whether a comparison is in progress (its layers being added included)."""
+        return self.worker is not None or (self._turns is not None and self._turns.active)
+
+    def _button_clicked(self, *_args: Any) -> None:
+        if self.running:
+            self.stop()
+        else:
+            self.compare()
+
+    def stop(self) -> None:
+        """Cancel the comparison at its next step; the last comparison's layers stay."""
+        if self.worker is not None:
+            self.worker.quit()
+        if self._turns is not None:
+            self._turns.cancel()
+            self._turns = None
+        if not self._closed:
+            self.compare_button.text = "Compare"
+
+    def _abandon(self) -> None:
+        """Cancel the comparison of a closed dock: nothing it computed is shown."""
+        self._closed = True
+        self.stop()
 
     def compare(self, *_args: Any) -> Any:
         """Start running every ticked method on the pair in a worker thread.
@@ -174,7 +201,7 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
             "moving": self.moving.value,
             "moving_labels": self.moving_labels.value,
         }
-        self.compare_button.enabled = False
+        self.compare_button.text = "Stop"
         self.worker = start_worker(
             run,
             job,
@@ -230,21 +257,28 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
-        self.compare_button.enabled = True
+        if (self._turns is None or not self._turns.active) and not self._closed:
+            self.compare_button.text = "Compare"
 
     def _on_returned(self, outcomes: list[Outcome]) -> None:
-        try:
-            self._show(outcomes)
-        except Exception as err:  # never raise into Qt's event loop
-            self._report(err)
-
-    def _show(self, outcomes: list[Outcome]) -> None:
-        self.outcomes = outcomes
-        remove_outputs(self.viewer, PREFIX, prefix=True)
-        failed = [o for o in outcomes if o.error is not None]
+        if self._closed:
+            return
+        steps: list[Any] = [partial(remove_outputs, self.viewer, PREFIX, prefix=True)]
         for outcome in outcomes:
             if outcome.result is not None:
-                self._add_layers(outcome)
+                steps += self._layer_steps(outcome)
+        steps.append(partial(self._show, outcomes))
+        self._turns = Turns(steps, self._shown, self._report)
+
+    def _shown(self) -> None:
+        self._turns = None
+        if self.worker is None and not self._closed:
+            self.compare_button.text = "Compare"
+
+    def _show(self, outcomes: list[Outcome]) -> None:
+        """Fill the table, report failures and warnings, and redraw the zoom."""
+        self.outcomes = outcomes
+        failed = [o for o in outcomes if o.error is not None]
         dice_before = next(
             (o.result.dice[0] for o in outcomes if o.result is not None and o.result.dice),
             None,
@@ -257,15 +291,18 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
                 show_warning(f"{outcome.name}: {line}")
         self.update_zoom()
 
-    def _add_layers(self, outcome: Outcome) -> None:
+    def _layer_steps(self, outcome: Outcome) -> list[Any]:
+        """Plan one method's layers, one step each."""
         result = outcome.result
         assert result is not None
         fixed, moving = self._pair["fixed"], self._pair["moving"]
         grid = (fixed.scale, fixed.translate)
+        steps = []
 
         def add(kind: str, data: Any, suffix: str, **style: Any) -> None:
             name = f"{outcome.name} {suffix}"
-            add_output(self.viewer, kind, data, name, PREFIX + outcome.name, grid, **style)
+            key = PREFIX + outcome.name
+            steps.append(partial(add_output, self.viewer, kind, data, name, key, grid, **style))
 
         add("image", result.jacobian, "Jacobian", **JACOBIAN_STYLE, visible=False)
         add("image", result.warped, "warped", **like(moving))
@@ -273,10 +310,10 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
             add(
                 "labels", result.warped_labels, "warped labels", **like(self._pair["moving_labels"])
             )
-        add("labels", result.folds, "folds", **FOLDS_STYLE, visible=False)
+        add("image", result.folds, "folds", **FOLDS_IMAGE, visible=False)
         if result.grid is not None:
-            kind, style = grid_style(result.grid, outcome.color)
-            add(kind, result.grid, "grid", **style)
+            add("image", result.grid, "grid", **grid_style(outcome.color))
+        return steps
 
     def _fill_table(self, outcomes: list[Outcome], dice_before: float | None) -> None:
         rows = table(outcomes, dice_before)

@@ -3,8 +3,8 @@
 The pickers list the input layers of :func:`napari_deepsim._choices.inputs`. Result
 layers are added on the grid of the layer they belong to and tagged with
 :data:`~napari_deepsim._choices.SOURCE`, so they are never offered as inputs and a
-new result replaces the old one; their styles (grid colour and width, Jacobian
-colormap, fold colours) are the same in the Register and Compare widgets.
+new result replaces the old one; their styles (grid colour, Jacobian
+colormap, fold colour) are the same in the Register and Compare widgets.
 """
 
 from __future__ import annotations
@@ -14,20 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, SpinBox
 from napari.layers import Labels, Layer
-from napari.utils.colormaps import DirectLabelColormap
 
 from napari_deepsim._choices import SOURCE, inputs
 from src_training.runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
 
 if TYPE_CHECKING:
     import napari
-    import numpy as np
 
 GRID_COLOR = "yellow"
-GRID_WIDTH = 1.0
-FOLD_COLORS = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
 JACOBIAN_STYLE: dict[str, Any] = {"colormap": "PiYG", "contrast_limits": (0.0, 2.0)}
-FOLDS_STYLE: dict[str, Any] = {"colormap": FOLD_COLORS}
+FOLDS_IMAGE: dict[str, Any] = {"colormap": "red", "blending": "additive", "contrast_limits": (0, 1)}
 
 
 def layer_choices(
@@ -127,24 +123,21 @@ def like(layer: Layer) -> dict[str, Any]:
     return {"colormap": layer.colormap, "contrast_limits": layer.contrast_limits}
 
 
-def grid_style(grid: list[np.ndarray] | np.ndarray, color: str) -> tuple[str, dict[str, Any]]:
-    """Return the layer kind and style of a deformation grid drawn in ``color``.
+def grid_style(color: str) -> dict[str, Any]:
+    """Return the style of a deformation grid image (warped lines) drawn in ``color``.
 
     Parameters
     ----------
-    grid : list of numpy.ndarray or numpy.ndarray
-        Polylines of a 2D grid, or a raster grid of a volume or a stack.
     color : str
-        A colour name, also a napari colormap name.
+        A napari colormap name (a colour's name).
 
     Returns
     -------
-    kind, style
-        ``"shapes"`` paths of width :data:`GRID_WIDTH`, or an additive ``"image"``.
+    dict
+        An additive image of that colour, 0 transparent; a line at full colour even
+        where it falls between two pixels (each then holds half of it).
     """
-    if isinstance(grid, list):
-        return "shapes", {"shape_type": "path", "edge_color": color, "edge_width": GRID_WIDTH}
-    return "image", {"colormap": color, "blending": "additive", "contrast_limits": (0.0, 1.0)}
+    return {"colormap": color, "blending": "additive", "contrast_limits": (0.0, 0.5)}
 
 
 def add_output(

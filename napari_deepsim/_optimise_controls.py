@@ -34,6 +34,32 @@ def metric_specs() -> dict[str, MetricSpec]:
     return METRICS
 
 
+def check_labels(spec: OptimiseSpec, stack: bool, labelled: bool) -> None:
+    """Refuse a metric that compares labels where it would have none.
+
+    Parameters
+    ----------
+    spec : OptimiseSpec
+        The optimisation chosen.
+    stack : bool
+        The frames of a stack are registered (they are optimised without labels).
+    labelled : bool
+        The fixed and the moving labels were chosen.
+    """
+    if not metric_specs()[spec.metric].needs_labels:
+        return
+    if stack:
+        raise ValueError(
+            f"the {spec.metric} metric compares labels, which the frames of a stack are "
+            "optimised without; choose a metric without labels"
+        )
+    if not labelled:
+        raise ValueError(
+            f"the {spec.metric} metric compares labels; choose the moving and the fixed "
+            "labels, or a metric without labels"
+        )
+
+
 class OptimisePicker:
     """Metric, extractor, weights, iterations and linear stage of an optimisation.
 

@@ -1,7 +1,7 @@
-"""Turn registration results into layer data: grids, vectors, checkerboards and folds.
+"""Turn registration results into layer data: vectors, checkerboards and folds.
 
-Every function here is pure NumPy (plus the core's warp for raster grids) and never
-touches Qt or napari, so it runs in a worker thread and in plain unit tests.
+Every function here is pure NumPy and never touches Qt or napari (the grid is
+:mod:`napari_deepsim._grid_raster`), so it runs in a worker thread and in plain unit tests.
 
 Displacements follow the convention of :mod:`src_training.spatial.transforms`: a field ``u`` of
 shape ``(ndim, *spatial)`` in voxels pulls back, ``warped(x) = moving(x + u(x))``. The
@@ -25,62 +25,6 @@ def _check_field(disp: np.ndarray, ndims: tuple[int, ...]) -> None:
 def _check_spacing(spacing: int, name: str = "spacing") -> None:
     if int(spacing) < 1:
         raise ValueError(f"the grid {name} must be a positive number of pixels, got {spacing}")
-
-
-def grid_mask(shape: tuple[int, ...], spacing: int) -> np.ndarray:
-    """Rasterise a straight grid: 1 on every line through grid nodes, 0 elsewhere.
-
-    A voxel lies on a grid line when all but at most one of its coordinates are
-    multiples of ``spacing``: in 2D the rows and columns every ``spacing`` pixels, in
-    3D the lines parallel to each axis through the nodes of the ``spacing`` lattice.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Spatial shape ``(H, W)`` or ``(D, H, W)``.
-    spacing : int
-        Distance between grid lines in voxels.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 array of ``shape``.
-    """
-    _check_spacing(spacing)
-    on_node = np.zeros(shape, np.int32)
-    for axis, size in enumerate(shape):
-        index = np.arange(size) % spacing == 0
-        on_node += index.reshape([-1 if a == axis else 1 for a in range(len(shape))])
-    return (on_node >= len(shape) - 1).astype(np.float32)
-
-
-def raster_grid(disp: np.ndarray, spacing: int) -> np.ndarray:
-    """Warp a rasterised grid with a displacement, for 3D fields and image stacks.
-
-    The grid of :func:`grid_mask` is warped with the same field, with linear
-    interpolation, as the moving image, so each bright line shows where that fixed-grid
-    line samples the moving image.
-
-    Parameters
-    ----------
-    disp : numpy.ndarray
-        ``(ndim, *spatial)`` displacement in voxels, ``ndim`` 2 or 3.
-    spacing : int
-        Distance between grid lines in voxels.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 image of shape ``spatial`` with values in ``[0, 1]``.
-    """
-    import torch
-
-    from src_training.registration.inference import warp_array
-
-    _check_field(disp, (2, 3))
-    grid = grid_mask(tuple(disp.shape[1:]), spacing)
-    field = torch.as_tensor(np.asarray(disp, dtype=np.float32))[None]
-    return warp_array(grid[None], field)[0].astype(np.float32)
 
 
 def checkerboard(fixed: np.ndarray, warped: np.ndarray, tiles: int) -> np.ndarray:
@@ -111,27 +55,47 @@ def checkerboard(fixed: np.ndarray, warped: np.ndarray, tiles: int) -> np.ndarra
 
 
 def subsampled_vectors(disp: np.ndarray, step: int) -> np.ndarray:
-    """Sample a 2D displacement every ``step`` pixels as napari Vectors data.
+    """Sample a 2D or 3D displacement every ``step`` voxels as napari Vectors data.
 
     Parameters
     ----------
     disp : numpy.ndarray
-        ``(2, H, W)`` displacement in pixels.
+        ``(ndim, *spatial)`` displacement in voxels, ``ndim`` 2 or 3.
     step : int
-        Distance between arrows in pixels.
+        Distance between arrows in voxels.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, 2, 2)`` float32: ``[:, 0]`` the fixed-grid position ``p`` and ``[:, 1]``
+        ``(N, 2, ndim)`` float32: ``[:, 0]`` the fixed-grid position ``p`` and ``[:, 1]``
         the projection ``u(p)`` towards the moving-image point it samples.
     """
-    _check_field(disp, (2,))
+    _check_field(disp, (2, 3))
     _check_spacing(step, "vector step")
-    rows, cols = np.mgrid[0 : disp.shape[1] : step, 0 : disp.shape[2] : step]
-    position = np.stack([rows.ravel(), cols.ravel()], axis=-1)
-    projection = disp[:, rows.ravel(), cols.ravel()].T
+    axes = np.meshgrid(*[np.arange(0, n, step) for n in disp.shape[1:]], indexing="ij")
+    position = np.stack([a.ravel() for a in axes], axis=-1)
+    projection = disp[(slice(None), *[a.ravel() for a in axes])].T
     return np.stack([position, projection], axis=1).astype(np.float32)
+
+
+def fold_points(jacobian: np.ndarray, limit: int = 20000) -> np.ndarray:
+    """Return the voxels where the Jacobian determinant is ``<= 0``, as napari Points.
+
+    Parameters
+    ----------
+    jacobian : numpy.ndarray
+        Jacobian determinant of a volume.
+    limit : int
+        At most this many points: every k-th fold when there are more.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, jacobian.ndim)`` float32 voxel coordinates.
+    """
+    where = np.argwhere(np.asarray(jacobian) <= 0)
+    every = max(1, -(-len(where) // max(1, limit)))
+    return where[::every].astype(np.float32)
 
 
 def folds(jacobian: np.ndarray) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 A pair or the frames of a stack are registered with a model, by optimisation
 (:mod:`napari_deepsim._optimise_job`), or with a model whose prediction is then refined.
-It runs in a napari thread worker, so it never touches Qt or layers; it yields a
-:class:`~napari_deepsim._optimise_job.Step` per stage and, while optimising, per
-iteration (a few per second at most). Torch and the core are imported inside the
+It runs in a napari thread worker, so it never touches Qt or layers, and it draws
+every overlay the layers show (the grid image, fold points, vectors); it yields a
+:class:`~napari_deepsim._optimise_job.Step` per stage, per frame of a stack and, while
+optimising, per iteration (a few per second at most). Torch and the core are imported inside the
 functions, so importing this module stays cheap.
 """
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from src_training.engine.optimisation import OptimisationSummary
     from src_training.networks.modelio import ModelFile
 
-STAGES = 4  # progress units of a registration besides its optimisation iterations
+STAGES = 7  # progress units of a registration besides its frames and optimisation iterations
 CHECKER_TILES = 8
 
 
@@ -58,6 +59,7 @@ class Job:
     timing_runs: int = 1  # > 1: one untimed warm-up pass, then the fastest of this many
     optimise: OptimiseSpec | None = None  # optimise the field (refining the model's, if any)
     preview: bool = True  # a pair's warped image after each pyramid level, while optimising
+    frames_per_pass: int = 1  # a stack's frames per forward pass: progress (and Stop) per frame
 
 
 @dataclass
@@ -76,9 +78,10 @@ class Result:
     predict_seconds: float = 0.0
     warped_labels: np.ndarray | None = None
     extras: list[np.ndarray] = field(default_factory=list)
-    grid: list[np.ndarray] | np.ndarray | None = None
+    grid: np.ndarray | None = None  # the warped lines as an image of the spatial shape
     vectors: np.ndarray | None = None
     checkerboard: np.ndarray | None = None
+    fold_points: np.ndarray | None = None  # a volume's folds as points, not a label map
     dice: tuple[float, float] | None = None
     optimisation: OptimisationSummary | None = None
     warnings: list[str] = field(default_factory=list)  # the data is unlike the model's
@@ -124,13 +127,44 @@ def run(job: Job, stop: Callable[[], bool] | None = None) -> Generator[Step, Non
     start = time.perf_counter()
     model = None if job.model is None else load_registration_model(job.model)
     device = resolve_device(job.device)
-    tracker = Tracker(STAGES)
+    frames = len(job.moving) if job.stack and job.optimise is None else 0
+    tracker = Tracker(STAGES + frames)
     yield tracker.stage("model loaded" if model is not None else "starting")
     register = _register_stack if job.stack else _register_pair
     result = yield from register(model, job, device, tracker, stop)
+    yield from _draw(result, job, tracker)
     result.seconds = time.perf_counter() - start
     yield tracker.finish("overlays drawn")
     return result
+
+
+def _draw(result: Result, job: Job, tracker: Tracker) -> Generator[Step, None, None]:
+    """Draw the overlays a result layer shows, one step each (so Stop acts between them).
+
+    The grid is an image of the warped lines (a 2D grid per slice of a volume, per frame
+    of a stack); a volume's folds are points; vectors are 2D or 3D.
+    """
+    from napari_deepsim import _overlays
+    from napari_deepsim._grid_raster import warped_grid
+
+    field = result.field
+    if job.grid:
+        yield tracker.stage("drawing the grid")
+        result.grid = warped_grid(field, job.spacing)
+    if job.vectors:
+        yield tracker.stage("sampling the vectors")
+        result.vectors = (
+            np.concatenate(
+                [
+                    stack_vectors(t, _overlays.subsampled_vectors(d, job.spacing))
+                    for t, d in enumerate(field)
+                ]
+            )
+            if job.stack
+            else _overlays.subsampled_vectors(field, job.spacing)
+        )
+    if not job.stack and field.shape[0] == 3:
+        result.fold_points = _overlays.fold_points(result.jacobian)
 
 
 def _register_pair(
@@ -142,7 +176,6 @@ def _register_pair(
 ) -> Generator[Step, None, Result]:
     from napari_deepsim import _overlays
     from src_training.engine.registration import register_pair
-    from src_training.spatial.grid import grid_lines
 
     if model is not None and job.fixed.ndim == model.ndim + 1:
         raise ValueError(
@@ -189,15 +222,8 @@ def _register_pair(
         optimisation=pair.optimisation,
         warnings=pair.warnings,
     )
-    if job.grid:
-        result.grid = (
-            grid_lines(result.field, job.spacing)
-            if ndim == 2
-            else _overlays.raster_grid(result.field, job.spacing)
-        )
-    if job.vectors and ndim == 2:
-        result.vectors = _overlays.subsampled_vectors(result.field, job.spacing)
     if job.checkerboard:
+        yield tracker.stage("drawing the checkerboard")
         result.checkerboard = _overlays.checkerboard(
             pair.fixed_normalised[0], pair.warped_normalised[0], CHECKER_TILES
         )
@@ -249,6 +275,7 @@ def _register_stack(
             raw_frames=raw,
             labels=job.moving_labels if job.fixed_labels is not None else None,
             what=f"the layer {job.moving_name!r}",
+            batch_size=job.frames_per_pass,
             optimisation=optimised,
             stop=stop,
         )
@@ -274,17 +301,11 @@ def _register_stack(
             if series.warped_labels is not None
             else warp_data(job.moving_labels, disp, True, True)
         )
+    if job.extras:
+        yield tracker.stage("warping the layers carried along")
     result.extras = [warp_data(d, disp, lab, True) for d, lab in job.extras]
-    if job.grid:
-        result.grid = np.stack([_overlays.raster_grid(d, job.spacing) for d in result.field])
-    if job.vectors:
-        result.vectors = np.concatenate(
-            [
-                stack_vectors(t, _overlays.subsampled_vectors(d, job.spacing))
-                for t, d in enumerate(result.field)
-            ]
-        )
     if job.checkerboard:
+        yield tracker.stage("drawing the checkerboard")
         warped = warp(torch.as_tensor(normalised), disp).numpy()[:, 0]
         result.checkerboard = np.stack(
             [

@@ -1,23 +1,33 @@
 """The Register widget's result layers: the warped data, overlays and the live preview.
 
-Everything here runs on the GUI thread with arrays the worker computed, so it only adds
-or updates layers. Result layers are tagged with the moving layer's id (see
+Everything here runs on the GUI thread with arrays the worker computed (the grid, folds
+and vectors included), so it only adds or updates layers, one per step
+(:func:`result_steps`; the widget runs one step per turn of the event loop). Result
+layers are tagged with the moving layer's id (see
 :func:`~napari_deepsim._controls.add_output`), so a new result replaces the old one:
 a layer of the same name and kind gets the new data in place (napari collects garbage
 each time it removes a layer, which can take most of a second), the live preview
-becomes the warped image, and only layers that have no successor are removed.
+becomes the warped image, and only layers that have no successor are removed. With
+"keep previous results" the old layers stay and the new ones are numbered.
+
+Layers that draw fast: the grid is an image of the warped lines (a Shapes layer of
+hundreds of paths took seconds to triangulate), 2D folds an additive red image (a
+Labels layer took seconds to add), a volume's folds red points.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import CheckBox
 from napari.layers import Labels, Layer
 
 from napari_deepsim._choices import SOURCE
 from napari_deepsim._controls import (
-    FOLDS_STYLE,
+    FOLDS_IMAGE,
     GRID_COLOR,
     JACOBIAN_STYLE,
     add_output,
@@ -25,55 +35,99 @@ from napari_deepsim._controls import (
     like,
 )
 
+FOLD_POINTS: dict[str, Any] = {"face_color": "red", "border_width": 0, "size": 3}
+
 if TYPE_CHECKING:
     import napari
 
     from napari_deepsim._register_job import Result
 
 
-def show_result(viewer: napari.Viewer, context: dict[str, Any], result: Result) -> None:
-    """Replace the moving layer's result layers with a new result's.
+def output_choices() -> tuple[CheckBox, ...]:
+    """Make the checkboxes of the overlays a run shows, and of keeping the last results.
+
+    Returns
+    -------
+    tuple of CheckBox
+        Deformation grid, Jacobian and folds, displacement vectors, checkerboard, and
+        keep previous results.
+    """
+    keep = CheckBox(text="keep previous results", value=False)
+    keep.tooltip = (
+        "Keep the layers of the last run of this moving layer; the new ones are numbered "
+        "(moving warped #2). Unticked, a run replaces them."
+    )
+    return (
+        CheckBox(text="deformation grid", value=True),
+        CheckBox(text="Jacobian and folds", value=True),
+        CheckBox(text="displacement vectors", value=False),
+        CheckBox(text="checkerboard", value=True),
+        keep,
+    )
+
+
+def result_steps(
+    viewer: napari.Viewer, context: dict[str, Any], result: Result
+) -> list[Callable[[], None]]:
+    """Plan the layer changes of a new result: one step per layer, run on the GUI thread.
+
+    Each step adds, updates or removes one layer, so that the caller can run them one
+    per turn of the event loop and the window never freezes for more than one layer.
+    The moving layer's previous result layers are replaced (updated in place when they
+    can take the new data); with ``context["keep"]`` they stay and the new layers get
+    the next free run number (``moving warped #2``).
 
     Parameters
     ----------
     viewer : napari.Viewer
         The viewer.
     context : dict
-        The layers of the run (``fixed``, ``moving``, ``moving_labels``, ``extras``) and
-        whether the Jacobian was asked for (``jacobian``).
+        The layers of the run (``fixed``, ``moving``, ``moving_labels``, ``extras``),
+        whether the Jacobian was asked for (``jacobian``) and whether to keep the
+        previous results (``keep``).
     result : Result
-        What the worker computed.
+        What the worker computed (every overlay already drawn).
+
+    Returns
+    -------
+    list of callable
+        The steps, in order.
     """
     fixed, moving = context["fixed"], context["moving"]
-    key = str(moving.unique_id)
+    key, suffix = result_key(viewer, moving, bool(context.get("keep")))
     grid = (fixed.scale, fixed.translate)
     old = {layer.name: layer for layer in viewer.layers if layer.metadata.get(SOURCE) == key}
-    preview = old.pop(f"{moving.name} preview", None)
-    stale = []
-    if preview is not None:  # it becomes the warped image
-        stale = [old.pop(f"{moving.name} warped")] if f"{moving.name} warped" in old else []
-        old[f"{moving.name} warped"] = preview
+    preview = _output(viewer, f"{moving.name} preview", str(moving.unique_id))
+    stale = [preview] if preview is not None and suffix else []  # kept runs get new layers
+    if preview is not None and not suffix:  # it becomes the warped image
+        warped_name = f"{moving.name} warped{suffix}"
+        stale = (
+            [old.pop(warped_name)] if warped_name in old and old[warped_name] is not preview else []
+        )
+        old.pop(preview.name, None)
+        old[warped_name] = preview
+    steps: list[Callable[[], None]] = []
 
-    def add(kind: str, data: Any, name: str, **style: Any) -> None:
+    def add(kind: str, data: Any, label: str, **style: Any) -> None:
+        name = f"{label}{suffix}"
         layer = old.pop(name, None)
         if layer is not None and _reusable(layer, kind, data):
-            _update(layer, data, name, grid, style)
+            steps.append(partial(_update, layer, data, name, grid, style))
             return
         if layer is not None:
-            viewer.layers.remove(layer)
-        add_output(viewer, kind, data, name, key, grid, **style)
+            steps.append(partial(_remove, viewer, layer))
+        steps.append(partial(add_output, viewer, kind, data, name, key, grid, **style))
 
-    if context["jacobian"]:
-        add("image", result.jacobian, f"{moving.name} Jacobian", **JACOBIAN_STYLE, visible=False)
-    if result.checkerboard is not None:
+    add("image", result.warped, f"{moving.name} warped", **like(moving))
+    plane = _plane(result)  # a volume's slice overlays: one plane in the 3D view
+    if result.grid is not None:
         add(
             "image",
-            result.checkerboard,
-            f"{moving.name} checkerboard",
-            colormap="gray",
-            visible=False,
+            result.grid,
+            f"{moving.name} grid",
+            **grid_style(GRID_COLOR),
+            **plane,
         )
-    add("image", result.warped, f"{moving.name} warped", **like(moving))
     if result.warped_labels is not None:
         labels = context["moving_labels"]
         add("labels", result.warped_labels, f"{labels.name} warped", **like(labels))
@@ -83,10 +137,27 @@ def show_result(viewer: napari.Viewer, context: dict[str, Any], result: Result) 
         else:
             add("image", data, f"{source.name} warped", **like(source), blending=source.blending)
     if context["jacobian"]:
-        add("labels", result.folds, f"{moving.name} folds", **FOLDS_STYLE)
-    if result.grid is not None:
-        kind, style = grid_style(result.grid, GRID_COLOR)
-        add(kind, result.grid, f"{moving.name} grid", **style)
+        if result.fold_points is not None:
+            add("points", result.fold_points, f"{moving.name} folds", **FOLD_POINTS)
+        else:
+            add("image", result.folds, f"{moving.name} folds", **FOLDS_IMAGE)
+        add(
+            "image",
+            result.jacobian,
+            f"{moving.name} Jacobian",
+            **JACOBIAN_STYLE,
+            **plane,
+            visible=False,
+        )
+    if result.checkerboard is not None:
+        add(
+            "image",
+            result.checkerboard,
+            f"{moving.name} checkerboard",
+            colormap="gray",
+            contrast_limits=(0.0, 1.0),
+            visible=False,
+        )
     if result.vectors is not None:
         add(
             "vectors",
@@ -95,16 +166,58 @@ def show_result(viewer: napari.Viewer, context: dict[str, Any], result: Result) 
             edge_color="cyan",
             edge_width=0.5,
         )
-    for layer in [*old.values(), *stale]:
+    steps += [partial(_remove, viewer, layer) for layer in [*old.values(), *stale]]
+    return steps
+
+
+def _plane(result: Result) -> dict[str, Any]:
+    """Show a volume's grid and Jacobian as one slice in the 3D view (not a solid block).
+
+    The plane lies across the first axis through the middle (shift-drag moves it); a
+    pair of 2D images or a stack's frames need none.
+    """
+    if result.fold_points is None:
+        return {}
+    middle = [(n - 1) / 2 for n in result.jacobian.shape]
+    return {"depiction": "plane", "plane": {"position": middle, "normal": (1, 0, 0)}}
+
+
+def result_key(viewer: napari.Viewer, moving: Layer, keep: bool) -> tuple[str, str]:
+    """Return the source key and the name suffix of a run's result layers.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    moving : Layer
+        The moving layer.
+    keep : bool
+        Keep the previous results: the next run number free among the layers.
+
+    Returns
+    -------
+    key, suffix : str
+        The moving layer's id and ``""``, or with ``" #n"`` appended to both.
+    """
+    key = str(moving.unique_id)
+    if not keep:
+        return key, ""
+    taken = {str(layer.metadata.get(SOURCE, "")) for layer in viewer.layers}
+    number = 2
+    while f"{key} #{number}" in taken:
+        number += 1
+    return f"{key} #{number}", f" #{number}"
+
+
+def _remove(viewer: napari.Viewer, layer: Layer) -> None:
+    if layer in viewer.layers:
         viewer.layers.remove(layer)
 
 
 def _reusable(layer: Layer, kind: str, data: Any) -> bool:
-    """Whether a result layer can take new data in place (same kind, dimensions, count)."""
+    """Whether a result layer can take new data in place (same kind and dimensions)."""
     if type(layer).__name__.lower() != kind:
         return False
-    if kind == "shapes":
-        return len(layer.data) == len(data)
     return bool(np.ndim(data) == np.ndim(layer.data))
 
 
@@ -131,7 +244,8 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     viewer : napari.Viewer
         The viewer.
     context : dict
-        The layers of the run (``fixed``, ``moving``).
+        The layers of the run (``fixed``, ``moving``) and whether the last results are
+        kept (``keep``).
     preview : numpy.ndarray
         The warped moving image (normalised) on the level's grid.
     """
@@ -143,7 +257,7 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     key = str(moving.unique_id)
     style = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
     layer = _output(viewer, name, key)
-    if layer is None:
+    if layer is None and not context.get("keep"):  # kept results stay as they are
         layer = _output(viewer, f"{moving.name} warped", key)
     if layer is not None:  # the last preview, or the last result's warped image
         _update(layer, preview, name, (scale, fixed.translate), style)

@@ -1,19 +1,17 @@
 """The Register widget: warp a moving layer onto a fixed layer, with a model or without.
 
-The method is a trained model, an optimisation of the field for this pair (no model:
-a metric of the registry, iterations per pyramid level, an optional rigid or affine
-stage), or a model whose prediction the optimisation refines. The registration runs in
-a napari thread worker on NumPy copies of the layer data; the worker only computes
-arrays (with :mod:`src_training` and :mod:`napari_deepsim._overlays`) and never touches
-Qt or layers. While optimising it yields steps: the progress bar moves through the
-levels and iterations, the status line shows level, iteration and loss, the loss curve
-grows, and after each pyramid level a preview layer shows the moving image warped by
-the best transformation so far. **Stop** ends the optimisation within one iteration
-with the best field found, shown like any result. Its ``returned`` signal, delivered
-on the GUI thread, adds the output layers (:mod:`napari_deepsim._register_layers`).
-Torch and the core are imported inside functions, so importing this module (and opening
-napari) stays fast. The model pickers are :mod:`napari_deepsim._register_model`;
-saving, loading and applying fields is :mod:`napari_deepsim._register_fields`.
+The method is a trained model, an optimisation of the field for this pair (a metric of
+the registry, iterations per pyramid level, an optional rigid or affine stage), or a
+model whose prediction the optimisation refines. A napari thread worker computes every
+array (field, warped data, overlays) from NumPy copies of the layers, never touching Qt,
+and yields steps: a stack's frames (``frame 3/8``) and, while optimising, levels and
+iterations (status line, loss curve, a preview layer after each level). **Stop** ends
+an optimisation within one iteration with its best field, shown like any result, and
+cancels anything else at its next step; closing the dock cancels too. The result layers
+are added one per turn of the event loop (:mod:`napari_deepsim._register_layers`),
+replacing the last run's unless "keep previous results" is ticked. Torch is imported
+inside functions; the model pickers are :mod:`napari_deepsim._register_model`, the
+field actions :mod:`napari_deepsim._register_fields`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, Select
+from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
@@ -33,18 +31,23 @@ from napari_deepsim._choices import guess_pair, pair_arrays
 from napari_deepsim._controls import device_picker, layer_choices, pair_pickers, spacing_picker
 from napari_deepsim._loss_plot import LossPlot
 from napari_deepsim._models import trained_models
-from napari_deepsim._optimise_controls import OptimisePicker, metric_specs
+from napari_deepsim._optimise_controls import OptimisePicker, check_labels
 from napari_deepsim._register_fields import FieldActions
 from napari_deepsim._register_job import STAGES, Job, Result, run, summary
-from napari_deepsim._register_layers import remove_preview, show_preview, show_result
+from napari_deepsim._register_layers import (
+    output_choices,
+    remove_preview,
+    result_steps,
+    show_preview,
+)
 from napari_deepsim._register_model import ModelChoice
-from napari_deepsim._subscriptions import subscribe, watch_layers
-from napari_deepsim._workers import advance, error_message, start_worker
+from napari_deepsim._subscriptions import subscribe, watch_layers, when_closed
+from napari_deepsim._workers import Turns, advance, error_message, start_worker
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._optimise_job import OptimiseSpec, Step
+    from napari_deepsim._optimise_job import Step
     from src_training.networks.modelio import ModelFile
 
 # each method: whether it uses a model, and whether it optimises the field
@@ -74,6 +77,9 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         self._field: np.ndarray | None = None
         self._field_transform: tuple[np.ndarray, np.ndarray] | None = None
         self._stop = threading.Event()
+        self._turns: Turns | None = None  # the last result's layers, being added
+        self._closed = False
+        self._context: dict[str, Any] = {}  # the layers and settings of the current run
 
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
             self._images, self._labels
@@ -95,10 +101,9 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         self.optimise = OptimisePicker()
         self.device = device_picker()
         self.spacing = spacing_picker()
-        self.show_grid = CheckBox(text="deformation grid", value=True)
-        self.show_jacobian = CheckBox(text="Jacobian and folds", value=True)
-        self.show_vectors = CheckBox(text="displacement vectors (2D)", value=False)
-        self.show_checkerboard = CheckBox(text="checkerboard", value=True)
+        self.outputs = output_choices()
+        self.show_grid, self.show_jacobian, self.show_vectors = self.outputs[:3]
+        self.show_checkerboard, self.keep = self.outputs[3:]
         self.register_button = PushButton(text="Register")
         self.results = QLabel("")
         self.results.setWordWrap(True)
@@ -118,10 +123,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
                 *self.optimise.widgets,
                 self.device,
                 self.spacing,
-                self.show_grid,
-                self.show_jacobian,
-                self.show_vectors,
-                self.show_checkerboard,
+                *self.outputs,
                 self.register_button,
             ]
         )
@@ -148,6 +150,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         subscribe(self, [events.inserted, events.removed], self._extractors_changed)
         subscribe(self, [events.trained], self._model_trained)
         watch_layers(self, self.viewer, self.reset_choices)
+        when_closed(self, self._abandon)
         self.reset_choices()
         self._guess_inputs()
         self._extractors_changed()
@@ -218,8 +221,8 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
 
     @property
     def running(self) -> bool:
-        """Whether a registration is in progress."""
-        return self.worker is not None
+        """Whether a registration is in progress (its layers being added included)."""
+        return self.worker is not None or (self._turns is not None and self._turns.active)
 
     def _button_clicked(self, *_args: Any) -> None:
         if self.running:
@@ -251,11 +254,12 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             "moving_labels": self.moving_labels.value,
             "extras": list(self.extras.value),
             "jacobian": bool(self.show_jacobian.value),
+            "keep": bool(self.keep.value),
+            "optimising": job.optimise is not None,
         }
-        optimising = job.optimise is not None
+        self._context = context
         self._stop.clear()
-        self.register_button.text = "Stop" if optimising else "Register"
-        self.register_button.enabled = optimising
+        self.register_button.text = "Stop"
         self.results.setText("registering…")
         self.plot.clear(STAGES)
         self.worker = start_worker(
@@ -272,10 +276,32 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         return self.worker
 
     def stop(self) -> None:
-        """End a running optimisation within one iteration; its best field is shown."""
-        if self.running:
+        """Stop the run: an optimisation keeps its best field, anything else is cancelled.
+
+        An optimisation ends within one iteration and its best field so far is shown; a
+        model's run ends at its next step (a stack's next frame) with no new layers.
+        """
+        if self.worker is not None and self._context.get("optimising"):
             self._stop.set()
             self.results.setText("stopping: the best field so far will be shown…")
+        elif self.running:
+            self._cancel()
+            self.results.setText("stopped: the previous results are unchanged")
+
+    def _cancel(self) -> None:
+        """End the worker at its next step and drop the layers not added yet."""
+        self._stop.set()
+        self._context["cancelled"] = True
+        if self.worker is not None:
+            self.worker.quit()
+        if self._turns is not None:
+            self._turns.cancel()
+            self._turn_done()
+
+    def _abandon(self) -> None:
+        """Cancel the run of a closed dock: nothing it computed is shown."""
+        self._closed = True
+        self._cancel()
 
     def _make_job(self) -> Job:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
@@ -291,7 +317,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         uses_model, optimises = METHODS[str(self.method.value)]
         spec = self.optimise.spec() if optimises else None
         if spec is not None:
-            self._check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
+            check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
         return Job(
             fixed=fixed,
             moving=moving,
@@ -311,32 +337,12 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             optimise=spec,
         )
 
-    @staticmethod
-    def _check_labels(spec: OptimiseSpec, stack: bool, labelled: bool) -> None:
-        """Refuse a metric that compares labels where it would have none."""
-        if not metric_specs()[spec.metric].needs_labels:
-            return
-        if stack:
-            raise ValueError(
-                f"the {spec.metric} metric compares labels, which the frames of a stack are "
-                "optimised without; choose a metric without labels"
-            )
-        if not labelled:
-            raise ValueError(
-                f"the {spec.metric} metric compares labels; choose the moving and the fixed "
-                "labels, or a metric without labels"
-            )
-
     def _report(self, err: BaseException) -> None:
         show_error(error_message(err, "Registration"))
 
     def _on_step(self, context: dict[str, Any], step: Step) -> None:
-        """Show a step: status line, loss curve, preview, then the progress bar.
-
-        The bar comes last: napari may process pending events while it updates, and
-        the later steps and the result must not be overwritten by this one.
-        """
-        if self.worker is None:
+        """Show a step; the progress bar last (napari may process later events meanwhile)."""
+        if self.worker is None or self._closed or context.get("cancelled"):
             return
         try:
             self.results.setText(step.text)
@@ -350,23 +356,41 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             self._report(err)
 
     def _on_errored(self, err: BaseException) -> None:
-        self.results.setText("registration failed")
-        self._report(err)
+        if not self._closed:
+            self.results.setText("registration failed")
+            self._report(err)
 
     def _on_finished(self, context: dict[str, Any]) -> None:
         self.worker = None
-        self.register_button.text = "Register"
-        self.register_button.enabled = True
-        remove_preview(self.viewer, context)
+        if "result" not in context:  # stopped, cancelled or failed: no result layers
+            remove_preview(self.viewer, context)
+        if self._turns is None or not self._turns.active:
+            self._turn_done()
 
     def _on_returned(self, context: dict[str, Any], result: Result) -> None:
+        if self._closed:
+            return
+        context["result"] = result
         try:
             if context["model_key"] is not None:  # keep the loaded file for the next run
                 self._model_cache = {context["model_key"]: result.model}
-            show_result(self.viewer, context, result)
-            self._keep_field(context, result)
-            self.results.setText(summary(result))
-            for line in result.warnings:  # the data is unlike the model's training data
-                show_warning(line)
+            steps = result_steps(self.viewer, context, result)
         except Exception as err:  # never raise into Qt's event loop
             self._report(err)
+            return
+        self.results.setText("adding the result layers…")
+        self._turns = Turns(steps, partial(self._shown, context, result), self._report)
+
+    def _shown(self, context: dict[str, Any], result: Result) -> None:
+        """Every result layer is added: keep the field and say what the run gave."""
+        self._keep_field(context, result)
+        self.results.setText(summary(result))
+        for line in result.warnings:  # the data is unlike the model's training data
+            show_warning(line)
+        self._turn_done()
+
+    def _turn_done(self) -> None:
+        """End the run once its layers are added: the button registers again."""
+        self._turns = None
+        if not self._closed and self.worker is None:
+            self.register_button.text = "Register"

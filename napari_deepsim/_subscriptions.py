@@ -3,7 +3,8 @@
 A widget is closed when it receives a close event, when napari takes it out of its dock
 (the dock's close button leaves it without a parent) or when Qt deletes it (its viewer
 window closed). The connections hold the widget weakly, so they never keep a closed
-widget alive, and a deleted widget is never called.
+widget alive, and a deleted widget is never called. :func:`when_closed` calls a
+function at that moment (a widget cancels its running work).
 """
 
 from __future__ import annotations
@@ -51,6 +52,48 @@ class _Subscription(QObject):
         ):
             _disconnect(self.connections)
         return False
+
+
+def _call_once(pending: list[Callable[[], None]], *_args: Any) -> None:
+    """Call and forget the callback of ``pending``, if it was not called yet."""
+    if pending:
+        pending.pop()()
+
+
+class _CloseWatch(QObject):
+    """Calls ``callback`` once when the widget it watches is closed or deleted."""
+
+    def __init__(self, widget: QWidget, callback: Callable[[], None]) -> None:
+        super().__init__(widget)
+        self.pending = [callback]  # emptied by the first call
+        widget.installEventFilter(self)
+        widget.destroyed.connect(partial(_call_once, self.pending))  # not a method: Qt
+        # deletes this child before the widget's destroyed signal
+
+    def _closed(self) -> None:
+        _call_once(self.pending)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Call back when the widget closes or leaves its dock."""
+        kind = event.type()
+        if kind == QEvent.Type.Close or (
+            kind == QEvent.Type.ParentChange and watched.parent() is None
+        ):
+            self._closed()
+        return False
+
+
+def when_closed(widget: QWidget, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once when ``widget`` is closed, leaves its dock or is deleted.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The widget.
+    callback : callable
+        What to do then (it must not touch the widget's Qt children: they may be gone).
+    """
+    _CloseWatch(widget, callback)
 
 
 def subscribe(

@@ -4,6 +4,8 @@ Every widget starts its job with :func:`start_worker` (a progress bar in napari'
 activity dock, results delivered on the GUI thread) and turns an exception into one
 notification sentence with :func:`error_message`. A job whose yields say how far it is
 (optimisation steps) moves its bar with :func:`advance` instead of one unit per yield.
+A result's layers are added by :class:`Turns`, one step per turn of the event loop,
+so the window redraws and answers between two layers.
 """
 
 from __future__ import annotations
@@ -68,6 +70,56 @@ def start_worker(
     worker.finished.connect(finished)
     worker.start()
     return worker
+
+
+class Turns:
+    """Run steps on the GUI thread, one per turn of the event loop, then ``finished``.
+
+    Parameters
+    ----------
+    steps : list of callable
+        The steps (each adds or changes one layer).
+    finished : callable
+        Called after the last step.
+    errored : callable
+        Called with the exception of a step that raised; the later steps are dropped.
+    """
+
+    def __init__(
+        self,
+        steps: list[Callable[[], Any]],
+        finished: Callable[[], None],
+        errored: Callable[[BaseException], None],
+    ) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.steps = list(steps)
+        self.finished, self.errored = finished, errored
+        self.timer = QTimer()
+        self.timer.setInterval(0)
+        self.timer.timeout.connect(self._turn)
+        self.timer.start()
+
+    @property
+    def active(self) -> bool:
+        """Whether steps are left to run."""
+        return self.timer.isActive()
+
+    def cancel(self) -> None:
+        """Drop the steps not run yet (``finished`` is not called)."""
+        self.timer.stop()
+        self.steps.clear()
+
+    def _turn(self) -> None:
+        if not self.steps:
+            self.timer.stop()
+            self.finished()
+            return
+        try:
+            self.steps.pop(0)()
+        except Exception as err:  # never raise into Qt's event loop
+            self.cancel()
+            self.errored(err)
 
 
 def advance(worker: Any, done: int, total: int) -> None:

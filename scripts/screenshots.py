@@ -7,7 +7,11 @@ Two parts, each a sequence of button clicks on real widgets in a real window:
   and the Jacobian, compare the two models on a zoomed patch, save the field;
 * ``real-data``: the widgets on ``../shared/data`` with the models of
   ``scripts/example-runs.sh``: Register and Compare on ISBI 2012 EM, both training
-  widgets on the T98G phase-contrast time-lapse.
+  widgets on the T98G phase-contrast time-lapse;
+* ``overlays``: the deformation views: the 2D grid on ISBI with the built-in ``em-2d``
+  model, and the 3D brain MRI of ``../shared/data`` (half resolution) against a
+  smoothly deformed copy, optimised: a slice with its grid, and the 3D view with the
+  grid's plane, the folds as points and the displacement vectors.
 
 Run under a virtual X server (the canvas needs OpenGL)::
 
@@ -190,19 +194,83 @@ def real_data(runs: Path, data: Path, out: Path) -> None:
     viewer.close()
 
 
+def _deformed(volume: np.ndarray) -> np.ndarray:
+    """Warp a volume with a smooth sine field of a few voxels (a known deformation)."""
+    import torch
+
+    from src_training.spatial.transforms import warp
+
+    grids = np.meshgrid(*[np.linspace(0, np.pi, n) for n in volume.shape], indexing="ij")
+    field = np.stack([4 * np.sin(2 * grids[(a + 1) % 3]) for a in range(3)]).astype(np.float32)
+    image = torch.as_tensor(volume, dtype=torch.float32)[None, None]
+    return warp(image, torch.as_tensor(field)[None]).numpy()[0, 0]
+
+
+def overlays(data: Path, out: Path) -> None:
+    """Shoot the 2D grid on ISBI, and a 3D brain's grid per slice, fold points and vectors."""
+    trained_models.clear()
+    viewer = new_viewer()
+    _isbi(viewer, data)
+    register = dock(viewer, "Register")
+    register.register_button.native.click()  # the built-in em-2d model is chosen
+    wait(lambda: not register.running)
+    only_visible(viewer, ["EM 25 (fixed)", "EM 26 (moving) grid", "EM 26 (moving) folds"])
+    viewer.camera.zoom *= 1.6
+    shoot(viewer, out / "overlays_2d.png")
+    viewer.close()
+
+    viewer = new_viewer()
+    brain = np.load(data / "brain_mri_3d" / "test_scan.npz")["vol"][::2, ::2, ::2]
+    brain = brain.astype(np.float32)
+    viewer.add_image(brain, name="brain (fixed)", colormap="gray")
+    viewer.add_image(_deformed(brain), name="deformed (moving)", colormap="gray")
+    register = dock(viewer, "Register")
+    register.fixed.value = viewer.layers["brain (fixed)"]
+    register.moving.value = viewer.layers["deformed (moving)"]
+    register.method.value = "optimise"
+    register.optimise.metric.value = "mse"
+    register.optimise.iterations.value = "40,20,10"
+    register.spacing.value = 8
+    register.show_vectors.value = True
+    register.register_button.native.click()
+    wait(lambda: not register.running)
+    only_visible(viewer, ["deformed (moving) warped", "deformed (moving) grid"])
+    viewer.layers["deformed (moving) grid"].opacity = 0.7
+    viewer.dims.set_current_step(0, 40)
+    viewer.reset_view()
+    shoot(viewer, out / "overlays_3d_slice.png")
+    only_visible(
+        viewer,
+        [
+            "deformed (moving) warped",
+            "deformed (moving) grid",
+            "deformed (moving) folds",
+            "deformed (moving) displacement",
+        ],
+    )
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    viewer.camera.angles = (0.0, 30.0, 120.0)
+    shoot(viewer, out / "overlays_3d_view.png")
+    viewer.close()
+
+
 def main() -> None:
     """Parse the arguments and take the screenshots."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
-    parser.add_argument("--part", choices=["click-through", "real-data", "all"], default="all")
+    parts = ["click-through", "real-data", "overlays", "all"]
+    parser.add_argument("--part", choices=parts, default="all")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part in ("click-through", "all"):
         click_through(args.out)
     if args.part in ("real-data", "all"):
         real_data(args.runs, args.data, args.out)
+    if args.part in ("overlays", "all"):
+        overlays(args.data, args.out)
 
 
 if __name__ == "__main__":

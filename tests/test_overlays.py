@@ -7,13 +7,8 @@ import pytest
 import torch
 
 from napari_deepsim import _io
-from napari_deepsim._overlays import (
-    checkerboard,
-    folds,
-    grid_mask,
-    raster_grid,
-    subsampled_vectors,
-)
+from napari_deepsim._grid_raster import draw_lines, line_width, warped_grid
+from napari_deepsim._overlays import checkerboard, fold_points, folds, subsampled_vectors
 from src_training.registration.inference import warp_array
 from src_training.spatial.fieldio import FieldFile, load_field
 from src_training.spatial.grid import grid_lines
@@ -46,23 +41,56 @@ def test_constant_shift_moves_every_line_to_where_it_samples_the_moving_image():
     assert warped[5, 8] == pytest.approx(1.0)
 
 
-def test_raster_grid_of_a_zero_field_is_the_straight_grid():
-    grid = raster_grid(np.zeros((2, 12, 10), np.float32), spacing=4)
-    expected = np.zeros((12, 10), np.float32)
-    expected[::4] = 1
-    expected[:, ::4] = 1
-    np.testing.assert_allclose(grid, expected, atol=1e-5)
-    grid3d = raster_grid(np.zeros((3, 9, 9, 9), np.float32), spacing=4)
-    np.testing.assert_allclose(grid3d, grid_mask((9, 9, 9), 4), atol=1e-5)
-    on = np.argwhere(grid3d > 0.5)
-    assert ((on % 4 == 0).sum(axis=1) >= 2).all()  # lines through lattice nodes, no planes
-    assert grid3d[0, 0, 3] > 0.5 and grid3d[0, 3, 3] < 0.5
+def _straight(shape, spacing):
+    expected = np.zeros(shape, np.float32)
+    expected[::spacing] = 1
+    expected[:, ::spacing] = 1
+    return expected
 
 
-def test_raster_grid_moves_with_an_integer_shift():
-    grid = raster_grid(_shift((16, 16), 0.0, 2.0), spacing=8)
-    assert grid[3, 6] == pytest.approx(1)  # column 6 samples the grid line at column 8
-    assert grid[3, 8] == pytest.approx(0, abs=1e-5) and grid[8, 3] == pytest.approx(1)
+def test_identity_field_draws_straight_lines_on_every_slice_and_frame():
+    np.testing.assert_allclose(warped_grid(np.zeros((2, 12, 10)), 4), _straight((12, 10), 4))
+    volume = warped_grid(np.zeros((3, 5, 12, 10)), 4)  # slices along the first axis
+    stack = warped_grid(np.zeros((3, 2, 12, 10)), 4)  # three frames of a 2D+t stack
+    assert volume.shape == (5, 12, 10) and stack.shape == (3, 12, 10)
+    for image in (*volume, *stack):
+        np.testing.assert_allclose(image, _straight((12, 10), 4))
+
+
+def test_a_known_shift_moves_the_lines_of_every_slice_by_its_in_plane_part():
+    disp = np.zeros((3, 4, 16, 16), np.float32)
+    disp[0] = 7.0  # out of plane: no effect on the slices' lines
+    disp[1], disp[2] = 3.0, -2.0  # rows down by 3, columns left by 2: lines at p + u(p)
+    expected = np.zeros((16, 16), np.float32)
+    expected[3::8, :14] = 1  # rows 0 and 8 at rows 3 and 11, columns 0..15 at -2..13
+    expected[3:, 6] = 1  # column 8 at column 6 (column 0 moved out), rows 0..12 at 3..15
+    for image in warped_grid(disp, 8):
+        np.testing.assert_allclose(image, expected)
+
+
+def test_lines_stay_continuous_where_the_field_stretches():
+    rows = np.arange(32, dtype=np.float32)
+    disp = np.zeros((2, 32, 32), np.float32)
+    disp[1] = rows[None, :] * 2.0  # columns spread three times apart: segments 3 px long
+    image = warped_grid(disp, 16, width=1)
+    assert image[0, :94].min() > 0.9  # row 0's line has no gaps up to the image edge
+    assert draw_lines([np.array([[1.0, 1.0], [1.0, 9.0]])], (4, 12))[1, 1:10].min() > 0.9
+
+
+def test_line_width_grows_with_the_image():
+    assert line_width((512, 512)) == 1 and line_width((3072, 3072)) == 3
+    wide = warped_grid(np.zeros((2, 40, 40)), 16, width=3)
+    np.testing.assert_allclose(wide[15:18, 5], 1.0)
+    assert wide[19, 5] == 0
+
+
+def test_fold_points_are_the_non_positive_voxels_thinned_to_a_limit():
+    jacobian = np.ones((4, 5, 6))
+    jacobian[1, 2, 3] = -0.5
+    jacobian[3, 0, 0] = 0.0
+    np.testing.assert_array_equal(fold_points(jacobian), [[1, 2, 3], [3, 0, 0]])
+    many = fold_points(-np.ones((10, 10, 10)), limit=100)
+    assert 50 <= len(many) <= 100 and many.shape[1] == 3
 
 
 def test_checkerboard_alternates_tiles_in_2d_and_3d():
@@ -75,6 +103,14 @@ def test_checkerboard_alternates_tiles_in_2d_and_3d():
     assert cube[0, 0, 0] == 0 and cube[0, 0, 3] == 1 and cube[3, 3, 0] == 0 and cube[3, 3, 3] == 1
     with pytest.raises(ValueError, match="differ in shape"):
         checkerboard(a, np.ones((4, 4)), 2)
+
+
+def test_3d_vectors_start_on_the_fixed_lattice_and_point_along_the_field():
+    disp = np.stack([np.full((6, 6, 6), v, np.float32) for v in (1.0, -2.0, 0.5)])
+    vectors = subsampled_vectors(disp, step=3)
+    assert vectors.shape == (8, 2, 3)
+    np.testing.assert_array_equal(vectors[:, 0], np.argwhere(np.ones((2, 2, 2))) * 3)
+    np.testing.assert_array_equal(vectors[:, 1], np.tile([1.0, -2.0, 0.5], (8, 1)))
 
 
 def test_vectors_start_on_the_fixed_grid_and_point_along_the_field():

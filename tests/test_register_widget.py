@@ -8,7 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from napari.layers import Image, Labels, Shapes
+from napari.layers import Image, Labels, Points, Vectors
 
 import napari_deepsim._register_widget as register_module
 from napari_deepsim._choices import SOURCE
@@ -58,6 +58,7 @@ def _run(widget, qtbot):
     worker = widget.register()
     assert worker is not None and worker.pbar.total == register_module.STAGES
     qtbot.waitUntil(lambda: not widget.running, timeout=30000)
+    assert widget.register_button.text == "Register"
 
 
 def _outputs(viewer):
@@ -96,14 +97,13 @@ def test_register_adds_every_output_on_the_fixed_grid(
     for layer in _outputs(viewer):
         np.testing.assert_array_equal(layer.scale, SCALE)
         np.testing.assert_array_equal(layer.translate, TRANSLATE)
-        if not isinstance(layer, Shapes):
-            assert layer.data.shape == (128, 128)
-    grid = viewer.layers["moving grid"]
-    assert isinstance(grid, Shapes) and len(grid.data) == 16  # 128 / 16 rows + columns
-    assert set(grid.shape_type) == {"path"}
-    np.testing.assert_allclose(grid.data[0][:, 0], SHIFT[0], atol=0.01)  # row 0 moved by u
+        assert layer.data.shape == (128, 128)
+    grid = viewer.layers["moving grid"].data  # the warped lines drawn as an image
+    np.testing.assert_array_equal(grid[0, 3:11], 0)  # row 0's line moved to row 1.5 by u
+    np.testing.assert_allclose(grid[1:3, 3:11], 0.5, atol=0.01)  # half on each row
+    assert grid[3:16, 3:11].max() == 0
     assert isinstance(viewer.layers["moving labels warped"], Labels)
-    assert isinstance(viewer.layers["moving folds"], Labels)
+    assert isinstance(viewer.layers["moving folds"], Image)
     assert viewer.layers["moving folds"].data.max() == 0
     jacobian = viewer.layers["moving Jacobian"]
     assert jacobian.contrast_limits == [0.0, 2.0]
@@ -118,6 +118,13 @@ def test_register_adds_every_output_on_the_fixed_grid(
     count = len(viewer.layers)
     _run(widget, qtbot)  # re-running replaces the outputs of this moving layer
     assert len(viewer.layers) == count
+    widget.keep.value = True  # keeping them numbers the new ones instead
+    _run(widget, qtbot)
+    assert {layer.name for layer in _outputs(viewer)} == names | {f"{n} #2" for n in names}
+    assert not any("[" in layer.name for layer in viewer.layers)
+    widget.keep.value = False
+    _run(widget, qtbot)  # the unnumbered ones are replaced, the kept ones stay
+    assert len(viewer.layers) == count + len(names)
     assert errors == []
 
 
@@ -216,7 +223,7 @@ def test_time_lapse_registers_every_frame_to_its_predecessor(
         ("noisy cells warped", Image),
         ("noisy cells labels warped", Labels),
         ("noisy cells Jacobian", Image),
-        ("noisy cells folds", Labels),
+        ("noisy cells folds", Image),
         ("noisy cells grid", Image),
     ):
         assert isinstance(viewer.layers[name], kind)
@@ -264,7 +271,9 @@ def test_a_built_in_model_registers_two_sections_with_no_training(
     assert widget.trained.value is None and widget._model_source() == str(models["2d"])
 
 
-def test_3d_volumes_of_different_shapes_get_a_raster_grid(make_napari_viewer, qtbot, models):
+def test_3d_volumes_get_a_grid_on_every_slice_fold_points_and_3d_vectors(
+    make_napari_viewer, qtbot, models
+):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     fixed = viewer.add_image(rng.random((12, 20, 16)).astype(np.float32), name="fixed volume")
@@ -272,15 +281,20 @@ def test_3d_volumes_of_different_shapes_get_a_raster_grid(make_napari_viewer, qt
     moving = viewer.add_image(rng.random((10, 16, 16)).astype(np.float32), name="moving volume")
     _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
     widget.fixed.value, widget.moving.value = fixed, moving
+    widget.show_vectors.value = True
     widget.set_model(models["3d"])
     _run(widget, qtbot)
     grid = viewer.layers["moving volume grid"]
     assert isinstance(grid, Image) and grid.data.shape == (12, 20, 16)
-    for name in ("warped", "grid", "Jacobian", "folds", "checkerboard"):
+    assert grid.data.max(axis=(1, 2)).min() > 0.5  # warped lines on every slice
+    for name in ("warped", "grid", "Jacobian", "checkerboard"):
         layer = viewer.layers[f"moving volume {name}"]
         assert layer.data.shape == (12, 20, 16)  # moving resampled onto the fixed grid
         np.testing.assert_array_equal(layer.scale, fixed.scale)
         np.testing.assert_array_equal(layer.translate, fixed.translate)
+    assert isinstance(viewer.layers["moving volume folds"], Points)
+    vectors = viewer.layers["moving volume displacement"]
+    assert isinstance(vectors, Vectors) and vectors.data.shape[1:] == (2, 3)
     assert widget.field.shape == (3, 12, 20, 16)
     assert "Dice" not in widget.results.text()
 

@@ -27,7 +27,8 @@ from src_training.registration.inference import (
     check_series,
     jacobian_array,
     predict,
-    register_series,
+    series_chunks,
+    series_fields,
     warp_label_array,
 )
 from src_training.spatial.transforms import compose, warp
@@ -145,7 +146,7 @@ def register_stack(
     device : torch.device or str
         Where the network runs.
     batch_size : int
-        Frames per forward pass.
+        Frames per forward pass (and per progress event).
     raw_frames : numpy.ndarray, optional
         Frames to warp instead of ``frames`` (e.g. the original intensities).
     labels : numpy.ndarray, optional
@@ -162,8 +163,8 @@ def register_stack(
     Yields
     ------
     Progress or OptimiseEvent
-        After the fields are predicted (per frame when optimised), each optimisation
-        iteration, and after the labels are warped.
+        After each forward pass of ``batch_size`` frames (``frame 3/8``), or each frame
+        optimised and each optimisation iteration, and after the labels are warped.
 
     Returns
     -------
@@ -186,11 +187,15 @@ def register_stack(
     if optimisation is None:
         assert model is not None
         check_registration_memory(model.network, frames.shape[2:], n, device, batch_size)
-        series = register_series(
+        chunks = []
+        first = int(reference == "previous")  # frame 0 is the first's reference
+        for chunk in series_chunks(
             model.network, frames, reference, device, batch_size, precision=precision
-        )
-        disp = series.displacements
-        yield Progress(1, 2, "fields predicted")
+        ):
+            chunks.append(chunk)
+            done = first + sum(len(c) for c in chunks)
+            yield Progress(done, n, f"frame {done}/{n}")
+        disp = series_fields(torch.cat(chunks), reference)
     else:
         disp, summary = yield from _optimised_fields(
             optimisation, model, frames, reference, device, stop, precision

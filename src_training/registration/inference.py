@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,6 +226,64 @@ def check_series(frames: int, reference: int | str) -> None:
         )
 
 
+def series_chunks(
+    network: RegistrationNet,
+    frames: np.ndarray,
+    reference: int | str,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    precision: str = "fp32",
+) -> Iterator[Tensor]:
+    """Predict the fields of :func:`register_series` one forward pass at a time.
+
+    Parameters
+    ----------
+    network, frames, reference, device, batch_size, precision
+        As for :func:`register_series`.
+
+    Yields
+    ------
+    Tensor
+        ``(B, ndim, *spatial)`` displacements of the next ``batch_size`` frames onto
+        the reference (or, for ``"previous"``, of frames ``1..T-1`` onto their
+        predecessors); :func:`series_fields` makes the stack's fields of them.
+    """
+    check_series(frames.shape[0], reference)
+    previous = reference == "previous"
+    moving = frames[1:] if previous else frames
+    index = 0 if previous else int(reference)
+    for start in range(0, len(moving), batch_size):
+        chunk = moving[start : start + batch_size]
+        targets = frames[start : start + len(chunk)] if previous else frames[index : index + 1]
+        yield predict(network, chunk, targets, device, batch_size, precision)
+
+
+def series_fields(steps: Tensor, reference: int | str) -> Tensor:
+    """Turn the displacements of :func:`series_chunks` into every frame's field.
+
+    Parameters
+    ----------
+    steps : Tensor
+        The chunks, concatenated.
+    reference : int or "previous"
+        As for :func:`register_series`.
+
+    Returns
+    -------
+    Tensor
+        ``(T, ndim, *spatial)`` displacements, zero for the reference frame (frame 0
+        for ``"previous"``, whose per-frame fields are composed).
+    """
+    if reference == "previous":
+        fields = [torch.zeros_like(steps[:1])]
+        for t in range(len(steps)):
+            fields.append(compose(steps[t : t + 1], fields[-1]))
+        return torch.cat(fields)
+    disp = steps.clone()  # an inference-mode tensor cannot be written to
+    disp[int(reference)] = 0
+    return disp
+
+
 def register_series(
     network: RegistrationNet,
     frames: np.ndarray,
@@ -261,19 +319,8 @@ def register_series(
     SeriesResult
         Displacements and warped frames.
     """
-    n = frames.shape[0]
-    check_series(n, reference)
-    if reference == "previous":
-        steps = predict(network, frames[1:], frames[:-1], device, batch_size, precision)
-        fields = [torch.zeros_like(steps[:1])]
-        for t in range(n - 1):
-            fields.append(compose(steps[t : t + 1], fields[-1]))
-        disp = torch.cat(fields)
-    else:
-        reference_frame = frames[reference : reference + 1]
-        disp = predict(network, frames, reference_frame, device, batch_size, precision)
-        disp = disp.clone()  # an inference-mode tensor cannot be written to
-        disp[reference] = 0
+    chunks = series_chunks(network, frames, reference, device, batch_size, precision)
+    disp = series_fields(torch.cat(list(chunks)), reference)
     source = torch.as_tensor(raw_frames if raw_frames is not None else frames).float()
     return SeriesResult(disp, warp(source, disp))
 
