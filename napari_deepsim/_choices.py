@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_info
 
 if TYPE_CHECKING:
     import napari
@@ -45,8 +46,8 @@ def spatial_data(layer: Layer, what: str) -> np.ndarray:
         raise ValueError(f"the {what} layer {layer.name!r} is multiscale; use a single-scale layer")
     if getattr(layer, "rgb", False):
         raise ValueError(
-            f"the {what} layer {layer.name!r} is RGB; split its channels "
-            "(Layers > Convert > Split RGB) and register one channel"
+            f"the {what} layer {layer.name!r} is RGB; split its channels (right-click the "
+            "layer in the layer list > Split RGB) and register one channel"
         )
     data = np.asarray(layer.data)
     if data.ndim not in (2, 3):
@@ -127,6 +128,67 @@ def pair_arrays(
             f"fixed image {fixed_data.shape}; choose its labels"
         )
     return fixed_data, moving_data, fixed_ids, moving_ids
+
+
+def on_fixed_grid(
+    fixed: Layer,
+    moving: Layer,
+    shape: tuple[int, ...],
+    moving_data: np.ndarray,
+    moving_labels: np.ndarray | None,
+    extras: list[tuple[np.ndarray, bool]],
+) -> tuple[np.ndarray, np.ndarray | None, list[tuple[np.ndarray, bool]]]:
+    """Resample the moving layer's arrays onto the fixed layer's grid in world coordinates.
+
+    napari places a layer by its scale and translate; registering the pixels as they
+    are would stretch a moving layer of another size or scale onto the fixed one. Here
+    each array of the moving layer's shape is resampled where the fixed layer's pixels
+    lie in the world (0 outside the moving layer), and a notification says so.
+
+    Parameters
+    ----------
+    fixed, moving : Layer
+        The pair (different layers).
+    shape : tuple of int
+        The fixed layer's data shape.
+    moving_data : numpy.ndarray
+        The moving image.
+    moving_labels : numpy.ndarray or None
+        Its labels (resampled when they have its shape).
+    extras : list of (numpy.ndarray, bool)
+        Layers carried along and whether each is labels.
+
+    Returns
+    -------
+    moving_data, moving_labels, extras
+        On the fixed grid where they were on the moving one.
+    """
+    from src_training.data.normalise import resample_onto
+
+    own = tuple(np.shape(moving.data))
+    fixed_scale, moving_scale = np.asarray(fixed.scale, float), np.asarray(moving.scale, float)
+    fixed_at, moving_at = np.asarray(fixed.translate, float), np.asarray(moving.translate, float)
+    if own == shape and np.allclose(fixed_scale, moving_scale) and np.allclose(fixed_at, moving_at):
+        return moving_data, moving_labels, extras
+    step, offset = fixed_scale / moving_scale, (fixed_at - moving_at) / moving_scale
+
+    def onto(array: Any, labels: bool) -> Any:
+        if array is None or array.shape != own:
+            return array
+        return resample_onto(array, shape, step, offset, 0 if labels else 1)
+
+    show_info(
+        f"The moving layer {moving.name!r} {own} (scale {_numbers(moving_scale)}, translate "
+        f"{_numbers(moving_at)}) lies on another grid than the fixed layer {fixed.name!r} "
+        f"{shape} (scale {_numbers(fixed_scale)}, translate {_numbers(fixed_at)}); it was "
+        "resampled onto the fixed grid where napari shows it (0 outside it)."
+    )
+    moved = [(onto(data, labels), labels) for data, labels in extras]
+    return onto(moving_data, False), onto(moving_labels, True), moved
+
+
+def _numbers(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
 def partner(image: Layer | None, labels: Iterable[Layer], taken: Iterable[Layer] = ()) -> Any:

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 from napari_deepsim._compare_job import Entry
 from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._optimise_controls import OptimisePicker
+from napari_deepsim._tips import COMPARE_BUTTON_TIPS
 from napari_deepsim._workers import error_message
 
 if TYPE_CHECKING:
@@ -82,6 +83,12 @@ class RowChoice:
         self.optimise = OptimisePicker()
         self.add_optimisation_button = QPushButton("Add optimisation")
         self.refine_button = QPushButton("Refine selected models")
+        for button, tip in zip(
+            (self.add_button, self.remove_button, self.add_optimisation_button, self.refine_button),
+            COMPARE_BUTTON_TIPS,
+            strict=True,
+        ):
+            button.setToolTip(tip)
         panel = QWidget()
         column = QVBoxLayout(panel)
         column.setContentsMargins(0, 0, 0, 0)

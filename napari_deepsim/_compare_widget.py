@@ -27,16 +27,13 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QFrame,
     QHeaderView,
-    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_deepsim._choices import guess_pair, pair_arrays
+from napari_deepsim._choices import guess_pair, on_fixed_grid, pair_arrays
 from napari_deepsim._compare_job import CompareJob, Outcome, run, table
 from napari_deepsim._compare_rows import RowChoice
 from napari_deepsim._compare_zoom import PREFIX, ZoomView
@@ -52,10 +49,11 @@ from napari_deepsim._controls import (
     remove_outputs,
     spacing_picker,
 )
+from napari_deepsim._layout import scrolled
 from napari_deepsim._models import trained_models
 from napari_deepsim._register_job import Job
 from napari_deepsim._subscriptions import subscribe, watch_layers, when_closed
-from napari_deepsim._workers import Turns, advance, error_message, start_worker
+from napari_deepsim._workers import Turns, advance, error_message, gui_wording, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -99,7 +97,9 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
             ]
         )
         rows = self._row_controls()
-        self.compare_button = PushButton(text="Compare")
+        self.compare_button = PushButton(
+            text="Compare", tooltip="Run every ticked method on the pair, one after another"
+        )
         self.table = QTableWidget(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
         self.table.verticalHeader().setVisible(False)
@@ -107,20 +107,15 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         zoom_button, tiles = self._zoom_widgets()
 
-        panel = QWidget()
-        column = QVBoxLayout(panel)
-        column.addWidget(self.inputs.native)
-        column.addWidget(rows)
-        column.addWidget(self.compare_button.native)
-        column.addWidget(self.table)
-        column.addWidget(zoom_button)
-        column.addWidget(tiles)
-        column.addStretch()
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(panel)
-        QVBoxLayout(self).addWidget(scroll)
+        scrolled(
+            self,
+            self.inputs.native,
+            rows,
+            self.compare_button.native,
+            self.table,
+            zoom_button,
+            tiles,
+        )
 
         self.compare_button.changed.connect(self._button_clicked)
         watch_layers(self, self.viewer, self.reset_choices)
@@ -231,6 +226,9 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
                 "no model is ticked; tick a built-in model, add model files, train models or "
                 "add an optimisation first"
             )
+        moving, moving_labels, _ = on_fixed_grid(  # the moving side where napari shows it
+            fixed_layer, moving_layer, fixed.shape, moving, moving_labels, []
+        )
         pair = Job(
             fixed=fixed,
             moving=moving,
@@ -288,7 +286,7 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
             show_error(" ".join(f"{o.name}: {o.error}." for o in failed))
         for outcome in outcomes:  # the data is unlike the model's training data
             for line in outcome.result.warnings if outcome.result is not None else []:
-                show_warning(f"{outcome.name}: {line}")
+                show_warning(f"{outcome.name}: {gui_wording(line)}")
         self.update_zoom()
 
     def _layer_steps(self, outcome: Outcome) -> list[Any]:

@@ -12,17 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import ComboBox, SpinBox
 from napari.layers import Labels, Layer
 
 from napari_deepsim._choices import SOURCE, inputs
+from napari_deepsim._tips import FIXED_TIP, LABELS_TIP, MOVING_TIP
 from src_training.runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
 
 if TYPE_CHECKING:
     import napari
 
 GRID_COLOR = "yellow"
-JACOBIAN_STYLE: dict[str, Any] = {"colormap": "PiYG", "contrast_limits": (0.0, 2.0)}
+JACOBIAN_STYLE: dict[str, Any] = {
+    "colormap": "PiYG",
+    "contrast_limits": (0.0, 2.0),
+    "colorbar": True,
+}
 FOLDS_IMAGE: dict[str, Any] = {"colormap": "red", "blending": "additive", "contrast_limits": (0, 1)}
 
 
@@ -63,10 +69,10 @@ def pair_pickers(
         ``fixed``, ``moving``, ``moving labels`` and ``fixed labels``, each nullable.
     """
     return (
-        ComboBox(label="fixed", choices=images, nullable=True),
-        ComboBox(label="moving", choices=images, nullable=True),
-        ComboBox(label="moving labels", choices=labels, nullable=True),
-        ComboBox(label="fixed labels", choices=labels, nullable=True),
+        ComboBox(label="fixed", choices=images, nullable=True, tooltip=FIXED_TIP),
+        ComboBox(label="moving", choices=images, nullable=True, tooltip=MOVING_TIP),
+        ComboBox(label="moving labels", choices=labels, nullable=True, tooltip=LABELS_TIP),
+        ComboBox(label="fixed labels", choices=labels, nullable=True, tooltip=LABELS_TIP),
     )
 
 
@@ -78,7 +84,13 @@ def device_picker() -> ComboBox:
     ComboBox
         The picker.
     """
-    return ComboBox(label="device", choices=list(DEVICE_CHOICES), value="auto")
+    return ComboBox(
+        label="device",
+        choices=list(DEVICE_CHOICES),
+        value="auto",
+        tooltip="Where the network runs: auto takes a GPU (cuda or mps) when there is one, "
+        "else the cpu",
+    )
 
 
 def precision_picker() -> ComboBox:
@@ -102,7 +114,13 @@ def spacing_picker() -> SpinBox:
     SpinBox
         The picker.
     """
-    return SpinBox(label="grid spacing", value=16, min=2, max=512)
+    return SpinBox(
+        label="grid spacing",
+        value=16,
+        min=2,
+        max=512,
+        tooltip="Distance between the lines of the deformation grid, in pixels of the fixed layer",
+    )
 
 
 def like(layer: Layer) -> dict[str, Any]:
@@ -147,6 +165,8 @@ def add_output(
     name: str,
     key: str,
     grid: tuple[Any, Any],
+    *,
+    colorbar: bool = False,
     **style: Any,
 ) -> Layer:
     """Add a result layer tagged with ``key`` as its :data:`SOURCE`.
@@ -165,6 +185,9 @@ def add_output(
         What the layer is a result of; :func:`remove_outputs` removes by it.
     grid : (scale, translate)
         Where the layer lies in world coordinates.
+    colorbar : bool
+        Show the image layer's colour bar (its range and colours) on the canvas while the
+        layer is visible.
     **style
         Further keyword arguments of ``viewer.add_<kind>``.
 
@@ -175,7 +198,37 @@ def add_output(
     """
     adder: Callable[..., Layer] = getattr(viewer, f"add_{kind}")
     scale, translate = grid
-    return adder(data, name=name, scale=scale, translate=translate, metadata={SOURCE: key}, **style)
+    layer = adder(
+        data, name=name, scale=scale, translate=translate, metadata={SOURCE: key}, **style
+    )
+    if colorbar:
+        layer.colorbar.visible = True
+    return layer
+
+
+def vector_scale(vectors: np.ndarray) -> float:
+    """Return how much to lengthen displacement arrows so that they can be seen.
+
+    Arrows are drawn at their true length when the mean displacement is at least a
+    quarter of the distance between arrows; shorter ones are lengthened by a whole
+    factor (at most 100) to about half that distance.
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray
+        ``(N, 2, D)`` napari Vectors data: positions on a regular grid and projections.
+
+    Returns
+    -------
+    float
+        The factor, 1 for arrows long enough.
+    """
+    positions = np.unique(vectors[:, 0, -1])
+    spacing = float(np.diff(positions).min()) if len(positions) > 1 else 1.0
+    mean = float(np.linalg.norm(vectors[:, 1, -2:], axis=-1).mean()) if len(vectors) else 0.0
+    if mean == 0.0 or mean >= spacing / 4:
+        return 1.0
+    return float(min(100, max(1, round(spacing / 2 / mean))))
 
 
 def remove_outputs(viewer: napari.Viewer, key: str, *, prefix: bool = False) -> None:

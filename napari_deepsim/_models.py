@@ -45,6 +45,86 @@ def builtin_choices(part: str = "registration") -> list[tuple[str, str]]:
     return [(model.description(), name) for name, model in models.items()]
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What a registration model registers and what it learnt from.
+
+    Attributes
+    ----------
+    ndim, channels : int
+        Spatial dimensions and image channels of the images it registers.
+    metric : str
+        The metric it was trained with.
+    data : str
+        Its training data (and steps), as far as it is recorded.
+    """
+
+    ndim: int
+    channels: int
+    metric: str
+    data: str
+
+
+def builtin_facts(name: str) -> Facts:
+    """Return the facts of a built-in registration model, from the registry (no torch).
+
+    Parameters
+    ----------
+    name : str
+        A built-in model's name.
+
+    Returns
+    -------
+    Facts
+        Built-in models are DeepSim models (trained with their feature extractor).
+    """
+    model = builtin_models()[name]
+    metric = "deepsim" if "features" in model.files else "unknown"
+    held_out = model.heldout.get("data")
+    data = model.summary + (f" (held out: {held_out})" if held_out else "")
+    return Facts(model.ndim, model.channels, metric, data)
+
+
+def file_facts(model: ModelFile) -> Facts:
+    """Return the facts of a model in memory (trained here or read from a file).
+
+    Parameters
+    ----------
+    model : ModelFile
+        A registration model.
+
+    Returns
+    -------
+    Facts
+        From its metadata; what it does not record is "unknown".
+    """
+    meta = model.metadata
+    data = str(meta.get("train_data") or "unknown data")
+    if meta.get("steps_trained"):
+        data += f", {meta['steps_trained']} steps"
+    channels = int(meta["network"].get("in_channels", 1))
+    return Facts(model.ndim, channels, str(meta.get("metric", "unknown")), data)
+
+
+def describe(facts: Facts, origin: str) -> str:
+    """Return the model line of the Register widget.
+
+    Parameters
+    ----------
+    facts : Facts
+        The model's facts.
+    origin : str
+        Where it comes from (``built-in``, ``trained here``, a file name).
+
+    Returns
+    -------
+    str
+        Such as ``2D, 1 channel, metric deepsim; trained on ... (built-in)``.
+    """
+    channels = f"{facts.channels} channel" + ("s" if facts.channels != 1 else "")
+    return f"{facts.ndim}D, {channels}, metric {facts.metric}; trained on {facts.data} ({origin})"
+
+
 @dataclass
 class TrainedModel:
     """A model trained in this session.

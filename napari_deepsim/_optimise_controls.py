@@ -17,6 +17,7 @@ from magicgui.widgets import ComboBox, FileEdit, LineEdit
 
 from napari_deepsim._models import trained_models
 from napari_deepsim._optimise_job import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
+from napari_deepsim._tips import EXTRACTOR_FILE_TIP, WEIGHTS_TIP
 
 if TYPE_CHECKING:
     from src_training.metrics.registry import MetricSpec
@@ -76,9 +77,17 @@ class OptimisePicker:
         )
         self.extractor.tooltip = "A feature extractor trained in this viewer"
         self.extractor_file = FileEdit(
-            label="or extractor file", mode="r", filter="Model files (*.pt *.pth)"
+            label="or extractor file",
+            mode="r",
+            filter="Model files (*.pt *.pth)",
+            tooltip=EXTRACTOR_FILE_TIP,
         )
-        self.weights = FileEdit(label="VGG16 weights", mode="r", filter="Weights (*.pt *.pth)")
+        self.weights = FileEdit(
+            label="VGG16 weights",
+            mode="r",
+            filter="Weights (*.pt *.pth)",
+            tooltip=WEIGHTS_TIP,
+        )
         self.iterations = LineEdit(label="iterations", value=ITERATIONS)
         self.iterations.tooltip = (
             "Iterations per pyramid level, coarse to fine (one number: the same for each); "

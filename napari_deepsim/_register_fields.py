@@ -26,6 +26,7 @@ from napari_deepsim._choices import SOURCE, spatial_data
 from napari_deepsim._controls import add_output, layer_choices, like, remove_outputs
 from napari_deepsim._field_layers import FAR, GEOMETRY, moved_layer_data
 from napari_deepsim._register_job import warp_data
+from napari_deepsim._tips import FIELD_TIPS
 from napari_deepsim._workers import error_message
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class FieldActions:
             "Save the field: .npz keeps the grid (scale, origin) and what made it; .nii.gz or "
             ".mha is an ITK displacement field (physical units) for itk, SimpleITK or ANTs"
         )
-        self.load_button = PushButton(text="Load field…")
+        self.load_button = PushButton(text="Load field…", tooltip=FIELD_TIPS["load"])
         self.field_source = ComboBox(label="field", choices=self._field_sources)
         self.field_source.tooltip = (
             "The field to apply: the last registration's (or the loaded file's), or a field "
@@ -75,7 +76,7 @@ class FieldActions:
             "Images and labels of the fixed grid are warped; points, shapes and tracks drawn "
             "on the moving image are moved onto the fixed image"
         )
-        self.apply_button = PushButton(text="Apply field to layer")
+        self.apply_button = PushButton(text="Apply field to layer", tooltip=FIELD_TIPS["apply"])
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
         self.apply_button.changed.connect(self._apply_clicked)

@@ -316,15 +316,20 @@ def _register_stack(
     return result
 
 
-def summary(result: Result) -> str:
-    """Dice before and after (when both label maps were given), regularity and time."""
+def summary(result: Result, wall: float | None = None) -> str:
+    """Dice before and after (when both label maps were given), regularity and time.
+
+    ``wall`` is the time the user waited (from the button to the layers shown); the
+    registration's own time is shown beside it.
+    """
     lines = []
     if result.optimisation is not None:
         lines.append(describe(result.optimisation, result.model is not None))
     if result.dice is not None:
         lines.append(f"Dice {result.dice[0]:.3f} -> {result.dice[1]:.3f}")
     lines.append(f"{result.folding_percent:.2f} % folding, sdlogj {result.sdlogj:.3f}")
-    lines.append(f"{result.seconds:.2f} s on {result.device}")
+    computed = f"{result.seconds:.2f} s on {result.device}"
+    lines.append(computed if wall is None else f"{wall:.2f} s wall time (registration {computed})")
     return "\n".join(lines)
 
 

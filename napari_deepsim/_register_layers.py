@@ -33,7 +33,9 @@ from napari_deepsim._controls import (
     add_output,
     grid_style,
     like,
+    vector_scale,
 )
+from napari_deepsim._tips import CHECKER_TIP, GRID_TIP, JACOBIAN_TIP, VECTORS_TIP
 
 FOLD_POINTS: dict[str, Any] = {"face_color": "red", "border_width": 0, "size": 3}
 
@@ -58,10 +60,10 @@ def output_choices() -> tuple[CheckBox, ...]:
         "(moving warped #2). Unticked, a run replaces them."
     )
     return (
-        CheckBox(text="deformation grid", value=True),
-        CheckBox(text="Jacobian and folds", value=True),
-        CheckBox(text="displacement vectors", value=False),
-        CheckBox(text="checkerboard", value=True),
+        CheckBox(text="deformation grid", value=True, tooltip=GRID_TIP),
+        CheckBox(text="Jacobian and folds", value=True, tooltip=JACOBIAN_TIP),
+        CheckBox(text="displacement vectors", value=False, tooltip=VECTORS_TIP),
+        CheckBox(text="checkerboard", value=True, tooltip=CHECKER_TIP),
         keep,
     )
 
@@ -159,12 +161,14 @@ def result_steps(
             visible=False,
         )
     if result.vectors is not None:
+        factor = vector_scale(result.vectors)  # the name says how much arrows are lengthened
         add(
             "vectors",
             result.vectors,
-            f"{moving.name} displacement",
+            f"{moving.name} displacement" + (f" ×{factor:g}" if factor != 1 else ""),
             edge_color="cyan",
             edge_width=0.5,
+            length=factor,
         )
     steps += [partial(_remove, viewer, layer) for layer in [*old.values(), *stale]]
     return steps

@@ -5,8 +5,10 @@
 models first (each with a one-line description; the first is chosen when the widget
 opens, so two sections register without any training), then the registration models of
 :data:`~napari_deepsim._models.trained_models` (selecting one as soon as a training
-widget announces it); a model file replaces the picked model. A line says which model a
-run uses.
+widget announces it); a model file replaces the picked model (it is read when picked).
+A line says what the chosen model is: its dimensionality, channels, metric and training
+data, so that a model that does not fit the layers (a 2D model for 3D volumes, another
+number of channels) is refused by :meth:`ModelChoice._check_fits` before any work.
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, Label
 from napari.utils.notifications import show_error, show_info
 
-from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
-from src_training.models import builtin_models, is_builtin
+from napari_deepsim._models import (
+    Facts,
+    TrainedModel,
+    builtin_choices,
+    builtin_facts,
+    describe,
+    file_facts,
+    trained_models,
+)
+from napari_deepsim._workers import error_message
+from src_training.models import is_builtin
 
 if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
@@ -42,7 +53,10 @@ class ModelChoice:
             "trained in this viewer"
         )
         self.model_file = FileEdit(
-            label="or model file", mode="r", filter="Model files (*.pt *.pth)"
+            label="or model file",
+            mode="r",
+            filter="Model files (*.pt *.pth)",
+            tooltip="A registration model file (.pt) saved by a training widget or deepsim train",
         )
         self.model_info = Label(value="")
         self.model_file.changed.connect(self._model_file_changed)
@@ -100,14 +114,73 @@ class ModelChoice:
         if model is None:
             self.model_info.value = ""
         elif isinstance(model, str):
-            self.model_info.value = f"built-in: {builtin_models()[model].summary}"
+            self.model_info.value = describe(builtin_facts(model), "built-in")
         else:
-            metric = model.metadata.get("metric", "unknown metric")
-            self.model_info.value = f"using the {model.ndim}D {metric} model trained here"
+            self.model_info.value = describe(file_facts(model), "trained here")
 
     def _model_file_changed(self, *_args: Any) -> None:
-        if str(self.model_file.value) not in ("", "."):
-            self.trained.value = None
+        path = Path(self.model_file.value)
+        if str(path) in ("", "."):
+            return
+        self.trained.value = None
+        if not path.is_file():  # Register says so
+            return
+        try:  # read it now: its facts are shown, and a mismatch is refused before a run
+            model = self._read_file(path)
+        except ValueError as err:  # Register reports it
+            self.model_info.value = f"cannot use this file: {error_message(err, 'Reading')}"
+            return
+        self.model_info.value = describe(file_facts(model), path.name)
+
+    def _read_file(self, path: Path) -> ModelFile:
+        """Return the registration model of a file, read once while the file is unchanged."""
+        from src_training.engine.registration import load_registration_model
+
+        key = (str(path), path.stat().st_mtime)
+        if key not in self._model_cache:
+            self._model_cache = {key: load_registration_model(path)}
+        return self._model_cache[key]
+
+    def _facts(self) -> Facts | None:
+        """Return what the chosen model registers (None for a file that is missing)."""
+        chosen = self.trained.value
+        if isinstance(chosen, str):
+            return builtin_facts(chosen)
+        if chosen is not None:
+            return file_facts(chosen)
+        path = Path(self.model_file.value)
+        return file_facts(self._read_file(path)) if path.is_file() else None
+
+    def _check_fits(self, ndim: int, stack: bool, layer: str) -> None:
+        """Refuse layers the chosen model cannot register, before any work is done.
+
+        Parameters
+        ----------
+        ndim : int
+            Dimensions of the fixed layer's data.
+        stack : bool
+            Fixed and moving are one layer, whose frames are registered.
+        layer : str
+            The fixed layer's name.
+        """
+        facts = self._facts()
+        if facts is None:
+            return
+        spatial = ndim - 1 if stack else ndim
+        what = "frames of" if stack else "layer"
+        if spatial != facts.ndim:
+            fix = "pick a {}D model in 'model' or 'or model file', or choose method 'optimise'"
+            if not stack and ndim == facts.ndim + 1:
+                fix = "to register its frames, choose it as both fixed and moving layer, or " + fix
+            raise ValueError(
+                f"{facts.ndim}D model, {spatial}D {what} {layer!r}: the model registers "
+                f"{facts.ndim}D images; " + fix.format(spatial)
+            )
+        if facts.channels != 1:
+            raise ValueError(
+                f"{facts.channels}-channel model, 1-channel layer {layer!r}: the model registers "
+                f"images of {facts.channels} channels; pick a one-channel model in 'model'"
+            )
 
     def _model_source(self) -> str | ModelFile:
         """Return the chosen model: one trained here, a loaded copy, or a name or path."""

@@ -17,6 +17,7 @@ field actions :mod:`napari_deepsim._register_fields`.
 from __future__ import annotations
 
 import threading
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +26,11 @@ from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QWidget
 
-from napari_deepsim._choices import guess_pair, pair_arrays
+from napari_deepsim._choices import guess_pair, on_fixed_grid, pair_arrays
 from napari_deepsim._controls import device_picker, layer_choices, pair_pickers, spacing_picker
+from napari_deepsim._layout import scrolled
 from napari_deepsim._loss_plot import LossPlot
 from napari_deepsim._models import trained_models
 from napari_deepsim._optimise_controls import OptimisePicker, check_labels
@@ -42,7 +44,8 @@ from napari_deepsim._register_layers import (
 )
 from napari_deepsim._register_model import ModelChoice
 from napari_deepsim._subscriptions import subscribe, watch_layers, when_closed
-from napari_deepsim._workers import Turns, advance, error_message, start_worker
+from napari_deepsim._tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
+from napari_deepsim._workers import Turns, advance, error_message, gui_wording, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -80,6 +83,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         self._turns: Turns | None = None  # the last result's layers, being added
         self._closed = False
         self._context: dict[str, Any] = {}  # the layers and settings of the current run
+        self._started = 0.0  # when Register was pressed: the wall time the user waits
 
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
             self._images, self._labels
@@ -104,8 +108,9 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         self.outputs = output_choices()
         self.show_grid, self.show_jacobian, self.show_vectors = self.outputs[:3]
         self.show_checkerboard, self.keep = self.outputs[3:]
-        self.register_button = PushButton(text="Register")
+        self.register_button = PushButton(text="Register", tooltip=REGISTER_TIP)
         self.results = QLabel("")
+        self.results.setToolTip(RESULTS_TIP)
         self.results.setWordWrap(True)
         self.results.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.plot = LossPlot()
@@ -128,18 +133,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             ]
         )
         self.field_controls = self._field_controls()
-        panel = QWidget()
-        column = QVBoxLayout(panel)
-        column.addWidget(self.inputs.native)
-        column.addWidget(self.results)
-        column.addWidget(self.plot)
-        column.addWidget(self.field_controls.native)
-        column.addStretch()
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(panel)
-        QVBoxLayout(self).addWidget(scroll)
+        scrolled(self, self.inputs.native, self.results, self.plot, self.field_controls.native)
 
         for chooser in (self.fixed, self.moving, self.moving_labels, self.fixed_labels):
             chooser.changed.connect(self._inputs_changed)
@@ -258,6 +252,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             "optimising": job.optimise is not None,
         }
         self._context = context
+        self._started = time.perf_counter()
         self._stop.clear()
         self.register_button.text = "Stop"
         self.results.setText("registering…")
@@ -315,15 +310,22 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         if any(data.shape != moving.shape for data, _ in extras):
             raise ValueError("every layer to carry along must have the moving layer's shape")
         uses_model, optimises = METHODS[str(self.method.value)]
+        if uses_model:
+            self._check_fits(fixed.ndim, stack, fixed_layer.name)
         spec = self.optimise.spec() if optimises else None
         if spec is not None:
             check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
+        model = self._model_source() if uses_model else None
+        if not stack:  # the moving side where napari shows it, on the fixed grid
+            moving, moving_labels, extras = on_fixed_grid(
+                fixed_layer, moving_layer, fixed.shape, moving, moving_labels, extras
+            )
         return Job(
             fixed=fixed,
             moving=moving,
             fixed_name=fixed_layer.name,
             moving_name=moving_layer.name,
-            model=self._model_source() if uses_model else None,
+            model=model,
             device=str(self.device.value),
             spacing=int(self.spacing.value),
             stack=stack,
@@ -384,9 +386,11 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
     def _shown(self, context: dict[str, Any], result: Result) -> None:
         """Every result layer is added: keep the field and say what the run gave."""
         self._keep_field(context, result)
-        self.results.setText(summary(result))
+        legend = [JACOBIAN_LEGEND] if context["jacobian"] else []
+        wall = time.perf_counter() - self._started
+        self.results.setText("\n".join([summary(result, wall), *legend]))
         for line in result.warnings:  # the data is unlike the model's training data
-            show_warning(line)
+            show_warning(gui_wording(line))
         self._turn_done()
 
     def _turn_done(self) -> None:

@@ -2,7 +2,9 @@
 
 Every widget starts its job with :func:`start_worker` (a progress bar in napari's
 activity dock, results delivered on the GUI thread) and turns an exception into one
-notification sentence with :func:`error_message`. A job whose yields say how far it is
+notification sentence with :func:`error_message`, which words the core's advice in
+terms of the widgets' controls (:func:`gui_wording`: "choose the cpu device in the
+widget", not a command-line option). A job whose yields say how far it is
 (optimisation steps) moves its bar with :func:`advance` instead of one unit per yield.
 A result's layers are added by :class:`Turns`, one step per turn of the event loop,
 so the window redraws and answers between two layers.
@@ -10,10 +12,50 @@ so the window redraws and answers between two layers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 MEMORY_FIX = "choose the cpu device or crop the images"
+# the core's advice names command-line options; the widgets name their controls
+GUI_WORDS = (
+    (r"use --device cpu", "choose the cpu device in the widget"),
+    (r"lower --batch-size to (\d+)", r"lower 'batch size' in the widget to \1"),
+    (r"lower --batch-size, ", ""),  # the Register widget has no batch size
+    (r"--device", "'device'"),
+    (
+        r"train one with `deepsim train-features` and pass --features F\.pt",
+        "train one with 'Train feature extractor' or choose an extractor file",
+    ),
+    (
+        r"pass (a registration model|a feature extractor) made by `deepsim train(?:-features)?`",
+        r"pick \1 saved by a training widget",
+    ),
+    (
+        r"fine-tune with `deepsim train DATA --init ([\w.-]+)`",
+        r"pick another model in 'model', or fine-tune \1 with a training widget's 'start from'",
+    ),
+    (r"`deepsim train-features`", "'Train feature extractor'"),
+    (r"`deepsim train`", "'Train registration model'"),
+)
+
+
+def gui_wording(text: str) -> str:
+    """Replace the command-line options a core message names with the widgets' controls.
+
+    Parameters
+    ----------
+    text : str
+        A core error message.
+
+    Returns
+    -------
+    str
+        The message naming controls (``'crop'``, ``'channels'``, ``'batch size'``…).
+    """
+    for pattern, words in GUI_WORDS:
+        text = re.sub(pattern, words, text)
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: f"'{m.group(1).replace('-', ' ')}'", text)
 
 
 def start_worker(
@@ -154,9 +196,10 @@ def error_message(err: BaseException, action: str, memory_fix: str = MEMORY_FIX)
     Returns
     -------
     str
-        The notification text.
+        The notification text, naming the widgets' controls where the core named
+        command-line options.
     """
-    text = str(err).rstrip(".")
+    text = gui_wording(str(err).rstrip("."))
     if isinstance(err, (ValueError, FileNotFoundError, FloatingPointError)):
         return text[:1].upper() + text[1:] + "."
     if "out of memory" in text.lower():

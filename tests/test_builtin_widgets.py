@@ -42,7 +42,8 @@ def test_register_lists_the_builtin_models_first_and_picks_the_first(viewer):
     assert [name for _, name in choices] == list(builtin_models())
     assert choices[0][0].startswith("em-2d: serial-section EM, 2D (built-in, held-out Dice 0.")
     assert widget.trained.value == "em-2d"
-    assert widget.model_info.value.startswith("built-in: consecutive sections")
+    assert widget.model_info.value.startswith("2D, 1 channel, metric deepsim; trained on ")
+    assert "consecutive sections" in widget.model_info.value
     widget.set_model("phase-contrast-2d")
     assert widget.trained.value == "phase-contrast-2d"
 
@@ -81,6 +82,7 @@ def test_phase_contrast_frames_with_em_2d_get_a_warning_notification(
     _register(widget, qtbot)
     assert errors == []
     assert len(warnings) == 1 and "training data of em-2d" in warnings[0]
+    assert "deepsim train" not in warnings[0] and "'start from'" in warnings[0]  # GUI words
     widget.set_model("phase-contrast-2d")
     _register(widget, qtbot)
     assert len(warnings) == 1  # the right model for the data: no warning

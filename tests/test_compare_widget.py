@@ -44,7 +44,7 @@ def viewer(make_napari_viewer):
     trained_models.clear()
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "noisy_cell_pair")
-    for name in ("fixed", "fixed labels"):
+    for name in ("fixed", "fixed labels", "moving", "moving labels"):  # one grid: no resampling
         viewer.layers[name].scale = SCALE
         viewer.layers[name].translate = TRANSLATE
     yield viewer

@@ -45,8 +45,9 @@ def models(tmp_path_factory):
 def _pair_widget(make_napari_viewer, model=None, show=False):
     viewer = make_napari_viewer(show=show)
     viewer.open_sample("napari-deepsim", "noisy_cell_pair")
-    viewer.layers["fixed"].scale = SCALE
-    viewer.layers["fixed"].translate = TRANSLATE
+    for name in ("fixed", "moving"):  # one grid: the moving layer is not resampled
+        viewer.layers[name].scale = SCALE
+        viewer.layers[name].translate = TRANSLATE
     _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
     assert isinstance(widget, RegisterWidget)
     if model is not None:
@@ -169,13 +170,14 @@ def test_bad_inputs_are_reported_and_the_viewer_keeps_working(
         (models["3d"], "registers 3D images"),
     ):
         widget.set_model(model)
-        _run(widget, qtbot)
+        assert widget.register() is None  # refused before any work
         assert message in errors[-1]
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"definitely not a model")
     widget.set_model(garbage)
-    _run(widget, qtbot)
+    assert widget.model_info.value.startswith("cannot use this file: ")
+    assert widget.register() is None
     assert "not a napari-deepsim model file" in errors[-1]
 
     widget.set_model(load_model(models["features"]))
@@ -213,9 +215,10 @@ def test_time_lapse_registers_every_frame_to_its_predecessor(
     widget.set_model(model)  # a model another widget trained in this viewer
     assert widget.trained.value is model
     assert [name for name, m in widget._trained_models() if m is model] == ["ncc model (given)"]
-    assert "2D ncc model trained here" in widget.model_info.value
+    assert widget.model_info.value.startswith("2D, 1 channel, metric ncc; trained on ")
+    assert widget.model_info.value.endswith("(trained here)")
     widget.model_file.value = models["2d"]  # choosing a file replaces the trained model
-    assert widget.trained.value is None and widget.model_info.value == ""
+    assert widget.trained.value is None and widget.model_info.value.endswith("(reg2d.pt)")
     widget.set_model(model)
     _run(widget, qtbot)
     assert errors == []
@@ -260,7 +263,7 @@ def test_a_built_in_model_registers_two_sections_with_no_training(
     assert shown == [text for text, _ in builtins]  # each with its one-line description
     widget.set_model(builtins[0][1])
     assert widget.trained.value == builtins[0][1]
-    assert widget.model_info.value.startswith("built-in: ")
+    assert widget.model_info.value.endswith("(built-in)")
     _run(widget, qtbot)
     assert errors == []
     assert "moving warped" in viewer.layers
@@ -268,7 +271,9 @@ def test_a_built_in_model_registers_two_sections_with_no_training(
     loaded = widget._model_source()  # the built-in model read once is kept for the next run
     assert not isinstance(loaded, str) and loaded.kind == "registration"
     widget.model_file.value = models["2d"]  # a model file replaces the built-in model
-    assert widget.trained.value is None and widget._model_source() == str(models["2d"])
+    source = widget._model_source()  # read when it was picked, to show what it is
+    assert widget.trained.value is None and source is not loaded and source.kind == "registration"
+    assert widget.model_info.value.endswith("(reg2d.pt)")
 
 
 def test_3d_volumes_get_a_grid_on_every_slice_fold_points_and_3d_vectors(

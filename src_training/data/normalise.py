@@ -101,10 +101,50 @@ def resample(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
         raise ValueError(f"cannot resample an array of shape {array.shape} to shape {shape}")
     if shape == array.shape:
         return array
-    if order > 0 and array.dtype != np.float64:
-        array = array.astype(np.float32)
     scale = [
         (size_in - 1) / max(size_out - 1, 1)
         for size_in, size_out in zip(array.shape, shape, strict=True)
     ]
-    return ndimage.affine_transform(array, scale, output_shape=shape, order=order, mode="nearest")
+    return resample_onto(array, shape, scale, [0.0] * len(shape), order, mode="nearest")
+
+
+def resample_onto(
+    array: np.ndarray,
+    shape: Sequence[int],
+    step: Sequence[float],
+    offset: Sequence[float],
+    order: int,
+    mode: str = "constant",
+) -> np.ndarray:
+    """Resample an array onto another grid: output index ``i`` reads ``step * i + offset``.
+
+    This places two images by their physical (world) coordinates, such as napari
+    layers with different scales or translations: where the output grid lies outside
+    the array, the result is 0.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Spatial array, one axis per entry of ``shape``.
+    shape : sequence of int
+        Output shape.
+    step, offset : sequence of float
+        Per axis, the array's index of output index ``i`` is ``step * i + offset``.
+    order : int
+        Spline order, as for :func:`resample`.
+    mode : str
+        What lies outside the array: 0 (``constant``) or its edge (``nearest``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The resampled array.
+    """
+    shape = tuple(int(size) for size in shape)
+    if not len(shape) == len(step) == len(offset) == array.ndim:
+        raise ValueError(f"cannot resample an array of shape {array.shape} to shape {shape}")
+    if order > 0 and array.dtype != np.float64:
+        array = array.astype(np.float32)
+    return ndimage.affine_transform(
+        array, list(step), offset=list(offset), output_shape=shape, order=order, mode=mode
+    )

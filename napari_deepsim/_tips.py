@@ -1,0 +1,73 @@
+"""What the widgets' controls and results say when the pointer rests on them.
+
+Every control of every widget has a tooltip that says what it does and in which unit
+(pixels, steps, per step); the texts are here so that the widget modules stay about
+their behaviour, and so that the same control reads the same in every widget.
+"""
+
+FIXED_TIP = "The image that stays put; results lie on its grid (its pixels, scale and translate)"
+MOVING_TIP = (
+    "The image that is warped onto the fixed one; the same stack as fixed registers its frames"
+)
+LABELS_TIP = "Optional label ids: warped with the field, and Dice is scored before and after"
+GRID_TIP = "Lines of the fixed grid drawn where they sample the moving image (Shapes in 2D)"
+JACOBIAN_TIP = (
+    "det J of the transformation (1 = volume kept, < 1 compressed, > 1 stretched; colour bar "
+    "from 0 to 2) and a layer marking the folds, where det J <= 0"
+)
+VECTORS_TIP = (
+    "The displacement at every grid-spacing pixel, as arrows; lengths are scaled up (the "
+    "factor is in the layer name) when the mean displacement is under a few pixels"
+)
+JACOBIAN_LEGEND = (
+    "Jacobian: colour bar 0 (pink, compressed) to 2 (green, stretched), 1 = unchanged; "
+    "folds (det J <= 0) in red"
+)
+REGISTER_TIP = "Register the moving layer onto the fixed one (the button becomes Stop)"
+CHECKER_TIP = "Tiles of the fixed and the warped moving image in turn: edges should continue"
+RESULTS_TIP = (
+    "Dice: overlap of the warped moving labels with the fixed labels (0 to 1, before -> after); "
+    "% folding: share of pixels with det J <= 0; sdlogj: standard deviation of log det J "
+    "(0 for a rigid shift, higher is less smooth); wall time: from pressing Register to the "
+    "layers shown, beside the registration's own compute time"
+)
+FIELD_TIPS = {
+    "load": "Read a field file (.npz, .npy) to apply it to other layers",
+    "apply": "Warp (images, labels) or move (points, shapes, tracks) the layer with the field",
+}
+COMPARE_BUTTON_TIPS = (
+    "Add registration model files (.pt) as rows, ticked",
+    "Remove the selected model files and optimisations from the list",
+    "Add a row that optimises the field for this pair with the metric and iterations above",
+    "Add a row per selected model: its field refined by the optimisation above",
+)
+FOLDER_TIP = "A dataset folder (images/ and labels/), used instead of the layers when set"
+LAYERS_TIP = (
+    "Two or more 2D images, or two or more 3D volumes, of one shape: stacked as frames for "
+    "you (in this order) and used instead of the layer above; their labels come along when "
+    "each has a labels layer named after it"
+)
+STEPS_TIP = "Optimisation steps (one batch each); more steps train longer"
+CROP_TIP = "Side of the random square (or cubic) training crops, in pixels"
+BATCH_TIP = "Pairs (or images) per step; lower it when the device runs out of memory"
+LR_TIP = "Adam's learning rate: the size of each step's weight update, per step"
+CHANNELS_TIP = (
+    "U-Net feature channels per level, comma separated (e.g. 16,32,64): more is slower and "
+    "uses more memory"
+)
+TRAIN_TIP = "Start training in the background (the button becomes Stop, which keeps the model)"
+SAVE_TIP = "Write the trained model to a .pt file (it stays usable in this viewer without saving)"
+IMAGE_TIP = "The image (or stack of frames) to learn features from"
+STACK_TIP = (
+    "A 2D+t or 3D+t stack: the model learns to register its frames onto each other (up to "
+    "2 frames apart)"
+)
+VOLUME_TIP = "A 3D layer is one volume (3D features) rather than frames of a 2D+t stack"
+KIND_TIP = "segmentation learns the painted classes (needs labels); autoencoder needs none"
+METRIC_TIP = "The similarity the model learns to maximise (deepsim needs a feature extractor)"
+LAMBDA_TIP = (
+    "λ, the weight of the smoothness regulariser against the similarity (no unit): higher "
+    "gives smoother, smaller displacements"
+)
+EXTRACTOR_FILE_TIP = "A feature extractor file (.pt) saved by 'Train feature extractor'"
+WEIGHTS_TIP = "torchvision's ImageNet VGG16 weights file, for the vgg metric"
