@@ -49,8 +49,8 @@ class ModelChoice:
         """Make the model pickers and the line that says which model is used."""
         self.trained = ComboBox(label="model", choices=self._trained_models, nullable=True)
         self.trained.tooltip = (
-            "A built-in model (listed first, see `deepsim models`) or a registration model "
-            "trained in this viewer"
+            "A built-in model (listed first; the line below says what it is) or a registration "
+            "model trained in this viewer"
         )
         self.model_file = FileEdit(
             label="or model file",
