@@ -113,7 +113,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         self.results.setToolTip(RESULTS_TIP)
         self.results.setWordWrap(True)
         self.results.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.plot = LossPlot()
+        self.plot = LossPlot("iteration", "")
 
         self.inputs = Container(
             widgets=[

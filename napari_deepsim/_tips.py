@@ -71,3 +71,7 @@ LAMBDA_TIP = (
 )
 EXTRACTOR_FILE_TIP = "A feature extractor file (.pt) saved by 'Train feature extractor'"
 WEIGHTS_TIP = "torchvision's ImageNet VGG16 weights file, for the vgg metric"
+CHECKPOINT_TIP = (
+    "Recompute the network's stages in the backward pass: less memory for about one more "
+    "forward pass per step"
+)

@@ -2,11 +2,14 @@
 
 Training runs in a napari generator worker (:func:`napari_deepsim._train_job.train`)
 that yields the trainer's events; the GUI thread receives them to draw the loss curve
-and never waits for a step. Stop sets a flag that the trainer polls before its next
-step. Training starts from new weights or fine-tunes a built-in model ("start from";
-its channels are then the built-in's). A trained model stays in memory, can be saved,
-and is added to :data:`napari_deepsim._models.trained_models`, which announces it to
-the other widgets.
+(with the identity's validation Dice as the line to beat) and never waits for a step.
+The data is a layer (a stack), two or more layers of one shape (stacked for the user:
+2D images as a 2D+t stack, 3D volumes as a 3D+t stack) or a dataset folder; a run that
+ends without beating the identity says what to change ("train longer: …"). Stop sets a
+flag that the trainer polls before its next step. Training starts from new weights or
+fine-tunes a built-in model ("start from"; its channels are then the built-in's). A
+trained model stays in memory, can be saved, and is added to
+:data:`napari_deepsim._models.trained_models`, which announces it to the other widgets.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -25,17 +29,21 @@ from magicgui.widgets import (
     FloatSpinBox,
     LineEdit,
     PushButton,
+    Select,
     SpinBox,
 )
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
 
+from napari_deepsim import _tips as tips
 from napari_deepsim._choices import guess_training, inputs, partner
 from napari_deepsim._controls import device_picker, layer_choices, precision_picker
+from napari_deepsim._layout import scrolled
 from napari_deepsim._loss_plot import LossPlot
 from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._subscriptions import watch_layers
+from napari_deepsim._train_data import identity_dice, stack_layers, verdict
 from napari_deepsim._train_job import TrainJob, save, train
 from napari_deepsim._workers import error_message, start_worker
 from src_training.engine.options import parse_channels
@@ -73,23 +81,30 @@ class TrainWidget(QWidget):
         self.model: ModelFile | None = None
         self._stop = threading.Event()
         self._started = 0.0
-        self.folder = FileEdit(label="or folder", mode="d")
-        self.folder.tooltip = "A dataset folder (used instead of the layers when set)"
-        self.steps = SpinBox(label="steps", value=500, min=1, max=1_000_000)
-        self.crop = SpinBox(label="crop", value=64, min=8, max=4096)
-        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        self.folder = FileEdit(label="or folder", mode="d", tooltip=tips.FOLDER_TIP)
+        self.layers = Select(label="or layers", choices=self._stackable, tooltip=tips.LAYERS_TIP)
+        self.layers.native.setMaximumHeight(80)
+        self.steps = SpinBox(label="steps", value=500, min=1, max=1_000_000, tooltip=tips.STEPS_TIP)
+        self.crop = SpinBox(label="crop", value=64, min=8, max=4096, tooltip=tips.CROP_TIP)
+        self.batch_size = SpinBox(
+            label="batch size", value=4, min=1, max=256, tooltip=tips.BATCH_TIP
+        )
+        self.lr = FloatSpinBox(
+            label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4, tooltip=tips.LR_TIP
+        )
         self.lr.native.setDecimals(6)
-        self.channels = LineEdit(label="channels", value="16,32,64")
+        self.channels = LineEdit(label="channels", value="16,32,64", tooltip=tips.CHANNELS_TIP)
         self.start_from = ComboBox(
             label="start from", choices=[("new weights", ""), *self._builtin_starts()]
         )
         self.start_from.tooltip = "Fine-tune a built-in model instead of training from new weights"
         self.device = device_picker()
         self.precision = precision_picker()
-        self.checkpointing = CheckBox(text="activation checkpointing (less memory)", value=False)
-        self.checkpointing.tooltip = "Recompute the network's stages in the backward pass"
-        self.train_button = PushButton(text="Train")
-        self.save_button = PushButton(text="Save…", enabled=False)
+        self.checkpointing = CheckBox(
+            text="activation checkpointing (less memory)", value=False, tooltip=tips.CHECKPOINT_TIP
+        )
+        self.train_button = PushButton(text="Train", tooltip=tips.TRAIN_TIP)
+        self.save_button = PushButton(text="Save…", enabled=False, tooltip=tips.SAVE_TIP)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.plot = LossPlot()
@@ -98,6 +113,7 @@ class TrainWidget(QWidget):
             widgets=[
                 self.steps,
                 self.crop,
+                self.batch_size,
                 self.lr,
                 self.start_from,
                 self.channels,
@@ -107,13 +123,8 @@ class TrainWidget(QWidget):
                 self.train_button,
             ]
         )
-        column = QVBoxLayout(self)
-        column.addWidget(self.inputs.native)
-        column.addWidget(self.settings.native)
-        column.addWidget(self.plot)
-        column.addWidget(self.status)
-        column.addWidget(self.save_button.native)
-        column.addStretch()
+        parts = (self.inputs.native, self.settings.native, self.plot, self.status)
+        scrolled(self, *parts, self.save_button.native)
         self.start_from.changed.connect(self._start_changed)
         self.train_button.changed.connect(self._train_clicked)
         self.save_button.changed.connect(self._save_clicked)
@@ -155,6 +166,40 @@ class TrainWidget(QWidget):
     def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return layer_choices(self.viewer, Image)
 
+    def _stackable(self, _widget: Any = None) -> list[tuple[str, Layer]]:
+        return [(n, layer) for n, layer in self._images() if layer.ndim in (2, 3) and not layer.rgb]
+
+    def _stacked(self) -> tuple[np.ndarray, np.ndarray | None, str] | None:
+        """Return the layers chosen under 'or layers' as one stack, with their labels.
+
+        Returns
+        -------
+        (images, labels, source) or None
+            The stacked images, their stacked labels (when every layer has a labels
+            layer of its name or shape) and where they came from; None when no layers
+            are chosen.
+        """
+        chosen = list(self.layers.value)
+        if not chosen:
+            return None
+        names = [layer.name for layer in chosen]
+        images = stack_layers([np.asarray(layer.data) for layer in chosen], names)
+        found: list[Layer] = []
+        for layer in chosen:
+            labels = partner(layer, inputs(self.viewer, Labels), found)
+            if labels is not None:
+                found.append(labels)
+        stacked = None
+        if len(found) == len(chosen):
+            stacked = np.stack([np.asarray(labels.data) for labels in found])
+        kind = "3D+t" if images.ndim == 4 else "2D+t"
+        show_info(
+            f"Stacked the {len(chosen)} layers {', '.join(map(repr, names))} as frames 0-"
+            f"{len(chosen) - 1} of one {kind} stack for training"
+            + (", with their labels." if stacked is not None else " (without labels).")
+        )
+        return images, stacked, f"napari layers {', '.join(names)}"
+
     def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return layer_choices(self.viewer, Labels)
 
@@ -167,6 +212,7 @@ class TrainWidget(QWidget):
         return {
             "steps": int(self.steps.value),
             "crop": int(self.crop.value),
+            "batch_size": int(self.batch_size.value),
             "lr": float(self.lr.value),
             "channels": None if init else parse_channels(str(self.channels.value), "channels"),
             "device": str(self.device.value),
@@ -205,7 +251,7 @@ class TrainWidget(QWidget):
             return None
         self._stop.clear()
         self._started = time.perf_counter()
-        self.plot.clear(job.steps)
+        self.plot.clear(job.steps, identity_dice(job.val))
         self.train_button.text = "Stop"
         self.status.setText("training…")
         self.worker = start_worker(
@@ -241,8 +287,14 @@ class TrainWidget(QWidget):
         steps = model.metadata.get("steps_trained", 0)
         seconds = time.perf_counter() - self._started
         self.status.setText(
-            f"trained {steps} steps in {seconds:.0f} s; the {self.title} is kept in memory"
+            f"trained {steps} steps in {seconds:.0f} s wall time; the {self.title} is kept in "
+            "memory"
         )
+        scores = [value for _, value in self.plot.validation]
+        advice = verdict(scores, self.plot.baseline, int(self.steps.value))
+        if advice is not None:  # it moved nothing worth having
+            self.status.setText(f"{self.status.text()}\n{advice}")
+            show_warning(advice[:1].upper() + advice[1:] + ".")
         try:
             trained_models.add_trained(model, self._name_of(model))
         except Exception as err:  # never raise into Qt's event loop

@@ -108,6 +108,8 @@ class TrainJob:
         Validation data.
     steps, crop : int
         Optimisation steps and training crop side.
+    batch_size : int
+        Pairs (or images) per step.
     lr : float
         Learning rate.
     channels : tuple of int or None
@@ -141,6 +143,7 @@ class TrainJob:
     lr: float
     channels: tuple[int, ...] | None
     device: str = "auto"
+    batch_size: int = 4
     precision: str = "auto"
     checkpointing: bool = False
     kind: str = "segmentation"
@@ -276,7 +279,12 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     data, val = (job.train, job.val) if job.train is not None else read_folder(job)
     crop = min(job.crop, *data.images.shape[2:])
     config = TrainConfig(
-        steps=job.steps, lr=job.lr, crop=crop, val_every=job.val_every, precision=job.precision
+        steps=job.steps,
+        lr=job.lr,
+        crop=crop,
+        val_every=job.val_every,
+        batch_size=job.batch_size,
+        precision=job.precision,
     )
     metadata = {"source": "napari-deepsim training widget"}
     trainer: FeatureTrainer | RegistrationTrainer

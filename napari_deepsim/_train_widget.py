@@ -1,9 +1,12 @@
 """Training widgets: a feature extractor and a registration model, trained in napari.
 
 Both are built on :class:`~napari_deepsim._train_base.TrainWidget` and differ in their
-inputs and network. Trained models go to :data:`napari_deepsim._models.trained_models`:
-the registration widget offers the feature extractors trained here, and the Register
-widget selects a registration model as soon as it is trained.
+inputs and network. Either trains from one layer, from two or more layers of one shape
+(stacked for the user, so two 2D sections or a pair of 3D volumes train a 2D or a 3D
+model) or from a dataset folder. Trained models go to
+:data:`napari_deepsim._models.trained_models`: the registration widget offers the feature
+extractors trained here, and the Register widget selects a registration model as soon
+as it is trained.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox
 
+from napari_deepsim import _tips as tips
 from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._subscriptions import subscribe
 from napari_deepsim._train_base import TrainWidget
@@ -52,12 +56,18 @@ class TrainFeaturesWidget(TrainWidget):
     title = "feature extractor"
 
     def _input_widgets(self) -> list[Any]:
-        self.image = ComboBox(label="image", choices=self._images, nullable=True)
+        self.image = ComboBox(
+            label="image", choices=self._images, nullable=True, tooltip=tips.IMAGE_TIP
+        )
         self.labels = ComboBox(label="labels", choices=self._labels, nullable=True)
         self.labels.tooltip = "Frames where labels are painted are the training data"
-        self.volume = CheckBox(text="3D layer is one volume (not 2D+t)", value=False)
-        self.kind = ComboBox(label="kind", choices=["segmentation", "autoencoder"])
-        return [self.image, self.labels, self.volume, self.folder, self.kind]
+        self.volume = CheckBox(
+            text="3D layer is one volume (not 2D+t)", value=False, tooltip=tips.VOLUME_TIP
+        )
+        self.kind = ComboBox(
+            label="kind", choices=["segmentation", "autoencoder"], tooltip=tips.KIND_TIP
+        )
+        return [self.image, self.labels, self.volume, self.layers, self.folder, self.kind]
 
     def _make_job(self) -> TrainJob:
         kind = str(self.kind.value)
@@ -67,6 +77,11 @@ class TrainFeaturesWidget(TrainWidget):
         return TrainJob(task="features", train=data, val=None, kind=kind, folder=folder, **settings)
 
     def _layer_data(self, kind: str) -> Dataset:
+        stacked = self._stacked()
+        if stacked is not None:  # frames of 2D images or of 3D volumes
+            images, labels, source = stacked
+            keep = labels if kind == "segmentation" else None
+            return dataset_from_arrays(images, keep, source, labelled_only=keep is not None)
         image = self.image.value
         if image is None:
             raise ValueError("choose an image layer or a dataset folder")
@@ -104,24 +119,39 @@ class TrainRegistrationWidget(TrainWidget):
         self._metric_changed()
 
     def _input_widgets(self) -> list[Any]:
-        self.image = ComboBox(label="image stack", choices=self._images, nullable=True)
+        self.image = ComboBox(
+            label="image stack", choices=self._images, nullable=True, tooltip=tips.STACK_TIP
+        )
         self.labels = ComboBox(label="labels stack", choices=self._labels, nullable=True)
         self.labels.tooltip = (
             f"Optional: for ncc-sup, and to score Dice on the last {VALIDATION_FRAMES} frames"
         )
-        self.metric = ComboBox(label="metric", choices=list(_metrics()), value="ncc")
-        self.lam = FloatSpinBox(label="λ", value=0.5, min=0.0, max=1000.0, step=0.01)
+        self.metric = ComboBox(
+            label="metric", choices=list(_metrics()), value="ncc", tooltip=tips.METRIC_TIP
+        )
+        self.lam = FloatSpinBox(
+            label="λ", value=0.5, min=0.0, max=1000.0, step=0.01, tooltip=tips.LAMBDA_TIP
+        )
         self.extractor = ComboBox(
             label="feature extractor", choices=self._extractors, nullable=True
         )
         self.extractor.tooltip = "A built-in model's extractor, or one trained in this viewer"
         self.extractor_file = FileEdit(
-            label="or extractor file", mode="r", filter="Model files (*.pt *.pth)"
+            label="or extractor file",
+            mode="r",
+            filter="Model files (*.pt *.pth)",
+            tooltip=tips.EXTRACTOR_FILE_TIP,
         )
-        self.weights = FileEdit(label="VGG16 weights", mode="r", filter="Weights (*.pt *.pth)")
+        self.weights = FileEdit(
+            label="VGG16 weights",
+            mode="r",
+            filter="Weights (*.pt *.pth)",
+            tooltip=tips.WEIGHTS_TIP,
+        )
         return [
             self.image,
             self.labels,
+            self.layers,
             self.folder,
             self.metric,
             self.lam,
@@ -195,13 +225,17 @@ class TrainRegistrationWidget(TrainWidget):
         )
 
     def _layer_data(self) -> Dataset:
+        stacked = self._stacked()
+        if stacked is not None:  # 2D images as a 2D+t stack, 3D volumes as a 3D+t stack
+            return dataset_from_arrays(*stacked)
         image = self.image.value
         if image is None:
-            raise ValueError("choose an image stack layer or a dataset folder")
+            raise ValueError("choose an image stack layer, two or more layers, or a dataset folder")
         if image.ndim not in (3, 4):
             raise ValueError(
-                f"the layer {image.name!r} is {image.ndim}D; registration trains on frames, so "
-                "choose a 2D+t or 3D+t stack (or a dataset folder)"
+                f"the layer {image.name!r} is one {image.ndim}D image; registration learns from "
+                "pairs of frames, so select two or more layers of one shape under 'or layers' "
+                "(stacked for you), or choose a 2D+t or 3D+t stack"
             )
         labels = self.labels.value
         return dataset_from_arrays(

@@ -23,6 +23,7 @@ GUI_WORDS = (
     (r"lower --batch-size to (\d+)", r"lower 'batch size' in the widget to \1"),
     (r"lower --batch-size, ", ""),  # the Register widget has no batch size
     (r"--device", "'device'"),
+    (r"use --precision (\w+) or (\w+)", r"choose 'precision' \1 or \2 in the widget"),
     (
         r"train one with `deepsim train-features` and pass --features F\.pt",
         "train one with 'Train feature extractor' or choose an extractor file",

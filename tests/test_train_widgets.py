@@ -197,7 +197,10 @@ def test_a_trained_model_reaches_the_docked_register_widget(viewer, qtbot, error
     assert errors == []
     assert registration.model is not None
     assert register.trained.value is registration.model
-    assert register.model_info.value == "using the 2D ncc model trained here"
+    assert register.model_info.value == (
+        "2D, 1 channel, metric ncc; trained on napari layer 'noisy cells'; subset 0:6, 3 steps "
+        "(trained here)"
+    )
     builtins = [text for text, _ in builtin_choices()]  # listed first
     assert [name for name, _ in register._trained_models()] == [*builtins, "ncc model #1"]
     assert [compare.models.item(i).text() for i in range(compare.models.count())] == [

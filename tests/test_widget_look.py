@@ -22,7 +22,9 @@ from qtpy.QtWidgets import (
 
 import napari_deepsim._choices as choices_module
 import napari_deepsim._register_widget as register_module
+import napari_deepsim._train_base as train_base
 from napari_deepsim._controls import vector_scale
+from napari_deepsim._loss_plot import MIN_SCORE_SPAN, LossPlot
 from napari_deepsim._workers import error_message
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.gui
 
 SCREEN = (1366, 768)
 WIDGETS = ["Register", "Compare metrics", "Train feature extractor", "Train registration model"]
+TINY = {"crop": 32, "channels": "4,8", "device": "cpu", "steps": 3}
 CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QLineEdit, QAbstractItemView)
 
 
@@ -173,6 +176,7 @@ def test_core_advice_names_the_widgets_controls_not_command_line_options():
         "crop or downsample the images, lower --batch-size, or use a device with more memory",
         "f.pt holds a features model; pass a registration model made by `deepsim train` instead",
         "the extractor: train one with `deepsim train-features` and pass --features F.pt",
+        "the GPU X does not compute in bfloat16; use --precision fp16 or fp32",
     ]
     if not torch.cuda.is_available():
         with pytest.raises(ValueError) as refused:
@@ -234,3 +238,79 @@ def test_a_moving_layer_of_another_scale_is_resampled_where_napari_shows_it(
     moving.scale, moving.data = (1, 1), square  # the same grid: used as it is
     widget.register()
     assert jobs[0].moving is not None and len(notes) == 1
+
+
+def test_the_training_plot_has_axes_an_identity_line_and_a_minimum_span(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(300, 180)
+    plot.clear(100, baseline=0.6790)
+    for step in range(1, 101):
+        plot.add_loss(step, 0.5 + 1e-5 * step)
+    plot.add_validation(50, 0.6791)
+    plot.add_validation(100, 0.6792)
+    low, high = plot.score_range()
+    assert high - low >= MIN_SCORE_SPAN  # a 4th-decimal change stays a flat line
+    assert low <= plot.baseline <= high
+    low, high = plot.loss_range()
+    assert high - low >= 0.1 * 0.501
+    assert plot.x_label == "step" and "validation Dice" in plot.toolTip()
+    assert not plot.grab().isNull()  # axes, ticks, the dashed identity line
+
+
+def test_a_run_that_does_not_beat_the_identity_says_train_longer(
+    make_napari_viewer, qtbot, errors, monkeypatch
+):
+    warnings = []
+    monkeypatch.setattr(train_base, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
+    widget = _dock(viewer, "Train registration model")
+    widget.image.value = viewer.layers["noisy cells"]
+    widget.labels.value = viewer.layers["noisy cells labels"]
+    for name, value in {**TINY, "lr": 1e-6, "steps": 2}.items():
+        getattr(widget, name).value = value
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    assert errors == []
+    assert widget.plot.baseline is not None and widget.plot.validation
+    assert "train longer: the validation Dice" in widget.status.text()
+    assert len(warnings) == 1 and "raise 'steps' (now 2" in warnings[0]
+
+
+def test_two_2d_layers_train_a_registration_model_stacked_for_the_user(
+    viewer, qtbot, errors, monkeypatch
+):
+    notes = []
+    monkeypatch.setattr(train_base, "show_info", notes.append)
+    widget = _dock(viewer, "Train registration model")
+    widget.image.value = None
+    widget.layers.value = [viewer.layers["fixed"], viewer.layers["moving"]]
+    for name, value in TINY.items():
+        getattr(widget, name).value = value
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    assert errors == []
+    assert widget.model is not None and widget.model.ndim == 2
+    assert notes[0].startswith("Stacked the 2 layers 'fixed', 'moving' as frames 0-1 of one 2D+t")
+    assert "with their labels" in notes[0]
+
+
+def test_a_3d_volume_pair_trains_3d_models_without_a_hand_built_stack(
+    make_napari_viewer, qtbot, errors
+):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    for name in ("volume a", "volume b"):
+        viewer.add_image(rng.random((16, 16, 16)).astype(np.float32), name=name)
+        viewer.add_labels((rng.random((16, 16, 16)) > 0.5).astype(np.uint8), name=f"{name} labels")
+    volumes = [viewer.layers["volume a"], viewer.layers["volume b"]]
+    for title in ("Train feature extractor", "Train registration model"):
+        widget = _dock(viewer, title)
+        widget.layers.value = volumes
+        for name, value in {**TINY, "crop": 16, "steps": 2}.items():
+            getattr(widget, name).value = value
+        assert widget.start() is not None
+        qtbot.waitUntil(lambda widget=widget: not widget.running, timeout=60000)
+        assert errors == []
+        assert widget.model.ndim == 3 and "volume a" in widget.model.metadata["train_data"]

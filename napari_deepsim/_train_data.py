@@ -1,0 +1,103 @@
+"""Training inputs from layers, and how a finished run is judged (no Qt, no torch at import).
+
+:func:`stack_layers` stacks two or more 2D images (or 3D volumes) of one shape as the
+frames of a 2D+t (or 3D+t) stack, so that separate layers train a model as a stack
+would. :func:`identity_dice` is the validation Dice of no registration at all, the
+dashed line of the training plot, and :func:`verdict` says what to change when a run
+ended without beating it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from src_training.data.datasets import Dataset
+
+BEATEN_BY = 0.002  # validation Dice above the identity's by less than this: no better
+
+
+def stack_layers(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """Stack two or more layers of one shape as the frames of one stack.
+
+    Parameters
+    ----------
+    arrays : list of numpy.ndarray
+        2D images or 3D volumes, one per layer.
+    names : list of str
+        The layers' names, for messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(T, H, W)`` or ``(T, D, H, W)``: a 2D+t or 3D+t stack.
+    """
+    if len(arrays) < 2:
+        raise ValueError(
+            "select two or more layers under 'or layers' (they are the frames), or none to "
+            "use the image stack"
+        )
+    shapes = {array.shape for array in arrays}
+    if len(shapes) > 1:
+        listed = ", ".join(f"{n!r} {a.shape}" for n, a in zip(names, arrays, strict=True))
+        raise ValueError(
+            f"the layers to stack have different shapes ({listed}); select layers of one shape"
+        )
+    if arrays[0].ndim not in (2, 3):
+        raise ValueError(
+            f"the layers to stack are {arrays[0].ndim}D; select 2D images or 3D volumes"
+        )
+    return np.stack(arrays)
+
+
+def identity_dice(val: Dataset | None) -> float | None:
+    """Return the validation Dice of no registration: the score a model has to beat.
+
+    Parameters
+    ----------
+    val : Dataset or None
+        Validation frames; their consecutive pairs (or fixed pairs) are scored as the
+        trainer scores them.
+
+    Returns
+    -------
+    float or None
+        The mean Dice of the unmoved label maps; None without labelled validation data.
+    """
+    from src_training.data.pairs import consecutive_pairs
+    from src_training.metrics.dice import mean_dice
+
+    if val is None or val.labels is None:
+        return None
+    pairs = val.pairs if val.pairs is not None else consecutive_pairs(len(val))
+    return float(np.mean([mean_dice(val.labels[m], val.labels[f]) for m, f in pairs]))
+
+
+def verdict(scores: list[float], baseline: float | None, steps: int) -> str | None:
+    """Return what to change when a run ended without beating the identity.
+
+    Parameters
+    ----------
+    scores : list of float
+        The run's validation Dice scores, in order.
+    baseline : float or None
+        The identity's validation Dice (:func:`identity_dice`).
+    steps : int
+        The steps the run was set to.
+
+    Returns
+    -------
+    str or None
+        ``train longer: …`` naming the controls to change; None when the last score
+        beat the identity (or nothing was scored).
+    """
+    if baseline is None or not scores or scores[-1] > baseline + BEATEN_BY:
+        return None
+    return (
+        f"train longer: the validation Dice {scores[-1]:.3f} did not beat the identity's "
+        f"{baseline:.3f} (no registration); raise 'steps' (now {steps}, e.g. to "
+        f"{max(1000, 10 * steps)}) or the 'learning rate', or lower 'λ' if the field barely "
+        "moves"
+    )
