@@ -1,6 +1,6 @@
 """Regenerate the napari screenshots of the docs by driving the widgets as a user would.
 
-Two parts, each a sequence of button clicks on real widgets in a real window:
+Four parts, each a sequence of button clicks on real widgets in a real window:
 
 * ``click-through``: a new user's path on the built-in sample only: open the samples,
   train a feature extractor, train DeepSim and NCC models, register, look at the grid
@@ -11,7 +11,10 @@ Two parts, each a sequence of button clicks on real widgets in a real window:
 * ``overlays``: the deformation views: the 2D grid on ISBI with the built-in ``em-2d``
   model, and the 3D brain MRI of ``../shared/data`` (half resolution) against a
   smoothly deformed copy, optimised: a slice with its grid, and the 3D view with the
-  grid's plane, the folds as points and the displacement vectors.
+  grid's plane, the folds as points and the displacement vectors;
+* ``small-screen``: two widgets docked in a 1366×768 window: a registration model
+  trained briefly on the sample (its plot with the identity's Dice line and the "train
+  longer" advice) above the Register widget's result (wall time, Jacobian legend).
 
 Run under a virtual X server (the canvas needs OpenGL)::
 
@@ -29,7 +32,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QApplication, QFileDialog
+from qtpy.QtWidgets import QApplication, QFileDialog, QScrollArea
 
 from napari_deepsim._models import trained_models
 from src_training.data.reading import read_image
@@ -127,6 +130,35 @@ def click_through(out: Path) -> None:
         ["fixed", "deepsim model #1 grid", "ncc model #2 grid", "compare zoom"],
     )
     shoot(viewer, out / "06_compare.png")
+    viewer.close()
+
+
+def small_screen(out: Path) -> None:
+    """Training and Register docked one above the other in a 1366×768 window."""
+    trained_models.clear()
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+    _, training = viewer.window.add_plugin_dock_widget("napari-deepsim", "Train registration model")
+    settings = {"steps": 60, "crop": 64, "channels": "8,16", "device": "cpu"}
+    for name, value in settings.items():
+        getattr(training, name).value = value
+    training.train_button.native.click()
+    wait(lambda: not training.running)
+    _, register = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    register.set_model(training.model)
+    register.show_vectors.value = True
+    register.register_button.native.click()
+    wait(lambda: not register.running)
+    only_visible(viewer, ["moving warped", "moving Jacobian"])
+    viewer.layers["moving Jacobian"].opacity = 0.4  # its colour bar shows while it is visible
+    for layer in viewer.layers:
+        if layer.name.startswith("moving displacement"):
+            layer.visible = True
+    for widget, part in ((training, training.plot), (register, register.results)):
+        widget.findChild(QScrollArea).ensureWidgetVisible(part)  # scrolled as a user would
+    shoot(viewer, out / "07_small_screen.png")
     viewer.close()
 
 
@@ -261,7 +293,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
-    parts = ["click-through", "real-data", "overlays", "all"]
+    parts = ["click-through", "real-data", "overlays", "small-screen", "all"]
     parser.add_argument("--part", choices=parts, default="all")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -271,6 +303,8 @@ def main() -> None:
         real_data(args.runs, args.data, args.out)
     if args.part in ("overlays", "all"):
         overlays(args.data, args.out)
+    if args.part in ("small-screen", "all"):
+        small_screen(args.out)
 
 
 if __name__ == "__main__":
