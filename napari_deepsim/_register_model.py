@@ -201,10 +201,11 @@ class ModelChoice:
     def _model_key(self, source: str | ModelFile | None) -> tuple[str, Any] | None:
         """Return the cache key of a model a run reads: a built-in name, or a file and its time.
 
-        None for a model in memory (or no model).
+        A model read before (a built-in or file in the cache) keeps its key; None for a
+        model trained here (or no model).
         """
         if not isinstance(source, str):
-            return None
+            return next((key for key, model in self._model_cache.items() if model is source), None)
         if isinstance(self.trained.value, str):  # only built-in models are picked by name
             return (source, "built-in")
         path = Path(self.model_file.value)
