@@ -10,6 +10,7 @@ colormap, fold colour) are the same in the Register and Compare widgets.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,13 +68,25 @@ def pair_pickers(
     -------
     tuple of ComboBox
         ``fixed``, ``moving``, ``moving labels`` and ``fixed labels``, each nullable.
+        Picking an image unselects its labels when they have another shape (a stack's
+        labels left chosen after picking one of its frames would refuse the run).
     """
-    return (
-        ComboBox(label="fixed", choices=images, nullable=True, tooltip=FIXED_TIP),
-        ComboBox(label="moving", choices=images, nullable=True, tooltip=MOVING_TIP),
-        ComboBox(label="moving labels", choices=labels, nullable=True, tooltip=LABELS_TIP),
-        ComboBox(label="fixed labels", choices=labels, nullable=True, tooltip=LABELS_TIP),
+    fixed = ComboBox(label="fixed", choices=images, nullable=True, tooltip=FIXED_TIP)
+    moving = ComboBox(label="moving", choices=images, nullable=True, tooltip=MOVING_TIP)
+    moving_labels = ComboBox(
+        label="moving labels", choices=labels, nullable=True, tooltip=LABELS_TIP
     )
+    fixed_labels = ComboBox(label="fixed labels", choices=labels, nullable=True, tooltip=LABELS_TIP)
+    for image, its_labels in ((fixed, fixed_labels), (moving, moving_labels)):
+        image.changed.connect(partial(_drop_other_shapes, image, its_labels))
+    return fixed, moving, moving_labels, fixed_labels
+
+
+def _drop_other_shapes(image: ComboBox, labels: ComboBox, *_args: object) -> None:
+    """Unselect ``labels`` when they no longer have the shape of the picked image."""
+    picked, chosen = image.value, labels.value
+    if picked is not None and chosen is not None and chosen.data.shape != picked.data.shape:
+        labels.value = None
 
 
 def device_picker() -> ComboBox:
