@@ -112,7 +112,9 @@ class LossPlot(QWidget):
     def _area(self) -> QRectF:
         """Return the rectangle inside the axes, leaving room for ticks, names and legend."""
         font = QFontMetrics(self.font())
-        side = font.horizontalAdvance("0.0000") + 6
+        ranges = [r for r in (self.loss_range(), self.score_range()) if r is not None]
+        ticks = ["0.0000", *(_tick(value) for r in ranges for value in r)]
+        side = max(font.horizontalAdvance(text) for text in ticks) + 6
         top = font.height() + 6
         bottom = 2 * font.height() + 4
         return QRectF(
@@ -179,7 +181,7 @@ class LossPlot(QWidget):
     ) -> None:
         font = QFontMetrics(self.font())
         for value, y in zip(value_range, (area.bottom(), area.top() + font.ascent()), strict=True):
-            text = f"{value:.4g}"
+            text = _tick(value)
             x = area.left() - font.horizontalAdvance(text) - 3 if left else area.right() + 3
             painter.drawText(QPointF(x, y), text)
 
@@ -205,3 +207,8 @@ class LossPlot(QWidget):
         text = self.score_label + (f" {self.validation[-1][1]:.4g}" if self.validation else "")
         width = QFontMetrics(self.font()).horizontalAdvance(text)
         painter.drawText(QPointF(area.right() - width, height), text)
+
+
+def _tick(value: float) -> str:
+    """Format an axis end with three significant digits (the margins fit the text)."""
+    return f"{value:.3g}"

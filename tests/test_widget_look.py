@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from qtpy.QtCore import QPoint, QRect, Qt
+from qtpy.QtGui import QFontMetrics
 from qtpy.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
@@ -24,7 +25,7 @@ import napari_deepsim._choices as choices_module
 import napari_deepsim._register_widget as register_module
 import napari_deepsim._train_base as train_base
 from napari_deepsim._controls import vector_scale
-from napari_deepsim._loss_plot import MIN_SCORE_SPAN, LossPlot
+from napari_deepsim._loss_plot import MIN_SCORE_SPAN, LossPlot, _tick
 from napari_deepsim._workers import error_message
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
@@ -256,6 +257,18 @@ def test_the_training_plot_has_axes_an_identity_line_and_a_minimum_span(qtbot):
     assert high - low >= 0.1 * 0.501
     assert plot.x_label == "step" and "validation Dice" in plot.toolTip()
     assert not plot.grab().isNull()  # axes, ticks, the dashed identity line
+
+
+def test_small_losses_keep_their_axis_labels_whole(qtbot):
+    plot = LossPlot(x_label="iteration")
+    qtbot.addWidget(plot)
+    plot.resize(300, 180)
+    plot.clear(77)
+    for step, loss in enumerate((0.0271, 0.008791, 0.001353, 0.0022), start=1):
+        plot.add_loss(step, loss)
+    font = QFontMetrics(plot.font())
+    left = plot._area().left()  # the ends are drawn right-aligned 3 px left of the axis
+    assert all(font.horizontalAdvance(_tick(value)) + 3 <= left for value in plot.loss_range())
 
 
 def test_a_run_that_does_not_beat_the_identity_says_train_longer(
