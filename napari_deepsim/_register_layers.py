@@ -121,7 +121,7 @@ def result_steps(
         steps.append(partial(add_output, viewer, kind, data, name, key, grid, **style))
 
     add("image", result.warped, f"{moving.name} warped", **like(moving))
-    plane = _plane(result)  # a volume's slice overlays: one plane in the 3D view
+    plane = _plane(result, viewer, grid)  # a volume's slice overlays: a plane in 3D
     if result.grid is not None:
         add(
             "image",
@@ -174,16 +174,20 @@ def result_steps(
     return steps
 
 
-def _plane(result: Result) -> dict[str, Any]:
+def _plane(result: Result, viewer: napari.Viewer, grid: tuple[Any, Any]) -> dict[str, Any]:
     """Show a volume's grid and Jacobian as one slice in the 3D view (not a solid block).
 
-    The plane lies across the first axis through the middle (shift-drag moves it); a
-    pair of 2D images or a stack's frames need none.
+    The plane lies across the first axis at the slice the 2D view shows when the result
+    arrives (shift-drag moves it in 3D); a pair of 2D images or a stack's frames need none.
     """
     if result.fold_points is None:
         return {}
-    middle = [(n - 1) / 2 for n in result.jacobian.shape]
-    return {"depiction": "plane", "plane": {"position": middle, "normal": (1, 0, 0)}}
+    shape = result.jacobian.shape
+    (scale, *_), (translate, *_) = grid
+    shown = (viewer.dims.point[-len(shape)] - translate) / scale  # in the volume's voxels
+    position = [float(np.clip(round(shown), 0, shape[0] - 1))]
+    position += [(n - 1) / 2 for n in shape[1:]]
+    return {"depiction": "plane", "plane": {"position": position, "normal": (1, 0, 0)}}
 
 
 def result_key(viewer: napari.Viewer, moving: Layer, keep: bool) -> tuple[str, str]:

@@ -288,9 +288,13 @@ def test_3d_volumes_get_a_grid_on_every_slice_fold_points_and_3d_vectors(
     widget.fixed.value, widget.moving.value = fixed, moving
     widget.show_vectors.value = True
     widget.set_model(models["3d"])
+    viewer.dims.set_point(0, 1.0 + 2.0 * 4)  # the 2D view shows the fixed volume's slice 4
     _run(widget, qtbot)
     grid = viewer.layers["moving volume grid"]
     assert isinstance(grid, Image) and grid.data.shape == (12, 20, 16)
+    for name in ("grid", "Jacobian"):  # the 3D view's plane starts on that slice
+        layer = viewer.layers[f"moving volume {name}"]
+        assert layer.depiction == "plane" and layer.plane.position[0] == 4
     assert grid.data.max(axis=(1, 2)).min() > 0.5  # warped lines on every slice
     for name in ("warped", "grid", "Jacobian", "checkerboard"):
         layer = viewer.layers[f"moving volume {name}"]
