@@ -373,6 +373,8 @@ def test_ctrl_c_stops_cleanly_and_saves_a_resumable_checkpoint(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as from a terminal, even when these tests run as a background job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log = out.with_suffix(".csv")
     deadline = time.time() + 60

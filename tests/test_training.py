@@ -169,11 +169,20 @@ def test_ctrl_c_inside_a_step_waits_until_the_step_is_applied_and_logged():
     from src_training.training.events import interrupts_deferred as _interrupts_deferred
 
     done = []
-    with pytest.raises(KeyboardInterrupt), _interrupts_deferred():
-        os.kill(os.getpid(), signal.SIGINT)
-        done.append("after the signal")  # still runs: the interrupt is held
-    assert done == ["after the signal"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # e.g. ignored in `&`
+    try:
+        with pytest.raises(KeyboardInterrupt), _interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after the signal")  # still runs: the interrupt is held
+        assert done == ["after the signal"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C stays ignored
+        with _interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("ignored")
+        assert done[-1] == "ignored" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def _saved_for_backward(trainer):

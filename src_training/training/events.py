@@ -26,9 +26,11 @@ def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends, then raise it.
 
     Only the main thread receives signals; elsewhere (a napari worker, which stops
-    through its ``stop`` callback) the block runs as it is.
+    through its ``stop`` callback) the block runs as it is, and so it does where SIGINT
+    is ignored (a shell's background job: the terminal's Ctrl-C is not for it).
     """
-    if threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
     received: list[int] = []
