@@ -57,7 +57,6 @@ def case(dataset: str, size: int, kind: str) -> dict[str, Any]:
     """Register one case in a shown viewer and return the gaps (run in a fresh process)."""
     import napari
     import numpy as np
-    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     frames = _images(dataset, size, FRAMES if kind == "stack" else 2)
@@ -73,13 +72,7 @@ def case(dataset: str, size: int, kind: str) -> dict[str, Any]:
     widget.fixed.value, widget.moving.value = fixed, moving
     widget.set_model(MODELS[dataset])
     app = QApplication.instance()
-    for _ in range(50):  # let the window draw its inputs before the clock starts
-        app.processEvents()
-        time.sleep(0.01)
-    ticks: list[float] = []
-    timer = QTimer()
-    timer.setInterval(TICK_MS)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    ticks, timer = _heartbeat(app)
     layers = len(viewer.layers)
     added: list[float] = []
     viewer.layers.events.inserted.connect(lambda _event: added.append(time.perf_counter()))
@@ -115,6 +108,23 @@ def case(dataset: str, size: int, kind: str) -> dict[str, Any]:
     return row
 
 
+def _heartbeat(app: Any) -> tuple[list[float], Any]:
+    """Let the window draw what it shows (shaders built), then make the unstarted clock.
+
+    Returns the list its ticks append ``time.perf_counter()`` to and the ``QTimer``.
+    """
+    from qtpy.QtCore import QTimer
+
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.01)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    return ticks, timer
+
+
 def _anchor(viewer: Any, frames: list[Any], side: int) -> dict[str, Any]:
     """Time napari adding the moving image as a layer beside the shown fixed image."""
     import numpy as np
@@ -123,13 +133,7 @@ def _anchor(viewer: Any, frames: list[Any], side: int) -> dict[str, Any]:
 
     viewer.add_image(frames[0], name="fixed")
     app = QApplication.instance()
-    for _ in range(50):  # the fixed image drawn (and the shaders built) before the clock
-        app.processEvents()
-        time.sleep(0.01)
-    ticks: list[float] = []
-    timer = QTimer()
-    timer.setInterval(TICK_MS)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    ticks, timer = _heartbeat(app)
     ticks.append(time.perf_counter())
     timer.start()
     QTimer.singleShot(0, lambda: viewer.add_image(frames[1], name="moving"))

@@ -14,11 +14,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.layers import Labels, Layer
 
 from napari_deepsim._choices import SOURCE, inputs
-from napari_deepsim._tips import FIXED_TIP, LABELS_TIP, MOVING_TIP
+from napari_deepsim._tips import EXTRACTOR_FILE_TIP, FIXED_TIP, LABELS_TIP, MOVING_TIP
 from src_training.runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
 
 if TYPE_CHECKING:
@@ -87,6 +87,33 @@ def _drop_other_shapes(image: ComboBox, labels: ComboBox, *_args: object) -> Non
     picked, chosen = image.value, labels.value
     if picked is not None and chosen is not None and chosen.data.shape != picked.data.shape:
         labels.value = None
+
+
+def extractor_pickers(
+    choices: Callable[..., list[tuple[str, Any]]], tooltip: str
+) -> tuple[ComboBox, FileEdit]:
+    """Make the feature-extractor pickers: one the viewer knows, or a file.
+
+    Parameters
+    ----------
+    choices : callable
+        The extractors to offer.
+    tooltip : str
+        What the picker offers, for its tooltip.
+
+    Returns
+    -------
+    tuple
+        The ``feature extractor`` picker (nullable) and the ``or extractor file`` field.
+    """
+    picker = ComboBox(label="feature extractor", choices=choices, nullable=True, tooltip=tooltip)
+    file = FileEdit(
+        label="or extractor file",
+        mode="r",
+        filter="Model files (*.pt *.pth)",
+        tooltip=EXTRACTOR_FILE_TIP,
+    )
+    return picker, file
 
 
 def device_picker() -> ComboBox:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, FileEdit, LineEdit
 
+from napari_deepsim._controls import extractor_pickers
 from napari_deepsim._models import trained_models
 from napari_deepsim._optimise_job import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
-from napari_deepsim._tips import EXTRACTOR_FILE_TIP, WEIGHTS_TIP
+from napari_deepsim._tips import WEIGHTS_TIP
 
 if TYPE_CHECKING:
     from src_training.metrics.registry import MetricSpec
@@ -72,15 +73,8 @@ class OptimisePicker:
     def __init__(self) -> None:
         self.metric = ComboBox(label="metric", choices=list(metric_specs()), value="ncc")
         self.metric.tooltip = "The similarity the optimisation maximises for this pair"
-        self.extractor = ComboBox(
-            label="feature extractor", choices=self._extractors, nullable=True
-        )
-        self.extractor.tooltip = "A feature extractor trained in this viewer"
-        self.extractor_file = FileEdit(
-            label="or extractor file",
-            mode="r",
-            filter="Model files (*.pt *.pth)",
-            tooltip=EXTRACTOR_FILE_TIP,
+        self.extractor, self.extractor_file = extractor_pickers(
+            self._extractors, "A feature extractor trained in this viewer"
         )
         self.weights = FileEdit(
             label="VGG16 weights",

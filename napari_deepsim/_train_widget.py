@@ -18,6 +18,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox
 
 from napari_deepsim import _tips as tips
+from napari_deepsim._controls import extractor_pickers
 from napari_deepsim._models import builtin_choices, trained_models
 from napari_deepsim._subscriptions import subscribe
 from napari_deepsim._train_base import TrainWidget
@@ -132,15 +133,8 @@ class TrainRegistrationWidget(TrainWidget):
         self.lam = FloatSpinBox(
             label="λ", value=0.5, min=0.0, max=1000.0, step=0.01, tooltip=tips.LAMBDA_TIP
         )
-        self.extractor = ComboBox(
-            label="feature extractor", choices=self._extractors, nullable=True
-        )
-        self.extractor.tooltip = "A built-in model's extractor, or one trained in this viewer"
-        self.extractor_file = FileEdit(
-            label="or extractor file",
-            mode="r",
-            filter="Model files (*.pt *.pth)",
-            tooltip=tips.EXTRACTOR_FILE_TIP,
+        self.extractor, self.extractor_file = extractor_pickers(
+            self._extractors, "A built-in model's extractor, or one trained in this viewer"
         )
         self.weights = FileEdit(
             label="VGG16 weights",

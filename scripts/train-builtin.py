@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from builtin_cards import card  # noqa: E402  (scripts/builtin_cards.py, beside this file)
 from builtin_recipe import RECIPES, Recipe  # noqa: E402
+from reproduce import finished  # noqa: E402  (scripts/reproduce.py)
 
 from src_training.data.datasets import load_dataset, parse_frames  # noqa: E402
 from src_training.data.profile import intensity_profile  # noqa: E402
@@ -77,15 +78,6 @@ def run(args: list[str], log: Path, threads: int) -> float:
     if result.returncode != 0:
         raise SystemExit(f"failed ({result.returncode}): {shown}; see {log}")
     return seconds
-
-
-def finished(model: Path, steps: int) -> bool:
-    """Whether a training run reached its last step (an interrupted one is redone)."""
-    curves = model.with_suffix(".csv")
-    if not (model.is_file() and curves.is_file()):
-        return False
-    with curves.open() as handle:
-        return any(int(r["step"]) >= steps for r in csv.DictReader(handle))
 
 
 def train(recipe: Recipe, data: Path, folder: Path, log: Path, threads: int) -> None:
