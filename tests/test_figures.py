@@ -112,6 +112,18 @@ def test_qualitative_and_jacobian_figures(tmp_path):
     assert _png_size(jacobian_figure(tmp_path / "j3.png", volume))[0] > 150
 
 
+def test_many_methods_wrap_onto_rows_of_at_most_eight_panels(tmp_path):
+    moving = np.random.default_rng(2).random((32, 32)).astype(np.float32)
+    fields = {f"m{i}": torch.zeros(1, 2, 32, 32) for i in range(14)}
+    panels = [Panel(name, moving, field_2d(disp)) for name, disp in fields.items()]
+    few = _png_size(qualitative_figure(tmp_path / "few.png", moving, moving, panels[:6]))
+    many = _png_size(qualitative_figure(tmp_path / "many.png", moving, moving, panels))
+    assert many[0] == few[0] and 1.8 * few[1] < many[1] < 2.2 * few[1]  # 16 = 2 rows of 8
+    jac_few = _png_size(jacobian_figure(tmp_path / "jf.png", dict(list(fields.items())[:7])))
+    jac_many = _png_size(jacobian_figure(tmp_path / "jm.png", fields))
+    assert jac_many[0] == jac_few[0] and jac_many[1] > 1.8 * jac_few[1]  # 14 = 2 rows of 7
+
+
 def _log(path, rows):
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)

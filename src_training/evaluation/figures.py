@@ -25,6 +25,7 @@ from src_training.spatial.transforms import jacobian_determinant
 MISSING_MATPLOTLIB = "figures need matplotlib, which is not installed; pip install matplotlib"
 PANEL_INCHES = 2.6
 FOLD_COLOUR = "limegreen"
+MAX_COLUMNS = 8  # panels per row; more methods wrap onto further rows
 
 
 def require_matplotlib() -> None:
@@ -252,16 +253,21 @@ def qualitative_figure(
     """
     from matplotlib.patches import Rectangle
 
-    columns = 2 + len(panels)
-    rows = 1 if zoom is None else 2
-    figure = new_figure(PANEL_INCHES * columns, PANEL_INCHES * rows + 0.4)
-    axes = figure.subplots(rows, columns, squeeze=False)
-    low, high = np.percentile(fixed, [1, 99])
     shown = [("fixed", fixed, None), ("moving", moving, None)]
     shown += [(panel.name, panel.warped, panel.field) for panel in panels]
-    for column, (name, image, field) in enumerate(shown):
+    columns, bands = _wrap(len(shown))
+    rows = 1 if zoom is None else 2
+    figure = new_figure(PANEL_INCHES * columns, PANEL_INCHES * rows * bands + 0.4)
+    axes = figure.subplots(rows * bands, columns, squeeze=False)
+    for index in range(len(shown), columns * bands):
+        band, column = divmod(index, columns)
         for row in range(rows):
-            ax = axes[row, column]
+            axes[band * rows + row, column].set_axis_off()
+    low, high = np.percentile(fixed, [1, 99])
+    for index, (name, image, field) in enumerate(shown):
+        band, column = divmod(index, columns)
+        for row in range(rows):
+            ax = axes[band * rows + row, column]
             ax.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
             if field is not None:
                 for line in grid_lines(field, spacing):
@@ -281,10 +287,16 @@ def qualitative_figure(
                     ax.set_ylim(r1 - 0.5, r0 - 0.5)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, column].set_title(name, fontsize=9)
+        axes[band * rows, column].set_title(name, fontsize=9)
     if title:
         figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)
+
+
+def _wrap(count: int) -> tuple[int, int]:
+    """Columns and rows of panels for ``count`` panels, at most :data:`MAX_COLUMNS` wide."""
+    bands = -(-count // MAX_COLUMNS)
+    return -(-count // bands), bands
 
 
 # --- Jacobian determinant per model -------------------------------------------------------
@@ -320,17 +332,20 @@ def jacobian_figure(path: str | Path, fields: dict[str, Tensor], title: str = ""
     low = min(0.0, *(float(d.min()) for d in dets.values()))
     high = max(2.0, *(float(d.max()) for d in dets.values()))
     norm = TwoSlopeNorm(vcenter=1.0, vmin=low, vmax=high)
-    figure = new_figure(PANEL_INCHES * len(dets) + 0.8, PANEL_INCHES + 0.5)
-    axes = figure.subplots(1, len(dets), squeeze=False)[0]
+    columns, bands = _wrap(len(dets))
+    figure = new_figure(PANEL_INCHES * columns + 0.8, (PANEL_INCHES + 0.3) * bands + 0.2)
+    axes = list(figure.subplots(bands, columns, squeeze=False).flat)
+    for ax in axes[len(dets) :]:
+        ax.set_axis_off()
     image = None
-    for ax, (name, det) in zip(axes, dets.items(), strict=True):
+    for ax, (name, det) in zip(axes, dets.items(), strict=False):
         image = ax.imshow(det, cmap="RdBu_r", norm=norm, interpolation="nearest")
         folds = np.ma.masked_where(det > 0, np.ones_like(det))
         ax.imshow(folds, cmap=ListedColormap([FOLD_COLOUR]), interpolation="nearest")
         ax.set_title(f"{name}\nfolds {100 * float((det <= 0).mean()):.2f} %", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    figure.colorbar(image, ax=list(axes), shrink=0.8, label="det J (folds, det J ≤ 0, in green)")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="det J (folds, det J ≤ 0, in green)")
     if title:
         figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)
