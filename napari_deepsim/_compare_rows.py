@@ -171,7 +171,7 @@ class RowChoice:
             as a notification).
         """
         try:
-            spec = self.optimise.spec()
+            spec = self.optimise.spec(refine=False)
         except ValueError as err:
             show_error(error_message(err, "Comparison"))
             return None
@@ -182,6 +182,9 @@ class RowChoice:
 
     def refine_selected(self, *_args: Any) -> list[str]:
         """Add a row per selected model: its prediction refined by the chosen optimisation.
+
+        As on the command line, a refinement's regulariser is the metric's λ times the
+        refinement factor, and unedited iterations become the refinement's default.
 
         Returns
         -------
@@ -194,7 +197,7 @@ class RowChoice:
             show_error("No model is selected; select models in the list, then refine them.")
             return []
         try:
-            spec = self.optimise.spec()
+            spec = self.optimise.spec(refine=True)
         except ValueError as err:
             show_error(error_message(err, "Comparison"))
             return []

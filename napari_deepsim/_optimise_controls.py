@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
 
 ITERATIONS = "100,50,25,5"  # the optimiser's default: 4 levels, coarse to fine
-REFINE_ITERATIONS = "25,5"  # refining a model's prediction: the two finest levels
+REFINE_ITERATIONS = "20,10,5"  # refining a model's field: the core's REFINE_ITERATIONS
 LINEAR = ("none", "rigid", "affine")
 
 
@@ -98,6 +98,7 @@ class OptimisePicker:
             self.linear,
         ]
         self._shown = True
+        self._refine = False
         self.metric.changed.connect(self.update_visibility)
 
     def _extractors(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
@@ -128,21 +129,32 @@ class OptimisePicker:
 
     def use_refine_defaults(self, refine: bool) -> None:
         """Label the iterations as a refinement's and swap an unedited default."""
+        self._refine = refine
         self.iterations.label = "refine iterations" if refine else "iterations"
         old, new = (ITERATIONS, REFINE_ITERATIONS) if refine else (REFINE_ITERATIONS, ITERATIONS)
         if str(self.iterations.value).replace(" ", "") == old:
             self.iterations.value = new
 
-    def spec(self) -> OptimiseSpec:
+    def spec(self, refine: bool | None = None) -> OptimiseSpec:
         """Return the chosen optimisation, refusing what is missing or mistyped.
+
+        Parameters
+        ----------
+        refine : bool, optional
+            Whether it refines a model's field (then an unedited from-identity iteration
+            default becomes the refinement's); None: as :meth:`use_refine_defaults` set.
 
         Returns
         -------
         OptimiseSpec
             The metric, the iterations, the linear stage and what the metric needs.
         """
+        refine = self._refine if refine is None else refine
         spec = metric_specs()[str(self.metric.value)]
-        iterations = parse_iterations(str(self.iterations.value))
+        text = str(self.iterations.value)
+        if refine and text.replace(" ", "") == ITERATIONS:
+            text = REFINE_ITERATIONS
+        iterations = parse_iterations(text)
         linear = None if self.linear.value == "none" else str(self.linear.value)
         features: str | ModelFile | None = None
         weights = None
@@ -155,7 +167,7 @@ class OptimisePicker:
             if not path.is_file():
                 raise ValueError(f"the {spec.name} metric needs a VGG16 weights file; choose one")
             weights = str(path)
-        return OptimiseSpec(spec.name, iterations, linear, features, weights)
+        return OptimiseSpec(spec.name, iterations, linear, features, weights, refine)
 
     @staticmethod
     def _file(value: Any, metric: str) -> Path:

@@ -48,6 +48,9 @@ class OptimiseSpec:
         The feature extractor of deepsim and deepsim-ae (a file or one trained here).
     weights : str, optional
         The VGG16 weights file of vgg.
+    refine : bool
+        The optimisation starts from a model's field: the regulariser weight is the
+        metric's λ times the core's refinement factor, as on the command line.
     """
 
     metric: str
@@ -55,6 +58,7 @@ class OptimiseSpec:
     linear: str | None = None
     features: str | ModelFile | None = None
     weights: str | None = None
+    refine: bool = False
 
     @property
     def label(self) -> str:
@@ -143,7 +147,9 @@ def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
         vgg_weights=spec.weights,
         how_to_get_extractor=HOW_TO_GET_EXTRACTOR,
     )
-    config = optimisation_config(iterations=",".join(map(str, spec.iterations)), linear=spec.linear)
+    config = optimisation_config(
+        iterations=",".join(map(str, spec.iterations)), linear=spec.linear, refine=spec.refine
+    )
     return Optimisation(metric, config)
 
 

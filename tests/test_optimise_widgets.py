@@ -11,9 +11,11 @@ from qtpy.QtCore import Qt, QTimer
 import napari_deepsim._register_widget as register_module
 from napari_deepsim._compare_widget import CompareWidget
 from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
+from napari_deepsim._optimise_job import optimisation
 from napari_deepsim._register_widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
+from src_training.optimisation.config import REFINE_ITERATIONS, REFINE_LAM_SCALE
 
 pytestmark = pytest.mark.gui
 
@@ -123,7 +125,9 @@ def test_refining_a_model_is_at_least_as_good(viewer, qtbot, files, errors):
     widget.method.value = "model + refine"
     assert not widget.trained.native.isHidden() and not widget.optimise.metric.native.isHidden()
     assert widget.optimise.iterations.label == "refine iterations"
-    assert widget.optimise.iterations.value == "25,5"
+    assert widget.optimise.iterations.value == ",".join(map(str, REFINE_ITERATIONS))
+    config = optimisation(widget.optimise.spec(), 2).config  # the command line's settings
+    assert config.iterations == REFINE_ITERATIONS and config.lam_scale == REFINE_LAM_SCALE
     widget.optimise.iterations.value = "20,10"
     _run(widget, qtbot)
     assert errors == []
@@ -233,6 +237,9 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
     first = len(builtin_choices())  # the built-in models are listed first, unticked
     widget.models.item(first).setSelected(True)
     assert widget.refine_selected() == ["shift + refine: mse"]
+    refined = widget._optimisations["shift + refine: mse"].optimise
+    assert refined.refine and refined.iterations == (20, 10)  # edited iterations are kept
+    assert not widget._optimisations["optimise: mse"].optimise.refine
     widget.optimise.metric.value = "deepsim"
     assert widget.add_optimisation() is None
     assert errors[-1] == EXTRACTOR_MESSAGE
