@@ -244,6 +244,7 @@ def write_report(
         FINAL_VAL_EVERY,
         LAMBDA_FACTORS,
         NOISES,
+        OPTIMISED,
         STEPS,
         VAL_EVERY,
     )
@@ -288,6 +289,17 @@ def write_report(
         ),
         "- Baselines: identity (no registration) and elastix (itk-elastix, B-spline, its "
         "default parameter map; labels warped with the same transform).",
+        "- Instance optimisation per test pair ([optimisation.md](optimisation.md)), no "
+        "training: `opt-METRIC` optimises an affine stage and then a B-spline field "
+        "(4 levels, 100/50/25/5 Adam iterations) from the identity with "
+        f"{', '.join(m.upper() for m in OPTIMISED)}, and `opt-deepsim` with DeepSim and the "
+        "dataset's segmentation extractor alone (no registration network). "
+        "`MODEL+own` refines each model's field with the metric it was trained with "
+        "(NCC-sup with NCC: test pairs have no labels), `MODEL+deepsim` with DeepSim; a "
+        "refinement is an affine stage and 3 levels of 20/10/5 iterations at 1.5 × the "
+        "metric's λ. These rows are computed on the clean pairs and at σ = "
+        f"{max(NOISES):g}; their s/pair is the whole optimisation, the model's prediction "
+        "included.",
         f"- Statistics: one-sided Wilcoxon signed-rank test of DeepSim against each model on "
         f"per-pair Dice (stars: * p < .05, ** < .01, *** < .001) and paired Cohen's d; "
         "noise robustness: the same test pairs with Gaussian noise σ = "

@@ -11,7 +11,8 @@ Stages (each skips work whose outputs already exist, so an interrupted run conti
 4. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
    instance optimisation from the identity (each intensity metric, DeepSim with the
    extractor alone) and every model refined with its own metric and with DeepSim,
-   statistics against DeepSim, HD95, figures; again with Gaussian noise on both images;
+   statistics against DeepSim, HD95, figures; again with Gaussian noise on both images
+   (the optimisation rows at the largest σ only);
 5. ``ablate`` (first dataset): why DeepSim wins or loses. DeepSim at its chosen λ with
    one encoder stage or two, with a weaker and a stronger feature extractor and with 2×
    larger crops, against the best other metric with the same larger crops; short runs
@@ -47,6 +48,7 @@ from reproduction_plan import (  # scripts/reproduction_plan.py, beside this fil
     METRICS,
     NOISES,
     OPTIMISED,
+    OPTIMISED_RUNS,
     ROOT,
     SPLITS,
     STEPS,
@@ -56,16 +58,24 @@ from reproduction_plan import (  # scripts/reproduction_plan.py, beside this fil
 
 
 def run(args: list[str], log: Path) -> None:
-    """Run one deepsim command, echo it, append its output to the log; stop on failure."""
+    """Run one deepsim command, echo it, append its output to the log; stop on failure.
+
+    The output grows in ``LOG.PID.part`` while the command runs (follow it there) and
+    joins the log as one block, so two invocations (``--split``) can share the log.
+    """
     command = [*DEEPSIM, *args]
     shown = "deepsim " + shlex.join(args)
     print(f"$ {shown}", flush=True)
     start = time.perf_counter()
-    with log.open("a") as stream:
+    part = log.with_name(f"{log.name}.{os.getpid()}.part")
+    with part.open("w") as stream:
         stream.write(f"$ {shown}\n")
         stream.flush()
         result = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
         stream.write(f"# {time.perf_counter() - start:.1f} s, exit {result.returncode}\n")
+    with log.open("a") as stream:
+        stream.write(part.read_text())
+    part.unlink()
     if result.returncode != 0:
         raise SystemExit(f"failed ({result.returncode}): {shown}; see {log}")
 
@@ -275,16 +285,28 @@ def stage_evaluate(
     docs/optimisation.md): each intensity metric of :data:`OPTIMISED` optimised from the
     identity, DeepSim optimised from the identity with the dataset's segmentation
     extractor alone, and every model refined with its own metric (``MODEL+own``) and
-    with DeepSim (``MODEL+deepsim``), each with an affine stage first.
+    with DeepSim (``MODEL+deepsim``), each with an affine stage first. These rows are
+    computed on the clean pairs and at the largest σ only (:data:`OPTIMISED_RUNS`);
+    at the intermediate σ the table holds the models and the baselines.
     """
     newest = max(model.stat().st_mtime for model in models)
     runs = [("eval", [])] + [(f"eval-noise{s:g}", ["--noise", f"{s:g}"]) for s in NOISES]
     features = folder / "features.pt"
-    optimised = [f"--optimise={metric}" for metric in OPTIMISED]
-    optimised += [f"--optimise=deepsim:{features}", "--refine=own", f"--refine=deepsim:{features}"]
+    optimisation = [f"--optimise={metric}" for metric in OPTIMISED]
+    optimisation += [
+        f"--optimise=deepsim:{features}",
+        "--refine=own",
+        f"--refine=deepsim:{features}",
+        "--affine",
+    ]
     for name, extra in runs:
+        optimised = optimisation if name in OPTIMISED_RUNS else []
         summary = folder / name / "summary.csv"
-        if summary.is_file() and summary.stat().st_mtime > newest and _has_rows(summary):
+        if (
+            summary.is_file()
+            and summary.stat().st_mtime > newest
+            and _has_rows(summary, bool(optimised))
+        ):
             continue
         run(
             [
@@ -300,7 +322,6 @@ def stage_evaluate(
                 "--baseline",
                 "elastix",
                 *optimised,
-                "--affine",
                 "--reference",
                 "deepsim",
                 "--hd95",
@@ -317,11 +338,11 @@ def stage_evaluate(
         )
 
 
-def _has_rows(summary: Path) -> bool:
-    """Whether an evaluation's table already holds the optimisation rows."""
+def _has_rows(summary: Path, optimised: bool) -> bool:
+    """Whether an evaluation's table holds the optimisation rows exactly when it should."""
     with summary.open() as stream:
         names = {row["model"] for row in csv.DictReader(stream)}
-    return all(f"opt-{metric}" in names for metric in OPTIMISED)
+    return all((f"opt-{metric}" in names) == optimised for metric in OPTIMISED)
 
 
 def stage_curves(folder: Path, models: list[Path], log: Path) -> None:
@@ -349,13 +370,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--stop-after", choices=("train", "evaluate", "report"), default="report")
+    parser.add_argument(
+        "--split",
+        choices=[split.key for split in SPLITS],
+        help="run one dataset's stages only (run each in its own process, then once "
+        "without --split for the report: finished work is skipped)",
+    )
     args = parser.parse_args()
+    splits = [split for split in SPLITS if args.split in (None, split.key)]
     device = ["--device", args.device]
     args.runs.mkdir(parents=True, exist_ok=True)
     log = args.runs / "commands.log"
     start = time.perf_counter()
     results = {}
-    for split in SPLITS:
+    for split in splits:
         folder = args.runs / split.key
         folder.mkdir(exist_ok=True)
         stage_features(split, args.data, folder, device, log)
@@ -363,16 +391,18 @@ def main() -> None:
         results[split.key] = (grid, stage_train(split, args.data, folder, grid, device, log))
     if args.stop_after == "train":
         return
-    for split in SPLITS:
+    for split in splits:
         grid, models = results[split.key]
         folder = args.runs / split.key
         stage_evaluate(split, args.data, folder, models, device, log)
         stage_curves(folder, models, log)
     first = SPLITS[0]
+    if first not in splits:
+        return
     ablation = stage_ablate(
         first, args.data, args.runs / first.key, results[first.key][0], device, log
     )
-    if args.stop_after == "evaluate":
+    if args.stop_after == "evaluate" or args.split:
         return
     from report import write_report  # scripts/report.py, beside this file
 

@@ -28,6 +28,7 @@ FINAL_STEPS = 1500  # the evaluated models
 FINAL_VAL_EVERY = 100
 NOISES = (0.1, 0.3)  # σ of the Gaussian noise added to both normalised images
 OPTIMISED = ("mse", "ncc", "nmi", "mind")  # optimised per pair from the identity (evaluate)
+OPTIMISED_RUNS = ("eval", f"eval-noise{max(NOISES):g}")  # evaluations with those rows
 
 
 @dataclass(frozen=True)
