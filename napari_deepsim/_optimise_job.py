@@ -259,10 +259,9 @@ class Tracker:
         config = optimisation.config
         self.levels = config.levels or min(config.wanted_levels(), max_levels(shape))
         offset = 0
-        if config.affine is not None:
-            for level in range(self.levels):
-                self.schedule[("affine", level)] = (offset, config.affine_iterations)
-                offset += config.affine_iterations
+        for level in range(config.linear_levels(self.levels)):
+            self.schedule[("affine", level)] = (offset, config.affine_iterations)
+            offset += config.affine_iterations
         if config.transform != "none":
             for level, count in enumerate(config.level_iterations(self.levels)):
                 self.schedule[("deformable", level)] = (offset, count)

@@ -125,6 +125,22 @@ def test_affine_and_deformation_compose(image2d):
     assert result.affine is not None and result.affine.shape == (3, 3)
 
 
+def test_the_linear_stage_runs_on_the_coarse_levels_before_a_deformation(image2d):
+    shape = tuple(image2d.shape[2:])
+    fixed = warp(image2d, affine_displacement(torch.eye(2), torch.tensor([3.0, -2.0]), shape))
+    seen = {}
+    for transform in ("bspline", "none"):
+        config = OptimiseConfig(
+            transform=transform, affine="rigid", levels=4, iterations=3, affine_iterations=3
+        )
+        events = list(optimise(fixed, image2d, build_metric("ncc"), config))
+        seen[transform] = sorted({e.level for e in events if e.stage == "affine"})
+        assert config.linear_levels(4) == len(seen[transform])
+    assert seen == {"bspline": [0, 1], "none": [0, 1, 2, 3]}  # alone, it needs every level
+    assert OptimiseConfig(affine="rigid").linear_levels(1) == 1  # never none
+    assert OptimiseConfig().linear_levels(4) == 0
+
+
 def test_never_ends_worse_than_it_started(image2d):
     other = _texture(tuple(image2d.shape[2:]), seed=3)
     wild = OptimiseConfig(levels=2, iterations=10, lr=50.0, lam=10.0, patience=20)

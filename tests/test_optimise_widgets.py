@@ -266,3 +266,14 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
         "optimise: mse",
         "shift + refine: mse",
     ]
+
+
+def test_the_progress_plan_counts_the_linear_stage_where_it_runs():
+    from napari_deepsim._optimise_job import OptimiseSpec, Tracker
+
+    tracker = Tracker(stages=2)
+    spec = OptimiseSpec("ncc", (100, 50, 25, 5), linear="affine")
+    tracker.plan(optimisation(spec, 2), (256, 256), pairs=3)
+    linear = [key for key in tracker.schedule if key[0] == "affine"]
+    assert linear == [("affine", 0), ("affine", 1)]  # not on the two finest levels
+    assert tracker.per_pair == 2 * 50 + 180 and tracker.total == 2 + 3 * 280

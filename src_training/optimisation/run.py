@@ -9,12 +9,13 @@ displacement, and the regulariser sees ``u`` only, never the linear part. A star
 field ``u0`` (``init``) is added to the optimised residual ``r``, ``u = u0 + r``, or, when
 diffeomorphic, composed with the flow of the velocity ``r``: ``u(x) = phi(x) + u0(x + phi(x))``.
 
-Both stages run on the same pyramid (:mod:`src_training.optimisation.pyramid`). The
-deformable stage adds, at every level, a fresh residual (a B-spline or a smoothed dense
-field) to the coarser levels' result, and penalises the whole ``u``. Every level keeps
-the best parameters seen (the loss of each iteration is that of the parameters it
-started from) and ends early when the loss stops improving, so the returned
-transformation is the best one found, and never worse at full resolution than the start.
+Both stages run on the same pyramid (:mod:`src_training.optimisation.pyramid`), the
+linear one on its coarse levels only when a deformable stage follows. The deformable
+stage adds, at every level, a fresh residual (a B-spline or a smoothed dense field) to
+the coarser levels' result, and penalises the whole ``u``. Every level keeps the best
+parameters seen (the loss of each iteration is that of the parameters it started from)
+and ends early when the loss stops improving, so the returned transformation is the best
+one found, and never worse at full resolution than the start.
 
 A fixed-image ``mask`` restricts the similarity by blending: outside the mask the warped
 image (and the warped labels) are replaced by the fixed ones, ``m w + (1 - m) f``, so
@@ -168,11 +169,11 @@ class Run:
                 initial_u = self.deformable(self.full, None)
                 initial_disp = self.displacement(self.full, initial_u, None)
                 initial_loss, _ = _terms(self.loss(self.full, initial_disp, initial_u)[1])
-            if self.config.affine is not None:
-                for index, level in enumerate(self.pyramid):
-                    if self.stopped:
-                        break
-                    yield from self._affine_level(index, level)
+            linear = self.config.linear_levels(len(self.pyramid))
+            for index, level in enumerate(self.pyramid[:linear]):
+                if self.stopped:
+                    break
+                yield from self._affine_level(index, level)
             for index, level in enumerate(self.pyramid):
                 if self.stopped or self.config.transform == "none":
                     break
