@@ -112,6 +112,19 @@ def test_qualitative_and_jacobian_figures(tmp_path):
     assert _png_size(jacobian_figure(tmp_path / "j3.png", volume))[0] > 150
 
 
+def test_a_box_plot_of_many_models_draws_one_row_per_model(tmp_path):
+    rows = [
+        {"model": f"method {i}", "dice": 0.5 + 0.01 * i + 0.001 * p}
+        for i in range(30)
+        for p in range(4)
+    ]
+    boxes = dice_boxes(rows, "method 3", None)
+    few = _png_size(dice_boxplot(tmp_path / "few.png", boxes[:12]))
+    many = _png_size(dice_boxplot(tmp_path / "many.png", boxes))
+    assert few[0] > few[1] and many[1] > many[0]  # across for 12; one row each for 30
+    assert many[0] <= 800 and many[1] > 30 * 25  # legible at a page's width
+
+
 def test_many_methods_wrap_onto_rows_of_at_most_eight_panels(tmp_path):
     moving = np.random.default_rng(2).random((32, 32)).astype(np.float32)
     fields = {f"m{i}": torch.zeros(1, 2, 32, 32) for i in range(14)}

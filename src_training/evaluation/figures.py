@@ -26,6 +26,7 @@ MISSING_MATPLOTLIB = "figures need matplotlib, which is not installed; pip insta
 PANEL_INCHES = 2.6
 FOLD_COLOUR = "limegreen"
 MAX_COLUMNS = 8  # panels per row; more methods wrap onto further rows
+MAX_BOXES_ACROSS = 12  # a box plot of more models draws one horizontal box per row
 
 
 def require_matplotlib() -> None:
@@ -121,20 +122,47 @@ def dice_boxplot(path: str | Path, boxes: Sequence[Box], title: str = "") -> Pat
     Path
         The written file.
     """
-    figure = new_figure(max(4.0, 0.9 * len(boxes) + 1.5), 4.0)
-    ax = figure.add_subplot()
-    positions = list(range(1, len(boxes) + 1))
-    ax.boxplot([box.values for box in boxes], positions=positions, widths=0.6)
-    ax.set_xticks(positions, [box.name for box in boxes], rotation=30, ha="right")
     top = max(max(box.values) for box in boxes)
     bottom = min(min(box.values) for box in boxes)
     pad = max(top - bottom, 0.01) * 0.04
+    values = [box.values for box in boxes]
+    if len(boxes) > MAX_BOXES_ACROSS:
+        return _dice_rows(path, boxes, title, (bottom, top, pad))
+    figure = new_figure(max(4.0, 0.9 * len(boxes) + 1.5), 4.0)
+    ax = figure.add_subplot()
+    positions = list(range(1, len(boxes) + 1))
+    ax.boxplot(values, positions=positions, widths=0.6)
+    ax.set_xticks(positions, [box.name for box in boxes], rotation=30, ha="right")
     for x, box in zip(positions, boxes, strict=True):
         ax.text(x, max(box.values) + pad, box.label, ha="center", va="bottom", fontsize=8)
     ax.set_ylim(bottom - 2 * pad, top + 9 * pad)
     ax.set_ylabel("Dice per test pair")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return save_figure(figure, path)
+
+
+def _dice_rows(
+    path: str | Path, boxes: Sequence[Box], title: str, scale: tuple[float, float, float]
+) -> Path:
+    """:func:`dice_boxplot` for many models: one horizontal box per row, first on top."""
+    import matplotlib
+
+    bottom, top, pad = scale
+    figure = new_figure(7.5, 0.3 * len(boxes) + 1.3)
+    ax = figure.add_subplot()
+    positions = list(range(len(boxes), 0, -1))
+    major, minor = (int(part) for part in matplotlib.__version__.split(".")[:2])
+    across = {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+    ax.boxplot([box.values for box in boxes], positions=positions, widths=0.6, **across)
+    ax.set_yticks(positions, [box.name for box in boxes], fontsize=8)
+    for y, box in zip(positions, boxes, strict=True):
+        text = box.label.replace("\n", " ")
+        ax.text(max(box.values) + pad, y, text, ha="left", va="center", fontsize=7)
+    ax.set_xlim(bottom - 2 * pad, top + 12 * pad)
+    ax.set_xlabel("Dice per test pair")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
     return save_figure(figure, path)
 
 
