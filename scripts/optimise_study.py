@@ -21,7 +21,7 @@ import os
 import platform
 from pathlib import Path
 
-from reproduce import run  # scripts/reproduce.py, beside this file
+from reproduction_commands import run  # scripts/reproduction_commands.py, beside this file
 from reproduction_plan import ROOT, SPLITS
 
 INTENSITY = ("mse", "ncc", "nmi", "mind")

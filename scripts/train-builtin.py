@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from builtin_cards import card  # noqa: E402  (scripts/builtin_cards.py, beside this file)
 from builtin_recipe import RECIPES, Recipe  # noqa: E402
-from reproduce import finished  # noqa: E402  (scripts/reproduce.py)
+from reproduction_commands import finished  # noqa: E402  (scripts/reproduction_commands.py)
 
 from src_training.data.datasets import load_dataset, parse_frames  # noqa: E402
 from src_training.data.profile import intensity_profile  # noqa: E402
