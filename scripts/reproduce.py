@@ -22,6 +22,14 @@ Stages (each skips work whose outputs already exist, so an interrupted run conti
 Every step is a ``deepsim`` command (printed as it runs). Usage::
 
     .venv/bin/python scripts/reproduce.py [--runs runs/reproduction] [--device auto]
+
+The datasets can run side by side, one process each (as the recorded run did, with one
+torch thread each on two cores); the last invocation, without ``--split``, reuses their
+work and writes the report::
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/reproduce.py --split isbi &
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/reproduce.py --split t98g; wait
+    .venv/bin/python scripts/reproduce.py
 """
 
 from __future__ import annotations
