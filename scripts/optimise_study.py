@@ -21,7 +21,7 @@ import os
 import platform
 from pathlib import Path
 
-from reproduction_commands import run  # scripts/reproduction_commands.py, beside this file
+from reproduction_commands import command_seconds, run  # scripts/reproduction_commands.py
 from reproduction_plan import ROOT, SPLITS
 
 INTENSITY = ("mse", "ncc", "nmi", "mind")
@@ -177,12 +177,7 @@ def main() -> None:
                 )
         sections.append(f"![seconds per pair against Dice, {label}](optimisation/{plot.name})\n")
     machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
-    minutes = (
-        sum(
-            float(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("# ")
-        )
-        / 60
-    )
+    minutes = sum(command_seconds(log).values()) / 60
     threads = os.environ["OMP_NUM_THREADS"]
     page = f"""# Instance optimisation against elastix and the learned models
 

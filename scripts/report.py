@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reproduction_commands import command_seconds  # scripts/reproduction_commands.py
+
 PAPER = {
     "isbi": {
         "mse": 0.893,
@@ -178,18 +180,6 @@ def _copy_figures(sources: dict[str, Path], target: Path) -> None:
             image.convert("RGB").quantize(256).save(target / name, optimize=True)
 
 
-def _command_seconds(log: Path) -> dict[str, float]:
-    """Seconds per command kind (train-features, train, evaluate, curves) from the log."""
-    totals: dict[str, float] = {}
-    kind = ""
-    for line in log.read_text().splitlines():
-        if line.startswith("$ deepsim "):
-            kind = line.split()[2]
-        elif line.startswith("# ") and " s, exit" in line:
-            totals[kind] = totals.get(kind, 0.0) + float(line.split()[1])
-    return totals
-
-
 def _machine() -> str:
     model = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
@@ -251,7 +241,7 @@ def write_report(
 
     figures = docs / "reproduction"
     figures.mkdir(parents=True, exist_ok=True)
-    times = _command_seconds(runs / "commands.log")
+    times = command_seconds(runs / "commands.log")
     total = sum(times.values())
     lines = [
         "# Reproduction: every metric on two real datasets",

@@ -1,8 +1,8 @@
 """Running ``deepsim`` commands for the scripts: echoed, logged, resumable.
 
-:func:`run` runs one command and appends its output to a log; :func:`finished` tells
-whether a training run reached its last step, so an interrupted script redoes only
-what is missing.
+:func:`run` runs one command and appends its output to a log, which
+:func:`command_seconds` totals; :func:`finished` tells whether a training run reached its
+last step, so an interrupted script redoes only what is missing.
 """
 
 from __future__ import annotations
@@ -68,3 +68,15 @@ def best_val_dice(csv_path: Path) -> float:
     with csv_path.open() as handle:
         values = [float(r["val_dice"]) for r in csv.DictReader(handle) if r["val_dice"]]
     return max(values)
+
+
+def command_seconds(log: Path) -> dict[str, float]:
+    """Seconds per command kind (train-features, train, evaluate, ...) from a :func:`run` log."""
+    totals: dict[str, float] = {}
+    kind = ""
+    for line in log.read_text().splitlines():
+        if line.startswith("$ deepsim "):
+            kind = line.split()[2]
+        elif line.startswith("# ") and " s, exit" in line:
+            totals[kind] = totals.get(kind, 0.0) + float(line.split()[1])
+    return totals

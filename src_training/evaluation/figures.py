@@ -125,13 +125,12 @@ def dice_boxplot(path: str | Path, boxes: Sequence[Box], title: str = "") -> Pat
     top = max(max(box.values) for box in boxes)
     bottom = min(min(box.values) for box in boxes)
     pad = max(top - bottom, 0.01) * 0.04
-    values = [box.values for box in boxes]
     if len(boxes) > MAX_BOXES_ACROSS:
         return _dice_rows(path, boxes, title, (bottom, top, pad))
     figure = new_figure(max(4.0, 0.9 * len(boxes) + 1.5), 4.0)
     ax = figure.add_subplot()
     positions = list(range(1, len(boxes) + 1))
-    ax.boxplot(values, positions=positions, widths=0.6)
+    ax.boxplot([box.values for box in boxes], positions=positions, widths=0.6)
     ax.set_xticks(positions, [box.name for box in boxes], rotation=30, ha="right")
     for x, box in zip(positions, boxes, strict=True):
         ax.text(x, max(box.values) + pad, box.label, ha="center", va="bottom", fontsize=8)
