@@ -17,6 +17,15 @@ def single_thread():
 
 
 @pytest.fixture
+def served(tmp_path):
+    """``tmp_path`` served over HTTP on 127.0.0.1: its base URL and the paths requested."""
+    from ctc_layout import http_server
+
+    with http_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
 def errors(monkeypatch):
     """Collect the error notifications of every plugin module instead of showing them."""
     import napari_deepsim

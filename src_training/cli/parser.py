@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", metavar="NAME", help="PhC-C2DH-U373 (Cell Tracking Challenge)")
     p.add_argument(
-        "--cache", metavar="DIR", help="cache folder (default $DEEPSIM_CACHE or ~/.cache/...)"
+        "--cache", metavar="DIR", help="cache folder (default $DEEPSIM_CACHE, else the user cache)"
     )
     p.add_argument("--sha256", help="expected SHA-256 of the archive, to pin a known copy")
     p.set_defaults(handler="fetch")
