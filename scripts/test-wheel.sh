@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-.venv/bin/python -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" .
+mkdir "$work/source"  # built from a copy: setuptools leaves build/ behind in its source
+tar --exclude=./.venv --exclude=./.git -cf - . | tar -xf - -C "$work/source"
+.venv/bin/python -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/source"
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "torch==2.13.0"
 "$work/venv/bin/python" -m pip install --quiet "$work"/dist/napari_deepsim-*.whl npe2
