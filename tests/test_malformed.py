@@ -416,11 +416,6 @@ def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "ssim"), lambda: get_metric("ssim"))
 
 
-@case("unknown-metric-in-demo")
-def _(w: Workspace) -> Case:
-    return Case(["demo", "--metric", "ssim", "--steps", "1"])
-
-
 @case("negative-lambda")
 def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "mse", "--lam", "-0.5"))

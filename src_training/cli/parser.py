@@ -169,10 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="fetch")
 
     p = sub.add_parser(
-        "demo", help="train and evaluate a small model on the built-in noisy cell sample"
+        "demo",
+        help="every way of registering the built-in noisy cell sample, clean and noisy",
     )
-    p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
-    p.add_argument("--metric", default="ncc", help="similarity metric (default ncc)")
+    p.add_argument(
+        "--steps", type=int, default=150, help="training steps of each model (default 150)"
+    )
+    p.add_argument("--out", default="demo", help="folder of the figure overview.png (default demo)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(handler="demo")
