@@ -34,7 +34,7 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication, QFileDialog, QScrollArea
 
-from napari_deepsim._models import trained_models
+from napari_deepsim._state.models import trained_models
 from src_training.data.reading import read_image
 
 WINDOW = (1500, 1000)

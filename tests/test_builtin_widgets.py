@@ -8,8 +8,8 @@ import pytest
 import tifffile
 from qtpy.QtCore import Qt
 
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._models import builtin_choices, trained_models
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._state.models import builtin_choices, trained_models
 from src_training.models import builtin_models
 
 pytestmark = pytest.mark.gui

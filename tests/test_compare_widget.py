@@ -6,11 +6,11 @@ import torch
 from napari.layers import Image
 from qtpy.QtCore import Qt
 
-import napari_deepsim._compare_widget as compare_module
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._compare_job import PALETTE, zoom_box
-from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
+import napari_deepsim._widgets.compare.widget as compare_module
+from napari_deepsim._jobs.compare import PALETTE, zoom_box
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._state.models import TrainedModel, builtin_choices, trained_models
+from napari_deepsim._widgets.compare.widget import CompareWidget
 from src_training.metrics.dice import mean_dice
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import RegistrationNet

@@ -8,11 +8,11 @@ import pytest
 import torch
 from qtpy.QtCore import Qt, QTimer
 
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
-from napari_deepsim._optimise_job import optimisation
-from napari_deepsim._register_widget import RegisterWidget
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._jobs.optimise import optimisation
+from napari_deepsim._state.models import TrainedModel, builtin_choices, trained_models
+from napari_deepsim._widgets.compare.widget import CompareWidget
+from napari_deepsim._widgets.register.widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 from src_training.optimisation.config import REFINE_ITERATIONS, REFINE_LAM_SCALE
@@ -269,7 +269,7 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
 
 
 def test_the_progress_plan_counts_the_linear_stage_where_it_runs():
-    from napari_deepsim._optimise_job import OptimiseSpec, Tracker
+    from napari_deepsim._jobs.optimise import OptimiseSpec, Tracker
 
     tracker = Tracker(stages=2)
     spec = OptimiseSpec("ncc", (100, 50, 25, 5), linear="affine")

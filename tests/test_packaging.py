@@ -63,7 +63,7 @@ def test_built_wheel_ships_the_root_manifest_and_the_builtin_models(tmp_path):
                 assert hashlib.sha256(data).hexdigest() == part["sha256"], name
     assert shipped == (ROOT / "napari.yaml").read_bytes()
     assert {"src_training/cli/__init__.py", "src_training/engine/registration.py"} <= set(names)
-    assert "napari_deepsim/_register_widget.py" in names
+    assert "napari_deepsim/_widgets/register/widget.py" in names
 
 
 def test_importing_the_core_loads_no_gui_module():
@@ -94,7 +94,6 @@ def test_sample_data_contributions_give_matching_layers():
     assert stack[0].shape == labels[0].shape == (8, 128, 128)
 
 
-PLUGIN_MODULES = sorted((ROOT / "napari_deepsim").glob("*.py"))
 PROJECT_MODULES = sorted(
     path
     for folder in ("napari_deepsim", "src_training", "scripts", "benchmarks")
@@ -108,13 +107,19 @@ def test_modules_stay_short(path):
 
 
 def test_no_widget_module_imports_another():
-    widgets = {path.stem for path in PLUGIN_MODULES if path.stem.endswith("_widget")}
-    assert {"_register_widget", "_compare_widget", "_train_widget"} <= widgets
+    rooms = ROOT / "napari_deepsim" / "_widgets"
+    widgets = {path.name for path in rooms.iterdir() if (path / "widget.py").exists()}
+    assert {"register", "compare", "train"} <= widgets
     for name in widgets:
-        tree = ast.parse((ROOT / "napari_deepsim" / f"{name}.py").read_text())
-        modules = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-        modules += [
-            a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
-        ]
-        imported = {module.rpartition(".")[2] for module in modules if module}
-        assert not imported & (widgets - {name}), f"{name} imports {imported & widgets}"
+        for path in (rooms / name).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            modules = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+            modules += [
+                a.name
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Import)
+                for a in node.names
+            ]
+            others = {f"napari_deepsim._widgets.{other}" for other in widgets - {name}}
+            hits = {m for m in modules if m and any(m.startswith(o) for o in others)}
+            assert not hits, f"{path.name} of {name} imports {hits}"

@@ -10,10 +10,10 @@ import pytest
 import torch
 from napari.layers import Image, Labels, Points, Vectors
 
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._register_widget import RegisterWidget
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets.register.widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 

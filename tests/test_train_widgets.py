@@ -9,10 +9,10 @@ import tifffile
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._register_widget import RegisterWidget
-from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets.compare.widget import CompareWidget
+from napari_deepsim._widgets.register.widget import RegisterWidget
+from napari_deepsim._widgets.train.widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.data.samples import noisy_cell_sequence
 from src_training.networks.modelio import load_model
 

@@ -21,12 +21,12 @@ from qtpy.QtWidgets import (
     QTableWidget,
 )
 
-import napari_deepsim._choices as choices_module
-import napari_deepsim._register_widget as register_module
-import napari_deepsim._train_base as train_base
-from napari_deepsim._controls import vector_scale
-from napari_deepsim._loss_plot import MIN_SCORE_SPAN, LossPlot, _tick
-from napari_deepsim._workers import error_message
+import napari_deepsim._layers.choices as choices_module
+import napari_deepsim._widgets.register.widget as register_module
+import napari_deepsim._widgets.train.base as train_base
+from napari_deepsim._widgets.controls import vector_scale
+from napari_deepsim._widgets.loss_plot import MIN_SCORE_SPAN, LossPlot, _tick
+from napari_deepsim._widgets.workers import error_message
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
 

@@ -1,6 +1,6 @@
 """What both training widgets share: settings, Train/Stop, the loss plot, saving.
 
-Training runs in a napari generator worker (:func:`napari_deepsim._train_job.train`)
+Training runs in a napari generator worker (:func:`napari_deepsim._jobs.train.train`)
 that yields the trainer's events; the GUI thread receives them to draw the loss curve
 (with the identity's validation Dice as the line to beat) and never waits for a step.
 The data is a layer (a stack), two or more layers of one shape (stacked for the user:
@@ -9,7 +9,7 @@ ends without beating the identity says what to change ("train longer: …"). Sto
 flag that the trainer polls before its next step. Training starts from new weights or
 fine-tunes a built-in model ("start from"; its channels are then the built-in's). A
 trained model stays in memory, can be saved, and is added to
-:data:`napari_deepsim._models.trained_models`, which announces it to the other widgets.
+:data:`napari_deepsim._state.models.trained_models`, which announces it to the other widgets.
 """
 
 from __future__ import annotations
@@ -36,16 +36,16 @@ from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
 
-from napari_deepsim import _tips as tips
-from napari_deepsim._choices import guess_training, inputs, partner
-from napari_deepsim._controls import device_picker, layer_choices, precision_picker
-from napari_deepsim._layout import scrolled
-from napari_deepsim._loss_plot import LossPlot
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._subscriptions import watch_layers
-from napari_deepsim._train_data import identity_dice, stack_layers, verdict
-from napari_deepsim._train_job import TrainJob, save, train
-from napari_deepsim._workers import error_message, start_worker
+from napari_deepsim._jobs.train import TrainJob, save, train
+from napari_deepsim._jobs.train_data import identity_dice, stack_layers, verdict
+from napari_deepsim._layers.choices import guess_training, inputs, partner
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets import tips
+from napari_deepsim._widgets.controls import device_picker, layer_choices, precision_picker
+from napari_deepsim._widgets.layout import scrolled
+from napari_deepsim._widgets.loss_plot import LossPlot
+from napari_deepsim._widgets.subscriptions import watch_layers
+from napari_deepsim._widgets.workers import error_message, start_worker
 from src_training.engine.options import parse_channels
 from src_training.models import builtin_models
 

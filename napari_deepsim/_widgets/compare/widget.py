@@ -2,13 +2,13 @@
 
 The methods are registration models, optimisations of the field with a metric
 (``optimise: ncc``) and models refined by an optimisation
-(:mod:`napari_deepsim._compare_rows`). Each method's warped image, warped labels,
+(:mod:`napari_deepsim._widgets.compare.rows`). Each method's warped image, warped labels,
 deformation grid (in its own colour), Jacobian and folds become layers; a table lists
 Dice, % folding, the std of log J and the time per method. A rectangle drawn on the
 ``compare zoom`` Shapes layer shows the fixed and moving patches and every method's
-warped patch with its grid, side by side (:mod:`napari_deepsim._compare_zoom`). The
+warped patch with its grid, side by side (:mod:`napari_deepsim._widgets.compare.zoom`). The
 methods run one after another in a napari thread worker
-(:mod:`napari_deepsim._compare_job`), the progress bar moving through each one's
+(:mod:`napari_deepsim._jobs.compare`), the progress bar moving through each one's
 stages and iterations; **Stop** (or closing the dock) cancels the comparison at its
 next step, leaving the last results. The layers are added on the GUI thread, one per
 turn of the event loop, replacing the last comparison's. The built-in
@@ -33,11 +33,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deepsim._choices import guess_pair, on_fixed_grid, pair_arrays
-from napari_deepsim._compare_job import CompareJob, Outcome, run, table
-from napari_deepsim._compare_rows import RowChoice
-from napari_deepsim._compare_zoom import PREFIX, ZoomView
-from napari_deepsim._controls import (
+from napari_deepsim._jobs.compare import CompareJob, Outcome, run, table
+from napari_deepsim._jobs.register import Job
+from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
+from napari_deepsim._state.models import trained_models
+from napari_deepsim._widgets.compare.rows import RowChoice
+from napari_deepsim._widgets.compare.zoom import PREFIX, ZoomView
+from napari_deepsim._widgets.controls import (
     FOLDS_IMAGE,
     JACOBIAN_STYLE,
     add_output,
@@ -49,16 +51,14 @@ from napari_deepsim._controls import (
     remove_outputs,
     spacing_picker,
 )
-from napari_deepsim._layout import scrolled
-from napari_deepsim._models import trained_models
-from napari_deepsim._register_job import Job
-from napari_deepsim._subscriptions import subscribe, watch_layers, when_closed
-from napari_deepsim._workers import Turns, advance, error_message, gui_wording, start_worker
+from napari_deepsim._widgets.layout import scrolled
+from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
+from napari_deepsim._widgets.workers import Turns, advance, error_message, gui_wording, start_worker
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._optimise_job import Step
+    from napari_deepsim._jobs.optimise import Step
 
 HEADERS = ["method", "Dice", "% folding", "sd log J", "s/pair"]
 

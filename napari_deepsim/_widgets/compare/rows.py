@@ -1,7 +1,7 @@
 """The rows of the Compare metrics widget: models, model files and optimisations.
 
 :class:`RowChoice` is mixed into
-:class:`~napari_deepsim._compare_widget.CompareWidget`. Its ticked list holds the
+:class:`~napari_deepsim._widgets.compare.widget.CompareWidget`. Its ticked list holds the
 built-in models (first, unticked, each row named by the built-in name), the
 registration models trained in this viewer (as they come), model files added with
 **Add model files…**, optimisation rows (**Add optimisation**: the field optimised for
@@ -29,14 +29,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deepsim._compare_job import Entry
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._optimise_controls import OptimisePicker
-from napari_deepsim._tips import COMPARE_BUTTON_TIPS
-from napari_deepsim._workers import error_message
+from napari_deepsim._jobs.compare import Entry
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets.optimise_controls import OptimisePicker
+from napari_deepsim._widgets.tips import COMPARE_BUTTON_TIPS
+from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
-    from napari_deepsim._optimise_job import OptimiseSpec
+    from napari_deepsim._jobs.optimise import OptimiseSpec
     from src_training.networks.modelio import ModelFile
 
 

@@ -8,10 +8,9 @@ and yields steps: a stack's frames (``frame 3/8``) and, while optimising, levels
 iterations (status line, loss curve, a preview layer after each level). **Stop** ends
 an optimisation within one iteration with its best field, shown like any result, and
 cancels anything else at its next step; closing the dock cancels too. The result layers
-are added one per turn of the event loop (:mod:`napari_deepsim._register_layers`),
-replacing the last run's unless "keep previous results" is ticked. Torch is imported
-inside functions; the model pickers are :mod:`napari_deepsim._register_model`, the
-field actions :mod:`napari_deepsim._register_fields`.
+are added one per turn of the event loop (``layers.py`` beside this module), replacing
+the last run's unless "keep previous results" is ticked. Torch is imported inside
+functions; the model pickers are ``model.py``, the field actions ``fields.py``.
 """
 
 from __future__ import annotations
@@ -28,29 +27,30 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QWidget
 
-from napari_deepsim._choices import guess_pair, on_fixed_grid, pair_arrays
-from napari_deepsim._controls import device_picker, layer_choices, pair_pickers, spacing_picker
-from napari_deepsim._layout import scrolled
-from napari_deepsim._loss_plot import LossPlot
-from napari_deepsim._models import trained_models
-from napari_deepsim._optimise_controls import OptimisePicker, check_labels
-from napari_deepsim._register_fields import FieldActions
-from napari_deepsim._register_job import STAGES, Job, Result, run, summary
-from napari_deepsim._register_layers import (
-    output_choices,
-    remove_preview,
-    result_steps,
-    show_preview,
+from napari_deepsim._jobs.register import STAGES, Job, Result, run, summary
+from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
+from napari_deepsim._state.models import trained_models
+from napari_deepsim._widgets.controls import (
+    device_picker,
+    layer_choices,
+    pair_pickers,
+    spacing_picker,
 )
-from napari_deepsim._register_model import ModelChoice
-from napari_deepsim._subscriptions import subscribe, watch_layers, when_closed
-from napari_deepsim._tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
-from napari_deepsim._workers import Turns, advance, error_message, gui_wording, start_worker
+from napari_deepsim._widgets.layout import scrolled
+from napari_deepsim._widgets.loss_plot import LossPlot
+from napari_deepsim._widgets.optimise_controls import OptimisePicker, check_labels
+from napari_deepsim._widgets.register.fields import FieldActions
+from napari_deepsim._widgets.register.model import ModelChoice
+from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
+from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
+from napari_deepsim._widgets.workers import Turns, advance, error_message, gui_wording, start_worker
+
+from .layers import output_choices, remove_preview, result_steps, show_preview
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._optimise_job import Step
+    from napari_deepsim._jobs.optimise import Step
     from src_training.networks.modelio import ModelFile
 
 # each method: whether it uses a model, and whether it optimises the field
@@ -62,7 +62,7 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
 
     The model picker offers the built-in models first (the first one is chosen), then
     those trained in this session; a registration model trained in this session
-    (announced by :data:`~napari_deepsim._models.trained_models`) is selected as soon as
+    (announced by :data:`~napari_deepsim._state.models.trained_models`) is selected as soon as
     it is trained, and so is a feature extractor for the DeepSim metrics of the
     optimisation. Data unlike a model's training data gets a warning notification.
 

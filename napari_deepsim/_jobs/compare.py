@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_deepsim._optimise_job import OptimiseSpec, Step
-from napari_deepsim._register_job import Job, Result
-from napari_deepsim._register_job import run as register
+from napari_deepsim._jobs.optimise import OptimiseSpec, Step
+from napari_deepsim._jobs.register import Job, Result
+from napari_deepsim._jobs.register import run as register
 from src_training.spatial.grid import grid_lines
 
 if TYPE_CHECKING:

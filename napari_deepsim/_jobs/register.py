@@ -1,10 +1,10 @@
 """The registration job of the Register widget: plain arrays in, plain arrays out.
 
 A pair or the frames of a stack are registered with a model, by optimisation
-(:mod:`napari_deepsim._optimise_job`), or with a model whose prediction is then refined.
+(:mod:`napari_deepsim._jobs.optimise`), or with a model whose prediction is then refined.
 It runs in a napari thread worker, so it never touches Qt or layers, and it draws
 every overlay the layers show (the grid image, fold points, vectors); it yields a
-:class:`~napari_deepsim._optimise_job.Step` per stage, per frame of a stack and, while
+:class:`~napari_deepsim._jobs.optimise.Step` per stage, per frame of a stack and, while
 optimising, per iteration (a few per second at most). Torch and the core are imported inside the
 functions, so importing this module stays cheap.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_deepsim._optimise_job import (
+from napari_deepsim._jobs.optimise import (
     OptimiseSpec,
     Step,
     Tracker,
@@ -144,8 +144,8 @@ def _draw(result: Result, job: Job, tracker: Tracker) -> Generator[Step, None, N
     The grid is an image of the warped lines (a 2D grid per slice of a volume, per frame
     of a stack); a volume's folds are points; vectors are 2D or 3D.
     """
-    from napari_deepsim import _overlays
-    from napari_deepsim._grid_raster import warped_grid
+    from napari_deepsim._jobs import overlays
+    from napari_deepsim._jobs.grid_raster import warped_grid
 
     field = result.field
     if job.grid:
@@ -156,15 +156,15 @@ def _draw(result: Result, job: Job, tracker: Tracker) -> Generator[Step, None, N
         result.vectors = (
             np.concatenate(
                 [
-                    stack_vectors(t, _overlays.subsampled_vectors(d, job.spacing))
+                    stack_vectors(t, overlays.subsampled_vectors(d, job.spacing))
                     for t, d in enumerate(field)
                 ]
             )
             if job.stack
-            else _overlays.subsampled_vectors(field, job.spacing)
+            else overlays.subsampled_vectors(field, job.spacing)
         )
     if not job.stack and field.shape[0] == 3:
-        result.fold_points = _overlays.fold_points(result.jacobian)
+        result.fold_points = overlays.fold_points(result.jacobian)
 
 
 def _register_pair(
@@ -174,7 +174,7 @@ def _register_pair(
     tracker: Tracker,
     stop: Callable[[], bool] | None,
 ) -> Generator[Step, None, Result]:
-    from napari_deepsim import _overlays
+    from napari_deepsim._jobs import overlays
     from src_training.engine.registration import register_pair
 
     if model is not None and job.fixed.ndim == model.ndim + 1:
@@ -210,7 +210,7 @@ def _register_pair(
         field=pair.field,
         warped=pair.warped[0],
         jacobian=pair.jacobian,
-        folds=_overlays.folds(pair.jacobian),
+        folds=overlays.folds(pair.jacobian),
         folding_percent=pair.folding_percent,
         sdlogj=pair.sdlogj,
         device=str(device),
@@ -224,7 +224,7 @@ def _register_pair(
     )
     if job.checkerboard:
         yield tracker.stage("drawing the checkerboard")
-        result.checkerboard = _overlays.checkerboard(
+        result.checkerboard = overlays.checkerboard(
             pair.fixed_normalised[0], pair.warped_normalised[0], CHECKER_TILES
         )
     return result
@@ -239,7 +239,7 @@ def _register_stack(
 ) -> Generator[Step, None, Result]:
     import torch
 
-    from napari_deepsim import _overlays
+    from napari_deepsim._jobs import overlays
     from src_training.data.normalise import normalise_intensity
     from src_training.engine.series import register_stack
     from src_training.spatial.transforms import warp
@@ -285,7 +285,7 @@ def _register_stack(
         field=series.fields,
         warped=series.warped[:, 0],
         jacobian=series.jacobians,
-        folds=_overlays.folds(series.jacobians),
+        folds=overlays.folds(series.jacobians),
         folding_percent=series.folding_percent,
         sdlogj=series.sdlogj,
         device=str(device),
@@ -309,7 +309,7 @@ def _register_stack(
         warped = warp(torch.as_tensor(normalised), disp).numpy()[:, 0]
         result.checkerboard = np.stack(
             [
-                _overlays.checkerboard(normalised[series.reference, 0], w, CHECKER_TILES)
+                overlays.checkerboard(normalised[series.reference, 0], w, CHECKER_TILES)
                 for w in warped
             ]
         )

@@ -1,10 +1,10 @@
 """The model section of the Register widget: a built-in model, one trained here, or a file.
 
 :class:`ModelChoice` is mixed into
-:class:`~napari_deepsim._register_widget.RegisterWidget`. Its picker lists the built-in
+:class:`~napari_deepsim._widgets.register.widget.RegisterWidget`. Its picker lists the built-in
 models first (each with a one-line description; the first is chosen when the widget
 opens, so two sections register without any training), then the registration models of
-:data:`~napari_deepsim._models.trained_models` (selecting one as soon as a training
+:data:`~napari_deepsim._state.models.trained_models` (selecting one as soon as a training
 widget announces it); a model file replaces the picked model (it is read when picked).
 A line says what the chosen model is: its dimensionality, channels, metric and training
 data, so that a model that does not fit the layers (a 2D model for 3D volumes, another
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, Label
 from napari.utils.notifications import show_error, show_info
 
-from napari_deepsim._models import (
+from napari_deepsim._state.models import (
     Facts,
     TrainedModel,
     builtin_choices,
@@ -28,7 +28,7 @@ from napari_deepsim._models import (
     file_facts,
     trained_models,
 )
-from napari_deepsim._workers import error_message
+from napari_deepsim._widgets.workers import error_message
 from src_training.models import is_builtin
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The displacement-field section of the Register widget: save, load and apply a field.
 
 :class:`FieldActions` is mixed into
-:class:`~napari_deepsim._register_widget.RegisterWidget`, which keeps the field of every
+:class:`~napari_deepsim._widgets.register.widget.RegisterWidget`, which keeps the field of every
 registration (:meth:`FieldActions._keep_field`) with the fixed layer's grid and what
 made it. A field is saved as a field file (``.npz``: the field, its grid and
 provenance), as an ITK displacement field (``.nii.gz``, ``.mha``) for itk, SimpleITK,
@@ -22,12 +22,12 @@ from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog
 
-from napari_deepsim._choices import SOURCE, spatial_data
-from napari_deepsim._controls import add_output, layer_choices, like, remove_outputs
-from napari_deepsim._field_layers import FAR, GEOMETRY, moved_layer_data
-from napari_deepsim._register_job import warp_data
-from napari_deepsim._tips import FIELD_TIPS
-from napari_deepsim._workers import error_message
+from napari_deepsim._jobs.register import warp_data
+from napari_deepsim._layers.choices import SOURCE, spatial_data
+from napari_deepsim._layers.points import FAR, GEOMETRY, moved_layer_data
+from napari_deepsim._widgets.controls import add_output, layer_choices, like, remove_outputs
+from napari_deepsim._widgets.tips import FIELD_TIPS
+from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
     import napari

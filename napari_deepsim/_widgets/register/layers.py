@@ -4,7 +4,7 @@ Everything here runs on the GUI thread with arrays the worker computed (the grid
 and vectors included), so it only adds or updates layers, one per step
 (:func:`result_steps`; the widget runs one step per turn of the event loop). Result
 layers are tagged with the moving layer's id (see
-:func:`~napari_deepsim._controls.add_output`), so a new result replaces the old one:
+:func:`~napari_deepsim._widgets.controls.add_output`), so a new result replaces the old one:
 a layer of the same name and kind gets the new data in place (napari collects garbage
 each time it removes a layer, which can take most of a second), the live preview
 becomes the warped image, and only layers that have no successor are removed. With
@@ -25,8 +25,8 @@ import numpy as np
 from magicgui.widgets import CheckBox
 from napari.layers import Labels, Layer
 
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._controls import (
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._widgets.controls import (
     FOLDS_IMAGE,
     GRID_COLOR,
     JACOBIAN_STYLE,
@@ -35,14 +35,14 @@ from napari_deepsim._controls import (
     like,
     vector_scale,
 )
-from napari_deepsim._tips import CHECKER_TIP, GRID_TIP, JACOBIAN_TIP, VECTORS_TIP
+from napari_deepsim._widgets.tips import CHECKER_TIP, GRID_TIP, JACOBIAN_TIP, VECTORS_TIP
 
 FOLD_POINTS: dict[str, Any] = {"face_color": "red", "border_width": 0, "size": 3}
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._register_job import Result
+    from napari_deepsim._jobs.register import Result
 
 
 def output_choices() -> tuple[CheckBox, ...]:

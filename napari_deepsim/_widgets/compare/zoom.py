@@ -1,6 +1,6 @@
 """The zoom of the Compare metrics widget: every model's warp of one patch, side by side.
 
-:class:`ZoomView` is mixed into :class:`~napari_deepsim._compare_widget.CompareWidget`.
+:class:`ZoomView` is mixed into :class:`~napari_deepsim._widgets.compare.widget.CompareWidget`.
 A rectangle drawn on the ``compare zoom`` Shapes layer selects a patch of the fixed
 grid; the fixed and moving patches and every model's warped patch with its deformation
 grid (in the model's colour) are shown as tiles.
@@ -17,9 +17,9 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._compare_job import Outcome, Zoom, zoom, zoom_box
-from napari_deepsim._workers import error_message
+from napari_deepsim._jobs.compare import Outcome, Zoom, zoom, zoom_box
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
     import napari
