@@ -1,6 +1,5 @@
 """The distribution: manifest, console script, import hygiene."""
 
-import ast
 import hashlib
 import json
 import subprocess
@@ -104,22 +103,3 @@ PROJECT_MODULES = sorted(
 @pytest.mark.parametrize("path", PROJECT_MODULES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_modules_stay_short(path):
     assert len(path.read_text().splitlines()) <= 400
-
-
-def test_no_widget_module_imports_another():
-    rooms = ROOT / "napari_deepsim" / "_widgets"
-    widgets = {path.name for path in rooms.iterdir() if (path / "widget.py").exists()}
-    assert {"register", "compare", "train"} <= widgets
-    for name in widgets:
-        for path in (rooms / name).glob("*.py"):
-            tree = ast.parse(path.read_text())
-            modules = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-            modules += [
-                a.name
-                for node in ast.walk(tree)
-                if isinstance(node, ast.Import)
-                for a in node.names
-            ]
-            others = {f"napari_deepsim._widgets.{other}" for other in widgets - {name}}
-            hits = {m for m in modules if m and any(m.startswith(o) for o in others)}
-            assert not hits, f"{path.name} of {name} imports {hits}"
