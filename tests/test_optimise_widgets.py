@@ -237,9 +237,9 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
     first = len(builtin_choices())  # the built-in models are listed first, unticked
     widget.models.item(first).setSelected(True)
     assert widget.refine_selected() == ["shift + refine: mse"]
-    refined = widget._optimisations["shift + refine: mse"].optimise
+    refined = widget.rows.optimisations["shift + refine: mse"].optimise
     assert refined.refine and refined.iterations == (20, 10)  # edited iterations are kept
-    assert not widget._optimisations["optimise: mse"].optimise.refine
+    assert not widget.rows.optimisations["optimise: mse"].optimise.refine
     widget.optimise.metric.value = "deepsim"
     assert widget.add_optimisation() is None
     assert errors[-1] == EXTRACTOR_MESSAGE
@@ -257,10 +257,10 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
     assert all(float(row[4]) > 0 for row in rows[1:])
     assert "optimise: ncc warped" in viewer.layers and "shift + refine: mse grid" in viewer.layers
     widget.models.item(first + 3).setCheckState(Qt.CheckState.Unchecked)  # rows can be unticked
-    assert [entry.name for entry in widget._entries()] == names[1:4]
+    assert [entry.name for entry in widget.rows.entries()] == names[1:4]
     widget.models.clearSelection()
     widget.models.item(first + 1).setSelected(True)
-    widget._remove_clicked()  # and removed
+    widget.rows.remove_clicked()  # and removed
     assert [widget.models.item(i).text() for i in range(widget.models.count())][first:] == [
         "shift",
         "optimise: mse",

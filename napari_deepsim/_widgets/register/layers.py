@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import napari
 
     from napari_deepsim._jobs.register import Result
+    from napari_deepsim._state.run import RunContext
 
 
 def output_choices() -> tuple[CheckBox, ...]:
@@ -69,21 +70,21 @@ def output_choices() -> tuple[CheckBox, ...]:
 
 
 def result_steps(
-    viewer: napari.Viewer, context: dict[str, Any], result: Result
+    viewer: napari.Viewer, context: RunContext, result: Result
 ) -> list[Callable[[], None]]:
     """Plan the layer changes of a new result: one step per layer, run on the GUI thread.
 
     Each step adds, updates or removes one layer, so that the caller can run them one
     per turn of the event loop and the window never freezes for more than one layer.
     The moving layer's previous result layers are replaced (updated in place when they
-    can take the new data); with ``context["keep"]`` they stay and the new layers get
+    can take the new data); with ``context.keep`` they stay and the new layers get
     the next free run number (``moving warped #2``).
 
     Parameters
     ----------
     viewer : napari.Viewer
         The viewer.
-    context : dict
+    context : RunContext
         The layers of the run (``fixed``, ``moving``, ``moving_labels``, ``extras``),
         whether the Jacobian was asked for (``jacobian``) and whether to keep the
         previous results (``keep``).
@@ -95,8 +96,8 @@ def result_steps(
     list of callable
         The steps, in order.
     """
-    fixed, moving = context["fixed"], context["moving"]
-    key, suffix = result_key(viewer, moving, bool(context.get("keep")))
+    fixed, moving = context.fixed, context.moving
+    key, suffix = result_key(viewer, moving, context.keep)
     grid = (fixed.scale, fixed.translate)
     old = {layer.name: layer for layer in viewer.layers if layer.metadata.get(SOURCE) == key}
     preview = _output(viewer, f"{moving.name} preview", str(moving.unique_id))
@@ -131,14 +132,14 @@ def result_steps(
             **plane,
         )
     if result.warped_labels is not None:
-        labels = context["moving_labels"]
+        labels = context.moving_labels
         add("labels", result.warped_labels, f"{labels.name} warped", **like(labels))
-    for source, data in zip(context["extras"], result.extras, strict=True):
+    for source, data in zip(context.extras, result.extras, strict=True):
         if isinstance(source, Labels):
             add("labels", data, f"{source.name} warped", **like(source))
         else:
             add("image", data, f"{source.name} warped", **like(source), blending=source.blending)
-    if context["jacobian"]:
+    if context.jacobian:
         if result.fold_points is not None:
             add("points", result.fold_points, f"{moving.name} folds", **FOLD_POINTS)
         else:
@@ -241,7 +242,7 @@ def _update(
             setattr(layer, attribute, style[attribute])
 
 
-def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.ndarray) -> None:
+def show_preview(viewer: napari.Viewer, context: RunContext, preview: np.ndarray) -> None:
     """Show the moving image warped by the best transformation of the last level.
 
     The preview lies on a pyramid level's grid, corner-aligned with the fixed layer, so
@@ -251,13 +252,13 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     ----------
     viewer : napari.Viewer
         The viewer.
-    context : dict
+    context : RunContext
         The layers of the run (``fixed``, ``moving``) and whether the last results are
         kept (``keep``).
     preview : numpy.ndarray
         The warped moving image (normalised) on the level's grid.
     """
-    fixed, moving = context["fixed"], context["moving"]
+    fixed, moving = context.fixed, context.moving
     name = f"{moving.name} preview"
     full = np.asarray(fixed.data.shape, float)
     level = np.asarray(preview.shape, float)
@@ -265,7 +266,7 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     key = str(moving.unique_id)
     style = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
     layer = _output(viewer, name, key)
-    if layer is None and not context.get("keep"):  # kept results stay as they are
+    if layer is None and not context.keep:  # kept results stay as they are
         layer = _output(viewer, f"{moving.name} warped", key)
     if layer is not None:  # the last preview, or the last result's warped image
         _update(layer, preview, name, (scale, fixed.translate), style)
@@ -273,7 +274,7 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     add_output(viewer, "image", preview, name, key, (scale, fixed.translate), **style)
 
 
-def remove_preview(viewer: napari.Viewer, context: dict[str, Any]) -> None:
+def remove_preview(viewer: napari.Viewer, context: RunContext) -> None:
     """Remove the live preview of a run that ended without a result.
 
     The preview took over the last result's warped image, if there was one, so that
@@ -283,10 +284,10 @@ def remove_preview(viewer: napari.Viewer, context: dict[str, Any]) -> None:
     ----------
     viewer : napari.Viewer
         The viewer.
-    context : dict
+    context : RunContext
         The layers of the run (``moving``).
     """
-    moving = context["moving"]
+    moving = context.moving
     layer = _output(viewer, f"{moving.name} preview", str(moving.unique_id))
     if layer is not None:
         viewer.layers.remove(layer)

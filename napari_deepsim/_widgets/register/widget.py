@@ -15,7 +15,6 @@ functions; the model pickers are ``model.py``, the field actions ``fields.py``.
 
 from __future__ import annotations
 
-import threading
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -23,27 +22,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QWidget
+from qtpy.QtWidgets import QLabel
 
 from napari_deepsim._jobs.register import STAGES, Job, Result, run, summary
 from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
 from napari_deepsim._state.models import trained_models
+from napari_deepsim._state.run import RunContext
 from napari_deepsim._widgets.controls import (
     device_picker,
     layer_choices,
     pair_pickers,
     spacing_picker,
 )
+from napari_deepsim._widgets.dock import JobDock
 from napari_deepsim._widgets.layout import scrolled
 from napari_deepsim._widgets.loss_plot import LossPlot
 from napari_deepsim._widgets.optimise_controls import OptimisePicker, check_labels
-from napari_deepsim._widgets.register.fields import FieldActions
-from napari_deepsim._widgets.register.model import ModelChoice
+from napari_deepsim._widgets.register.fields import FieldPanel
+from napari_deepsim._widgets.register.model import ModelPanel
 from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
 from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
-from napari_deepsim._widgets.workers import Turns, advance, error_message, gui_wording, start_worker
+from napari_deepsim._widgets.workers import advance, gui_wording
 
 from .layers import output_choices, remove_preview, result_steps, show_preview
 
@@ -51,13 +52,12 @@ if TYPE_CHECKING:
     import napari
 
     from napari_deepsim._jobs.optimise import Step
-    from src_training.networks.modelio import ModelFile
 
 # each method: whether it uses a model, and whether it optimises the field
 METHODS = {"model": (True, False), "optimise": (False, True), "model + refine": (True, True)}
 
 
-class RegisterWidget(ModelChoice, FieldActions, QWidget):
+class RegisterWidget(JobDock):
     """Register a moving layer onto a fixed layer and show the warp, grid and Jacobian.
 
     The model picker offers the built-in models first (the first one is chosen), then
@@ -72,18 +72,12 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         The viewer whose layers are registered and which receives the outputs.
     """
 
+    action = "Register"
+    failure = "Registration"
+
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker: Any = None
-        self._model_cache: dict[tuple[str, Any], ModelFile] = {}
-        self._field: np.ndarray | None = None
-        self._field_transform: tuple[np.ndarray, np.ndarray] | None = None
-        self._stop = threading.Event()
-        self._turns: Turns | None = None  # the last result's layers, being added
-        self._closed = False
-        self._context: dict[str, Any] = {}  # the layers and settings of the current run
-        self._started = 0.0  # when Register was pressed: the wall time the user waits
+        super().__init__(napari_viewer)
+        self._context: RunContext | None = None  # the layers and settings of the current run
 
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
             self._images, self._labels
@@ -101,7 +95,10 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             "model: a trained registration model; optimise: no model, the field is optimised "
             "for this pair with a metric; model + refine: the model's field, then optimised"
         )
-        self.model_controls = self._model_controls()
+        self.model_panel = ModelPanel()
+        self.model_controls = self.model_panel.widgets
+        self.trained, self.model_file, self.model_info = self.model_controls
+        self.set_model = self.model_panel.set_model
         self.optimise = OptimisePicker()
         self.device = device_picker()
         self.spacing = spacing_picker()
@@ -132,23 +129,34 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
                 self.register_button,
             ]
         )
-        self.field_controls = self._field_controls()
+        self.field_controls = FieldPanel(self.viewer)
+        self.field_source = self.field_controls.field_source
+        self.apply_target = self.field_controls.apply_target
+        self.save_field = self.field_controls.save_field
+        self.load_field = self.field_controls.load_field
+        self.apply_field = self.field_controls.apply_field
+        self.field_controls.said.connect(self.results.setText, check_nargs=False)
         scrolled(self, self.inputs.native, self.results, self.plot, self.field_controls.native)
 
         for chooser in (self.fixed, self.moving, self.moving_labels, self.fixed_labels):
             chooser.changed.connect(self._inputs_changed)
         self.method.changed.connect(self._method_changed)
-        self.register_button.changed.connect(self._button_clicked)
+        self.follow(self.register_button, self.register)
         events = trained_models.events
-        subscribe(self, [events.inserted, events.removed], self._trained_list_changed)
+        subscribe(self, [events.inserted, events.removed], self.model_panel.refresh)
         subscribe(self, [events.inserted, events.removed], self._extractors_changed)
-        subscribe(self, [events.trained], self._model_trained)
+        subscribe(self, [events.trained], self.model_panel.model_trained)
         watch_layers(self, self.viewer, self.reset_choices)
-        when_closed(self, self._abandon)
+        when_closed(self, self.abandon)
         self.reset_choices()
         self._guess_inputs()
         self._extractors_changed()
         self._method_changed()
+
+    @property
+    def field(self) -> np.ndarray | None:
+        """The current displacement field: of the last registration or a loaded file."""
+        return self.field_controls.field
 
     # ---- choices -------------------------------------------------------------------
 
@@ -213,17 +221,6 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
 
     # ---- registration --------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        """Whether a registration is in progress (its layers being added included)."""
-        return self.worker is not None or (self._turns is not None and self._turns.active)
-
-    def _button_clicked(self, *_args: Any) -> None:
-        if self.running:
-            self.stop()
-        else:
-            self.register()
-
     def register(self, *_args: Any) -> Any:
         """Start registering the chosen layers in a worker thread.
 
@@ -239,36 +236,32 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         try:
             job = self._make_job()
         except ValueError as err:
-            self._report(err)
+            self.report(err)
             return None
-        context = {
-            "model_key": self._model_key(job.model),
-            "fixed": self.fixed.value,
-            "moving": self.moving.value,
-            "moving_labels": self.moving_labels.value,
-            "extras": list(self.extras.value),
-            "jacobian": bool(self.show_jacobian.value),
-            "keep": bool(self.keep.value),
-            "optimising": job.optimise is not None,
-        }
+        context = RunContext(
+            fixed=self.fixed.value,
+            moving=self.moving.value,
+            moving_labels=self.moving_labels.value,
+            extras=list(self.extras.value),
+            jacobian=bool(self.show_jacobian.value),
+            keep=bool(self.keep.value),
+            optimising=job.optimise is not None,
+            model_key=self.model_panel.key(job.model),
+        )
         self._context = context
-        self._started = time.perf_counter()
-        self._stop.clear()
-        self.register_button.text = "Stop"
         self.results.setText("registering…")
         self.plot.clear(STAGES)
-        self.worker = start_worker(
-            partial(run, stop=self._stop.is_set),
+        return self.launch(
+            partial(run, stop=self.stop_event.is_set),
             job,
             STAGES,
             f"Registering {job.moving_name}",
             partial(self._on_returned, context),
             self._on_errored,
-            partial(self._on_finished, context),
             yielded=partial(self._on_step, context),
             counted=False,
+            ended=partial(self._on_ended, context),
         )
-        return self.worker
 
     def stop(self) -> None:
         """Stop the run: an optimisation keeps its best field, anything else is cancelled.
@@ -276,27 +269,12 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
         An optimisation ends within one iteration and its best field so far is shown; a
         model's run ends at its next step (a stack's next frame) with no new layers.
         """
-        if self.worker is not None and self._context.get("optimising"):
-            self._stop.set()
+        if self.worker is not None and self._context is not None and self._context.optimising:
+            self.ask_to_stop()
             self.results.setText("stopping: the best field so far will be shown…")
         elif self.running:
-            self._cancel()
+            self.cancel()
             self.results.setText("stopped: the previous results are unchanged")
-
-    def _cancel(self) -> None:
-        """End the worker at its next step and drop the layers not added yet."""
-        self._stop.set()
-        self._context["cancelled"] = True
-        if self.worker is not None:
-            self.worker.quit()
-        if self._turns is not None:
-            self._turns.cancel()
-            self._turn_done()
-
-    def _abandon(self) -> None:
-        """Cancel the run of a closed dock: nothing it computed is shown."""
-        self._closed = True
-        self._cancel()
 
     def _make_job(self) -> Job:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
@@ -311,11 +289,11 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             raise ValueError("every layer to carry along must have the moving layer's shape")
         uses_model, optimises = METHODS[str(self.method.value)]
         if uses_model:
-            self._check_fits(fixed.ndim, stack, fixed_layer.name)
+            self.model_panel.check_fits(fixed.ndim, stack, fixed_layer.name)
         spec = self.optimise.spec() if optimises else None
         if spec is not None:
             check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
-        model = self._model_source() if uses_model else None
+        model = self.model_panel.source() if uses_model else None
         if not stack:  # the moving side where napari shows it, on the fixed grid
             moving, moving_labels, extras = on_fixed_grid(
                 fixed_layer, moving_layer, fixed.shape, moving, moving_labels, extras
@@ -339,12 +317,9 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
             optimise=spec,
         )
 
-    def _report(self, err: BaseException) -> None:
-        show_error(error_message(err, "Registration"))
-
-    def _on_step(self, context: dict[str, Any], step: Step) -> None:
+    def _on_step(self, context: RunContext, step: Step) -> None:
         """Show a step; the progress bar last (napari may process later events meanwhile)."""
-        if self.worker is None or self._closed or context.get("cancelled"):
+        if self.worker is None or self.closed or not self.run_state.active:
             return
         try:
             self.results.setText(step.text)
@@ -355,46 +330,35 @@ class RegisterWidget(ModelChoice, FieldActions, QWidget):
                 show_preview(self.viewer, context, step.preview)
             advance(self.worker, step.done, step.total)
         except Exception as err:  # never raise into Qt's event loop
-            self._report(err)
+            self.report(err)
 
     def _on_errored(self, err: BaseException) -> None:
-        if not self._closed:
-            self.results.setText("registration failed")
-            self._report(err)
+        self.results.setText("registration failed")
+        self.report(err)
 
-    def _on_finished(self, context: dict[str, Any]) -> None:
-        self.worker = None
-        if "result" not in context:  # stopped, cancelled or failed: no result layers
+    def _on_ended(self, context: RunContext) -> None:
+        if context.result is None:  # stopped, cancelled or failed: no result layers
             remove_preview(self.viewer, context)
-        if self._turns is None or not self._turns.active:
-            self._turn_done()
 
-    def _on_returned(self, context: dict[str, Any], result: Result) -> None:
-        if self._closed:
+    def _on_returned(self, context: RunContext, result: Result) -> None:
+        if self.closed:
             return
-        context["result"] = result
+        context.result = result
         try:
-            if context["model_key"] is not None:  # keep the loaded file for the next run
-                self._model_cache = {context["model_key"]: result.model}
+            if context.model_key is not None:  # keep the loaded file for the next run
+                self.model_panel.remember(context.model_key, result.model)
             steps = result_steps(self.viewer, context, result)
         except Exception as err:  # never raise into Qt's event loop
-            self._report(err)
+            self.report(err)
             return
         self.results.setText("adding the result layers…")
-        self._turns = Turns(steps, partial(self._shown, context, result), self._report)
+        self.add_layers([*steps, partial(self._shown, context, result)])
 
-    def _shown(self, context: dict[str, Any], result: Result) -> None:
+    def _shown(self, context: RunContext, result: Result) -> None:
         """Every result layer is added: keep the field and say what the run gave."""
-        self._keep_field(context, result)
-        legend = [JACOBIAN_LEGEND] if context["jacobian"] else []
-        wall = time.perf_counter() - self._started
+        self.field_controls.keep(result, context.fixed, context.moving, context.model_key)
+        legend = [JACOBIAN_LEGEND] if context.jacobian else []
+        wall = time.perf_counter() - self.started
         self.results.setText("\n".join([summary(result, wall), *legend]))
         for line in result.warnings:  # the data is unlike the model's training data
             show_warning(gui_wording(line))
-        self._turn_done()
-
-    def _turn_done(self) -> None:
-        """End the run once its layers are added: the button registers again."""
-        self._turns = None
-        if not self._closed and self.worker is None:
-            self.register_button.text = "Register"
