@@ -254,10 +254,10 @@ class Tracker:
         pairs : int
             Pairs optimised one after another (frames of a stack).
         """
-        from src_training.optimisation.pyramid import max_levels
+        from src_training.engine.arrays import planned_levels
 
         config = optimisation.config
-        self.levels = config.levels or min(config.wanted_levels(), max_levels(shape))
+        self.levels = planned_levels(optimisation, shape)
         offset = 0
         for level in range(config.linear_levels(self.levels)):
             self.schedule[("affine", level)] = (offset, config.affine_iterations)

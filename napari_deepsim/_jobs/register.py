@@ -28,8 +28,6 @@ from napari_deepsim._jobs.optimise import (
 )
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from src_training.engine.optimisation import OptimisationSummary
     from src_training.networks.modelio import ModelFile
 
@@ -85,19 +83,6 @@ class Result:
     dice: tuple[float, float] | None = None
     optimisation: OptimisationSummary | None = None
     warnings: list[str] = field(default_factory=list)  # the data is unlike the model's
-
-
-def warp_data(data: np.ndarray, disp: Tensor, labels: bool, stack: bool) -> np.ndarray:
-    """Warp data on the field's grid; with ``stack`` frame ``t`` uses field ``t``."""
-    from src_training.registration.inference import warp_array, warp_label_array
-
-    if stack:
-        return np.stack(
-            [warp_data(frame, disp[t : t + 1], labels, False) for t, frame in enumerate(data)]
-        )
-    if labels:
-        return warp_label_array(data, disp)
-    return warp_array(np.asarray(data, np.float32)[None], disp)[0]
 
 
 def run(job: Job, stop: Callable[[], bool] | None = None) -> Generator[Step, None, Result]:
@@ -237,12 +222,8 @@ def _register_stack(
     tracker: Tracker,
     stop: Callable[[], bool] | None,
 ) -> Generator[Step, None, Result]:
-    import torch
-
     from napari_deepsim._jobs import overlays
-    from src_training.data.normalise import normalise_intensity
-    from src_training.engine.series import register_stack
-    from src_training.spatial.transforms import warp
+    from src_training.engine.arrays import normalised_frames, register_frames, warp_with_field
 
     frames = job.moving
     if model is not None and frames.ndim != model.ndim + 1:
@@ -259,20 +240,17 @@ def _register_stack(
         )
     if frames.shape[0] < 2:
         raise ValueError(f"the stack {job.moving_name!r} has one frame; it needs at least 2")
-    normalised = np.stack([normalise_intensity(f) for f in frames])[:, None]
-    raw = np.asarray(frames, np.float32)[:, None]
     optimised = None
     if job.optimise is not None:
         optimised = optimisation(job.optimise, frames.ndim - 1)
         tracker.plan(optimised, frames.shape[1:], len(frames) - 1)
         yield tracker.step(f"optimising every frame with {job.optimise.label}")
     series = yield from tracker.follow(
-        register_stack(
+        register_frames(
             model,
-            normalised,
+            frames,
             job.reference,
             device=device,
-            raw_frames=raw,
             labels=job.moving_labels if job.fixed_labels is not None else None,
             what=f"the layer {job.moving_name!r}",
             batch_size=job.frames_per_pass,
@@ -294,19 +272,20 @@ def _register_stack(
         optimisation=series.optimisation,
         warnings=series.warnings,
     )
-    disp = torch.as_tensor(series.fields)
+    fields = series.fields
     if job.moving_labels is not None:
         result.warped_labels = (
             series.warped_labels
             if series.warped_labels is not None
-            else warp_data(job.moving_labels, disp, True, True)
+            else warp_with_field(job.moving_labels, fields, labels=True, stack=True)
         )
     if job.extras:
         yield tracker.stage("warping the layers carried along")
-    result.extras = [warp_data(d, disp, lab, True) for d, lab in job.extras]
+    result.extras = [warp_with_field(d, fields, labels=lab, stack=True) for d, lab in job.extras]
     if job.checkerboard:
         yield tracker.stage("drawing the checkerboard")
-        warped = warp(torch.as_tensor(normalised), disp).numpy()[:, 0]
+        normalised = normalised_frames(frames)
+        warped = warp_with_field(normalised[:, 0], fields, stack=True)
         result.checkerboard = np.stack(
             [
                 overlays.checkerboard(normalised[series.reference, 0], w, CHECKER_TILES)

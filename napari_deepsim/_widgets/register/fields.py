@@ -23,7 +23,6 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 from qtpy.QtWidgets import QFileDialog
 
-from napari_deepsim._jobs.register import warp_data
 from napari_deepsim._layers.choices import SOURCE, spatial_data
 from napari_deepsim._layers.points import FAR, GEOMETRY, moved_layer_data
 from napari_deepsim._widgets.controls import add_output, layer_choices, like, remove_outputs
@@ -281,7 +280,7 @@ class FieldPanel(Container):
         return moved
 
     def _apply_field(self, layer: Layer, field_file: FieldFile) -> Layer:
-        import torch
+        from src_training.engine.arrays import warp_with_field
 
         if not isinstance(layer, (Image, Labels)):
             raise ValueError(
@@ -301,8 +300,8 @@ class FieldPanel(Container):
                 f"the layer {layer.name!r} has shape {data.shape} but the field is defined on a "
                 f"grid of shape {tuple(grid)}; apply it to a layer of the fixed image's shape"
             )
-        disp = torch.as_tensor(field_[None] if single else field_)
-        warped = warp_data(data, disp, isinstance(layer, Labels), not single)
+        labels = isinstance(layer, Labels)
+        warped = warp_with_field(data, field_, labels=labels, stack=not single)
         key = f"applied:{layer.unique_id}"
         remove_outputs(self.viewer, key)
         kind = "labels" if isinstance(layer, Labels) else "image"

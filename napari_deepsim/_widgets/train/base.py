@@ -36,7 +36,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QLabel
 
 from napari_deepsim._jobs.train import TrainJob, save, train
-from napari_deepsim._jobs.train_data import identity_dice, stack_layers, verdict
+from napari_deepsim._jobs.train_data import stack_layers, verdict
 from napari_deepsim._layers.choices import guess_training, inputs, partner
 from napari_deepsim._state.models import builtin_choices, trained_models
 from napari_deepsim._widgets import tips
@@ -233,6 +233,8 @@ class TrainWidget(JobDock):
         except (ValueError, FileNotFoundError) as err:
             self.report(err)
             return None
+        from src_training.engine.arrays import identity_dice
+
         self.plot.clear(job.steps, identity_dice(job.val))
         self.status.setText("training…")
         return self.launch(

@@ -21,7 +21,6 @@ from napari_deepsim._jobs.train import (
     VALIDATION_FRAMES,
     TrainJob,
     check_features_data,
-    dataset_from_arrays,
     split_registration_data,
 )
 from napari_deepsim._state.models import builtin_choices, trained_models
@@ -78,6 +77,8 @@ class TrainFeaturesWidget(TrainWidget):
         return TrainJob(task="features", train=data, val=None, kind=kind, folder=folder, **settings)
 
     def _layer_data(self, kind: str) -> Dataset:
+        from src_training.engine.arrays import dataset_from_arrays
+
         stacked = self._stacked()
         if stacked is not None:  # frames of 2D images or of 3D volumes
             images, labels, source = stacked
@@ -219,6 +220,8 @@ class TrainRegistrationWidget(TrainWidget):
         )
 
     def _layer_data(self) -> Dataset:
+        from src_training.engine.arrays import dataset_from_arrays
+
         stacked = self._stacked()
         if stacked is not None:  # 2D images as a 2D+t stack, 3D volumes as a 3D+t stack
             return dataset_from_arrays(*stacked)
