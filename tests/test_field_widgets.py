@@ -42,8 +42,8 @@ def test_a_saved_field_reopened_by_napari_applies_like_the_registration(
     assert all(tuple(layer.scale) == SCALE for layer in axes)
     widget.field_controls.reset_choices()
     assert "field (opened)" in [choice[0] for choice in widget.field_controls.sources()]
-    assert all(layer not in widget.apply_target.choices for layer in axes)
-    widget.field_source.value = "field"
+    assert all(layer not in widget.field_controls.apply_target.choices for layer in axes)
+    widget.field_controls.field_source.value = "field"
     again = widget.apply_field(viewer.layers["moving"])
     np.testing.assert_allclose(again.data, viewer.layers["moving warped"].data, atol=1e-5)
     np.testing.assert_array_equal(again.scale, SCALE)  # on the fixed grid of the file

@@ -269,7 +269,8 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
 
 
 def test_the_progress_plan_counts_the_linear_stage_where_it_runs():
-    from napari_deepsim._jobs.optimise import OptimiseSpec, Tracker
+    from napari_deepsim._jobs.optimise import OptimiseSpec
+    from napari_deepsim._jobs.progress import Tracker
 
     tracker = Tracker(stages=2)
     spec = OptimiseSpec("ncc", (100, 50, 25, 5), linear="affine")

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 import napari_deepsim._layers.choices as choices_module
+import napari_deepsim._layers.stack as stack_module
 import napari_deepsim._widgets.dock as dock_module
 import napari_deepsim._widgets.train.base as train_base
 from napari_deepsim._widgets.controls import vector_scale
@@ -295,7 +296,7 @@ def test_two_2d_layers_train_a_registration_model_stacked_for_the_user(
     viewer, qtbot, errors, monkeypatch
 ):
     notes = []
-    monkeypatch.setattr(train_base, "show_info", notes.append)
+    monkeypatch.setattr(stack_module, "show_info", notes.append)
     widget = _dock(viewer, "Train registration model")
     widget.image.value = None
     widget.layers.value = [viewer.layers["fixed"], viewer.layers["moving"]]

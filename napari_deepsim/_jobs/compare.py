@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_deepsim._jobs.optimise import OptimiseSpec, Step
-from napari_deepsim._jobs.register import Job, Result
+from napari_deepsim._jobs.job import Job, Result
+from napari_deepsim._jobs.optimise import OptimiseSpec
+from napari_deepsim._jobs.progress import Step
 from napari_deepsim._jobs.register import run as register
 from src_training.spatial.grid import grid_lines
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from src_training.data.datasets import Dataset
     from src_training.networks.modelio import ModelFile
-    from src_training.training.trainer import Event
+    from src_training.training.trainer import Event, TrainConfig
     from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
 
 VALIDATION_FRAMES = 2  # registration with labels holds out the last frames to score Dice
@@ -195,11 +195,6 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     ModelFile
         The trained network (on the CPU, in eval mode) and its metadata.
     """
-    from src_training.engine.training import (
-        features_trainer,
-        registration_metric,
-        registration_trainer,
-    )
     from src_training.runtime.devices import resolve_device
     from src_training.training.trainer import TrainConfig
 
@@ -214,10 +209,24 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
         batch_size=job.batch_size,
         precision=job.precision,
     )
+    trainer = _trainer(job, data, val, config, device)
+    yield from trainer.run(stop=stop)
+    return trainer.model_file()
+
+
+def _trainer(
+    job: TrainJob, data: Dataset, val: Dataset | None, config: TrainConfig, device: Any
+) -> FeatureTrainer | RegistrationTrainer:
+    """Build the engine's trainer of the job's network on its data."""
+    from src_training.engine.training import (
+        features_trainer,
+        registration_metric,
+        registration_trainer,
+    )
+
     metadata = {"source": "napari-deepsim training widget"}
-    trainer: FeatureTrainer | RegistrationTrainer
     if job.task == "features":
-        trainer = features_trainer(
+        return features_trainer(
             data,
             val,
             config,
@@ -239,7 +248,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
                 "train one with 'Train feature extractor', or choose a built-in one or a file"
             ),
         )
-        trainer = registration_trainer(
+        return registration_trainer(
             data,
             val,
             metric,
@@ -251,8 +260,6 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             metadata=metadata,
             device=device,
         )
-    yield from trainer.run(stop=stop)
-    return trainer.model_file()
 
 
 def save(model: ModelFile, path: str | Path) -> Path:

@@ -104,7 +104,7 @@ class OptimisePicker:
     def _extractors(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
         return [(m.name, m.model) for m in trained_models.of_kind("features")]
 
-    def extractors_changed(self) -> None:
+    def extractors_changed(self, *_args: Any) -> None:
         """Relist the trained extractors, choosing the newest when none is chosen."""
         self.extractor.reset_choices()
         extractors = [choice for choice in self.extractor.choices if choice is not None]

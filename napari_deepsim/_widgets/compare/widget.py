@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deepsim._jobs.compare import CompareJob, Outcome, run, table
-from napari_deepsim._jobs.register import Job
+from napari_deepsim._jobs.job import Job
 from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
 from napari_deepsim._state.models import trained_models
 from napari_deepsim._state.run import RunContext
@@ -42,7 +42,6 @@ from napari_deepsim._widgets.compare.zoom import PREFIX, ZoomPanel
 from napari_deepsim._widgets.controls import (
     FOLDS_IMAGE,
     JACOBIAN_STYLE,
-    add_output,
     device_picker,
     grid_style,
     layer_choices,
@@ -53,13 +52,14 @@ from napari_deepsim._widgets.controls import (
 )
 from napari_deepsim._widgets.dock import JobDock
 from napari_deepsim._widgets.layout import scrolled
+from napari_deepsim._widgets.outputs import LayerPlan
 from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
 from napari_deepsim._widgets.workers import advance, gui_wording
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._jobs.optimise import Step
+    from napari_deepsim._jobs.progress import Step
 
 HEADERS = ["method", "Dice", "% folding", "sd log J", "s/pair"]
 
@@ -126,10 +126,10 @@ class CompareWidget(JobDock):
         when_closed(self, self.abandon)
         events = trained_models.events
         subscribe(self, [events.inserted, events.removed], self.rows.list_models)
-        subscribe(self, [events.inserted, events.removed], self._extractors_changed)
+        subscribe(self, [events.inserted, events.removed], self.optimise.extractors_changed)
         self.reset_choices()
         self.rows.list_models()
-        self._extractors_changed()
+        self.optimise.extractors_changed()
 
     # ---- inputs --------------------------------------------------------------------
 
@@ -146,9 +146,6 @@ class CompareWidget(JobDock):
             chooser = getattr(self, name)
             if chooser.value is None and layer is not None:
                 chooser.value = layer
-
-    def _extractors_changed(self, *_args: Any) -> None:
-        self.optimise.extractors_changed()
 
     # ---- comparison ----------------------------------------------------------------
 
@@ -251,23 +248,18 @@ class CompareWidget(JobDock):
         """Plan one method's layers, one step each."""
         result = outcome.result
         assert result is not None
-        fixed, moving = context.fixed, context.moving
-        grid = (fixed.scale, fixed.translate)
-        steps = []
-
-        def add(kind: str, data: Any, suffix: str, **style: Any) -> None:
-            name = f"{outcome.name} {suffix}"
-            key = PREFIX + outcome.name
-            steps.append(partial(add_output, self.viewer, kind, data, name, key, grid, **style))
-
-        add("image", result.jacobian, "Jacobian", **JACOBIAN_STYLE, visible=False)
-        add("image", result.warped, "warped", **like(moving))
+        grid = (context.fixed.scale, context.fixed.translate)
+        plan = LayerPlan(self.viewer, PREFIX + outcome.name, grid)
+        name = outcome.name
+        plan.add("image", result.jacobian, f"{name} Jacobian", **JACOBIAN_STYLE, visible=False)
+        plan.add("image", result.warped, f"{name} warped", **like(context.moving))
         if result.warped_labels is not None:
-            add("labels", result.warped_labels, "warped labels", **like(context.moving_labels))
-        add("image", result.folds, "folds", **FOLDS_IMAGE, visible=False)
+            style = like(context.moving_labels)
+            plan.add("labels", result.warped_labels, f"{name} warped labels", **style)
+        plan.add("image", result.folds, f"{name} folds", **FOLDS_IMAGE, visible=False)
         if result.grid is not None:
-            add("image", result.grid, "grid", **grid_style(outcome.color))
-        return steps
+            plan.add("image", result.grid, f"{name} grid", **grid_style(outcome.color))
+        return plan.finish()
 
     def _fill_table(self, outcomes: list[Outcome], dice_before: float | None) -> None:
         rows = table(outcomes, dice_before)

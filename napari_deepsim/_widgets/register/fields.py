@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
 from qtpy.QtWidgets import QFileDialog
 
-from napari_deepsim._layers.choices import SOURCE, spatial_data
-from napari_deepsim._layers.points import FAR, GEOMETRY, moved_layer_data
-from napari_deepsim._widgets.controls import add_output, layer_choices, like, remove_outputs
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._layers.points import GEOMETRY
+from napari_deepsim._widgets.controls import layer_choices
+from napari_deepsim._widgets.register.apply import move_layer, warp_layer
 from napari_deepsim._widgets.tips import FIELD_TIPS
 from napari_deepsim._widgets.workers import error_message
 
@@ -260,64 +261,16 @@ class FieldPanel(Container):
                     "there is no displacement field yet; press Register or load a field"
                 )
             if isinstance(layer, GEOMETRY):
-                return self._move_layer(layer, field_file)
-            return self._apply_field(layer, field_file)
+                return move_layer(self.viewer, layer, field_file)
+            grid: tuple[Any, Any] | None = self.transform  # None: a file without a grid
+            if self.field_source.value is not None:  # a field opened in napari: its file's grid
+                lead = int(field_file.stack)
+                spacing, origin = [*field_file.spacing], [*field_file.origin]
+                grid = ([1.0] * lead + spacing, [0.0] * lead + origin)
+            return warp_layer(self.viewer, layer, field_file, grid)
         except ValueError as err:
             show_error(error_message(err, "Applying the field"))
             return None
-
-    def _move_layer(self, layer: Layer, field_file: FieldFile) -> Layer:
-        data, state, kind, far = moved_layer_data(layer, field_file)
-        key = f"applied:{layer.unique_id}"
-        remove_outputs(self.viewer, key)
-        state = {**state, "name": f"{layer.name} moved", "metadata": {SOURCE: key}}
-        moved = self.viewer.add_layer(Layer.create(data, state, kind))
-        if far:
-            show_warning(
-                f"{far} point(s) of {layer.name!r} could not be moved exactly (more than "
-                f"{FAR} voxels off): the field folds there or they lie outside it."
-            )
-        return moved
-
-    def _apply_field(self, layer: Layer, field_file: FieldFile) -> Layer:
-        from src_training.engine.arrays import warp_with_field
-
-        if not isinstance(layer, (Image, Labels)):
-            raise ValueError(
-                f"{layer.name!r} is not an Image, Labels, Points, Shapes or Tracks layer"
-            )
-        data = spatial_data(layer, "target")
-        field_ = field_file.displacement
-        single = not field_file.stack and field_file.grid == data.shape
-        stack = (
-            field_file.stack
-            and field_.shape[0] == data.shape[0]
-            and field_file.grid == data.shape[1:]
-        )
-        if not (single or stack):
-            grid = field_file.grid if not field_file.stack else (field_.shape[0], *field_file.grid)
-            raise ValueError(
-                f"the layer {layer.name!r} has shape {data.shape} but the field is defined on a "
-                f"grid of shape {tuple(grid)}; apply it to a layer of the fixed image's shape"
-            )
-        labels = isinstance(layer, Labels)
-        warped = warp_with_field(data, field_, labels=labels, stack=not single)
-        key = f"applied:{layer.unique_id}"
-        remove_outputs(self.viewer, key)
-        kind = "labels" if isinstance(layer, Labels) else "image"
-        grid: tuple[Any, Any] | None = self.transform  # None: a file without a grid
-        if self.field_source.value is not None:  # a field opened in napari: its file's grid
-            lead = int(field_file.stack)
-            grid = ([1.0] * lead + [*field_file.spacing], [0.0] * lead + [*field_file.origin])
-        return add_output(
-            self.viewer,
-            kind,
-            warped,
-            f"{layer.name} warped",
-            key,
-            grid or (layer.scale, layer.translate),
-            **like(layer),
-        )
 
     def _save_clicked(self, *_args: Any) -> None:
         path, _ = QFileDialog.getSaveFileName(

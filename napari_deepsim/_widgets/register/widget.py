@@ -1,16 +1,14 @@
 """The Register widget: warp a moving layer onto a fixed layer, with a model or without.
 
-The method is a trained model, an optimisation of the field for this pair (a metric of
-the registry, iterations per pyramid level, an optional rigid or affine stage), or a
-model whose prediction the optimisation refines. A napari thread worker computes every
-array (field, warped data, overlays) from NumPy copies of the layers, never touching Qt,
-and yields steps: a stack's frames (``frame 3/8``) and, while optimising, levels and
-iterations (status line, loss curve, a preview layer after each level). **Stop** ends
-an optimisation within one iteration with its best field, shown like any result, and
-cancels anything else at its next step; closing the dock cancels too. The result layers
-are added one per turn of the event loop (``layers.py`` beside this module), replacing
-the last run's unless "keep previous results" is ticked. Torch is imported inside
-functions; the model pickers are ``model.py``, the field actions ``fields.py``.
+The method is a trained model, an optimisation of the field for this pair, or a model
+whose prediction the optimisation refines. The widget wires its panels (the pair, the
+model, the optimisation and the field actions, each in its own module) to one run
+(:class:`~napari_deepsim._widgets.dock.JobDock`): a worker computes every array from
+NumPy copies of the layers and yields steps (a stack's frames, an optimisation's levels
+and iterations: status line, loss curve, a preview layer after each level). **Stop**
+ends an optimisation within one iteration with its best field and cancels anything else
+at its next step; closing the dock cancels too. The result layers (``layers.py``)
+replace the last run's unless "keep previous results" is ticked.
 """
 
 from __future__ import annotations
@@ -20,20 +18,19 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, PushButton, Select
-from napari.layers import Image, Labels, Layer
+from magicgui.widgets import ComboBox, Container, PushButton
+from napari.layers import Labels
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
-from napari_deepsim._jobs.register import STAGES, Job, Result, run, summary
-from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
+from napari_deepsim._jobs.job import Job, Result
+from napari_deepsim._jobs.register import STAGES, run, summary
+from napari_deepsim._layers.choices import on_fixed_grid, pair_arrays
 from napari_deepsim._state.models import trained_models
 from napari_deepsim._state.run import RunContext
 from napari_deepsim._widgets.controls import (
     device_picker,
-    layer_choices,
-    pair_pickers,
     spacing_picker,
 )
 from napari_deepsim._widgets.dock import JobDock
@@ -42,6 +39,7 @@ from napari_deepsim._widgets.loss_plot import LossPlot
 from napari_deepsim._widgets.optimise_controls import OptimisePicker, check_labels
 from napari_deepsim._widgets.register.fields import FieldPanel
 from napari_deepsim._widgets.register.model import ModelPanel
+from napari_deepsim._widgets.register.pair import PairPanel
 from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
 from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
 from napari_deepsim._widgets.workers import advance, gui_wording
@@ -51,7 +49,7 @@ from .layers import output_choices, remove_preview, result_steps, show_preview
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._jobs.optimise import Step
+    from napari_deepsim._jobs.progress import Step
 
 # each method: whether it uses a model, and whether it optimises the field
 METHODS = {"model": (True, False), "optimise": (False, True), "model + refine": (True, True)}
@@ -79,25 +77,16 @@ class RegisterWidget(JobDock):
         super().__init__(napari_viewer)
         self._context: RunContext | None = None  # the layers and settings of the current run
 
-        self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
-            self._images, self._labels
-        )
-        self.reference = ComboBox(label="stack reference", choices=self._references)
-        self.reference.tooltip = (
-            "Fixed and moving are the same 2D+t stack: register every frame to this frame, or "
-            "each frame to the previous one (fields composed, all aligned to frame 0)"
-        )
-        self.extras = Select(label="carry along", choices=self._extras)
-        self.extras.tooltip = "Layers of the moving layer's shape warped with the same field"
-        self.extras.native.setMaximumHeight(80)
+        self.pair = PairPanel(self.viewer)
+        self.fixed, self.moving, self.moving_labels, self.fixed_labels = self.pair.pickers
+        self.reference, self.extras = self.pair.reference, self.pair.extras
         self.method = ComboBox(label="method", choices=list(METHODS), value="model")
         self.method.tooltip = (
             "model: a trained registration model; optimise: no model, the field is optimised "
             "for this pair with a metric; model + refine: the model's field, then optimised"
         )
         self.model_panel = ModelPanel()
-        self.model_controls = self.model_panel.widgets
-        self.trained, self.model_file, self.model_info = self.model_controls
+        self.trained, self.model_file, self.model_info = self.model_panel.widgets
         self.set_model = self.model_panel.set_model
         self.optimise = OptimisePicker()
         self.device = device_picker()
@@ -114,14 +103,9 @@ class RegisterWidget(JobDock):
 
         self.inputs = Container(
             widgets=[
-                self.fixed,
-                self.moving,
-                self.reference,
-                self.moving_labels,
-                self.fixed_labels,
-                self.extras,
+                *self.pair.widgets,
                 self.method,
-                *self.model_controls,
+                *self.model_panel.widgets,
                 *self.optimise.widgets,
                 self.device,
                 self.spacing,
@@ -130,27 +114,23 @@ class RegisterWidget(JobDock):
             ]
         )
         self.field_controls = FieldPanel(self.viewer)
-        self.field_source = self.field_controls.field_source
-        self.apply_target = self.field_controls.apply_target
         self.save_field = self.field_controls.save_field
         self.load_field = self.field_controls.load_field
         self.apply_field = self.field_controls.apply_field
         self.field_controls.said.connect(self.results.setText, check_nargs=False)
         scrolled(self, self.inputs.native, self.results, self.plot, self.field_controls.native)
 
-        for chooser in (self.fixed, self.moving, self.moving_labels, self.fixed_labels):
-            chooser.changed.connect(self._inputs_changed)
         self.method.changed.connect(self._method_changed)
         self.follow(self.register_button, self.register)
         events = trained_models.events
         subscribe(self, [events.inserted, events.removed], self.model_panel.refresh)
-        subscribe(self, [events.inserted, events.removed], self._extractors_changed)
+        subscribe(self, [events.inserted, events.removed], self.optimise.extractors_changed)
         subscribe(self, [events.trained], self.model_panel.model_trained)
         watch_layers(self, self.viewer, self.reset_choices)
         when_closed(self, self.abandon)
         self.reset_choices()
-        self._guess_inputs()
-        self._extractors_changed()
+        self.pair.guess()
+        self.optimise.extractors_changed()
         self._method_changed()
 
     @property
@@ -160,60 +140,16 @@ class RegisterWidget(JobDock):
 
     # ---- choices -------------------------------------------------------------------
 
-    def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return layer_choices(self.viewer, Image)
-
-    def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        return layer_choices(self.viewer, Labels)
-
-    def _extras(self, _widget: Any = None) -> list[tuple[str, Layer]]:
-        moving = self.moving.value
-        if moving is None:
-            return []
-        chosen = {
-            id(w.value) for w in (self.moving, self.fixed, self.moving_labels, self.fixed_labels)
-        }
-        return [
-            (name, layer)
-            for name, layer in layer_choices(self.viewer, (Image, Labels))
-            if id(layer) not in chosen and np.shape(layer.data) == np.shape(moving.data)
-        ]
-
-    def _references(self, _widget: Any = None) -> list[tuple[str, int | str]]:
-        fixed = self.fixed.value
-        frames = fixed.data.shape[0] if fixed is not None and fixed.ndim == 3 else 0
-        return [("previous frame", "previous")] + [(f"frame {t}", t) for t in range(frames)]
-
     def reset_choices(self, *_args: Any) -> None:
         """Refresh every layer chooser from the viewer's current layers."""
         self.inputs.reset_choices()
         self.field_controls.reset_choices()
-        self._update_reference_visibility()
-
-    def _guess_inputs(self) -> None:
-        """Preselect the fixed and moving layers and their labels (see ``guess_pair``)."""
-        for name, layer in guess_pair(self.viewer).items():
-            if layer is not None:
-                getattr(self, name).value = layer
-
-    def _inputs_changed(self, *_args: Any) -> None:
-        self.extras.reset_choices()
-        self.reference.reset_choices()
-        self._update_reference_visibility()
-
-    def _update_reference_visibility(self) -> None:
-        fixed = self.fixed.value
-        self.reference.visible = (
-            fixed is not None and fixed is self.moving.value and fixed.ndim == 3
-        )
-
-    def _extractors_changed(self, *_args: Any) -> None:
-        self.optimise.extractors_changed()
+        self.pair.update_reference_visibility()
 
     def _method_changed(self, *_args: Any) -> None:
         """Show the model pickers, the optimisation's controls and the loss curve as used."""
         uses_model, optimises = METHODS[str(self.method.value)]
-        for widget in self.model_controls:
+        for widget in self.model_panel.widgets:
             widget.visible = uses_model
         self.optimise.show(optimises)
         self.optimise.use_refine_defaults(uses_model and optimises)

@@ -36,8 +36,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QLabel
 
 from napari_deepsim._jobs.train import TrainJob, save, train
-from napari_deepsim._jobs.train_data import stack_layers, verdict
+from napari_deepsim._jobs.train_data import verdict
 from napari_deepsim._layers.choices import guess_training, inputs, partner
+from napari_deepsim._layers.stack import stacked_layers
 from napari_deepsim._state.models import builtin_choices, trained_models
 from napari_deepsim._widgets import tips
 from napari_deepsim._widgets.controls import device_picker, layer_choices, precision_picker
@@ -168,35 +169,8 @@ class TrainWidget(JobDock):
         return [(n, layer) for n, layer in self._images() if layer.ndim in (2, 3) and not layer.rgb]
 
     def _stacked(self) -> tuple[np.ndarray, np.ndarray | None, str] | None:
-        """Return the layers chosen under 'or layers' as one stack, with their labels.
-
-        Returns
-        -------
-        (images, labels, source) or None
-            The stacked images, their stacked labels (when every layer has a labels
-            layer of its name or shape) and where they came from; None when no layers
-            are chosen.
-        """
-        chosen = list(self.layers.value)
-        if not chosen:
-            return None
-        names = [layer.name for layer in chosen]
-        images = stack_layers([np.asarray(layer.data) for layer in chosen], names)
-        found: list[Layer] = []
-        for layer in chosen:
-            labels = partner(layer, inputs(self.viewer, Labels), found)
-            if labels is not None:
-                found.append(labels)
-        stacked = None
-        if len(found) == len(chosen):
-            stacked = np.stack([np.asarray(labels.data) for labels in found])
-        kind = "3D+t" if images.ndim == 4 else "2D+t"
-        show_info(
-            f"Stacked the {len(chosen)} layers {', '.join(map(repr, names))} as frames 0-"
-            f"{len(chosen) - 1} of one {kind} stack for training"
-            + (", with their labels." if stacked is not None else " (without labels).")
-        )
-        return images, stacked, f"napari layers {', '.join(names)}"
+        """Return the layers chosen under 'or layers' as one stack (see ``stacked_layers``)."""
+        return stacked_layers(self.viewer, list(self.layers.value))
 
     def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return layer_choices(self.viewer, Labels)
