@@ -31,8 +31,8 @@ def errors(monkeypatch):
     import napari_deepsim
 
     shown: list[str] = []
-    for info in pkgutil.iter_modules(napari_deepsim.__path__):
-        module = importlib.import_module(f"napari_deepsim.{info.name}")
+    for info in pkgutil.walk_packages(napari_deepsim.__path__, "napari_deepsim."):
+        module = importlib.import_module(info.name)
         if hasattr(module, "show_error"):
             monkeypatch.setattr(module, "show_error", shown.append)
     return shown
