@@ -6,7 +6,10 @@ the expectations are analytic (a reoriented copy is the same volume, a known fie
 affine is recovered).
 """
 
+import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from src_training.spatial.transforms import affine_displacement, identity_grid, 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BRAIN = DATA / "brain_mri_3d" / "test_scan.npz"
 MARGIN = 6  # interior: voxels this far from every edge
+DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
 needs_data = pytest.mark.skipif(not BRAIN.is_file(), reason="needs ../shared/data")
 nib = pytest.importorskip("nibabel")
 
@@ -140,3 +144,25 @@ def test_a_known_affine_of_a_real_volume_is_recovered(volume):
     config = OptimiseConfig(transform="none", affine="affine", levels=2)
     result = optimise_pair(fixed, moving, build_metric("ncc"), config)
     assert _interior_error(result.displacement, truth) < 0.5
+
+
+def test_evaluate_landmarks_gives_the_centroid_distance_in_mm(tmp_path):
+    shape = (16, 14, 12)
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.5, 1.0, 2.0, 1.0])
+    for role, centre in (("fixed", (6.0, 7.0, 5.0)), ("moving", (9.0, 5.0, 5.0))):
+        masks = np.stack([_blob(shape, (8.0, 7.0, 6.0), 5.0), _blob(shape, centre, 1.5)], -1)
+        _write_case(tmp_path / "data", role, rng.random(shape).astype(np.float32), masks, affine)
+    out = tmp_path / "eval"
+    command = [DEEPSIM, "evaluate", str(tmp_path / "data"), "--baseline", "identity"]
+    done = subprocess.run(
+        [*command, "--landmarks", "2", "--device", "cpu", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = next(csv.DictReader((out / "summary.csv").open()))
+    assert float(summary["tre"]) == pytest.approx(math.hypot(3 * 0.5, 2 * 1.0), abs=1e-6)
+    assert float(summary["tre_2"]) == float(summary["tre"])
+    assert " tre" in done.stdout.splitlines()[-3]
