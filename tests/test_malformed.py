@@ -966,6 +966,37 @@ def _(w: Workspace) -> Case:
     return Case(["export-field", str(path), w.path("field.tif")])
 
 
+def _mr_us_pair(w: Workspace, fixed_channels: int = 2) -> str:
+    """A paired NIfTI layout of one case: 3D volumes with per-channel label masks."""
+    import nibabel as nib
+
+    root = w.root / "pair"
+    for role, shape, channels in (("moving", (12, 12, 10), 2), ("fixed", (8, 10, 8), None)):
+        channels = fixed_channels if channels is None else channels
+        for kind, array in (
+            ("images", w.rng.random(shape).astype(np.float32)),
+            ("labels", (w.rng.random((*shape, channels)) > 0.5).astype(np.uint8)),
+        ):
+            (root / f"{role}_{kind}").mkdir(parents=True, exist_ok=True)
+            affine = np.diag([0.4, 0.4, 0.4, 1.0])
+            nib.save(nib.Nifti1Image(array, affine), root / f"{role}_{kind}" / "case0.nii.gz")
+    return str(root)
+
+
+@case("paired-label-channels-differ")
+def _(w: Workspace) -> Case:
+    data = _mr_us_pair(w, fixed_channels=3)
+    argv = ["evaluate", data, "--baseline", "identity", "--out", w.path("out")]
+    return Case(argv, lambda: load_dataset(data))
+
+
+@case("landmarks-not-a-label-value")
+def _(w: Workspace) -> Case:
+    data = _mr_us_pair(w)
+    argv = ["evaluate", data, "--baseline", "identity", "--landmarks", "2,7"]
+    return Case([*argv, "--out", w.path("out")])
+
+
 # --- handled inputs: exit 0 -----------------------------------------------------------------
 
 

@@ -275,9 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline",
         action="append",
-        choices=("identity", "elastix"),
+        choices=("identity", "elastix", "elastix-mi"),
         default=[],
-        help="add a baseline row; repeat for both (elastix needs napari-deepsim[baselines])",
+        help=(
+            "add a baseline row; repeat for several (elastix: its B-spline; elastix-mi: "
+            "affine then B-spline on mutual information, for two modalities; both need "
+            "napari-deepsim[baselines])"
+        ),
+    )
+    p.add_argument(
+        "--landmarks",
+        metavar="V,V",
+        help=(
+            "label values that mark landmarks: each pair also gets the target registration "
+            "error between their centroids (mm where the files record the voxel size)"
+        ),
     )
     p.add_argument("--pairs", metavar="CSV", help="explicit test pairs (moving,fixed)")
     g = _add_optimisation_options(p)
