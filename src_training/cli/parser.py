@@ -272,9 +272,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline",
         action="append",
-        choices=("identity", "elastix"),
+        choices=("identity", "elastix", "ants"),
         default=[],
-        help="add a baseline row; repeat for both (elastix needs napari-deepsim[baselines])",
+        help="add a baseline row; repeat for several (elastix, ants: napari-deepsim[baselines])",
+    )
+    p.add_argument(
+        "--ants-metric",
+        choices=("cc", "mi"),
+        default="cc",
+        help="SyN similarity of --baseline ants: cc (same modality, default) or mi (multimodal)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="--baseline ants once per seed 1..N (mean and spread over seeds; default 1)",
     )
     p.add_argument("--pairs", metavar="CSV", help="explicit test pairs (moving,fixed)")
     g = _add_optimisation_options(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,7 +159,11 @@ def score_pairs(
     """
     scored = Scored([])
     for moving, fixed in pairs:
-        result = method(images[moving], images[fixed], labels[moving])
+        try:
+            result = _registered(method, images[moving], images[fixed], labels[moving])
+        except Exception as error:  # a tool failing on one pair is a result of its row
+            scored.rows.append({"moving": moving, "fixed": fixed, "failed": failure(error)})
+            continue
         warped = result.warped_labels
         if warped is None:
             moved = warp_labels(torch.from_numpy(labels[moving : moving + 1, None]), result.disp)
@@ -178,6 +183,36 @@ def score_pairs(
         if (moving, fixed) == keep:
             scored.kept = result
     return scored
+
+
+def _registered(
+    method: Method, moving: np.ndarray, fixed: np.ndarray, moving_labels: np.ndarray
+) -> Registered:
+    """Run ``method`` on one pair; a non-finite field (e.g. a NaN loss) is a failure."""
+    result = method(moving, fixed, moving_labels)
+    if not bool(torch.isfinite(result.disp).all()):
+        raise FloatingPointError("the displacement field is not finite (the loss became NaN)")
+    return result
+
+
+def failure(error: BaseException) -> str:
+    """One line naming why a registration failed, in the failing tool's own words.
+
+    Parameters
+    ----------
+    error : BaseException
+        What the method raised; ITK-based tools put their reason on the message's last
+        line after ``ITK ERROR: Filter(0x...):``.
+
+    Returns
+    -------
+    str
+        The last non-empty line of the message without ITK's prefix, else the error's type.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return re.sub(r"^ITK ERROR: \S+\(0x[0-9a-f]+\):\s*", "", lines[-1])
 
 
 def evaluate_pairs(
@@ -304,28 +339,42 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     Returns
     -------
     dict
-        ``n_pairs``, ``dice``, ``dice_sd``, the per-class ``dice_<value>`` means over the
-        pairs where the class is present, ``hd95`` (if the rows have it: the mean over the
-        pairs where it is defined, NaN if none), ``folding_percent``, ``sdlogj`` and
-        ``seconds_per_pair``.
+        ``n_pairs`` (scored), ``n_failed``, ``dice``, ``dice_sd``, the per-class
+        ``dice_<value>`` means over the pairs where the class is present, ``hd95`` (if the
+        rows have it: the mean over the pairs where it is defined, NaN if none),
+        ``folding_percent``, ``sdlogj``, ``seconds_per_pair`` (NaN where no pair was
+        scored) and, if a pair failed, ``failed``: each failed pair with its reason.
     """
-    dice = np.array([r["dice"] for r in rows])
+    failed = [r for r in rows if "failed" in r]
+    rows = [r for r in rows if "failed" not in r]
+    dice = np.array([r["dice"] for r in rows], dtype=float)
     per_class = sorted({k for r in rows for k in r if k.startswith("dice_")}, key=_class_key)
     summary = {
         "n_pairs": len(rows),
-        "dice": float(dice.mean()),
+        "n_failed": len(failed),
+        "dice": float(dice.mean()) if len(rows) else float("nan"),
         "dice_sd": float(dice.std(ddof=1)) if len(rows) > 1 else 0.0,
         **{k: float(np.mean([r[k] for r in rows if k in r])) for k in per_class},
     }
     if any("hd95" in r for r in rows):
         defined = [r["hd95"] for r in rows if np.isfinite(r["hd95"])]
         summary["hd95"] = float(np.mean(defined)) if defined else float("nan")
-    return {
-        **summary,
-        "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),
-        "sdlogj": float(np.mean([r["sdlogj"] for r in rows])),
-        "seconds_per_pair": float(np.mean([r["seconds"] for r in rows])),
-    }
+    summary.update(
+        {
+            column: float(np.mean([r[key] for r in rows])) if rows else float("nan")
+            for column, key in (
+                ("folding_percent", "folding_percent"),
+                ("sdlogj", "sdlogj"),
+                ("seconds_per_pair", "seconds"),
+            )
+        }
+    )
+    if failed:
+        summary["failed"] = "; ".join(
+            f"{r.get('moving_name', r['moving'])}->{r.get('fixed_name', r['fixed'])}: {r['failed']}"
+            for r in failed
+        )
+    return summary
 
 
 def _class_key(column: str) -> tuple[int, str]:
