@@ -154,7 +154,7 @@ def _check_ants_flags(args: argparse.Namespace) -> None:
     """Refuse ANTs settings without the ANTs row."""
     for flag, used in (("--ants-metric", args.ants_metric != "cc"), ("--seeds", args.seeds > 1)):
         if used and "ants" not in args.baseline:
-            raise ValueError(f"{flag} sets the --baseline ants row; add --baseline ants")
+            raise ValueError(f"{flag} sets the --baseline ants row; pass --baseline ants too")
 
 
 def _write_figures(

@@ -225,8 +225,9 @@ def seed_spread(summary_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None
     dict or None
         Row ``ants-seeds`` with ``seeds``, ``dice`` (mean over seeds of the row's mean
         Dice), ``dice_seed_sd`` (their standard deviation), ``dice_seed_min`` and
-        ``dice_seed_max``, and the means of ``folding_percent``, ``sdlogj`` and
-        ``seconds_per_pair``; None with fewer than two seeded rows.
+        ``dice_seed_max``, and the means over seeds of the per-class ``dice_<value>``,
+        ``folding_percent``, ``sdlogj`` and ``seconds_per_pair``; None with fewer than two
+        seeded rows.
     """
     rows = [r for r in summary_rows if str(r["model"]).startswith("ants-seed")]
     if len(rows) < 2:
@@ -243,8 +244,10 @@ def seed_spread(summary_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None
         "dice_seed_min": float(dice.min()),
         "dice_seed_max": float(dice.max()),
         **{
-            key: float(np.mean([r[key] for r in rows]))
-            for key in ("folding_percent", "sdlogj", "seconds_per_pair")
+            key: float(np.mean([r[key] for r in rows if key in r]))
+            for key in dict.fromkeys(k for r in rows for k in r)
+            if (key.startswith("dice_") and key != "dice_sd")
+            or key in ("folding_percent", "sdlogj", "seconds_per_pair")
         },
     }
 
