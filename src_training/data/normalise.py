@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -145,6 +146,9 @@ def resample_onto(
         raise ValueError(f"cannot resample an array of shape {array.shape} to shape {shape}")
     if order > 0 and array.dtype != np.float64:
         array = array.astype(np.float32)
-    return ndimage.affine_transform(
-        array, list(step), offset=list(offset), output_shape=shape, order=order, mode=mode
-    )
+    with warnings.catch_warnings():
+        # SciPy < 1.16 warns that a 1-D matrix is a diagonal one: the meaning used here
+        warnings.filterwarnings("ignore", "The behavior of affine_transform with a 1-D array")
+        return ndimage.affine_transform(
+            array, list(step), offset=list(offset), output_shape=shape, order=order, mode=mode
+        )
