@@ -92,6 +92,7 @@ def test_ants_recovers_a_smooth_warp_of_a_real_image():
 
 
 @needs_ants
+@pytest.mark.slow
 def test_two_runs_of_the_command_give_the_same_ants_rows(tmp_path):
     stack = tmp_path / "stack.npz"
     images = np.stack([_shifted_pair((40, 40), shift)[0][1, 0] for shift in ((0, 0), (2, 1))])
