@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from importlib.metadata import version
+from pathlib import Path
 from tempfile import TemporaryDirectory
 from types import ModuleType
 from typing import Any
@@ -44,6 +45,14 @@ def elastix_version() -> str:
     return version("itk-elastix")
 
 
+def _logged_reason(log: Path) -> str:
+    """Return the last ``Description:`` of elastix's log: why it failed (its error says not)."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    reasons = [line.removeprefix("Description:").strip() for line in lines]
+    found = [r for r, line in zip(reasons, lines, strict=True) if line.startswith("Description:")]
+    return found[-1] if found else "elastix failed and logged no reason"
+
+
 class ElastixBSpline:
     """Elastix with its default B-spline parameter map, as a registration method.
 
@@ -74,14 +83,21 @@ class ElastixBSpline:
         """Register ``moving`` (``(C, *spatial)``) onto ``fixed`` and warp ``moving_labels``."""
         itk = self.itk
         moving_image = self._image(moving.mean(axis=0))
-        start = time.perf_counter()
-        _, transform = itk.elastix_registration_method(
-            self._image(fixed.mean(axis=0)),
-            moving_image,
-            parameter_object=self.parameters,
-            log_to_console=False,
-        )
-        seconds = time.perf_counter() - start
+        with TemporaryDirectory(prefix="deepsim-elastix-") as scratch:
+            start = time.perf_counter()
+            try:
+                _, transform = itk.elastix_registration_method(
+                    self._image(fixed.mean(axis=0)),
+                    moving_image,
+                    parameter_object=self.parameters,
+                    log_to_console=False,
+                    log_to_file=True,
+                    output_directory=scratch,
+                    log_file_name="elastix.log",
+                )
+            except RuntimeError as error:
+                raise RuntimeError(_logged_reason(Path(scratch, "elastix.log"))) from error
+            seconds = time.perf_counter() - start
         # transformix writes deformationField.nii into its output folder (else the cwd)
         with TemporaryDirectory(prefix="deepsim-transformix-") as scratch:
             field = itk.transformix_deformation_field(
