@@ -163,7 +163,9 @@ def test_a_baseline_failing_on_one_pair_leaves_the_others_scored(tmp_path, capsy
     monkeypatch.setattr(evaluation, "identity_method", fails_on_the_second_pair)
     out = tmp_path / "eval"
     args = ["evaluate", str(C2C12), "--frames", "0:4", "--baseline", "identity"]
-    assert main([*args, "--optimise", "mse", "--iterations", "2", "--out", str(out)]) == 0
+    options = ["--optimise", "mse", "--iterations", "2", "--figures", "--out", str(out)]
+    assert main([*args, *options]) == 0
+    assert all((out / name).is_file() for name in FIGURES)
     reason = "Internal elastix error: See elastix log (use LogToConsoleOn() or LogToFileOn())."
     pairs = [row for row in _rows(out / "pairs.csv") if row["model"] == "identity"]
     assert [row["failed"] for row in pairs] == ["", reason, ""]
