@@ -277,8 +277,10 @@ def write_report(
             if any("vgg" in r[0] for r in results.values())
             else ". **VGG was not run** (no weights on this machine)."
         ),
-        "- Baselines: identity (no registration) and elastix (itk-elastix, B-spline, its "
-        "default parameter map; labels warped with the same transform).",
+        "- Baselines: identity (no registration), elastix (itk-elastix, B-spline, its "
+        "default parameter map) and ANTs (ANTsPy's default `SyN` with local "
+        "cross-correlation, random seed 1; [baselines.md](baselines.md)); each warps the "
+        "labels with its own transform and nearest-neighbour interpolation.",
         "- Instance optimisation per test pair ([optimisation.md](optimisation.md)), no "
         "training: `opt-METRIC` optimises an affine stage and then a B-spline field "
         "(4 levels, 100/50/25/5 Adam iterations) from the identity with "

@@ -8,7 +8,7 @@ Stages (each skips work whose outputs already exist, so an interrupted run conti
    and testing) wins (the paper also chose λ per dataset);
 3. ``train`` (each dataset): per metric, the model: a run five times as long at the
    chosen λ;
-4. ``evaluate``: held-out consecutive test pairs, all models plus identity and elastix,
+4. ``evaluate``: held-out consecutive test pairs, all models plus identity, elastix, ANTs,
    instance optimisation from the identity (each intensity metric, DeepSim with the
    extractor alone) and every model refined with its own metric and with DeepSim,
    statistics against DeepSim, HD95, figures; again with Gaussian noise on both images
@@ -239,7 +239,8 @@ def stage_evaluate(
 ) -> None:
     """Evaluate on the test pairs, clean and with noise.
 
-    Beside the models and the baselines, one table holds instance optimisation (issue 13;
+    Beside the models and the baselines (identity, elastix, ANTs SyN with local
+    cross-correlation: docs/baselines.md), one table holds instance optimisation (issue 13;
     docs/optimisation.md): each intensity metric of :data:`OPTIMISED` optimised from the
     identity, DeepSim optimised from the identity with the dataset's segmentation
     extractor alone, and every model refined with its own metric (``MODEL+own``) and
@@ -279,6 +280,8 @@ def stage_evaluate(
                 "identity",
                 "--baseline",
                 "elastix",
+                "--baseline",
+                "ants",
                 *optimised,
                 "--reference",
                 "deepsim",
@@ -297,10 +300,11 @@ def stage_evaluate(
 
 
 def _has_rows(summary: Path, optimised: bool) -> bool:
-    """Whether an evaluation's table holds the optimisation rows exactly when it should."""
+    """Whether a table holds the ANTs row, and the optimisation rows exactly when it should."""
     with summary.open() as stream:
         names = {row["model"] for row in csv.DictReader(stream)}
-    return all((f"opt-{metric}" in names) == optimised for metric in OPTIMISED)
+    optimisation = all((f"opt-{metric}" in names) == optimised for metric in OPTIMISED)
+    return optimisation and "ants" in names
 
 
 def stage_curves(folder: Path, models: list[Path], log: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from src_training.data.datasets import load_dataset
-from src_training.evaluation.scoring import landmark_errors
+from src_training.evaluation.landmarks import landmark_errors
 from src_training.metrics import build_metric
 from src_training.optimisation import OptimiseConfig, optimise_pair
 from src_training.spatial.transforms import affine_displacement, identity_grid, warp

@@ -77,3 +77,14 @@ def test_elastix_mi_aligns_a_disc_of_inverted_contrast(tmp_path, monkeypatch):
     assert scored.rows[0]["dice"] > identity["dice"] + 0.02
     centre = scored.kept.disp[0, :, 26:38, 26:38].mean(dim=(1, 2))
     assert abs(centre[0]) < 0.5 and 1.5 < centre[1] < 2.5
+
+
+def test_an_elastix_failure_is_a_failed_pair_named_with_elastixs_reason(tmp_path, monkeypatch):
+    pytest.importorskip("itk", reason="itk-elastix is not installed (extra: baselines)")
+    monkeypatch.chdir(tmp_path)
+    # 3 columns: too few for the Gaussian pyramid of elastix's default map
+    images = np.random.default_rng(0).random((2, 1, 16, 3)).astype(np.float32)
+    labels = (images[:, 0] > 0.5).astype(np.int64)
+    rows = score_pairs(images, labels, [(1, 0)], baselines.ElastixBSpline(), [0, 1]).rows
+    assert rows[0]["failed"].startswith("The number of pixels along direction 0 is less than 4")
+    assert list(tmp_path.iterdir()) == []  # the log went into a removed scratch folder

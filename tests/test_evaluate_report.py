@@ -11,7 +11,13 @@ from scipy import ndimage
 
 from src_training.cli import main
 from src_training.data.datasets import load_dataset
-from src_training.evaluation.scoring import hd95_per_class
+from src_training.evaluation.scoring import (
+    Registered,
+    hd95_per_class,
+    identity_method,
+    score_pairs,
+    summarise,
+)
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
 from src_training.training.trainer import LOG_FIELDS
@@ -137,6 +143,57 @@ def test_elastix_and_identity_rows_through_the_cli(tmp_path, capsys):
     assert float(summary["identity"]["cohens_d"]) > 0  # elastix is better on both pairs
     assert all((out / name).is_file() for name in FIGURES)
     assert "itk-elastix 0." in capsys.readouterr().out
+
+
+def test_a_baseline_failing_on_one_pair_leaves_the_others_scored(tmp_path, capsys, monkeypatch):
+    from src_training.engine import evaluation
+
+    calls = []
+
+    def fails_on_the_second_pair(moving, fixed, moving_labels):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError(
+                "/src/itkElastixRegistrationMethod.hxx:389:\n"
+                "ITK ERROR: ElastixRegistrationMethod(0x55d0c1a2): Internal elastix error: See "
+                "elastix log (use LogToConsoleOn() or LogToFileOn())."
+            )
+        return identity_method(moving, fixed, moving_labels)
+
+    monkeypatch.setattr(evaluation, "identity_method", fails_on_the_second_pair)
+    out = tmp_path / "eval"
+    args = ["evaluate", str(C2C12), "--frames", "0:4", "--baseline", "identity"]
+    options = ["--optimise", "mse", "--iterations", "2", "--figures", "--out", str(out)]
+    assert main([*args, *options]) == 0
+    assert all((out / name).is_file() for name in FIGURES)
+    reason = "Internal elastix error: See elastix log (use LogToConsoleOn() or LogToFileOn())."
+    pairs = [row for row in _rows(out / "pairs.csv") if row["model"] == "identity"]
+    assert [row["failed"] for row in pairs] == ["", reason, ""]
+    assert pairs[1]["dice"] == "" and all(float(pairs[k]["dice"]) > 0 for k in (0, 2))
+    summary = {row["model"]: row for row in _rows(out / "summary.csv")}
+    assert summary["identity"]["n_pairs"] == "2" and summary["identity"]["n_failed"] == "1"
+    expected = np.mean([float(pairs[k]["dice"]) for k in (0, 2)])
+    assert float(summary["identity"]["dice"]) == pytest.approx(expected)
+    named = f"{pairs[1]['moving_name']}->{pairs[1]['fixed_name']}"
+    assert summary["identity"]["failed"] == f"{named}: {reason}"
+    assert summary["opt-mse"]["n_pairs"] == "3" and summary["opt-mse"]["failed"] == ""
+    shown = f"identity failed on {named.replace('->', ' -> ')}: {reason}"
+    assert shown in capsys.readouterr().out
+
+
+def test_a_non_finite_field_is_a_failed_pair():
+    images = np.random.default_rng(0).random((2, 1, 8, 8)).astype(np.float32)
+    labels = (images[:, 0] > 0.5).astype(np.int64)
+
+    def diverges(moving, fixed, moving_labels):
+        return Registered(torch.full((1, 2, 8, 8), float("nan")), 0.1)
+
+    rows = score_pairs(images, labels, [(0, 1), (1, 0)], diverges, [0, 1]).rows
+    assert [row["failed"] for row in rows] == [
+        "the displacement field is not finite (the loss became NaN)"
+    ] * 2
+    summary = summarise(rows)
+    assert summary["n_pairs"] == 0 and summary["n_failed"] == 2 and np.isnan(summary["dice"])
 
 
 def _log(path, dice):

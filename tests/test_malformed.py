@@ -34,6 +34,7 @@ from src_training.data.datasets import load_dataset, load_image_file, parse_fram
 from src_training.data.normalise import check_not_constant, check_spatial_size
 from src_training.data.points import read_points_csv
 from src_training.engine.optimisation import optimisation_config
+from src_training.evaluation.ants import AntsSyN
 from src_training.evaluation.baselines import ElastixBSpline
 from src_training.evaluation.curves import read_validation_curve
 from src_training.evaluation.figures import parse_zoom
@@ -669,6 +670,19 @@ def _(w: Workspace) -> Case:
     w.monkeypatch.setitem(sys.modules, "itk", None)
     args = ["evaluate", w.stack(), "--baseline", "elastix", "--out", w.path("eval")]
     return Case(args, ElastixBSpline)
+
+
+@case("ants-not-installed")
+def _(w: Workspace) -> Case:
+    w.monkeypatch.setitem(sys.modules, "ants", None)
+    args = ["evaluate", w.stack(), "--baseline", "ants", "--out", w.path("eval")]
+    return Case(args, AntsSyN)
+
+
+@case("ants-setting-without-ants")
+def _(w: Workspace) -> Case:
+    args = ["evaluate", w.stack(), "--baseline", "identity", "--ants-metric", "mi"]
+    return Case([*args, "--out", w.path("eval")])
 
 
 @case("curves-of-a-run-without-validation")

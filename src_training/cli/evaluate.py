@@ -58,6 +58,7 @@ def evaluate(args: argparse.Namespace) -> None:
             "--baseline identity"
         )
     non_negative(args.noise, "--noise")
+    _check_ants_flags(args)
     if args.zoom and not args.figures:
         raise ValueError("--zoom marks a region of the figures; pass --figures too")
     if args.figures:
@@ -99,11 +100,16 @@ def evaluate(args: argparse.Namespace) -> None:
         refinements,
         own if OWN in args.refine else None,
         precision=args.precision,
+        ants_metric=args.ants_metric,
+        seeds=args.seeds,
     )
     if "elastix" in args.baseline:
         print(f"elastix baseline: itk-elastix {elastix_version()}, default B-spline map")
     if "elastix-mi" in args.baseline:
         print(f"elastix-mi baseline: itk-elastix {elastix_version()}, affine then B-spline, MI")
+    for entry in methods:
+        if entry.description and not entry.name.startswith("elastix"):
+            print(f"{entry.name} baseline: {entry.description}")
     check_reference(methods, args.reference)
     landmarks = _landmarks(args.landmarks)
     landmark_ids(data, landmarks)
@@ -140,8 +146,21 @@ def evaluate(args: argparse.Namespace) -> None:
             data.names,
         )
     _print_summary(summary_rows)
+    for row in pair_rows:
+        if "failed" in row:
+            print(
+                f"{row['model']} failed on {row['moving_name']} -> {row['fixed_name']}: "
+                f"{row['failed']}"
+            )
     written = ", ".join(str(out / n) for n in names)
     print(f"{len(pairs)} pairs{f', noise {args.noise:g}' if args.noise else ''}; wrote {written}")
+
+
+def _check_ants_flags(args: argparse.Namespace) -> None:
+    """Refuse ANTs settings without the ANTs row."""
+    for flag, used in (("--ants-metric", args.ants_metric != "cc"), ("--seeds", args.seeds > 1)):
+        if used and "ants" not in args.baseline:
+            raise ValueError(f"{flag} sets the --baseline ants row; pass --baseline ants too")
 
 
 def _write_figures(
@@ -198,14 +217,17 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
         + (f" {'p':>8} {'d':>6}" if tested else "")
     )
     for r in rows:
+        sd = r.get("dice_sd", r.get("dice_seed_sd"))
         line = (
-            f"{r['model']:<24} {r['metric']:<10} {r['dice']:>7.4f} {r['dice_sd']:>6.4f} "
+            f"{r['model']:<24} {r['metric']:<10} {r['dice']:>7.4f} {sd:>6.4f} "
             f"{r['folding_percent']:>7.3f} {r['sdlogj']:>7.3f} {r['seconds_per_pair']:>7.3f}"
         )
         if hd95:
-            line += f" {r['hd95']:>7.2f}"
+            line += f" {r.get('hd95', float('nan')):>7.2f}"
         if tre:
-            line += f" {r['tre']:>7.2f}"
+            line += f" {r.get('tre', float('nan')):>7.2f}"
         if "p_value" in r:
             line += f" {r['p_value']:>8.4f} {r['cohens_d']:>6.2f} {r['stars']}"
         print(line)
+        if "seeds" in r:
+            print(f"  ({r['model']}: mean over {r['seeds']} seeds, sd = spread between seeds)")

@@ -275,13 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline",
         action="append",
-        choices=("identity", "elastix", "elastix-mi"),
+        choices=("identity", "elastix", "elastix-mi", "ants"),
         default=[],
         help=(
             "add a baseline row; repeat for several (elastix: its B-spline; elastix-mi: "
-            "affine then B-spline on mutual information, for two modalities; both need "
-            "napari-deepsim[baselines])"
+            "affine then B-spline on mutual information, for two modalities; ants: ANTsPy's "
+            "SyN; all need napari-deepsim[baselines])"
         ),
+    )
+    p.add_argument(
+        "--ants-metric",
+        choices=("cc", "mi"),
+        default="cc",
+        help="SyN similarity of --baseline ants: cc (same modality, default) or mi (multimodal)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="--baseline ants once per seed 1..N (mean and spread over seeds; default 1)",
     )
     p.add_argument(
         "--landmarks",

@@ -14,6 +14,7 @@ from src_training.data.datasets import Dataset
 from src_training.data.pairs import consecutive_pairs
 from src_training.engine.optimisation import Optimisation, optimisation_method
 from src_training.engine.registration import load_registration_model
+from src_training.evaluation.ants import AntsSyN
 from src_training.evaluation.baselines import MULTIMODAL_STAGES, ElastixBSpline
 from src_training.evaluation.scoring import (
     Method,
@@ -30,7 +31,7 @@ from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits
 from src_training.runtime.precision import resolve_precision
 
-BASELINES = ("identity", "elastix", "elastix-mi")
+BASELINES = ("identity", "elastix", "elastix-mi", "ants")
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,14 @@ class EvaluatedMethod:
         The metric it was trained with (or the baseline's kind).
     method : Method
         The registration callable.
+    description : str
+        How a report states the row (a baseline's tool, version, settings, seed, threads).
     """
 
     name: str
     metric: str
     method: Method
+    description: str = ""
 
 
 @dataclass
@@ -115,6 +119,8 @@ def evaluation_methods(
     refinements: Sequence[Optimisation] = (),
     own: Callable[[ModelFile], Optimisation] | None = None,
     precision: str = "auto",
+    ants_metric: str = "cc",
+    seeds: int = 1,
 ) -> list[EvaluatedMethod]:
     """Build every baseline and model row, checked against the data before any work.
 
@@ -141,6 +147,11 @@ def evaluation_methods(
     precision : str
         Of the models: ``auto`` (bf16 on GPUs that support it), ``fp32``, ``bf16``, ``fp16``
         (also their predictions that refinements start from; optimisations run in float32).
+    ants_metric : str
+        SyN's similarity in the ``ants`` row: ``cc`` or ``mi`` (see :class:`AntsSyN`).
+    seeds : int
+        ANTs rows, one per random seed ``1..seeds`` (``ants-seed1``, ...; one ``ants`` row
+        with seed 1 if 1); :func:`seed_spread` summarises them.
 
     Returns
     -------
@@ -157,6 +168,8 @@ def evaluation_methods(
         elif baseline == "elastix-mi":
             method = ElastixBSpline(MULTIMODAL_STAGES)
             methods.append(EvaluatedMethod("elastix-mi", "affine+bspline", method))
+        elif baseline == "ants":
+            methods += _ants_rows(ants_metric, seeds)
         else:
             raise ValueError(f"unknown baseline {baseline!r}; choose from {', '.join(BASELINES)}")
     for entry in optimisations:
@@ -191,6 +204,55 @@ def evaluation_methods(
             "metric once"
         )
     return methods
+
+
+def _ants_rows(metric: str, seeds: int) -> list[EvaluatedMethod]:
+    rows = []
+    for seed in range(1, seeds + 1):
+        method = AntsSyN(metric, seed)
+        name = "ants" if seeds == 1 else f"ants-seed{seed}"
+        rows.append(EvaluatedMethod(name, f"syn-{metric}", method, method.description))
+    return rows
+
+
+def seed_spread(summary_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Combine the ANTs rows of several seeds: mean and spread of their mean Dice.
+
+    Parameters
+    ----------
+    summary_rows : sequence of dict
+        Summary rows; those named ``ants-seedN`` are combined.
+
+    Returns
+    -------
+    dict or None
+        Row ``ants-seeds`` with ``seeds``, ``dice`` (mean over seeds of the row's mean
+        Dice), ``dice_seed_sd`` (their standard deviation), ``dice_seed_min`` and
+        ``dice_seed_max``, and the means over seeds of the per-class ``dice_<value>``,
+        ``folding_percent``, ``sdlogj`` and ``seconds_per_pair``; None with fewer than two
+        seeded rows.
+    """
+    rows = [r for r in summary_rows if str(r["model"]).startswith("ants-seed")]
+    if len(rows) < 2:
+        return None
+    dice = np.array([r["dice"] for r in rows], dtype=float)
+    return {
+        "model": "ants-seeds",
+        "metric": rows[0]["metric"],
+        "noise": rows[0]["noise"],
+        "seeds": len(rows),
+        "n_pairs": rows[0]["n_pairs"],
+        "dice": float(dice.mean()),
+        "dice_seed_sd": float(dice.std(ddof=1)),
+        "dice_seed_min": float(dice.min()),
+        "dice_seed_max": float(dice.max()),
+        **{
+            key: float(np.mean([r[key] for r in rows if key in r]))
+            for key in dict.fromkeys(k for r in rows for k in r)
+            if (key.startswith("dice_") and key != "dice_sd")
+            or key in ("folding_percent", "sdlogj", "seconds_per_pair")
+        },
+    }
 
 
 def check_reference(methods: Sequence[EvaluatedMethod], reference: str | None) -> None:
@@ -289,14 +351,40 @@ def evaluate_methods(
                 fixed_name=data.names[int(row["fixed"])],
             )
         result.pair_rows += scored.rows
-        result.summary_rows.append(
-            {"model": entry.name, "metric": entry.metric, "noise": noise, **summarise(scored.rows)}
-        )
+        summary = {"model": entry.name, "metric": entry.metric, "noise": noise}
+        summary |= summarise(scored.rows)
+        if entry.description:
+            summary["description"] = entry.description
+        result.summary_rows.append(summary)
         if scored.kept is not None:
             result.kept[entry.name] = scored.kept
     if reference is not None:
-        dice = {n: [r["dice"] for r in result.pair_rows if r["model"] == n] for n in names}
-        result.statistics = against_reference(dice, reference)
+        result.statistics = _statistics(result.pair_rows, names, reference)
         for row in result.summary_rows:
             row.update(result.statistics.get(row["model"], {}))
+    spread = seed_spread(result.summary_rows)
+    if spread is not None:
+        result.summary_rows.append(spread)
     return result
+
+
+def _statistics(
+    pair_rows: list[dict[str, Any]], names: list[str], reference: str
+) -> dict[str, dict[str, Any]]:
+    """Each row against the reference on the pairs both scored (a failed pair is left out)."""
+    dice = {
+        n: {
+            (r["moving"], r["fixed"]): r["dice"]
+            for r in pair_rows
+            if r["model"] == n and "dice" in r
+        }
+        for n in names
+    }
+    statistics = {}
+    for name in names:
+        if name == reference:
+            continue
+        both = [pair for pair in dice[reference] if pair in dice[name]]
+        paired = {n: [dice[n][pair] for pair in both] for n in (reference, name)}
+        statistics[name] = against_reference(paired, reference)[name]
+    return statistics

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 from tempfile import TemporaryDirectory
 from types import ModuleType
 from typing import Any
@@ -48,6 +49,14 @@ def elastix_version() -> str:
 MUTUAL_INFORMATION = "AdvancedMattesMutualInformation"
 MULTIMODAL_STAGES = ("affine", "bspline")
 """The ``elastix-mi`` baseline: an affine stage, then the B-spline, both on mutual information."""
+
+
+def _logged_reason(log: Path) -> str:
+    """Return the last ``Description:`` of elastix's log: why it failed (its error says not)."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    reasons = [line.removeprefix("Description:").strip() for line in lines]
+    found = [r for r, line in zip(reasons, lines, strict=True) if line.startswith("Description:")]
+    return found[-1] if found else "elastix failed and logged no reason"
 
 
 class ElastixBSpline:
@@ -98,14 +107,21 @@ class ElastixBSpline:
         """Register ``moving`` (``(C, *spatial)``) onto ``fixed`` and warp ``moving_labels``."""
         itk = self.itk
         moving_image = self._image(moving.mean(axis=0))
-        start = time.perf_counter()
-        _, transform = itk.elastix_registration_method(
-            self._image(fixed.mean(axis=0)),
-            moving_image,
-            parameter_object=self.parameters,
-            log_to_console=False,
-        )
-        seconds = time.perf_counter() - start
+        with TemporaryDirectory(prefix="deepsim-elastix-") as scratch:
+            start = time.perf_counter()
+            try:
+                _, transform = itk.elastix_registration_method(
+                    self._image(fixed.mean(axis=0)),
+                    moving_image,
+                    parameter_object=self.parameters,
+                    log_to_console=False,
+                    log_to_file=True,
+                    output_directory=scratch,
+                    log_file_name="elastix.log",
+                )
+            except RuntimeError as error:
+                raise RuntimeError(_logged_reason(Path(scratch, "elastix.log"))) from error
+            seconds = time.perf_counter() - start
         # transformix writes deformationField.nii into its output folder (else the cwd)
         with TemporaryDirectory(prefix="deepsim-transformix-") as scratch:
             field = itk.transformix_deformation_field(

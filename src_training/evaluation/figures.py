@@ -79,7 +79,8 @@ def dice_boxes(
     Parameters
     ----------
     pair_rows : sequence of dict
-        Rows with ``model`` and ``dice`` (the rows of ``pairs.csv``).
+        Rows with ``model`` and ``dice`` (the rows of ``pairs.csv``; failed pairs, without
+        ``dice``, are left out).
     reference : str, optional
         The reference model: its box is labelled ``ref``.
     statistics : dict, optional
@@ -94,7 +95,7 @@ def dice_boxes(
     names = list(dict.fromkeys(str(row["model"]) for row in pair_rows))
     boxes = []
     for name in names:
-        values = [float(row["dice"]) for row in pair_rows if row["model"] == name]
+        values = [float(row["dice"]) for row in pair_rows if row["model"] == name and "dice" in row]
         label = ""
         if name == reference:
             label = "ref"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from src_training.evaluation.landmarks import landmark_errors
 from src_training.metrics.dice import dice_per_class
 from src_training.runtime.precision import autocast
 from src_training.spatial.transforms import folding_fraction, sd_log_jacobian, warp_labels
@@ -151,8 +153,9 @@ def score_pairs(
     keep : tuple of int, optional
         A pair whose :class:`Registered` result to return, for figures.
     landmarks : sequence of int
-        Class ids scored by :func:`landmark_errors` too (columns ``tre_<value>`` and
-        ``tre``, their mean over the landmarks in both maps, NaN if none).
+        Class ids scored by :func:`~src_training.evaluation.landmarks.landmark_errors`
+        too (columns ``tre_<value>`` and ``tre``, their mean over the landmarks in both
+        maps, NaN if none).
     spacing : sequence of float, optional
         Voxel size for the landmark errors; None gives them in voxels.
 
@@ -166,7 +169,11 @@ def score_pairs(
     """
     scored = Scored([])
     for moving, fixed in pairs:
-        result = method(images[moving], images[fixed], labels[moving])
+        try:
+            result = _registered(method, images[moving], images[fixed], labels[moving])
+        except Exception as error:  # a tool failing on one pair is a result of its row
+            scored.rows.append({"moving": moving, "fixed": fixed, "failed": failure(error)})
+            continue
         warped = result.warped_labels
         if warped is None:
             moved = warp_labels(torch.from_numpy(labels[moving : moving + 1, None]), result.disp)
@@ -192,52 +199,34 @@ def score_pairs(
     return scored
 
 
-def landmark_errors(
-    disp: Tensor,
-    moving_labels: np.ndarray,
-    fixed_labels: np.ndarray,
-    landmarks: Sequence[int],
-    spacing: Sequence[float] | None = None,
-) -> dict[int, float]:
-    """Target registration error of landmarks marked by label classes.
+def _registered(
+    method: Method, moving: np.ndarray, fixed: np.ndarray, moving_labels: np.ndarray
+) -> Registered:
+    """Run ``method`` on one pair; a non-finite field (e.g. a NaN loss) is a failure."""
+    result = method(moving, fixed, moving_labels)
+    if not bool(torch.isfinite(result.disp).all()):
+        raise FloatingPointError("the displacement field is not finite (the loss became NaN)")
+    return result
 
-    A landmark's fixed centroid ``c_f`` is mapped through the field (linearly
-    interpolated there), ``c_f + u(c_f)``, and compared with its moving centroid
-    ``c_m``: the error is ``|(c_f + u(c_f) - c_m) * spacing|``. With a zero field it is
-    the distance between the two centroids. Landmarks absent from either map are
-    skipped.
+
+def failure(error: BaseException) -> str:
+    """One line naming why a registration failed, in the failing tool's own words.
 
     Parameters
     ----------
-    disp : Tensor
-        ``(1, ndim, *spatial)`` displacement in voxels, pulling moving onto fixed.
-    moving_labels, fixed_labels : numpy.ndarray
-        Class-id maps on the fixed grid (the moving one before warping).
-    landmarks : sequence of int
-        The class ids that are landmarks.
-    spacing : sequence of float, optional
-        Voxel size per axis; None for errors in voxels.
+    error : BaseException
+        What the method raised; ITK-based tools put their reason on the message's last
+        line after ``ITK ERROR: Filter(0x...):``.
 
     Returns
     -------
-    dict
-        ``{class id: error}`` for the landmarks present in both maps.
+    str
+        The last non-empty line of the message without ITK's prefix, else the error's type.
     """
-    field = disp[0].detach().float().cpu().numpy()
-    size = np.ones(field.shape[0]) if spacing is None else np.asarray(spacing, np.float64)
-    errors = {}
-    for k in landmarks:
-        fixed_mask, moving_mask = fixed_labels == k, moving_labels == k
-        if not (fixed_mask.any() and moving_mask.any()):
-            continue
-        centre = np.array(ndimage.center_of_mass(fixed_mask))
-        moved = centre + [
-            ndimage.map_coordinates(axis, centre[:, None], order=1, mode="nearest")[0]
-            for axis in field
-        ]
-        offset = moved - np.array(ndimage.center_of_mass(moving_mask))
-        errors[int(k)] = float(np.linalg.norm(offset * size))
-    return errors
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return re.sub(r"^ITK ERROR: \S+\(0x[0-9a-f]+\):\s*", "", lines[-1])
 
 
 def evaluate_pairs(
@@ -364,16 +353,21 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     Returns
     -------
     dict
-        ``n_pairs``, ``dice``, ``dice_sd``, the per-class ``dice_<value>`` means over the
-        pairs where the class is present, ``hd95`` and the landmark errors ``tre`` and
-        ``tre_<value>`` (if the rows have them: the mean over the pairs where they are
-        defined, NaN if none), ``folding_percent``, ``sdlogj`` and ``seconds_per_pair``.
+        ``n_pairs`` (scored), ``n_failed``, ``dice``, ``dice_sd``, the per-class
+        ``dice_<value>`` means over the pairs where the class is present, ``hd95`` and the
+        landmark errors ``tre`` and ``tre_<value>`` (if the rows have them: the mean over
+        the pairs where they are defined, NaN if none), ``folding_percent``, ``sdlogj``,
+        ``seconds_per_pair`` (NaN where no pair was scored) and, if a pair failed,
+        ``failed``: each failed pair with its reason.
     """
-    dice = np.array([r["dice"] for r in rows])
+    failed = [r for r in rows if "failed" in r]
+    rows = [r for r in rows if "failed" not in r]
+    dice = np.array([r["dice"] for r in rows], dtype=float)
     per_class = sorted({k for r in rows for k in r if k.startswith("dice_")}, key=_class_key)
     summary = {
         "n_pairs": len(rows),
-        "dice": float(dice.mean()),
+        "n_failed": len(failed),
+        "dice": float(dice.mean()) if len(rows) else float("nan"),
         "dice_sd": float(dice.std(ddof=1)) if len(rows) > 1 else 0.0,
         **{k: float(np.mean([r[k] for r in rows if k in r])) for k in per_class},
     }
@@ -381,12 +375,22 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     for key in distances:
         defined = [r[key] for r in rows if key in r and np.isfinite(r[key])]
         summary[key] = float(np.mean(defined)) if defined else float("nan")
-    return {
-        **summary,
-        "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),
-        "sdlogj": float(np.mean([r["sdlogj"] for r in rows])),
-        "seconds_per_pair": float(np.mean([r["seconds"] for r in rows])),
-    }
+    summary.update(
+        {
+            column: float(np.mean([r[key] for r in rows])) if rows else float("nan")
+            for column, key in (
+                ("folding_percent", "folding_percent"),
+                ("sdlogj", "sdlogj"),
+                ("seconds_per_pair", "seconds"),
+            )
+        }
+    )
+    if failed:
+        summary["failed"] = "; ".join(
+            f"{r.get('moving_name', r['moving'])}->{r.get('fixed_name', r['fixed'])}: {r['failed']}"
+            for r in failed
+        )
+    return summary
 
 
 def _class_key(column: str) -> tuple[int, str]:
