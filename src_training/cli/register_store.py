@@ -15,7 +15,7 @@ from typing import Any
 from src_training.data.datasets import load_dataset
 from src_training.data.lazy import FrameSource, is_lazy_stack, is_zarr, open_stack
 from src_training.engine.cluster import check_cluster
-from src_training.engine.registration import Progress
+from src_training.engine.registration import Progress, run_to_end
 from src_training.engine.stored import register_stack_to_store
 from src_training.networks.modelio import ModelFile
 
@@ -114,14 +114,12 @@ def register_store(
         what=args.series,
     )
     every = max(1, len(frames) // 20)
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as end:
-            result = end.value
-            break
-        if isinstance(event, Progress) and event.done % every == 0:
-            print(event.what + f" ({event.done}/{event.total})", file=sys.stderr, flush=True)
+
+    def show(event: Progress) -> None:
+        if event.done % every == 0:
+            print(f"{event.what} ({event.done}/{event.total})", file=sys.stderr, flush=True)
+
+    result = run_to_end(job, show)
     for line in result.warnings:
         print(f"deepsim: warning: {line}", file=sys.stderr)
     where = f"on {args.cluster} " if args.cluster else ""

@@ -183,38 +183,62 @@ def open_series_store(
     return SeriesStore(_create(path, layout, grid, made), path)
 
 
+def image_group(
+    group: Any, name: str, shape: tuple[int, ...], axes: str, spacing: tuple[float, ...]
+) -> Any:
+    """Create an OME-Zarr (NGFF 0.4) image in ``group``: its array ``0``, one chunk per frame.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Where the image goes (Zarr format 2).
+    name : str
+        The image's name in its metadata.
+    shape : tuple of int
+        Shape of the float32 array, frames first.
+    axes : str
+        One letter per axis: ``t`` (time), ``c`` (channel), else space (``z``, ``y``, ``x``).
+    spacing : tuple of float
+        Voxel size per spatial axis (the ``scale`` of the trailing axes).
+
+    Returns
+    -------
+    zarr.Array
+        The array, filled with zeros where nothing is written.
+    """
+    spatial = len(spacing)
+    chunk = tuple(min(s, _SPATIAL_CHUNK) for s in shape[len(shape) - spatial :])
+    chunks = (1, *shape[1 : len(shape) - spatial], *chunk)
+    array = group.create_array("0", shape=shape, chunks=chunks, dtype="f4", fill_value=0.0)
+    kinds = {"t": "time", "c": "channel"}
+    scale = [1.0] * (len(shape) - spatial) + [float(s) for s in spacing]
+    transform = {"type": "scale", "scale": scale}
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": name,
+            "axes": [{"name": a, "type": kinds.get(a, "space")} for a in axes],
+            "datasets": [{"path": "0", "coordinateTransformations": [transform]}],
+        }
+    ]
+    return array
+
+
 def _create(path: Path, layout: SeriesLayout, grid: dict[str, Any], made: dict[str, str]) -> Any:
     import zarr
 
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     n, spatial, spacing = layout.frames, layout.spatial, tuple(grid["spacing"])
     chunk = tuple(min(s, _SPATIAL_CHUNK) for s in spatial)
-    space = [{"name": name, "type": "space"} for name in "zyx"[3 - layout.ndim :]]
-    time = {"name": "t", "type": "time"}
-    channel = {"name": "c", "type": "channel"}
-
-    def image(group: Any, name: str, shape: tuple[int, ...], axes: list[dict]) -> None:
-        chunks = (1, *shape[1 : len(shape) - len(chunk)], *chunk)
-        group.create_array("0", shape=shape, chunks=chunks, dtype="f4", fill_value=0.0)
-        scale = [1.0] * (len(shape) - len(spacing)) + list(spacing)
-        group.attrs["multiscales"] = [
-            {
-                "version": "0.4",
-                "name": name,
-                "axes": axes,
-                "datasets": [
-                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-                ],
-            }
-        ]
-
-    image(root, "warped", (n, layout.channels, *spatial), [time, channel, *space])
+    space = "zyx"[3 - layout.ndim :]
+    image_group(root, "warped", (n, layout.channels, *spatial), "tc" + space, spacing)
     fields = root.create_group("fields")
-    image(fields, "fields", (n, layout.ndim, *spatial), [time, channel, *space])
+    image_group(fields, "fields", (n, layout.ndim, *spatial), "tc" + space, spacing)
     fields.attrs["deepsim-field"] = field_metadata(grid["axes"], made, True) | {
         key: list(grid[key]) for key in ("spacing", "origin", "direction")
     }
-    image(root.create_group("jacobians"), "jacobians", (n, *spatial), [time, *space])
+    jacobians = root.create_group("jacobians")
+    image_group(jacobians, "jacobians", (n, *spatial), "t" + space, spacing)
     shape = (n, len(METRICS))
     root.create_array("metrics", shape=shape, chunks=(1, shape[1]), dtype="f8", fill_value=np.nan)
     root.create_array("done", shape=(n,), chunks=(1,), dtype="u1", fill_value=0)
