@@ -2,21 +2,20 @@
 
 import os
 import signal
-import time
 
+import distributed
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
+from benchmarks.bench_bigstacks import StartLog
 from src_training.data.lazy import FrameSource, open_stack
 from src_training.data.seriesstore import image_group
 from src_training.engine.registration import run_to_end
 from src_training.engine.series import register_stack
 from src_training.engine.stored import register_stack_to_store
 from src_training.networks.modelio import load_model
-
-zarr = pytest.importorskip("zarr")
-distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
@@ -106,26 +105,6 @@ def test_the_cluster_path_gives_the_single_process_fields(model, raw, tmp_path, 
     )
 
 
-class StartLog(distributed.WorkerPlugin):
-    """Append ``worker key`` to a file as each task starts, then hold it 0.2 s.
-
-    The pause stands for a model heavier than the test's, so that a worker killed while
-    the client writes frames has a task in its hands.
-    """
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def setup(self, worker):
-        self.worker = worker.address
-
-    def transition(self, key, start, finish, **kwargs):
-        if finish == "executing":
-            with open(self.path, "a") as log:
-                log.write(f"{self.worker} {key}\n")
-            time.sleep(0.2)
-
-
 def test_a_killed_workers_frames_are_retried_once_and_written_once(model, tmp_path):
     raw = (np.random.default_rng(2).random((16, 128, 128)) * 255).astype(np.float32)
     log = tmp_path / "starts.log"
@@ -135,7 +114,7 @@ def test_a_killed_workers_frames_are_retried_once_and_written_once(model, tmp_pa
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        client.register_plugin(StartLog(log))
+        client.register_plugin(StartLog(log, pause=0.2))
         pids = client.run(os.getpid)
         out = tmp_path / "k.zarr"
         job = register_stack_to_store(model, raw, 0, out, cluster=client, batch_size=2)

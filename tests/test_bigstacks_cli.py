@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from src_training.data.seriesstore import image_group
-
-zarr = pytest.importorskip("zarr")
 
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
 ENV_THREADS = {"OMP_NUM_THREADS": "1"}

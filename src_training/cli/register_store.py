@@ -49,8 +49,8 @@ def writes_store(args: argparse.Namespace) -> bool:
         ]
         if unsupported:
             raise ValueError(
-                f"{unsupported[0]} does not work with a store (--out OUT.zarr) yet; write the "
-                "series to a folder --out instead"
+                f"{unsupported[0]} does not work with a store (--out OUT.zarr) yet; choose a "
+                "folder --out instead"
             )
     return store
 

@@ -138,7 +138,7 @@ def _open_zarr(path: Path, ndim: int | None) -> FrameSource:
     missing = node.nchunks - node.nchunks_initialized
     if missing:
         raise ValueError(
-            f"the Zarr store {path} is missing {missing} of its {node.nchunks} chunks; write "
+            f"the Zarr store {path} is missing {missing} of its {node.nchunks} chunks; save "
             "the store again (with write_empty_chunks=True if blank chunks were skipped)"
         )
     if axes is None:
@@ -163,7 +163,7 @@ def _image_of_group(group: Any, path: Path) -> tuple[Any, Spacing | None, list[d
     if level["path"] not in group:
         raise ValueError(
             f"the OME-Zarr image {path} lists the array {level['path']!r}, which is missing; "
-            "write the store again"
+            "save the store again"
         )
     array = group[level["path"]]
     axes = [a if isinstance(a, dict) else {"name": a} for a in image.get("axes", [])]
