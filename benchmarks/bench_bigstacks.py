@@ -111,17 +111,24 @@ def killed(frames: int = KILL_FRAMES) -> dict[str, Any]:
         state: dict[str, Any] = {"killed": None}
 
         def kill_halfway(event: Any) -> None:
-            busy = [(w, keys) for w, keys in client.processing().items() if keys]
-            if state["killed"] is None and event.done >= frames // 2 and busy:
-                state["killed"], keys = busy[0]
-                state["in_hand"] = len(keys)
-                os.kill(pids[state["killed"]], signal.SIGKILL)
+            if state["killed"] is not None or event.done < frames // 2:
+                return
+            # a task's result waiting on its worker is lost with it, as a running task is
+            held = client.has_what()
+            hands = {
+                w: [k for k in (*keys, *held.get(w, ())) if str(k).startswith("pair_fields")]
+                for w, keys in client.processing().items()
+            }
+            state["killed"] = max(hands, key=lambda w: len(hands[w]))
+            state["in_hand"] = len(hands[state["killed"]])
+            os.kill(pids[state["killed"]], signal.SIGKILL)
 
         out = Path(tmp) / "out.zarr"
+        rss_before = start_peak()
         job = register_stack_to_store(
             model, open_stack(source), "previous", out, cluster=client, batch_size=1
         )
-        result = run_to_end(job)
+        result = run_to_end(job, kill_halfway)
         client.close()
         cluster.close()
         done = zarr.open_group(str(out), mode="r")["done"][:]
@@ -134,6 +141,7 @@ def killed(frames: int = KILL_FRAMES) -> dict[str, Any]:
         "recomputed": len(keys) - len(set(keys)),
         "seconds": result.seconds,
         "load": load(),
+        "rss_before_mib": rss_before,
     }
 
 
@@ -162,16 +170,15 @@ class StartLog(distributed.WorkerPlugin):
 def run() -> dict:
     target = "benchmarks.bench_bigstacks:register"
     memory = [run_isolated(target, frames=n) for n in LENGTHS]
+    print(table(memory, MEMORY_COLUMNS), flush=True)
     throughput = [
         run_isolated(target, frames=THROUGHPUT_FRAMES, cluster=None if m == MODES[0] else m)
         for m in MODES
     ]
+    print(table(throughput, THROUGHPUT_COLUMNS), flush=True)
     fault = [run_isolated("benchmarks.bench_bigstacks:killed")]
-    record = save("bigstacks", memory, throughput=throughput, fault=fault, size=SIZE)
-    print(table(memory, MEMORY_COLUMNS))
-    print(table(throughput, THROUGHPUT_COLUMNS))
-    print(table(fault, FAULT_COLUMNS))
-    return record
+    print(table(fault, FAULT_COLUMNS), flush=True)
+    return save("bigstacks", memory, throughput=throughput, fault=fault, size=SIZE)
 
 
 MEMORY_COLUMNS = [
@@ -193,7 +200,7 @@ THROUGHPUT_COLUMNS = [
 ]
 FAULT_COLUMNS = [
     ("frames", "frames"),
-    ("tasks_in_hand", "tasks on the killed worker"),
+    ("tasks_in_hand", "tasks running or held on the killed worker"),
     ("lost", "frames lost"),
     ("duplicated", "frames written twice"),
     ("recomputed", "tasks run again"),
