@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_bigstacks,
     bench_gui_gap,
     bench_memory3d,
     bench_ncc,
@@ -41,6 +42,7 @@ BENCHMARKS = {
     "scaling": bench_scaling,
     "train_path": bench_train_path,
     "gui_gap": bench_gui_gap,
+    "bigstacks": bench_bigstacks,
 }
 
 
@@ -93,6 +95,7 @@ def render() -> Path:
         "scaling": sections.scaling,
         "train_path": sections.train_path,
         "gui_gap": bench_gui_gap.section,
+        "bigstacks": bench_bigstacks.section,
     }
     records = {name: record for name in BENCHMARKS if (record := _load(name)) is not None}
     texts, later, targets = [], [], []

@@ -36,3 +36,17 @@ def errors(monkeypatch):
         if hasattr(module, "show_error"):
             monkeypatch.setattr(module, "show_error", shown.append)
     return shown
+
+
+@pytest.fixture(scope="module")
+def moving_model_file(tmp_path_factory):
+    """A small untrained 2D registration model whose flow head moves pixels (about 1 voxel)."""
+    from src_training.networks.modelio import save_model
+    from src_training.networks.models import RegistrationNet
+
+    torch.manual_seed(0)
+    network = RegistrationNet(2, channels=(4, 8))
+    with torch.no_grad():
+        for p in list(network.parameters())[-2:]:
+            p.normal_(0, 0.5)
+    return save_model(tmp_path_factory.mktemp("model") / "reg.pt", network, {})

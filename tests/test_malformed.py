@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sys
 import zipfile
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from torch._inductor.exc import InvalidCxxCompiler
 
 from src_training.cli import main
 from src_training.data.datasets import load_dataset, load_image_file, parse_frames
+from src_training.data.lazy import open_stack
 from src_training.data.normalise import check_not_constant, check_spatial_size
 from src_training.data.points import read_points_csv
 from src_training.engine.optimisation import optimisation_config
@@ -547,6 +549,64 @@ def _(w: Workspace) -> Case:
         w.series(w.unlabelled_stack(frames=1), "--out", w.path("out")),
         lambda: register_series(RegistrationNet(2, 1, SMALL), frames, "previous"),
     )
+
+
+def _store(w: Workspace, axes: str = "tyx", name: str = "stack.zarr") -> Path:
+    import zarr
+
+    from src_training.data.seriesstore import image_group
+
+    root = zarr.open_group(w.path(name), mode="w", zarr_format=2)
+    shape = (4, 1, 32, 32)[: len(axes)] if "c" in axes else (4, 32, 32)[: len(axes)]
+    image_group(root, "stack", shape, axes, (1.0, 1.0))[:] = w.rng.random(shape)
+    return w.root / name
+
+
+@case("series-store-missing-array")
+def _(w: Workspace) -> Case:
+    path = _store(w)
+    shutil.rmtree(path / "0")
+    return Case(w.series(str(path), "--out", w.path("out.zarr")), lambda: open_stack(path))
+
+
+@case("series-store-wrong-axes")
+def _(w: Workspace) -> Case:
+    path = _store(w, axes="cyx")
+    return Case(w.series(str(path), "--out", w.path("out.zarr")), lambda: open_stack(path))
+
+
+@case("series-store-missing-chunk")
+def _(w: Workspace) -> Case:
+    path = _store(w)
+    (path / "0" / "2.0.0").unlink()
+    return Case(w.series(str(path), "--out", w.path("out.zarr")), lambda: open_stack(path))
+
+
+@case("series-store-already-written")
+def _(w: Workspace) -> Case:
+    _store(w, name="out.zarr")
+    return Case(w.series(str(_store(w)), "--out", w.path("out.zarr")))
+
+
+@case("resume-another-series")
+def _(w: Workspace) -> Case:
+    _store(w, name="out.zarr")
+    return Case(w.series(str(_store(w)), "--out", w.path("out.zarr"), "--resume"))
+
+
+@case("resume-into-a-folder")
+def _(w: Workspace) -> Case:
+    return Case(w.series(str(_store(w)), "--out", w.path("out"), "--resume"))
+
+
+@case("unknown-cluster")
+def _(w: Workspace) -> Case:
+    return Case(w.series(str(_store(w)), "--out", w.path("o.zarr"), "--cluster", "lokal"))
+
+
+@case("optimise-into-a-store")
+def _(w: Workspace) -> Case:
+    return Case(w.series(str(_store(w)), "--out", w.path("o.zarr"), "--optimise"))
 
 
 @case("training-on-one-frame")

@@ -244,7 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", metavar="STACK", help="register every frame of a stack instead")
     p.add_argument("--reference", default="0", help="frame index or 'previous' (series)")
     p.add_argument("--ndim", type=int, choices=(2, 3), help="how to read a 3D series array")
-    p.add_argument("--out", default="registered", metavar="DIR", help="default ./registered")
+    p.add_argument(
+        "--out",
+        default="registered",
+        metavar="DIR",
+        help="default ./registered; with --series, OUT.zarr writes an OME-Zarr store as it goes",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="complete the store OUT.zarr a stopped run left"
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="local[:N]|tcp://ADDRESS",
+        help="register a series' frame pairs on Dask workers (local: N processes, 1 thread each)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing results in DIR")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="frames per pass")

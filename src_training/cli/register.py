@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from src_training.cli.common import optimisation, optimisation_flags_used
+from src_training.cli.register_store import read_series, register_store, writes_store
 from src_training.data.datasets import load_dataset, load_image_file, load_label_file
+from src_training.data.lazy import is_zarr
 from src_training.data.points import PointsTable, read_points_csv, write_points_csv
 from src_training.data.reading import file_stem
 from src_training.data.writing import image_suffix, prepare_output_dir, write_image
@@ -45,6 +47,7 @@ def register(args: argparse.Namespace) -> None:
     model = load_registration_model(args.model) if args.model else None
     device = resolve_device(args.device)
     args.precision = resolve_precision(args.precision, device)
+    store = writes_store(args)
     if args.series:
         if args.images:
             raise ValueError("give either FIXED MOVING or --series STACK, not both")
@@ -57,7 +60,10 @@ def register(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"{pair_only[0]} applies to a pair; register FIXED MOVING instead of --series"
             )
-        _register_series(model, args, device)
+        if store:
+            register_store(model, args, device, _reference(args.reference))
+        else:
+            _register_series(model, args, device)
         return
     if len(args.images) != 2:
         raise ValueError("register needs two images, FIXED and MOVING (or --series STACK)")
@@ -206,11 +212,14 @@ def _reference(text: str) -> int | str:
 
 
 def _register_series(model: ModelFile | None, args: argparse.Namespace, device: object) -> None:
-    stack = load_dataset(args.series, labels="none", ndim=args.ndim)
+    if is_zarr(args.series):
+        source = read_series(args.series, args.ndim)
+        frames = np.stack([source[t] for t in range(len(source))])
+    else:
+        frames = load_dataset(args.series, labels="none", ndim=args.ndim).images
     if model is not None:
-        check_model_fits(model, stack.images[0], f"the frames of {args.series}")
+        check_model_fits(model, frames[0], f"the frames of {args.series}")
     reference = _reference(args.reference)
-    frames = stack.images
     series_reference(len(frames), reference)
     labels = None
     if args.labels:
@@ -222,12 +231,12 @@ def _register_series(model: ModelFile | None, args: argparse.Namespace, device: 
                 f"the label stack {args.labels[0]} has shape {labels.shape} but the series "
                 f"{(len(frames), *frames.shape[2:])}; pass the labels of the same frames"
             )
-    ndim = stack.ndim
+    ndim = frames.ndim - 2
     optimised = None
     if args.optimise:
         spec = args.metric or "ncc"
         spatial = tuple(frames.shape[2:])
-        optimised = optimisation(args, spec, ndim, stack.channels, spatial, model is not None)
+        optimised = optimisation(args, spec, ndim, frames.shape[1], spatial, model is not None)
     suffix = image_suffix(ndim)
     files = [f"warped{suffix}", "displacements.npz", f"jacobians{suffix}"]
     if labels is not None:

@@ -112,13 +112,17 @@ class PairRegistration:
     warnings: list[str] = field(default_factory=list)
 
 
-def run_to_end(job: Generator[Progress, None, T]) -> T:
+def run_to_end(
+    job: Generator[Progress, None, T], each: Callable[[Progress], None] | None = None
+) -> T:
     """Drain a registration generator and return its result.
 
     Parameters
     ----------
     job : generator
         From :func:`register_pair` or :func:`register_series`.
+    each : callable, optional
+        Called with every event the generator yields (to show progress).
 
     Returns
     -------
@@ -127,9 +131,11 @@ def run_to_end(job: Generator[Progress, None, T]) -> T:
     """
     while True:
         try:
-            next(job)
+            event = next(job)
         except StopIteration as done:
             return done.value
+        if each is not None:
+            each(event)
 
 
 def load_registration_model(source: str | Path | ModelFile) -> ModelFile:

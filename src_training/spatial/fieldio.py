@@ -162,6 +162,26 @@ def provenance(method: str, fixed: str = "", moving: str = "", **more: str) -> d
     }
 
 
+def field_metadata(axes: str, made: dict[str, Any], stack: bool) -> dict[str, Any]:
+    """Return the ``meta`` record a field file keeps beside its arrays (and a store its fields).
+
+    Parameters
+    ----------
+    axes : str
+        ITK's name of each array axis (see :class:`FieldFile`).
+    made : dict
+        The provenance (see :func:`provenance`).
+    stack : bool
+        One field per frame of a stack.
+
+    Returns
+    -------
+    dict
+        ``format``, ``version``, ``axes``, ``stack`` and ``provenance``, JSON-serialisable.
+    """
+    return {"format": FORMAT, "version": VERSION, "axes": axes, "stack": stack, "provenance": made}
+
+
 def save_field(path: str | Path, field_file: FieldFile) -> Path:
     """Write a field file (``.npz``; the suffix is added when missing).
 
@@ -185,13 +205,7 @@ def save_field(path: str | Path, field_file: FieldFile) -> Path:
             f"cannot save {path.name}: the folder {path.parent} does not exist; choose an "
             "existing folder"
         )
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "axes": field_file.axes,
-        "stack": field_file.stack,
-        "provenance": field_file.provenance,
-    }
+    meta = field_metadata(field_file.axes, field_file.provenance, field_file.stack)
     with open(path, "wb") as out:
         np.savez_compressed(
             out,
