@@ -358,6 +358,25 @@ def _(w: Workspace) -> Case:
     return Case(["train-features", data, *TINY, "--out", w.path("f.pt")])
 
 
+@case("self-supervised-on-constant-images")
+def _(w: Workspace) -> Case:
+    data = w.array("stack.npy", np.full((4, 32, 32), 7, np.float32))
+    return Case(["train-features", data, "--self-supervised", *TINY, "--out", w.path("f.pt")])
+
+
+@case("self-supervised-without-noise")
+def _(w: Workspace) -> Case:
+    data = w.unlabelled_stack()
+    args = ["train-features", data, "--self-supervised", "--noise", "0", *TINY]
+    return Case([*args, "--out", w.path("f.pt")])
+
+
+@case("self-supervised-segmentation")
+def _(w: Workspace) -> Case:
+    args = ["train-features", w.stack(), "--self-supervised", "--kind", "segmentation", *TINY]
+    return Case([*args, "--out", w.path("f.pt")])
+
+
 @case("empty-label-maps-for-ncc-sup")
 def _(w: Workspace) -> Case:
     data = w.stack(labels=np.zeros((4, 32, 32), np.uint8))

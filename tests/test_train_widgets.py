@@ -98,6 +98,17 @@ def test_features_then_deepsim_registration_saved_and_offered(
     assert registration.train_button.text == "Train"
 
 
+def test_self_supervised_features_from_a_plain_image_layer(viewer, qtbot, errors):
+    widget = _dock(viewer, "Train feature extractor")
+    _setup(widget, viewer, kind="self-supervised")
+    widget.labels.value = None  # nothing painted
+    _train(qtbot, widget)
+    assert errors == []
+    assert widget.model.network.kind == "autoencoder"
+    assert widget.model.metadata["self_supervised"]["noise"] > 0
+    assert len(widget.plot.losses) == 3
+
+
 def test_stop_ends_a_long_run_quickly(viewer, qtbot, errors):
     widget = _dock(viewer, "Train registration model")
     _setup(widget, viewer, steps=10000)

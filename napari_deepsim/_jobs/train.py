@@ -49,7 +49,9 @@ class TrainJob:
     checkpointing : bool
         Activation checkpointing (less memory, about one more forward pass).
     kind : str
-        Feature extractor kind (``segmentation`` or ``autoencoder``).
+        Feature extractor kind (``segmentation``, ``autoencoder``, or
+        ``self-supervised``: a denoising autoencoder, see
+        :func:`~src_training.engine.training.features_trainer`).
     metric : str
         Registration metric name.
     lam : float
@@ -168,7 +170,7 @@ def read_folder(job: TrainJob) -> tuple[Dataset, Dataset | None]:
     if job.folder is None:
         raise ValueError("the job has neither data nor a dataset folder")
     if job.task == "features":
-        labels = "none" if job.kind == "autoencoder" else "classes"
+        labels = "classes" if job.kind == "segmentation" else "none"
         return check_features_data(load_dataset(job.folder, labels=labels), job.kind), None
     return split_registration_data(
         load_dataset(job.folder), job.metric, METRICS[job.metric].needs_labels
@@ -195,13 +197,17 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     ModelFile
         The trained network (on the CPU, in eval mode) and its metadata.
     """
+    from src_training.data.augment import AugmentConfig
+    from src_training.engine.training import SELF_SUPERVISED_NOISE
     from src_training.runtime.devices import resolve_device
     from src_training.training.trainer import TrainConfig
 
     device = resolve_device(job.device)
     data, val = (job.train, job.val) if job.train is not None else read_folder(job)
     crop = min(job.crop, *data.images.shape[2:])
+    self_supervised = job.kind == "self-supervised"
     config = TrainConfig(
+        augment=AugmentConfig(noise=SELF_SUPERVISED_NOISE if self_supervised else 0.0),
         steps=job.steps,
         lr=job.lr,
         crop=crop,
@@ -230,7 +236,8 @@ def _trainer(
             data,
             val,
             config,
-            kind=job.kind,
+            kind=None if job.kind == "self-supervised" else job.kind,
+            self_supervised=job.kind == "self-supervised",
             channels=job.channels,
             init=job.init,
             checkpointing=job.checkpointing,

@@ -63,7 +63,10 @@ STACK_TIP = (
     "2 frames apart)"
 )
 VOLUME_TIP = "A 3D layer is one volume (3D features) rather than frames of a 2D+t stack"
-KIND_TIP = "segmentation learns the painted classes (needs labels); autoencoder needs none"
+KIND_TIP = (
+    "segmentation learns the painted classes (needs labels); autoencoder needs none; "
+    "self-supervised needs none either and learns to denoise (for deepsim-ae)"
+)
 METRIC_TIP = "The similarity the model learns to maximise (deepsim needs a feature extractor)"
 LAMBDA_TIP = (
     "λ, the weight of the smoothness regulariser against the similarity (no unit): higher "

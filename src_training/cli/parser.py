@@ -72,7 +72,11 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
         help="save FILE.last.pt every N steps (default 100)",
     )
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
-    g.add_argument("--noise", type=float, default=0.0, help="std of added intensity noise")
+    g.add_argument(
+        "--noise",
+        type=float,
+        help="std of added intensity noise (default 0; 0.3 with --self-supervised)",
+    )
     g = p.add_argument_group("speed and memory")
     _add_precision_option(g)
     g.add_argument(
@@ -181,10 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="demo")
 
     p = sub.add_parser(
-        "train-features", help="train the feature extractor DeepSim compares (segmentation)"
+        "train-features",
+        help="train the feature extractor DeepSim compares (segmentation or self-supervised)",
     )
     p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
-    p.add_argument("--kind", choices=("segmentation", "autoencoder"), default="segmentation")
+    p.add_argument(
+        "--kind",
+        choices=("segmentation", "autoencoder"),
+        help="segmentation (needs labels; the default) or autoencoder",
+    )
+    p.add_argument(
+        "--self-supervised",
+        action="store_true",
+        help="no labels: a denoising autoencoder of two noisy views per crop (for deepsim-ae)",
+    )
     p.add_argument("--dice-weight", type=float, default=0.0, help="weight of a soft Dice term")
     _add_training_options(p, default_steps=1000)
     p.set_defaults(handler="train_features")

@@ -13,6 +13,7 @@ from src_training.data.pairs import read_pairs_csv
 from src_training.data.writing import check_writable
 from src_training.engine.options import parse_channels
 from src_training.engine.training import (
+    SELF_SUPERVISED_NOISE,
     features_trainer,
     registration_metric,
     registration_trainer,
@@ -29,8 +30,14 @@ def _datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
     return train, val
 
 
+def _noise(args: argparse.Namespace) -> float:
+    if args.noise is not None:
+        return non_negative(args.noise, "--noise")
+    return SELF_SUPERVISED_NOISE if getattr(args, "self_supervised", False) else 0.0
+
+
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    non_negative(args.noise, "--noise")
+    noise = _noise(args)
     augment = NO_AUGMENTATION if args.no_augment else AugmentConfig()
     return TrainConfig(
         steps=args.steps,
@@ -39,7 +46,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         crop=args.crop,
         seed=args.seed,
         max_offset=getattr(args, "max_offset", 2),
-        augment=AugmentConfig(**{**augment.__dict__, "noise": args.noise}),
+        augment=AugmentConfig(**{**augment.__dict__, "noise": noise}),
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
         precision=args.precision,
@@ -124,6 +131,7 @@ def train_features(args: argparse.Namespace) -> None:
         init=args.init,
         what=args.data,
         dice_weight=args.dice_weight,
+        self_supervised=args.self_supervised,
         checkpointing=args.checkpointing,
         out=out,
         device=device,

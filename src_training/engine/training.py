@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from src_training.data.datasets import Dataset
@@ -23,7 +24,7 @@ from src_training.models import is_builtin, resolve
 from src_training.networks.modelio import ModelFile, load_model, require_kind
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 from src_training.training.trainer import TrainConfig
-from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
+from src_training.training.trainers import DenoisingTrainer, FeatureTrainer, RegistrationTrainer
 
 DEFAULT_CHANNELS = (64, 128, 256)
 ARCHITECTURE = {
@@ -34,6 +35,8 @@ ARCHITECTURE = {
     "diffeomorphic": "diffeomorphic setting",
 }
 Source = str | Path | ModelFile
+SELF_SUPERVISED_NOISE = 0.3
+SELF_SUPERVISED = "denoising autoencoder, no labels: two noisy views of each crop (Noise2Noise)"
 
 
 def _network(
@@ -237,9 +240,10 @@ def features_trainer(
     val: Dataset | None,
     config: TrainConfig,
     *,
-    kind: str = "segmentation",
+    kind: str | None = None,
     channels: Sequence[int] | None = None,
     dice_weight: float = 0.0,
+    self_supervised: bool = False,
     init: Source | None = None,
     checkpointing: bool = False,
     out: str | Path | None = None,
@@ -257,12 +261,17 @@ def features_trainer(
         Training and (optional) validation data.
     config : TrainConfig
         Optimisation settings (its seed also seeds the weights).
-    kind : {"segmentation", "autoencoder"}
-        The extractor's task.
+    kind : {"segmentation", "autoencoder"}, optional
+        The extractor's task; by default segmentation, or autoencoder when
+        ``self_supervised``.
     channels : sequence of int, optional
         Encoder channels; by default ``init``'s, or :data:`DEFAULT_CHANNELS`.
     dice_weight : float
         Weight of the soft Dice term of segmentation.
+    self_supervised : bool
+        Train an autoencoder without labels to denoise two noisy views of each crop
+        (:class:`~src_training.training.trainers.DenoisingTrainer`, noise σ
+        ``config.augment.noise``, e.g. :data:`SELF_SUPERVISED_NOISE`), for DeepSim-AE.
     init : str, Path or ModelFile, optional
         An extractor (file, built-in name or in memory) to fine-tune instead of new
         weights; refused unless it suits the data and the kind.
@@ -285,10 +294,16 @@ def features_trainer(
     FeatureTrainer
         Ready to :meth:`run`.
     """
+    kind = kind or ("autoencoder" if self_supervised else "segmentation")
+    if self_supervised and not np.ptp(train.images.reshape(len(train.images), -1), 1).any():
+        raise ValueError(
+            f"{what} has only constant images, with nothing to learn features from; "
+            "self-supervised training needs images with some structure"
+        )
     if kind == "segmentation" and (train.labels is None or train.num_classes < 2):
         raise ValueError(
             f"{what} has no label images with at least 2 classes; a segmentation extractor "
-            "needs labels (or use --kind autoencoder)"
+            "needs labels (or use --self-supervised, which needs none)"
         )
     if not 0 <= dice_weight < float("inf"):
         raise ValueError(f"--dice-weight must be a finite number >= 0, got {dice_weight}")
@@ -302,7 +317,10 @@ def features_trainer(
     tuning = {"dice_weight": dice_weight, "activation_checkpointing": checkpointing}
     network = _network(FeatureExtractor, init, fixed, channels, tuning)
     meta = {"task": "features", **_init_metadata(init), **(metadata or {})}
-    return FeatureTrainer(network, config, train, val, out, meta, device, rank, world_size)
+    if self_supervised:
+        meta["self_supervised"] = {"objective": SELF_SUPERVISED, "noise": config.augment.noise}
+    trainer = DenoisingTrainer if self_supervised else FeatureTrainer
+    return trainer(network, config, train, val, out, meta, device, rank, world_size)
 
 
 def registration_trainer(

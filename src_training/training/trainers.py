@@ -1,4 +1,4 @@
-"""The two trainers: a feature extractor (segmentation or autoencoder) and a registration model."""
+"""The trainers: feature extractors (segmentation, autoencoder, denoising) and registration."""
 
 from __future__ import annotations
 
@@ -86,6 +86,40 @@ class FeatureTrainer(Trainer):
                 losses.append(error.flatten(1).mean(1))
                 dices.append(batch_mean_dice(out.argmax(1), target, classes))
         return _scores(losses, dices)
+
+
+class DenoisingTrainer(FeatureTrainer):
+    """Trains an autoencoder extractor without labels to denoise (Noise2Noise).
+
+    Each training item is one crop seen twice, with the same random affine and
+    independent Gaussian noise of the configured ``augment.noise``: the network maps
+    the first noisy view onto the second. Since the noise of the two views is
+    independent and zero-mean, the expected loss is least for the clean image, so it
+    learns to denoise without ever seeing a clean target (Lehtinen et al., 2018), and
+    its encoder features become what DeepSim-AE compares. Validation is the clean
+    reconstruction error, as for a plain autoencoder.
+    """
+
+    n_images = 2
+
+    def __init__(
+        self, network: FeatureExtractor, config: TrainConfig, train: Dataset, *args: Any, **kw: Any
+    ) -> None:
+        if network.kind != "autoencoder":
+            raise ValueError(
+                "--self-supervised trains an autoencoder (compared by --metric deepsim-ae); "
+                "leave --kind out or pass --kind autoencoder"
+            )
+        if not config.augment.noise > 0:
+            raise ValueError(
+                "--self-supervised learns to remove noise and needs --noise > 0; "
+                "leave --noise out for its default"
+            )
+        super().__init__(network, config, train, *args, **kw)
+
+    def _loss(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self.model(images[0]).float()
+        return nn.functional.mse_loss(out, images[1]), {}
 
 
 class RegistrationTrainer(Trainer):

@@ -65,7 +65,9 @@ class TrainFeaturesWidget(TrainWidget):
             text="3D layer is one volume (not 2D+t)", value=False, tooltip=tips.VOLUME_TIP
         )
         self.kind = ComboBox(
-            label="kind", choices=["segmentation", "autoencoder"], tooltip=tips.KIND_TIP
+            label="kind",
+            choices=["segmentation", "autoencoder", "self-supervised"],
+            tooltip=tips.KIND_TIP,
         )
         return [self.image, self.labels, self.volume, self.layers, self.folder, self.kind]
 
