@@ -116,7 +116,8 @@ def test_the_installed_command_trains_it_and_registers_with_it(tmp_path):
 
     deepsim("train-features", tmp_path / "frames.tif", "--self-supervised", "--steps", "3",
             *tiny, "--out", features)  # fmt: skip
-    assert "self_supervised" in deepsim("info", features)
+    shown = deepsim("info", features)
+    assert "self_supervised" in shown and "labels=none" in shown
     deepsim("register", "--optimise", "--metric", "deepsim-ae", "--features", features,
             "--iterations", "3", "--levels", "1", tmp_path / "fixed.tif", tmp_path / "moving.tif",
             "--out", tmp_path / "result")  # fmt: skip

@@ -120,6 +120,8 @@ def train_features(args: argparse.Namespace) -> None:
     out = _check_out(args)
     config = _train_config(args)
     non_negative(args.dice_weight, "--dice-weight")
+    if args.self_supervised:
+        args.labels = "none"  # it reads no labels, and its file's train_data says so
     train, val = _datasets(args)
     context, device = init_distributed(resolve_device(args.device))
     trainer = features_trainer(

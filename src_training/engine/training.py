@@ -300,7 +300,8 @@ def features_trainer(
             f"{what} has only constant images, with nothing to learn features from; "
             "self-supervised training needs images with some structure"
         )
-    if kind == "segmentation" and (train.labels is None or train.num_classes < 2):
+    unlabelled = train.labels is None or train.num_classes < 2
+    if kind == "segmentation" and unlabelled and not self_supervised:
         raise ValueError(
             f"{what} has no label images with at least 2 classes; a segmentation extractor "
             "needs labels (or use --self-supervised, which needs none)"
