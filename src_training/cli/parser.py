@@ -72,11 +72,7 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
         help="save FILE.last.pt every N steps (default 100)",
     )
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
-    g.add_argument(
-        "--noise",
-        type=float,
-        help="std of added intensity noise (default 0; 0.3 with --self-supervised)",
-    )
+    g.add_argument("--noise", type=float, help="std of added noise (0; --self-supervised 0.3)")
     g = p.add_argument_group("speed and memory")
     _add_precision_option(g)
     g.add_argument(
@@ -184,16 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(handler="demo")
 
-    p = sub.add_parser(
-        "train-features",
-        help="train the feature extractor DeepSim compares (segmentation or self-supervised)",
-    )
+    p = sub.add_parser("train-features", help="train the feature extractor DeepSim compares")
     p.add_argument("data", metavar="DATA", help="dataset folder or multi-frame file")
-    p.add_argument(
-        "--kind",
-        choices=("segmentation", "autoencoder"),
-        help="segmentation (needs labels; the default) or autoencoder",
-    )
+    p.add_argument("--kind", choices=("segmentation", "autoencoder"), help="default segmentation")
     p.add_argument(
         "--self-supervised",
         action="store_true",
