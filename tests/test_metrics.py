@@ -76,12 +76,14 @@ def evaluate(name, metric, warped, fixed, warped_ids=None, fixed_ids=None):
 # --- registry -----------------------------------------------------------------------------
 
 
-def test_registry_lists_the_eight_metrics_in_order():
-    expected = ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae"]
+def test_registry_lists_the_metrics_in_order():
+    maps = ["deepsim-maps", "deepsim+mse", "deepsim+ncc"]
+    expected = ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae", *maps]
     assert metric_names() == expected
     assert list(METRICS) == expected
     assert [n for n in expected if METRICS[n].needs_labels] == ["ncc-sup"]
-    assert [n for n in expected if METRICS[n].needs_extractor] == ["deepsim", "deepsim-ae"]
+    assert [n for n in expected if METRICS[n].needs_extractor] == ["deepsim", "deepsim-ae", *maps]
+    assert [n for n in expected if METRICS[n].feature_maps] == maps
     assert [n for n in expected if METRICS[n].needs_weights] == ["vgg"]
     assert METRICS["mse"].default_lambda == 0.02
     assert METRICS["deepsim"].default_lambda == 1.0

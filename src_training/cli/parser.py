@@ -133,6 +133,33 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentG
     g.add_argument(
         "--diffeomorphic", action="store_true", help="optimise a velocity field and integrate it"
     )
+    g.add_argument(
+        "--feature-weight",
+        type=float,
+        metavar="W",
+        help="weight of the feature term of deepsim-maps, deepsim+mse, deepsim+ncc (default 1)",
+    )
+    g.add_argument(
+        "--pca",
+        type=int,
+        metavar="K",
+        help="reduce their feature channels to K principal components of both images (default 16)",
+    )
+    g.add_argument(
+        "--feature-distance",
+        choices=("mse", "ncc", "cosine"),
+        help="their distance between normalised feature maps (default mse)",
+    )
+    g.add_argument(
+        "--feature-stages",
+        choices=("all", "coarse"),
+        help="every encoder stage at every pyramid level (default), or none finer than the level",
+    )
+    g.add_argument(
+        "--warp-then-extract",
+        action="store_true",
+        help="recompute their features of the warped image every iteration (slower)",
+    )
     return g
 
 

@@ -29,6 +29,9 @@ DEFAULT_LAMBDA = {
     "vgg": 1.0,
     "deepsim": 1.0,
     "deepsim-ae": 1.0,
+    "deepsim-maps": 1.0,
+    "deepsim+mse": 0.25,
+    "deepsim+ncc": 1.0,
 }
 """Weight of the diffusion regulariser per metric when :attr:`OptimiseConfig.lam` is None.
 
@@ -38,6 +41,9 @@ mse 0.803, ncc 0.804, nmi 0.811, mind 0.741. The others were not measured (no la
 left to tune ncc-sup on; no trained feature extractor) and take 1, as for NCC, whose
 loss range the cosine losses share.
 """
+
+DEEPSIM_OPTIMISED = "deepsim+ncc"
+"""The metric that runs when a user picks ``deepsim`` to optimise or refine a field."""
 
 REFINE_ITERATIONS = (20, 10, 5)
 """Default iterations per level (3 levels) when the optimisation refines a model's field."""
