@@ -151,6 +151,25 @@ def table(rows: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines) + f"\n\nΔ, p and × time against {best}, the best intensity row.\n"
 
 
+def target(rows: dict[str, dict[str, object]]) -> str:
+    """Return the issue's target on one table: the best DeepSim row against the best intensity."""
+    present = [name for name in INTENSITY if name in rows]
+    deep = [name for name in rows if name not in ("identity", *INTENSITY)]
+    if not present or not deep:
+        return ""
+    best = max(present, key=lambda n: rows[n]["dice_mean"])
+    winner = max(deep, key=lambda n: rows[n]["dice_mean"])
+    gain = rows[winner]["dice_mean"] - rows[best]["dice_mean"]
+    folding = rows[winner]["folding_percent"]
+    ratio = rows[winner]["seconds_per_pair"] / rows[best]["seconds_per_pair"]
+    met = gain >= 0.01 and folding <= 0.5 and ratio <= 2.0
+    return (
+        f"Target (≥ 0.01 over the best intensity row, folding ≤ 0.5 %, ≤ 2× its time): "
+        f"{'met' if met else 'missed'}: {winner} {gain:+.3f} over {best}, folding "
+        f"{folding:.2f} %, {ratio:.1f}× its time.\n"
+    )
+
+
 def own_term(rows: dict[str, dict[str, object]]) -> str:
     """One line per combined metric: its Dice against its intensity term alone."""
     parts = []
@@ -194,7 +213,7 @@ def main() -> None:
             if len(rows) > 1:
                 label = "clean" if noise == 0 else f"σ = {noise:g}"
                 title = f"### {split.folder} {split.test}, {label}"
-                sections.append(f"{title}\n\n{table(rows)}\n{own_term(rows)}")
+                sections.append(f"{title}\n\n{table(rows)}\n{target(rows)}\n{own_term(rows)}")
     write(sections)
 
 
