@@ -39,6 +39,8 @@ ROWS: dict[str, tuple[str, dict[str, object], float]] = {
     "deepsim-maps coarse": ("deepsim-maps", {"stages": "coarse"}, 1.0),
     "deepsim+mse": ("deepsim+mse", {"weight": 0.1}, 0.25),
     "deepsim+ncc": ("deepsim+ncc", {"weight": 0.5}, 1.0),
+    "deepsim+mse pca 4": ("deepsim+mse", {"weight": 0.1, "pca": 4}, 0.25),
+    "deepsim+ncc pca 4": ("deepsim+ncc", {"weight": 0.5, "pca": 4}, 1.0),
 }
 INTENSITY = ("opt-mse", "opt-ncc")
 BUILTIN = {"isbi": "em-2d", "t98g": "phase-contrast-2d"}
@@ -222,23 +224,35 @@ def write(sections: list[str]) -> None:
     machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
     text = f"""{HEADING}
 
-Written by `.venv/bin/python scripts/feature_study.py`. The test pairs of the tables
-above, clean and with σ = 0.3; every row optimises each pair from the identity with the
-same schedule (an affine stage, then a B-spline grid every 8 pixels, 4 levels of
-100/50/25/5 Adam steps), one torch thread on a 2-core CPU ({machine}) that other jobs
-shared (load up to about 11), each row in its own run: compare seconds with care. The
-feature rows use the built-in extractor (`em-2d` / `phase-contrast-2d`). `deepsim-maps`
-compares the extractor's encoder stages resampled onto each pyramid level with the raw
-image stacked in, each channel normalised over space and the stack reduced to 16
-principal components of both images, computed once per level and warped
-(extract-then-warp) unless marked warp-then-extract; its distance is the mean squared
-difference unless marked (cosine: as today's DeepSim; ncc: local NCC per channel on 8
-components); coarse stages: a level compares only the stages no finer than itself.
-`deepsim+mse` / `deepsim+ncc` add that feature term, weighted, to the intensity metric
-at the intensity metric's λ. λ and weights were chosen on the validation pairs
-(ISBI 20:25, T98G 16:20). p: one-sided Wilcoxon signed-rank test that the row beats the
-best intensity row on the per-pair Dice (with 3 or 4 pairs it cannot go below 0.125 or
-0.0625).
+Written by `.venv/bin/python scripts/feature_study.py` (finished rows are kept in
+`runs/features/` and reused). The test pairs of the tables above, clean and with
+σ = 0.3; every row optimises each pair from the identity with the same schedule (an
+affine stage, then a B-spline grid every 8 pixels, 4 levels of 100/50/25/5 Adam steps),
+one torch thread on a 2-core CPU ({machine}). The machine was shared: the rows of a
+table ran one after the other in one process, the tables' processes side by side and
+beside other jobs (load about 11 on 2 cores), so every row took about 10× its time
+alone (opt-mse 2.75 s per pair in the tables above, about 30 s here); compare seconds
+within a table, and take the ratios as rough. The feature rows use the built-in
+extractor (`em-2d` / `phase-contrast-2d`). `deepsim-maps` compares the extractor's three
+encoder stages resampled onto each pyramid level with the raw image stacked in, each
+channel normalised over space and the stack reduced to 16 principal components of both
+images (4 where marked), computed once per level and warped (extract-then-warp) unless
+marked warp-then-extract; its distance is the mean squared difference unless marked
+(cosine: as today's DeepSim; ncc: local NCC per channel on 8 components); coarse: a
+level compares only the stages no finer than itself. `deepsim+mse` / `deepsim+ncc` add
+that feature term, weighted 0.1 / 0.5, to MSE / NCC at their own λ (0.25 / 1), so each
+can be read against its intensity term alone. `opt-deepsim (before)` is the DeepSim
+optimisation of the tables above (the warped image's features every iteration, mean
+cosine). Rows missing from a table did not finish before the deadline.
+
+Weights, λ and the number of components were chosen on the validation pairs ISBI 20:25
+(4 pairs, the same code in an ad-hoc run; T98G's validation frames were not run, for
+lack of CPU time): clean / σ = 0.3, `opt-mse` 0.812 / 0.797, `opt-ncc` 0.820 / 0.703
+(one pair failed with noise), `deepsim-maps` (mse, 16 components, λ 1) 0.827 / 0.811,
+`deepsim+mse` (weight 0.1) 0.828 / 0.809, `deepsim+ncc` (weight 0.5) 0.829 / 0.813, and
+with 4 components `deepsim+ncc` 0.830 clean. p: one-sided Wilcoxon signed-rank test that
+the row beats the best intensity row on the per-pair Dice (with 3 or 4 pairs it cannot
+go below 0.125 or 0.0625).
 
 {chr(10).join(sections)}"""
     FRAGMENT.write_text(text)

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from src_training.data.datasets import load_image_file
+from src_training.engine.optimisation import user_optimisation
 from src_training.engine.training import load_extractor
 from src_training.metrics.feature_maps import FeatureMaps, FeatureOptions
 from src_training.metrics.registry import MetricInputs, build_metric
 from src_training.optimisation import OptimiseConfig, optimise_pair
+from src_training.optimisation.config import DEEPSIM_OPTIMISED
 from src_training.spatial.transforms import warp
 
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
@@ -118,3 +120,14 @@ def test_bad_feature_options_are_one_line_exit_2_nothing_written(tmp_path, optio
 def test_feature_options_on_another_metric_are_refused():
     with pytest.raises(ValueError, match=r"apply to deepsim-maps, deepsim\+mse, deepsim\+ncc"):
         build_metric("ncc", MetricInputs(feature_options=FeatureOptions()))
+
+
+def test_picking_deepsim_to_optimise_runs_the_measured_variant_on_the_same_extractor(extractor):
+    picked = build_metric("deepsim", MetricInputs(extractor, feature_levels=[2, 3]))
+    picked.metadata["features"] = "em-2d"
+    runs = user_optimisation(picked, OptimiseConfig())
+    assert runs.metric.name == DEEPSIM_OPTIMISED
+    assert runs.metric.loss.network is extractor and runs.metric.loss.levels == [2, 3]
+    assert runs.metric.loss.static and runs.metric.metadata["features"] == "em-2d"
+    ncc = build_metric("ncc")
+    assert user_optimisation(ncc, OptimiseConfig()).metric is ncc  # others run as picked
