@@ -230,20 +230,21 @@ Written by `.venv/bin/python scripts/feature_study.py` (finished rows are kept i
 affine stage, then a B-spline grid every 8 pixels, 4 levels of 100/50/25/5 Adam steps),
 one torch thread on a 2-core CPU ({machine}). The machine was shared: the rows of a
 table ran one after the other in one process, the tables' processes side by side and
-beside other jobs (load about 11 on 2 cores), so every row took about 10× its time
-alone (opt-mse 2.75 s per pair in the tables above, about 30 s here); compare seconds
-within a table, and take the ratios as rough. The feature rows use the built-in
-extractor (`em-2d` / `phase-contrast-2d`). `deepsim-maps` compares the extractor's three
-encoder stages resampled onto each pyramid level with the raw image stacked in, each
-channel normalised over space and the stack reduced to 16 principal components of both
-images (4 where marked), computed once per level and warped (extract-then-warp) unless
-marked warp-then-extract; its distance is the mean squared difference unless marked
-(cosine: as today's DeepSim; ncc: local NCC per channel on 8 components); coarse: a
-level compares only the stages no finer than itself. `deepsim+mse` / `deepsim+ncc` add
-that feature term, weighted 0.1 / 0.5, to MSE / NCC at their own λ (0.25 / 1), so each
-can be read against its intensity term alone. `opt-deepsim (before)` is the DeepSim
-optimisation of the tables above (the warped image's features every iteration, mean
-cosine). Rows missing from a table did not finish before the deadline.
+beside other jobs (load 11 at the start, 21 towards the end: later rows ran slower),
+so every row took about 10× its time alone (opt-mse 2.75 s per pair in the tables
+above, about 30 s here); compare seconds within a table, and take the ratios as rough.
+The feature rows use the built-in extractor (`em-2d` / `phase-contrast-2d`). `deepsim-
+maps` compares the extractor's three encoder stages resampled onto each pyramid level
+with the raw image stacked in, each channel normalised over space and the stack reduced
+to 16 principal components of both images (4 where marked), computed once per level and
+warped (extract-then-warp) unless marked warp-then-extract; its distance is the mean
+squared difference unless marked (cosine: as today's DeepSim; ncc: local NCC per channel
+on 8 components); coarse: a level compares only the stages no finer than itself.
+`deepsim+mse` / `deepsim+ncc` add that feature term, weighted 0.1 / 0.5, to MSE / NCC at
+their own λ (0.25 / 1), so each can be read against its intensity term alone. `opt-
+deepsim (before)` is the DeepSim optimisation of the tables above (the warped image's
+features every iteration, mean cosine). Rows missing from a table did not finish before
+the deadline.
 
 Weights, λ and the number of components were chosen on the validation pairs ISBI 20:25
 (4 pairs, the same code in an ad-hoc run; T98G's validation frames were not run, for
@@ -254,7 +255,8 @@ with 4 components `deepsim+ncc` 0.830 clean. p: one-sided Wilcoxon signed-rank t
 the row beats the best intensity row on the per-pair Dice (with 3 or 4 pairs it cannot
 go below 0.125 or 0.0625).
 
-{chr(10).join(sections)}"""
+{chr(10).join(sections)}
+{(Path(__file__).parent / "optimisation-features-discussion.md").read_text()}"""
     FRAGMENT.write_text(text)
     page = ROOT / "docs" / "optimisation.md"
     old = page.read_text()
