@@ -143,7 +143,7 @@ def _add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentG
         "--pca",
         type=int,
         metavar="K",
-        help="reduce their feature channels to K principal components of both images (default 16)",
+        help="reduce their feature channels to K principal components of both images (default 4)",
     )
     g.add_argument(
         "--feature-distance",
