@@ -34,7 +34,7 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication, QFileDialog, QScrollArea
 
-from napari_deepsim._models import trained_models
+from napari_deepsim._state.models import trained_models
 from src_training.data.reading import read_image
 
 WINDOW = (1500, 1000)
@@ -105,7 +105,7 @@ def click_through(out: Path) -> None:
     wait(lambda: not registration.running)
 
     register = dock(viewer, "Register")
-    names = {name: model for name, model in register._trained_models()}
+    names = {name: model for name, model in register.model_panel.choices()}
     register.trained.value = names["deepsim model #1"]
     register.register_button.native.click()
     wait(lambda: not register.running)
@@ -116,14 +116,14 @@ def click_through(out: Path) -> None:
     field_file = out / "click-through-displacement.npy"
     field_file.unlink(missing_ok=True)
     QFileDialog.getSaveFileName = lambda *args, **kwargs: (str(field_file), "")
-    register.save_button.native.click()
+    register.field_controls.save_button.native.click()
     assert np.load(field_file).shape == (2, 128, 128)
     field_file.unlink()
 
     compare = dock(viewer, "Compare metrics")
     compare.compare_button.native.click()
     wait(lambda: not compare.running)
-    compare.zoom_button.click()
+    compare.zoom.zoom_button.click()
     viewer.layers["compare zoom"].add_rectangles(np.array([[64.0, 60.0], [115.0, 111.0]]))
     only_visible(
         viewer,
@@ -192,7 +192,7 @@ def real_data(runs: Path, data: Path, out: Path) -> None:
     compare.spacing.value = 32
     compare.compare_button.native.click()
     wait(lambda: not compare.running)
-    compare.zoom_button.click()
+    compare.zoom.zoom_button.click()
     viewer.layers["compare zoom"].add_rectangles(np.array([[300.0, 100.0], [395.0, 195.0]]))
     only_visible(viewer, ["EM 25 (fixed)", "deepsim grid", "ncc grid", "compare zoom"])
     viewer.camera.center = (348.0, 148.0)

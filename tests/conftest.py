@@ -17,13 +17,22 @@ def single_thread():
 
 
 @pytest.fixture
+def served(tmp_path):
+    """``tmp_path`` served over HTTP on 127.0.0.1: its base URL and the paths requested."""
+    from ctc_layout import http_server
+
+    with http_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
 def errors(monkeypatch):
     """Collect the error notifications of every plugin module instead of showing them."""
     import napari_deepsim
 
     shown: list[str] = []
-    for info in pkgutil.iter_modules(napari_deepsim.__path__):
-        module = importlib.import_module(f"napari_deepsim.{info.name}")
+    for info in pkgutil.walk_packages(napari_deepsim.__path__, "napari_deepsim."):
+        module = importlib.import_module(info.name)
         if hasattr(module, "show_error"):
             monkeypatch.setattr(module, "show_error", shown.append)
     return shown

@@ -1,6 +1,10 @@
-"""A local stand-in for a Cell Tracking Challenge archive (no download in tests)."""
+"""A local stand-in for a Cell Tracking Challenge archive, served on the loopback address."""
 
+import functools
+import http.server
+import threading
 import zipfile
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -29,13 +33,38 @@ def write_dataset(root):
     return seq
 
 
-def serve_archive(tmp_path, monkeypatch):
-    """Zip the layout and serve it at a file:// address in place of the Challenge's."""
+@contextmanager
+def http_server(folder):
+    """Serve ``folder`` over HTTP on 127.0.0.1; yield its base URL and the paths requested."""
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *_args):
+            pass
+
+    handler = functools.partial(Handler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def serve_archive(tmp_path, monkeypatch, base_url):
+    """Zip the layout into ``tmp_path`` (served at ``base_url``) in place of the Challenge's."""
     source = tmp_path / "source"
     seq = write_dataset(source / NAME)
     path = tmp_path / "served.zip"
     with zipfile.ZipFile(path, "w") as bundle:
         for file in sorted((source / NAME).rglob("*")):
             bundle.write(file, file.relative_to(source).as_posix())
-    monkeypatch.setitem(ctc.DATASETS, NAME, replace(ctc.DATASETS[NAME], url=path.as_uri()))
+    entry = replace(ctc.DATASETS[NAME], url=f"{base_url}/served.zip")
+    monkeypatch.setitem(ctc.DATASETS, NAME, entry)
     return path, seq

@@ -60,3 +60,20 @@ def test_a_missing_itk_elastix_is_one_sentence(monkeypatch):
     assert str(raised.value) == (
         "itk-elastix is not installed; pip install 'napari-deepsim[baselines]'"
     )
+
+
+@pytest.mark.slow
+def test_elastix_mi_aligns_a_disc_of_inverted_contrast(tmp_path, monkeypatch):
+    pytest.importorskip("itk", reason="itk-elastix is not installed (extra: baselines)")
+    monkeypatch.chdir(tmp_path)
+    images, labels = _disc_pair()
+    images[1] = 1.0 - images[1]  # the moving disc in another "modality": dark on bright
+    elastix = baselines.ElastixBSpline(baselines.MULTIMODAL_STAGES)
+    maps = [elastix.parameters.GetParameterMap(i) for i in range(2)]
+    assert [m["Transform"][0] for m in maps] == ["AffineTransform", "BSplineTransform"]
+    assert all(m["Metric"][0] == baselines.MUTUAL_INFORMATION for m in maps)
+    scored = score_pairs(images, labels, [(1, 0)], elastix, [0, 1], keep=(1, 0))
+    identity = score_pairs(images, labels, [(1, 0)], identity_method, [0, 1]).rows[0]
+    assert scored.rows[0]["dice"] > identity["dice"] + 0.02
+    centre = scored.kept.disp[0, :, 26:38, 26:38].mean(dim=(1, 2))
+    assert abs(centre[0]) < 0.5 and 1.5 < centre[1] < 2.5

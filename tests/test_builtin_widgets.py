@@ -8,8 +8,8 @@ import pytest
 import tifffile
 from qtpy.QtCore import Qt
 
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._models import builtin_choices, trained_models
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._state.models import builtin_choices, trained_models
 from src_training.models import builtin_models
 
 pytestmark = pytest.mark.gui
@@ -38,7 +38,7 @@ def _register(widget, qtbot):
 
 def test_register_lists_the_builtin_models_first_and_picks_the_first(viewer):
     widget = _dock(viewer, "Register")
-    choices = widget._trained_models()
+    choices = widget.model_panel.choices()
     assert [name for _, name in choices] == list(builtin_models())
     assert choices[0][0].startswith("em-2d: serial-section EM, 2D (built-in, held-out Dice 0.")
     assert widget.trained.value == "em-2d"
@@ -97,7 +97,7 @@ def test_compare_lists_the_builtin_models_first_unticked(viewer):
         for i in range(widget.models.count())
     )
     widget.models.item(0).setCheckState(Qt.CheckState.Checked)
-    assert [(e.name, e.source) for e in widget._entries()] == [("em-2d", "em-2d")]
+    assert [(e.name, e.source) for e in widget.rows.entries()] == [("em-2d", "em-2d")]
 
 
 def test_training_widgets_start_from_a_builtin_model(viewer, qtbot, errors):

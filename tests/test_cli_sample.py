@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_deepsim._register_job import Job, run
+from napari_deepsim._jobs.job import Job
+from napari_deepsim._jobs.register import run
 from src_training.data.samples import noisy_cell_sequence
 
 pytestmark = pytest.mark.slow

@@ -6,11 +6,11 @@ import torch
 from napari.layers import Image
 from qtpy.QtCore import Qt
 
-import napari_deepsim._compare_widget as compare_module
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._compare_job import PALETTE, zoom_box
-from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
+import napari_deepsim._widgets.compare.widget as compare_module
+from napari_deepsim._jobs.compare import PALETTE, zoom_box
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._state.models import TrainedModel, builtin_choices, trained_models
+from napari_deepsim._widgets.compare.widget import CompareWidget
 from src_training.metrics.dice import mean_dice
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import RegistrationNet
@@ -125,13 +125,13 @@ def test_every_model_gets_layers_a_row_and_a_zoom_tile(
     zoom_layer = widget.draw_zoom()
     assert zoom_layer.mode == "add_rectangle"
     zoom_layer.add_rectangles(np.array([[20.0, 30.0], [59.0, 89.0]]))
-    assert set(widget.zooms) == {"fixed", "moving", "ncc model #1", "left"}
-    np.testing.assert_array_equal(widget.zooms["fixed"].image, fixed.data[20:60, 30:90])
-    patch = widget.zooms["left"]
+    assert set(widget.zoom.zooms) == {"fixed", "moving", "ncc model #1", "left"}
+    np.testing.assert_array_equal(widget.zoom.zooms["fixed"].image, fixed.data[20:60, 30:90])
+    patch = widget.zoom.zooms["left"]
     assert patch.image.shape == (40, 60)
     np.testing.assert_allclose(patch.lines[0][:, 1], np.arange(60) - 3.0, atol=1e-4)
-    assert widget.zooms["fixed"].lines == []
-    assert widget.tile_grid.count() == 8  # a caption and a tile per panel
+    assert widget.zoom.zooms["fixed"].lines == []
+    assert widget.zoom.tile_grid.count() == 8  # a caption and a tile per panel
 
 
 def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
@@ -140,8 +140,10 @@ def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
     _compare(widget, qtbot)
     widget.draw_zoom().add_rectangles(np.array([[0.0, 0.0], [63.0, 63.0]]))
     # panels fixed, moving, left in two columns: a caption row above each tile row
-    tiles = [widget.tile_grid.itemAtPosition(row, 0).widget().pixmap().toImage() for row in (1, 3)]
-    assert widget.tile_grid.itemAtPosition(2, 0).widget().text() == "left"
+    tiles = [
+        widget.zoom.tile_grid.itemAtPosition(row, 0).widget().pixmap().toImage() for row in (1, 3)
+    ]
+    assert widget.zoom.tile_grid.itemAtPosition(2, 0).widget().text() == "left"
 
     def yellow_pixels(image):
         image = image.convertToFormat(image.Format.Format_RGB32)  # bytes B, G, R, 255
@@ -192,7 +194,7 @@ def test_built_in_models_are_listed_first_unticked_and_named_by_name(
     items[0].setCheckState(Qt.CheckState.Checked)
     widget.add_model_files([model_files["down"]])  # relisting keeps the ticks
     assert widget.models.item(0).checkState() == Qt.CheckState.Checked
-    assert [entry.name for entry in widget._entries()] == [name, "left", "down"]
+    assert [entry.name for entry in widget.rows.entries()] == [name, "left", "down"]
     widget.models.item(0).setSelected(True)
     assert widget.refine_selected() == [f"{name} + refine: ncc"]
     widget.models.item(widget.models.count() - 1).setCheckState(Qt.CheckState.Unchecked)

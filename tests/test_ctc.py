@@ -1,7 +1,6 @@
 """The Cell Tracking Challenge loader on a local archive of the Challenge's layout."""
 
 import hashlib
-import urllib.request
 import zipfile
 from dataclasses import replace
 
@@ -13,17 +12,11 @@ from src_training.data import ctc
 
 
 @pytest.fixture
-def archive(tmp_path, monkeypatch):
-    return serve_archive(tmp_path, monkeypatch)
+def archive(tmp_path, monkeypatch, served):
+    return serve_archive(tmp_path, monkeypatch, served[0])
 
 
-def _no_network(*_args, **_kwargs):
-    raise AssertionError("the cached dataset must not be downloaded again")
-
-
-def test_fetch_downloads_once_records_the_hash_and_then_uses_the_cache(
-    archive, tmp_path, monkeypatch
-):
+def test_fetch_downloads_once_records_the_hash_and_then_uses_the_cache(archive, tmp_path, served):
     path, _ = archive
     cache = tmp_path / "cache"
     with pytest.raises(ValueError, match="deepsim fetch PhC-C2DH-U373"):
@@ -33,11 +26,12 @@ def test_fetch_downloads_once_records_the_hash_and_then_uses_the_cache(
     assert folder == cache / NAME and (folder / "01" / "t004.tif").is_file()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert (cache / f"{NAME}.zip.sha256").read_text().split()[0] == digest
-    assert lines[0].startswith("downloading file://") and "recorded SHA-256" in lines[2]
-    assert not list(cache.glob("*.part")) and not list(cache.glob(".*unpacking"))
+    assert lines[0].startswith("downloading http://127.0.0.1") and "recorded SHA-256" in lines[2]
+    assert sorted(p.name for p in cache.iterdir()) == [NAME, f"{NAME}.zip", f"{NAME}.zip.sha256"]
+    assert served[1] == ["/served.zip"]
 
-    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     assert ctc.fetch(NAME, cache=cache, download=True) == folder
+    assert served[1] == ["/served.zip"]  # the cached archive: no second request
     with (cache / f"{NAME}.zip").open("ab") as stream:
         stream.write(b"tampered")
     with pytest.raises(ValueError, match=r"SHA-256 \w+ but \w+ was expected"):
@@ -53,20 +47,23 @@ def test_a_given_checksum_is_enforced(archive, tmp_path):
     assert not (tmp_path / "b" / NAME).exists()
 
 
-def test_a_failed_download_leaves_nothing(tmp_path, monkeypatch):
-    entry = replace(ctc.DATASETS[NAME], url=(tmp_path / "missing.zip").as_uri())
-    monkeypatch.setitem(ctc.DATASETS, NAME, entry)
-    with pytest.raises(OSError, match="could not download"):
+@pytest.mark.parametrize("where", ["missing.zip", "closed"])
+def test_a_failed_download_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, served, where):
+    url = f"{served[0]}/missing.zip" if where == "missing.zip" else "http://127.0.0.1:9/a.zip"
+    monkeypatch.setitem(ctc.DATASETS, NAME, replace(ctc.DATASETS[NAME], url=url))
+    with pytest.raises(OSError, match=r"could not download .* check the connection") as caught:
         ctc.fetch(NAME, cache=tmp_path / "cache", download=True)
+    assert "\n" not in str(caught.value)
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_an_archive_escaping_its_folder_is_refused(tmp_path, monkeypatch):
+def test_an_archive_escaping_its_folder_is_refused(tmp_path, monkeypatch, served):
     path = tmp_path / "evil.zip"
     with zipfile.ZipFile(path, "w") as bundle:
         bundle.writestr(f"{NAME}/01/t000.tif", b"x")
         bundle.writestr("../escaped.txt", b"x")
-    monkeypatch.setitem(ctc.DATASETS, NAME, replace(ctc.DATASETS[NAME], url=path.as_uri()))
+    entry = replace(ctc.DATASETS[NAME], url=f"{served[0]}/evil.zip")
+    monkeypatch.setitem(ctc.DATASETS, NAME, entry)
     with pytest.raises(ValueError, match="outside its folder"):
         ctc.fetch(NAME, cache=tmp_path / "cache", download=True)
     assert not (tmp_path / "escaped.txt").exists()

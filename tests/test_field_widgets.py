@@ -33,15 +33,17 @@ def test_a_saved_field_reopened_by_napari_applies_like_the_registration(
     assert made.spacing == SCALE and made.origin == TRANSLATE
     assert made.provenance["method"] == str(model)
     assert (made.provenance["fixed"], made.provenance["moving"]) == ("fixed", "moving")
-    widget._field = None  # nothing in memory: the field comes back through napari's reader
+    widget.field_controls.field = (
+        None  # nothing in memory: the field comes back through napari's reader
+    )
 
     viewer.open(saved, plugin="napari-deepsim")
     axes = [viewer.layers["field axis 0"], viewer.layers["field axis 1"]]
     assert all(tuple(layer.scale) == SCALE for layer in axes)
     widget.field_controls.reset_choices()
-    assert "field (opened)" in [choice[0] for choice in widget._field_sources()]
-    assert all(layer not in widget.apply_target.choices for layer in axes)
-    widget.field_source.value = "field"
+    assert "field (opened)" in [choice[0] for choice in widget.field_controls.sources()]
+    assert all(layer not in widget.field_controls.apply_target.choices for layer in axes)
+    widget.field_controls.field_source.value = "field"
     again = widget.apply_field(viewer.layers["moving"])
     np.testing.assert_allclose(again.data, viewer.layers["moving warped"].data, atol=1e-5)
     np.testing.assert_array_equal(again.scale, SCALE)  # on the fixed grid of the file

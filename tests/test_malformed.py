@@ -31,7 +31,7 @@ from torch._inductor.exc import InvalidCxxCompiler
 
 from src_training.cli import main
 from src_training.data.datasets import load_dataset, load_image_file, parse_frames
-from src_training.data.normalise import check_spatial_size
+from src_training.data.normalise import check_not_constant, check_spatial_size
 from src_training.data.points import read_points_csv
 from src_training.engine.optimisation import optimisation_config
 from src_training.evaluation.baselines import ElastixBSpline
@@ -295,6 +295,23 @@ def _(w: Workspace) -> Case:
     return Case(w.register(pixel, pixel), lambda: check_spatial_size((1, 1), what))
 
 
+@case("constant-moving-image")
+def _(w: Workspace) -> Case:
+    flat = w.array("flat.tif", np.full((32, 32), 7.0, np.float32))
+    image = np.full((1, 32, 32), 7.0, np.float32)
+    return Case(
+        w.register(w.image(), flat), lambda: check_not_constant(image, f"the moving image {flat}")
+    )
+
+
+@case("constant-fixed-image-optimised")
+def _(w: Workspace) -> Case:
+    zeros = w.array("zeros.tif", np.zeros((32, 32), np.float32))
+    argv = ["register", "--optimise", zeros, w.image(), "--out", w.path("out")]
+    image = np.zeros((1, 32, 32), np.float32)
+    return Case(argv, lambda: check_not_constant(image, f"the fixed image {zeros}"))
+
+
 @case("single-pixel-stack")
 def _(w: Workspace) -> Case:
     path = w.array("pixels.npy", np.ones((4, 1, 1), np.float32))
@@ -397,11 +414,6 @@ def _(w: Workspace) -> Case:
 @case("unknown-metric")
 def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "ssim"), lambda: get_metric("ssim"))
-
-
-@case("unknown-metric-in-demo")
-def _(w: Workspace) -> Case:
-    return Case(["demo", "--metric", "ssim", "--steps", "1"])
 
 
 @case("negative-lambda")
@@ -975,6 +987,37 @@ def _(w: Workspace) -> Case:
     return Case(["export-field", str(path), w.path("field.tif")])
 
 
+def _mr_us_pair(w: Workspace, fixed_channels: int = 2) -> str:
+    """A paired NIfTI layout of one case: 3D volumes with per-channel label masks."""
+    import nibabel as nib
+
+    root = w.root / "pair"
+    for role, shape, channels in (("moving", (12, 12, 10), 2), ("fixed", (8, 10, 8), None)):
+        channels = fixed_channels if channels is None else channels
+        for kind, array in (
+            ("images", w.rng.random(shape).astype(np.float32)),
+            ("labels", (w.rng.random((*shape, channels)) > 0.5).astype(np.uint8)),
+        ):
+            (root / f"{role}_{kind}").mkdir(parents=True, exist_ok=True)
+            affine = np.diag([0.4, 0.4, 0.4, 1.0])
+            nib.save(nib.Nifti1Image(array, affine), root / f"{role}_{kind}" / "case0.nii.gz")
+    return str(root)
+
+
+@case("paired-label-channels-differ")
+def _(w: Workspace) -> Case:
+    data = _mr_us_pair(w, fixed_channels=3)
+    argv = ["evaluate", data, "--baseline", "identity", "--out", w.path("out")]
+    return Case(argv, lambda: load_dataset(data))
+
+
+@case("landmarks-not-a-label-value")
+def _(w: Workspace) -> Case:
+    data = _mr_us_pair(w)
+    argv = ["evaluate", data, "--baseline", "identity", "--landmarks", "2,7"]
+    return Case([*argv, "--out", w.path("out")])
+
+
 # --- handled inputs: exit 0 -----------------------------------------------------------------
 
 
@@ -1031,17 +1074,6 @@ def _(w: Workspace) -> Handled:
         assert _warped(out).shape == (32, 32)
 
     return Handled(w.register(w.image(), w.image("moving.tif", (40, 24))), check)
-
-
-@handled("constant-image")
-def _(w: Workspace) -> Handled:
-    flat = w.array("flat.tif", np.full((32, 32), 7.0, np.float32))
-
-    def check(out: Path, stdout: str) -> None:
-        assert np.isfinite(np.load(out / "displacement.npz")["displacement"]).all()
-        assert np.isfinite(_warped(out)).all()
-
-    return Handled(w.register(w.image(), flat), check)
 
 
 @handled("image-smaller-than-the-network-depth")
@@ -1162,6 +1194,17 @@ def test_handled_input_succeeds_and_keeps_the_inputs(name, tmp_path, capsys, mon
     after = snapshot(work)
     assert {key: after[key] for key in before} == before
     built.check(work / "out", captured.out)
+
+
+def test_an_image_of_almost_one_value_is_registered_with_a_warning(tmp_path, monkeypatch, capsys):
+    w = Workspace(tmp_path, monkeypatch)
+    sparse = np.zeros((40, 40), np.float32)
+    sparse[18:21, 18:21] = 1.0  # 9 of 1600 pixels: 99.4 % one value
+    argv = w.register(w.image("fixed.tif", (40, 40)), w.array("sparse.tif", sparse))
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "sparse.tif is 99.4 % one value (0); only its other pixels guide" in err
+    assert "fixed.tif is" not in err  # a textured image gets no such warning
 
 
 def test_debug_shows_the_traceback_of_a_corpus_case(tmp_path, monkeypatch):

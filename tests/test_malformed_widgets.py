@@ -18,10 +18,10 @@ import pytest
 import torch
 from test_malformed import FIX, matches
 
-from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import trained_models
-from napari_deepsim._register_widget import RegisterWidget
-from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
+from napari_deepsim._state.models import trained_models
+from napari_deepsim._widgets.compare.widget import CompareWidget
+from napari_deepsim._widgets.register.widget import RegisterWidget
+from napari_deepsim._widgets.train.widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.networks.modelio import save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 

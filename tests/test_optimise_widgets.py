@@ -8,11 +8,11 @@ import pytest
 import torch
 from qtpy.QtCore import Qt, QTimer
 
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import TrainedModel, builtin_choices, trained_models
-from napari_deepsim._optimise_job import optimisation
-from napari_deepsim._register_widget import RegisterWidget
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._jobs.optimise import optimisation
+from napari_deepsim._state.models import TrainedModel, builtin_choices, trained_models
+from napari_deepsim._widgets.compare.widget import CompareWidget
+from napari_deepsim._widgets.register.widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 from src_training.optimisation.config import REFINE_ITERATIONS, REFINE_LAM_SCALE
@@ -237,9 +237,9 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
     first = len(builtin_choices())  # the built-in models are listed first, unticked
     widget.models.item(first).setSelected(True)
     assert widget.refine_selected() == ["shift + refine: mse"]
-    refined = widget._optimisations["shift + refine: mse"].optimise
+    refined = widget.rows.optimisations["shift + refine: mse"].optimise
     assert refined.refine and refined.iterations == (20, 10)  # edited iterations are kept
-    assert not widget._optimisations["optimise: mse"].optimise.refine
+    assert not widget.rows.optimisations["optimise: mse"].optimise.refine
     widget.optimise.metric.value = "deepsim"
     assert widget.add_optimisation() is None
     assert errors[-1] == EXTRACTOR_MESSAGE
@@ -257,10 +257,10 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
     assert all(float(row[4]) > 0 for row in rows[1:])
     assert "optimise: ncc warped" in viewer.layers and "shift + refine: mse grid" in viewer.layers
     widget.models.item(first + 3).setCheckState(Qt.CheckState.Unchecked)  # rows can be unticked
-    assert [entry.name for entry in widget._entries()] == names[1:4]
+    assert [entry.name for entry in widget.rows.entries()] == names[1:4]
     widget.models.clearSelection()
     widget.models.item(first + 1).setSelected(True)
-    widget._remove_clicked()  # and removed
+    widget.rows.remove_clicked()  # and removed
     assert [widget.models.item(i).text() for i in range(widget.models.count())][first:] == [
         "shift",
         "optimise: mse",
@@ -269,7 +269,8 @@ def test_compare_shows_optimisation_rows(viewer, qtbot, files, errors):
 
 
 def test_the_progress_plan_counts_the_linear_stage_where_it_runs():
-    from napari_deepsim._optimise_job import OptimiseSpec, Tracker
+    from napari_deepsim._jobs.optimise import OptimiseSpec
+    from napari_deepsim._jobs.progress import Tracker
 
     tracker = Tracker(stages=2)
     spec = OptimiseSpec("ncc", (100, 50, 25, 5), linear="affine")

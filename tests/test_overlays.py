@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from napari_deepsim import _io
-from napari_deepsim._grid_raster import draw_lines, line_width, warped_grid
-from napari_deepsim._overlays import checkerboard, fold_points, folds, subsampled_vectors
+from napari_deepsim._jobs.grid_raster import draw_lines, line_width, warped_grid
+from napari_deepsim._jobs.overlays import checkerboard, fold_points, folds, subsampled_vectors
 from src_training.registration.inference import warp_array
 from src_training.spatial.fieldio import FieldFile, load_field
 from src_training.spatial.grid import grid_lines

@@ -21,8 +21,10 @@ def test_open_sample_from_the_manifest(make_napari_viewer):
     assert viewer.layers["noisy cells"].data.shape == (8, 128, 128)
 
 
-def test_the_u373_sample_downloads_into_the_cache_once(make_napari_viewer, tmp_path, monkeypatch):
-    path, seq = serve_archive(tmp_path, monkeypatch)
+def test_the_u373_sample_downloads_into_the_cache_once(
+    make_napari_viewer, tmp_path, monkeypatch, served
+):
+    path, seq = serve_archive(tmp_path, monkeypatch, served[0])
     monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deepsim", "phc_u373")

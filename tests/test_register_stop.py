@@ -7,9 +7,9 @@ import pytest
 import torch
 from qtpy.QtCore import QTimer
 
-import napari_deepsim._compare_widget as compare_module
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._choices import SOURCE
+import napari_deepsim._widgets.compare.widget as compare_module
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._layers.choices import SOURCE
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
 

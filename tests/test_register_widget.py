@@ -10,10 +10,10 @@ import pytest
 import torch
 from napari.layers import Image, Labels, Points, Vectors
 
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._register_widget import RegisterWidget
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets.register.widget import RegisterWidget
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 
@@ -140,7 +140,7 @@ def test_field_save_load_and_apply(make_napari_viewer, qtbot, models, errors, tm
     field = widget.field.copy()
     saved = widget.save_field(tmp_path / "field.npy")
     assert saved == str(tmp_path / "field.npy")
-    widget._field = None
+    widget.field_controls.field = None
     np.testing.assert_array_equal(widget.load_field(saved), field)
     count = len(viewer.layers)
     again = widget.apply_field(target)  # applying again replaces the earlier result
@@ -214,7 +214,7 @@ def test_time_lapse_registers_every_frame_to_its_predecessor(
     model = load_model(models["2d"])
     widget.set_model(model)  # a model another widget trained in this viewer
     assert widget.trained.value is model
-    assert [name for name, m in widget._trained_models() if m is model] == ["ncc model (given)"]
+    assert [name for name, m in widget.model_panel.choices() if m is model] == ["ncc model (given)"]
     assert widget.model_info.value.startswith("2D, 1 channel, metric ncc; trained on ")
     assert widget.model_info.value.endswith("(trained here)")
     widget.model_file.value = models["2d"]  # choosing a file replaces the trained model
@@ -255,7 +255,7 @@ def test_a_built_in_model_registers_two_sections_with_no_training(
     assert builtins and widget.trained.value == builtins[0][1]  # chosen when the widget opens
     given = load_model(models["2d"])
     widget.set_model(given)
-    choices = widget._trained_models()
+    choices = widget.model_panel.choices()
     assert choices[: len(builtins)] == builtins  # the built-in models first, then trained ones
     assert choices[-1][1] is given
     texts = [widget.trained.native.itemText(i) for i in range(widget.trained.native.count())]
@@ -268,10 +268,10 @@ def test_a_built_in_model_registers_two_sections_with_no_training(
     assert errors == []
     assert "moving warped" in viewer.layers
     assert warnings == ["the data is darker than em-2d's", "it is noisier too"]
-    loaded = widget._model_source()  # the built-in model read once is kept for the next run
+    loaded = widget.model_panel.source()  # the built-in model read once is kept for the next run
     assert not isinstance(loaded, str) and loaded.kind == "registration"
     widget.model_file.value = models["2d"]  # a model file replaces the built-in model
-    source = widget._model_source()  # read when it was picked, to show what it is
+    source = widget.model_panel.source()  # read when it was picked, to show what it is
     assert widget.trained.value is None and source is not loaded and source.kind == "registration"
     assert widget.model_info.value.endswith("(reg2d.pt)")
 
@@ -329,23 +329,30 @@ def test_screenshot_shows_the_deformation_grid(make_napari_viewer, qtbot, models
 @pytest.mark.parametrize(
     "module",
     [
-        "_register_widget",
-        "_register_fields",
-        "_register_model",
-        "_register_layers",
-        "_register_job",
-        "_optimise_controls",
-        "_optimise_job",
-        "_compare_widget",
-        "_compare_rows",
-        "_compare_zoom",
-        "_train_widget",
-        "_train_base",
-        "_choices",
-        "_controls",
-        "_models",
-        "_subscriptions",
-        "_workers",
+        "_widgets.register.widget",
+        "_widgets.register.fields",
+        "_widgets.register.model",
+        "_widgets.register.pair",
+        "_widgets.register.layers",
+        "_jobs.register",
+        "_jobs.stack",
+        "_jobs.progress",
+        "_widgets.optimise_controls",
+        "_jobs.optimise",
+        "_widgets.compare.widget",
+        "_widgets.compare.rows",
+        "_widgets.compare.zoom",
+        "_widgets.train.widget",
+        "_widgets.train.base",
+        "_widgets.dock",
+        "_widgets.outputs",
+        "_layers.choices",
+        "_layers.stack",
+        "_widgets.controls",
+        "_state.models",
+        "_state.run",
+        "_widgets.subscriptions",
+        "_widgets.workers",
     ],
 )
 def test_importing_the_widgets_does_not_import_torch(module):

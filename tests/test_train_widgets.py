@@ -9,10 +9,10 @@ import tifffile
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QApplication
 
-from napari_deepsim._compare_widget import CompareWidget
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._register_widget import RegisterWidget
-from napari_deepsim._train_widget import TrainFeaturesWidget, TrainRegistrationWidget
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets.compare.widget import CompareWidget
+from napari_deepsim._widgets.register.widget import RegisterWidget
+from napari_deepsim._widgets.train.widget import TrainFeaturesWidget, TrainRegistrationWidget
 from src_training.data.samples import noisy_cell_sequence
 from src_training.networks.modelio import load_model
 
@@ -105,7 +105,7 @@ def test_stop_ends_a_long_run_quickly(viewer, qtbot, errors):
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(50)
-    widget._train_clicked()
+    widget.train_button.changed.emit(True)  # press the button
     assert widget.train_button.text == "Stop"
     qtbot.waitUntil(lambda: len(widget.plot.losses) >= 2, timeout=20000)
     qtbot.wait(1500)
@@ -114,7 +114,7 @@ def test_stop_ends_a_long_run_quickly(viewer, qtbot, errors):
     print(f"largest event-loop gap during training: {max(gaps) * 1000:.0f} ms")
     assert max(gaps) < 0.5
     start = time.perf_counter()
-    widget._train_clicked()
+    widget.train_button.changed.emit(True)  # press the button
     qtbot.waitUntil(lambda: not widget.running, timeout=5000)
     assert time.perf_counter() - start < 3
     assert widget.train_button.text == "Train"
@@ -202,7 +202,7 @@ def test_a_trained_model_reaches_the_docked_register_widget(viewer, qtbot, error
         "(trained here)"
     )
     builtins = [text for text, _ in builtin_choices()]  # listed first
-    assert [name for name, _ in register._trained_models()] == [*builtins, "ncc model #1"]
+    assert [name for name, _ in register.model_panel.choices()] == [*builtins, "ncc model #1"]
     assert [compare.models.item(i).text() for i in range(compare.models.count())] == [
         *builtins,
         "ncc model #1",

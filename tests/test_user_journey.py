@@ -11,9 +11,9 @@ import torch
 from test_register_stop import _slow
 from test_train_widgets import TINY, WIDGETS
 
-import napari_deepsim._register_widget as register_module
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._models import trained_models
+import napari_deepsim._widgets.register.widget as register_module
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._state.models import trained_models
 from src_training.spatial.points import sample_field
 
 pytestmark = pytest.mark.gui

@@ -21,12 +21,13 @@ from qtpy.QtWidgets import (
     QTableWidget,
 )
 
-import napari_deepsim._choices as choices_module
-import napari_deepsim._register_widget as register_module
-import napari_deepsim._train_base as train_base
-from napari_deepsim._controls import vector_scale
-from napari_deepsim._loss_plot import MIN_SCORE_SPAN, LossPlot, _tick
-from napari_deepsim._workers import error_message
+import napari_deepsim._layers.choices as choices_module
+import napari_deepsim._layers.stack as stack_module
+import napari_deepsim._widgets.dock as dock_module
+import napari_deepsim._widgets.train.base as train_base
+from napari_deepsim._widgets.controls import vector_scale
+from napari_deepsim._widgets.loss_plot import MIN_SCORE_SPAN, LossPlot, _tick
+from napari_deepsim._widgets.workers import error_message
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
 
@@ -157,7 +158,7 @@ def test_a_model_of_other_dimensions_is_refused_before_any_work(
     viewer, model_3d, errors, monkeypatch
 ):
     started = []
-    monkeypatch.setattr(register_module, "start_worker", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(dock_module, "start_worker", lambda *a, **k: started.append(a))
     widget = _dock(viewer, "Register")
     widget.set_model(model_3d)
     assert widget.register() is None
@@ -219,7 +220,7 @@ def test_a_moving_layer_of_another_scale_is_resampled_where_napari_shows_it(
     viewer, errors, monkeypatch
 ):
     jobs, notes = [], []
-    monkeypatch.setattr(register_module, "start_worker", lambda _f, job, *a, **k: jobs.append(job))
+    monkeypatch.setattr(dock_module, "start_worker", lambda _f, job, *a, **k: jobs.append(job))
     monkeypatch.setattr(choices_module, "show_info", notes.append)
     square = np.zeros((64, 64), np.float32)
     square[16:32, 24:40] = 1
@@ -295,7 +296,7 @@ def test_two_2d_layers_train_a_registration_model_stacked_for_the_user(
     viewer, qtbot, errors, monkeypatch
 ):
     notes = []
-    monkeypatch.setattr(train_base, "show_info", notes.append)
+    monkeypatch.setattr(stack_module, "show_info", notes.append)
     widget = _dock(viewer, "Train registration model")
     widget.image.value = None
     widget.layers.value = [viewer.layers["fixed"], viewer.layers["moving"]]

@@ -23,6 +23,7 @@ from src_training.engine.evaluation import (
     evaluate_methods,
     evaluation_methods,
     evaluation_pairs,
+    landmark_ids,
     median_identity_pair,
 )
 from src_training.engine.optimisation import Optimisation
@@ -101,7 +102,11 @@ def evaluate(args: argparse.Namespace) -> None:
     )
     if "elastix" in args.baseline:
         print(f"elastix baseline: itk-elastix {elastix_version()}, default B-spline map")
+    if "elastix-mi" in args.baseline:
+        print(f"elastix-mi baseline: itk-elastix {elastix_version()}, affine then B-spline, MI")
     check_reference(methods, args.reference)
+    landmarks = _landmarks(args.landmarks)
+    landmark_ids(data, landmarks)
     zoom = parse_zoom(args.zoom, view_2d(data.images[0]).shape) if args.zoom else None
     names = ["pairs.csv", "summary.csv", *(FIGURES if args.figures else ())]
     out = prepare_output_dir(args.out, names, args.overwrite)
@@ -116,6 +121,7 @@ def evaluate(args: argparse.Namespace) -> None:
         seed=args.seed,
         reference=args.reference,
         keep=shown,
+        landmarks=landmarks,
     )
     pair_rows, summary_rows = result.pair_rows, result.summary_rows
     write_csv(out / "pairs.csv", pair_rows, ["model", "metric", "moving_name", "fixed_name"])
@@ -171,13 +177,24 @@ def _write_figures(
     jacobian_figure(out / FIGURES[2], {name: r.disp for name, r in kept.items()}, title)
 
 
+def _landmarks(text: str | None) -> list[int]:
+    try:
+        return [] if text is None else [int(value) for value in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--landmarks takes label values separated by commas, e.g. 2,3; got {text!r}"
+        ) from None
+
+
 def _print_summary(rows: list[dict[str, Any]]) -> None:
     hd95 = "hd95" in rows[0]
+    tre = "tre" in rows[0]
     tested = any("p_value" in r for r in rows)
     header = ("model", "metric", "dice", "sd", "fold%", "sdlogj", "s/pair")
     print(
         "{:<24} {:<10} {:>7} {:>6} {:>7} {:>7} {:>7}".format(*header)
         + (f" {'hd95':>7}" if hd95 else "")
+        + (f" {'tre':>7}" if tre else "")
         + (f" {'p':>8} {'d':>6}" if tested else "")
     )
     for r in rows:
@@ -187,6 +204,8 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
         )
         if hd95:
             line += f" {r['hd95']:>7.2f}"
+        if tre:
+            line += f" {r['tre']:>7.2f}"
         if "p_value" in r:
             line += f" {r['p_value']:>8.4f} {r['cohens_d']:>6.2f} {r['stars']}"
         print(line)

@@ -190,16 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", metavar="NAME", help="PhC-C2DH-U373 (Cell Tracking Challenge)")
     p.add_argument(
-        "--cache", metavar="DIR", help="cache folder (default $DEEPSIM_CACHE or ~/.cache/...)"
+        "--cache", metavar="DIR", help="cache folder (default $DEEPSIM_CACHE, else the user cache)"
     )
     p.add_argument("--sha256", help="expected SHA-256 of the archive, to pin a known copy")
     p.set_defaults(handler="fetch")
 
     p = sub.add_parser(
-        "demo", help="train and evaluate a small model on the built-in noisy cell sample"
+        "demo",
+        help="every way of registering the built-in noisy cell sample, clean and noisy",
     )
-    p.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
-    p.add_argument("--metric", default="ncc", help="similarity metric (default ncc)")
+    p.add_argument(
+        "--steps", type=int, default=150, help="training steps of each model (default 150)"
+    )
+    p.add_argument("--out", default="demo", help="folder of the figure overview.png (default demo)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(handler="demo")
@@ -299,9 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline",
         action="append",
-        choices=("identity", "elastix"),
+        choices=("identity", "elastix", "elastix-mi"),
         default=[],
-        help="add a baseline row; repeat for both (elastix needs napari-deepsim[baselines])",
+        help=(
+            "add a baseline row; repeat for several (elastix: its B-spline; elastix-mi: "
+            "affine then B-spline on mutual information, for two modalities; both need "
+            "napari-deepsim[baselines])"
+        ),
+    )
+    p.add_argument(
+        "--landmarks",
+        metavar="V,V",
+        help=(
+            "label values that mark landmarks: each pair also gets the target registration "
+            "error between their centroids (mm where the files record the voxel size)"
+        ),
     )
     p.add_argument("--pairs", metavar="CSV", help="explicit test pairs (moving,fixed)")
     g = _add_optimisation_options(p)

@@ -1,4 +1,4 @@
-"""The small ``deepsim`` sub-commands: metrics, models, demo, curves, fetch and info."""
+"""The small ``deepsim`` sub-commands: metrics, models, curves, fetch and info."""
 
 from __future__ import annotations
 
@@ -48,13 +48,6 @@ def models(args: argparse.Namespace) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print("use a name wherever a model file goes: --model, --models, --features, --init;")
     print("`deepsim info NAME` shows a model's card")
-
-
-def demo(args: argparse.Namespace) -> None:
-    """``deepsim demo``: the main job on the built-in noisy cell sample."""
-    from src_training.engine.demo import run_demo
-
-    run_demo(steps=args.steps, metric=args.metric, device=args.device, seed=args.seed, echo=print)
 
 
 def curves(args: argparse.Namespace) -> None:

@@ -9,29 +9,28 @@ A Cell Tracking Challenge (CTC) training dataset unpacks to::
         02/ 02_GT/ 02_ST/                 sequence 02
 
 :func:`fetch` downloads the archive only when asked (``download=True``; ``deepsim
-fetch`` on the command line; the napari sample menu), into a cache, and checks its
-SHA-256. The Challenge does not publish checksums, so unless one is given the hash of
-the first download is recorded next to the archive and every later use is checked
-against it. :func:`read_sequence` reads one sequence folder (``.../01``) with the
+fetch`` on the command line; the napari sample menu) with pooch, into a cache
+(``$DEEPSIM_CACHE``, else the platform's user cache), and checks its SHA-256. The
+Challenge does not publish checksums, so unless one is given the hash of the first
+download is recorded next to the archive and every later use is checked against it.
+:func:`read_sequence` reads one sequence folder (``.../01``) with the
 segmentations of its ``_ST`` folder, or of ``_GT`` where there is no silver truth.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pooch
 
 CACHE_ENV = "DEEPSIM_CACHE"
-CHUNK = 1 << 20
 _FRAME = re.compile(r"^t(\d+)\.tiff?$")
 _SEGMENTATION = re.compile(r"^man_seg_?(\d+)\.tiff?$")
 
@@ -95,9 +94,13 @@ class Sequence:
 
 
 def cache_dir() -> Path:
-    """Return the download cache: ``$DEEPSIM_CACHE`` or ``~/.cache/napari-deepsim``."""
+    """Return the download cache: ``$DEEPSIM_CACHE``, else the platform's user cache.
+
+    The user cache is pooch's ``os_cache("napari-deepsim")``: ``~/.cache/napari-deepsim``
+    on Linux, ``~/Library/Caches/napari-deepsim`` on macOS.
+    """
     configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "napari-deepsim"
+    return Path(configured) if configured else Path(pooch.os_cache("napari-deepsim"))
 
 
 def fetch(
@@ -144,7 +147,7 @@ def fetch(
             )
         root.mkdir(parents=True, exist_ok=True)
         say(f"downloading {entry.url}")
-        _download(entry.url, archive)
+        _download(entry.url, archive, sha256 or entry.sha256)
     expected = (sha256 or entry.sha256 or _recorded(archive) or "").lower()
     say(f"checking {archive}")
     actual = file_sha256(archive)
@@ -163,24 +166,29 @@ def fetch(
 
 
 def file_sha256(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Return the hex SHA-256 of a file."""
+    return pooch.file_hash(str(path), alg="sha256")
 
 
-def _download(url: str, archive: Path) -> None:
-    """Download to ``archive.part`` and rename, so an interrupted download leaves nothing."""
-    partial = archive.with_name(archive.name + ".part")
+def _download(url: str, archive: Path, sha256: str | None) -> None:
+    """Download with pooch, which writes to a temporary file and renames it when complete.
+
+    A download whose hash differs from ``sha256`` is deleted by pooch; an interrupted or
+    refused one leaves nothing behind.
+    """
+    known = f"sha256:{sha256.lower()}" if sha256 else None
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-            shutil.copyfileobj(response, out, CHUNK)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        raise OSError(f"could not download {url}: {err}; check the connection and retry") from err
-    partial.replace(archive)
+        pooch.retrieve(url, known, fname=archive.name, path=archive.parent, progressbar=False)
+    except ValueError as err:
+        raise ValueError(
+            f"the archive downloaded from {url} does not have SHA-256 {sha256}; the download "
+            "is corrupt or the archive changed: fetch again, or pass the new checksum"
+        ) from err
+    except OSError as err:  # requests' errors are OSErrors: no connection, HTTP 404, ...
+        raise OSError(
+            f"could not download {url} ({type(err).__name__}); check the connection and "
+            "retry, or put the archive in the cache folder by hand"
+        ) from err
 
 
 def _recorded(archive: Path) -> str | None:

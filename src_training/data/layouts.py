@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from src_training.data.ctc import is_sequence, read_sequence
-from src_training.data.normalise import resample
+from src_training.data.placement import check_label_layouts, put_on_grid
 from src_training.data.reading import (
     IMAGE_SUFFIXES,
     NPZ_SUFFIX,
@@ -24,6 +24,7 @@ from src_training.data.reading import (
     file_suffix,
     npz_keys,
     read_image,
+    read_image_ras,
     read_npz,
 )
 
@@ -188,7 +189,7 @@ def _from_folder(root: Path, ndim: int | None) -> Collection:
         label_path = label_files.get(stem)
         label = None
         if label_path is not None:
-            raw = read_image(label_path, as_label=True)[0]
+            raw = read_image_ras(label_path, as_label=True)[0]
             label = label_map(raw, image.shape, label_path)
         items.append(Item(stem, image, label, image_path))
         spacings.add(spatial_spacing(spacing, image.ndim))
@@ -208,22 +209,25 @@ def _from_paired(root: Path, ndim: int | None) -> Collection:
         ]
     raw_items = []
     for stem in moving:
-        for role, files, labels in zip(
-            ("moving", "fixed"), (moving, fixed), label_files, strict=True
-        ):
+        label_paths = [files[stem] for files in label_files if stem in files]
+        raw_labels = [read_image_ras(path, as_label=True)[0] for path in label_paths]
+        if raw_labels:
+            check_label_layouts(raw_labels, label_paths)
+        for index, (role, files) in enumerate((("moving", moving), ("fixed", fixed))):
             image, spacing = _read_one_image(files[stem], ndim)
             label = None
-            if stem in labels:
-                raw = read_image(labels[stem], as_label=True)[0]
-                label = label_map(raw, image.shape, labels[stem])
+            if raw_labels:
+                label = label_map(raw_labels[index], image.shape, label_paths[index])
             raw_items.append((Item(f"{stem}/{role}", image, label, files[stem]), spacing))
-    grid_item, grid_spacing = raw_items[1]
-    grid = grid_item.image.shape
-    items = [_on_grid(item, grid) for item, _ in raw_items]
+    grid = raw_items[1][0].image.shape
+    spacing = spatial_spacing(raw_items[1][1], len(grid))
+    items = [_on_grid(item, grid, item_spacing, spacing) for item, item_spacing in raw_items]
+    known = all(item_spacing is not None for _, item_spacing in raw_items)
+    placed = "by voxel size, centres aligned" if known else "corner to corner"
     return Collection(
         items,
-        f"{root} (paired moving_images/ and fixed_images/, resampled to {grid})",
-        spatial_spacing(grid_spacing, len(grid)),
+        f"{root} (paired layout, resampled to {grid} {placed})",
+        spacing,
         group=2,
     )
 
@@ -239,18 +243,21 @@ def _both_or_neither(root: Path, names: tuple[str, str]) -> bool:
     return all(present)
 
 
-def _on_grid(item: Item, grid: tuple[int, ...]) -> Item:
+def _on_grid(
+    item: Item, grid: tuple[int, ...], spacing: Spacing | None, grid_spacing: Spacing | None
+) -> Item:
     if item.image.ndim != len(grid):
         raise ValueError(
             f"{item.origin} has shape {item.image.shape} but the first fixed image has shape "
             f"{grid}; moving and fixed images must have the same number of dimensions"
         )
-    label = None if item.label is None else resample(item.label, grid, order=0)
-    return Item(item.name, resample(item.image, grid, order=1), label, item.origin)
+    size = spatial_spacing(spacing, len(grid))
+    image, label = put_on_grid(item.image, item.label, grid, size, grid_spacing)
+    return Item(item.name, image, label, item.origin)
 
 
 def _read_one_image(path: Path, ndim: int | None) -> tuple[np.ndarray, Spacing | None]:
-    image, spacing = read_image(path)
+    image, spacing = read_image_ras(path)
     if image.ndim not in (2, 3) or (ndim is not None and image.ndim != ndim):
         wanted = "2D image or one 3D volume" if ndim is None else f"{ndim}D image (ndim={ndim})"
         raise ValueError(f"{path} has shape {image.shape}; each file must hold one {wanted}")

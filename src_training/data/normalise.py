@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 MIN_SIZE = 2
+ONE_VALUE_SHARE = 0.99
 PERCENTILES = (1.0, 99.0)
 NORMALISATION = "per image and channel: percentiles 1 and 99 mapped to 0 and 1, not clipped"
 
@@ -68,6 +69,68 @@ def check_spatial_size(shape: Sequence[int], what: str) -> None:
             f"{what} is only {tuple(int(n) for n in shape)} pixels; registration needs at least "
             f"{MIN_SIZE} pixels along every axis, so use a larger image"
         )
+
+
+def check_not_constant(image: np.ndarray, what: str) -> None:
+    """Refuse a constant image: it has nothing to align.
+
+    Every metric is flat on it, a model's field is meaningless and an optimisation runs
+    without moving, so it is refused before any work.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any real-valued array (NaN and inf are ignored).
+    what : str
+        How to name the image in the message.
+
+    Raises
+    ------
+    ValueError
+        If every finite value of the image is the same.
+    """
+    finite = _finite(image)
+    if finite.size and finite.min() == finite.max():
+        raise ValueError(
+            f"{what} is constant (every pixel is {float(finite.flat[0]):g}), so there is "
+            "nothing to align; choose an image that shows the structures to register"
+        )
+
+
+def one_value_warning(image: np.ndarray, what: str) -> str | None:
+    """Describe an image that is :data:`ONE_VALUE_SHARE` or more a single value.
+
+    A mostly empty canvas or a padded crop is registered by its few other pixels,
+    which a user should know.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any real-valued array (NaN and inf are ignored).
+    what : str
+        How to name the image in the message.
+
+    Returns
+    -------
+    str or None
+        The warning, or None.
+    """
+    finite = _finite(image)
+    if finite.size == 0:
+        return None
+    dominant = np.median(finite)  # a value covering over half the pixels is the median
+    share = float(np.mean(finite == dominant))
+    if share < ONE_VALUE_SHARE:
+        return None
+    return (
+        f"{what} is {100 * share:.1f} % one value ({float(dominant):g}); only its other "
+        "pixels guide the registration"
+    )
+
+
+def _finite(image: np.ndarray) -> np.ndarray:
+    values = np.asarray(image)
+    return values[np.isfinite(values)] if values.dtype.kind in "fc" else values.ravel()
 
 
 def resample(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
@@ -145,6 +208,44 @@ def resample_onto(
         raise ValueError(f"cannot resample an array of shape {array.shape} to shape {shape}")
     if order > 0 and array.dtype != np.float64:
         array = array.astype(np.float32)
-    return ndimage.affine_transform(
-        array, list(step), offset=list(offset), output_shape=shape, order=order, mode=mode
+    return ndimage.affine_transform(  # a diagonal matrix, given whole: a 1-D one warns
+        array, np.diag(step), offset=list(offset), output_shape=shape, order=order, mode=mode
     )
+
+
+def place_by_spacing(
+    array: np.ndarray,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    grid_spacing: Sequence[float],
+    order: int,
+) -> np.ndarray:
+    """Resample an array onto a grid by physical size, the two centres aligned.
+
+    Output index ``i`` lies ``(i - (n_out - 1) / 2) * grid_spacing`` from the grid's
+    centre and reads the array at the same physical distance from its own centre, so
+    a voxel keeps its size (a larger array is cropped, a smaller one padded with 0):
+    the geometric-centre initialisation of ITK and elastix.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The array to place, one axis per entry of ``shape``.
+    shape : sequence of int
+        The grid's shape.
+    spacing, grid_spacing : sequence of float
+        Voxel size of the array and of the output grid, per axis, in one unit.
+    order : int
+        Spline order, as for :func:`resample`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The array on the grid.
+    """
+    step = [out / into for out, into in zip(grid_spacing, spacing, strict=True)]
+    offset = [
+        (size_in - 1) / 2 - s * (size_out - 1) / 2
+        for size_in, size_out, s in zip(array.shape, shape, step, strict=True)
+    ]
+    return resample_onto(array, shape, step, offset, order)

@@ -115,6 +115,43 @@ def read_image(path: str | Path, *, as_label: bool = False) -> tuple[np.ndarray,
     return array, spacing
 
 
+def read_image_ras(
+    path: str | Path, *, as_label: bool = False
+) -> tuple[np.ndarray, Spacing | None]:
+    """Read an image file as :func:`read_image` does, a NIfTI file turned to RAS+ order.
+
+    A NIfTI volume's array axes are permuted and flipped to the orientation closest
+    to RAS+ that its affine allows (as ``nibabel.as_closest_canonical``), with its
+    zooms permuted alike, so two files that store one volume in different voxel
+    orders give the same array; a 4D file keeps its last axis (channels or time)
+    last. Other formats and 2D NIfTI files are read unchanged.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        An image file, as for :func:`read_image`.
+    as_label : bool
+        Read label values rather than intensities.
+
+    Returns
+    -------
+    array : numpy.ndarray
+        The pixel or voxel values.
+    spacing : tuple of float or None
+        The voxel size per array axis, where the file records it.
+    """
+    array, zooms = read_image(path, as_label=as_label)
+    if zooms is None or array.ndim < 3:
+        return array, zooms
+    import nibabel
+
+    axes = nibabel.io_orientation(nibabel.load(path).affine)
+    oriented = nibabel.apply_orientation(array, axes)
+    order = [int(axis) for axis in axes[:, 0]]
+    spacing = tuple(zooms[order.index(k)] for k in range(3)) + tuple(zooms[3:])
+    return np.ascontiguousarray(oriented), spacing
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Read every array of a NumPy ``.npz`` archive.
 

@@ -1,14 +1,21 @@
-"""The main job on the built-in default: DeepSim against NCC on the noisy cell sample.
+"""The main job on the built-in default: what each way of registering gives, clean and noisy.
 
-It runs the paper's two steps on the synthetic sequence: a feature extractor is
-trained to segment frames 0-5, then registration models are trained on pairs of
-those frames with NCC and with DeepSim, and all are evaluated on the held-out pairs
-6 -> 5 and 7 -> 6 against the identity baseline.
+On the synthetic noisy cell sequence it compares, on the held-out pairs 6 -> 5 and
+7 -> 6 and at increasing noise: the identity; training-free optimisation with NCC, MSE
+and DeepSim (the built-in ``phase-contrast-2d`` feature extractor); the built-in model
+``phase-contrast-2d`` and the same model refined with its own metric; and the paper's
+two steps in short (a feature extractor trained to segment frames 0-5, then registration
+models trained with NCC and with DeepSim). It returns the table, the results of one pair
+for a figure, and one sentence computed from the numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,16 +23,29 @@ from src_training.data.augment import NO_AUGMENTATION
 from src_training.data.datasets import Dataset
 from src_training.data.normalise import normalise_intensity
 from src_training.data.samples import CLASS_NAMES, noisy_cell_sequence
-from src_training.engine.training import features_trainer, registration_metric, registration_trainer
-from src_training.evaluation.scoring import evaluate_pairs, summarise
-from src_training.metrics import metric_spec
-from src_training.networks.models import RegistrationNet
+from src_training.engine.evaluation import EvaluatedMethod, evaluate_methods, evaluation_methods
+from src_training.engine.optimisation import Optimisation, optimisation_config
+from src_training.engine.training import (
+    features_trainer,
+    registration_metric,
+    registration_trainer,
+    training_metric,
+)
+from src_training.evaluation.overview import MethodPanel, overview_figure
+from src_training.evaluation.scoring import network_method
+from src_training.registration.inference import warp_array
 from src_training.runtime.devices import resolve_device
-from src_training.training.trainer import TrainConfig, Trainer
+from src_training.training.trainer import StepEvent, TrainConfig
 
 TRAIN_FRAMES = list(range(6))
 TEST_PAIRS = [(6, 5), (7, 6)]  # (moving, fixed): frames 6 and 7 are never trained on
 DEMO_CHANNELS = (16, 32, 64)
+NOISE_LEVELS = (0.0, 0.15, 0.3)
+BUILTIN = "phase-contrast-2d"
+INTENSITY_METRICS = ("ncc", "mse")
+
+Progress = Callable[[str, int, int], None]
+"""Receives ``(stage, done, total)`` after each step of a stage."""
 
 
 def sample_dataset() -> Dataset:
@@ -42,73 +62,213 @@ def sample_dataset() -> Dataset:
     )
 
 
-def _train(trainer: Trainer, echo: Callable[[str], None]) -> None:
-    steps = trainer.config.steps
+@dataclass
+class DemoResult:
+    """What the main job found.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per method and noise level: ``method``, ``kind`` (training-free, built-in
+        model, trained here), ``noise``, ``dice``, ``dice_sd``, ``folding_percent``,
+        ``seconds_per_pair``.
+    panels : list of MethodPanel
+        Each method's result on the first test pair at the highest noise.
+    pair : tuple of numpy.ndarray
+        That pair's fixed and moving images, with the noise.
+    conclusion : str
+        One sentence computed from ``rows``.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    panels: list[MethodPanel] = field(default_factory=list)
+    pair: tuple[np.ndarray, np.ndarray] | None = None
+    conclusion: str = ""
+
+
+def _train(trainer: Any, stage: str, progress: Progress) -> None:
     for event in trainer.run():
-        if event.step % max(1, steps // 4) == 0 and hasattr(event, "loss"):
-            echo(f"    step {event.step:>4}/{steps}  loss {event.loss:.4f}  {event.seconds:5.1f} s")
+        if isinstance(event, StepEvent):
+            progress(stage, event.step, event.steps)
+
+
+def _trained_methods(
+    data: Dataset, steps: int, seed: int, device: Any, progress: Progress
+) -> list[EvaluatedMethod]:
+    """Run the paper's two steps in short: an extractor, then NCC and DeepSim models."""
+    train = data.subset(TRAIN_FRAMES)
+    features = features_trainer(
+        train,
+        None,
+        TrainConfig(steps=steps, lr=1e-3, seed=seed),
+        channels=DEMO_CHANNELS,
+        device=device,
+    )
+    _train(features, "train a feature extractor (segmentation of frames 0-5)", progress)
+    extractor = features.model_file()
+    config = TrainConfig(steps=steps, lr=1e-3, seed=seed, augment=NO_AUGMENTATION)
+    methods = []
+    for name in ("ncc", "deepsim"):
+        similarity = registration_metric(name, ndim=2, channels=1, features=extractor)
+        trainer = registration_trainer(
+            train, None, similarity, config, channels=DEMO_CHANNELS, device=device
+        )
+        _train(trainer, f"train a registration model with {name}", progress)
+        methods.append(
+            EvaluatedMethod(f"trained {name}", name, network_method(trainer.network, device))
+        )
+    return methods
+
+
+def demo_methods(data: Dataset, device: Any) -> list[EvaluatedMethod]:
+    """Build the training-free rows and the built-in model with its refinement."""
+    optimisations = [
+        Optimisation(registration_metric(name, ndim=2, channels=1), optimisation_config())
+        for name in INTENSITY_METRICS
+    ]
+    deepsim = registration_metric("deepsim", ndim=2, channels=1, features=BUILTIN)
+    optimisations.append(Optimisation(deepsim, optimisation_config()))
+
+    def own(model: Any) -> Optimisation:
+        metric = training_metric(model, ndim=2, channels=1)
+        return Optimisation(metric, optimisation_config(refine=True))
+
+    return evaluation_methods(
+        ["identity"], [BUILTIN], data, device, optimisations=optimisations, own=own
+    )
+
+
+def _kind(name: str) -> str:
+    if name.startswith("trained"):
+        return "trained here"
+    return "built-in model" if name.startswith(BUILTIN) else "training-free"
 
 
 def run_demo(
-    steps: int = 300,
-    metric: str = "ncc",
+    steps: int = 150,
     device: str = "auto",
     seed: int = 0,
-    echo: Callable[[str], None] = lambda _line: None,
-) -> dict[str, dict[str, float]]:
-    """Train DeepSim and a baseline metric on the sample and compare them on held-out pairs.
+    noise_levels: Sequence[float] = NOISE_LEVELS,
+    progress: Progress = lambda _stage, _done, _total: None,
+) -> DemoResult:
+    """Compare every way of registering the sample's held-out pairs, clean and noisy.
 
     Parameters
     ----------
     steps : int
         Training steps of the feature extractor and of each registration model.
-    metric : str
-        The baseline metric compared with DeepSim (one needing no extra files).
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     seed : int
-        Random seed.
-    echo : callable
-        Receives each line of the report (the command line prints them).
+        Seed of the training and of the noise.
+    noise_levels : sequence of float
+        Std of the Gaussian noise added to both images of every pair (the images are
+        normalised to about ``[0, 1]``); the last is the one shown in the figure.
+    progress : callable
+        Receives ``(stage, done, total)`` as each stage advances.
 
     Returns
     -------
-    dict
-        Summary (Dice, its sd, folding %, sdlogj, seconds per pair) per model name.
+    DemoResult
+        The table, one pair's results and the conclusion.
     """
-    spec = metric_spec(metric)
-    if spec.needs_extractor or spec.needs_weights:
-        raise ValueError(
-            "the demo compares DeepSim with a metric that needs no extra files, such as ncc, "
-            f"mse, nmi or mind (got {metric!r})"
-        )
+    TrainConfig(steps=steps)  # refuses a bad number of steps before any work
     dev = resolve_device(device)
     data = sample_dataset()
-    train = data.subset(TRAIN_FRAMES)
-    config = TrainConfig(steps=steps, lr=1e-3, seed=seed, augment=NO_AUGMENTATION)
-    echo(f"1/3 feature extractor: segmentation of frames 0-5 ({steps} steps, {dev})")
-    features_config = TrainConfig(steps=steps, lr=1e-3, seed=seed)
-    features = features_trainer(train, None, features_config, channels=DEMO_CHANNELS, device=dev)
-    _train(features, echo)
-    extractor = features.model_file()
-    models: dict[str, RegistrationNet | None] = {"identity": None}
-    for k, name in enumerate((metric, "deepsim"), start=2):
-        similarity = registration_metric(name, ndim=2, channels=1, features=extractor)
-        lam = similarity.spec.default_lambda
-        echo(f"{k}/3 registration with {name} (lambda {lam:g}, {steps} steps)")
-        trainer = registration_trainer(
-            train, None, similarity, config, channels=DEMO_CHANNELS, device=dev
-        )
-        _train(trainer, echo)
-        models[name] = trainer.network
-    echo("held-out pairs 6->5 and 7->6: mean Dice (background, cytoplasm, nucleus), folding")
-    results = {}
-    for name, network in models.items():
-        rows = evaluate_pairs(data.images, data.labels, TEST_PAIRS, network, data.class_values, dev)
-        results[name] = summary = summarise(rows)
-        echo(
-            f"  {name:<9} Dice {summary['dice']:.3f} +- {summary['dice_sd']:.3f}  "
-            f"folding {summary['folding_percent']:.2f} %  "
-            f"{summary['seconds_per_pair'] * 1000:.0f} ms/pair"
-        )
-    return results
+    methods = demo_methods(data, dev) + _trained_methods(data, steps, seed, dev, progress)
+    result = DemoResult()
+    for sigma in noise_levels:
+        stage = f"register the held-out pairs at noise {sigma:g}"
+        for done, method in enumerate(methods, start=1):
+            scored = evaluate_methods(
+                data, TEST_PAIRS, [method], noise=sigma, seed=seed, keep=TEST_PAIRS[0]
+            )
+            summary = scored.summary_rows[0]
+            result.rows.append(
+                {
+                    "method": method.name,
+                    "kind": _kind(method.name),
+                    **{k: summary[k] for k in ("noise", "dice", "dice_sd", "folding_percent")},
+                    "seconds_per_pair": summary["seconds_per_pair"],
+                }
+            )
+            if sigma == noise_levels[-1]:
+                result.panels.append(_panel(method.name, scored, summary["dice"]))
+            progress(stage, done, len(methods))
+    moving, fixed = TEST_PAIRS[0]
+    assert scored.images is not None
+    result.pair = (scored.images[fixed], scored.images[moving])
+    result.conclusion = conclusion(result.rows)
+    return result
+
+
+def _panel(name: str, scored: Any, dice: float) -> MethodPanel:
+    """Return a method's result on the kept pair: warped moving image, field, Dice."""
+    kept = scored.kept[name]
+    moving = scored.images[TEST_PAIRS[0][0]]
+    return MethodPanel(name, warp_array(moving, kept.disp), kept.disp, dice)
+
+
+def demo_figure(result: DemoResult, path: str | Path) -> Path:
+    """Draw the demo's figure: the pair, each method's result, and Dice against noise.
+
+    Parameters
+    ----------
+    result : DemoResult
+        From :func:`run_demo`.
+    path : str or Path
+        PNG file to write.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    assert result.pair is not None
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for row in result.rows:
+        curves.setdefault(row["method"], []).append((row["noise"], row["dice"]))
+    moving, fixed = TEST_PAIRS[0]
+    title = f"built-in noisy cell sample, held-out pair {moving} -> {fixed}, noise " + (
+        f"{result.rows[-1]['noise']:g}\n" + textwrap.fill(result.conclusion, 110)
+    )
+    return overview_figure(path, *result.pair, result.panels, curves, title=title)
+
+
+def conclusion(rows: Sequence[dict[str, Any]]) -> str:
+    """One sentence on DeepSim against intensity metrics, computed from the table.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        :attr:`DemoResult.rows`.
+
+    Returns
+    -------
+    str
+        The best DeepSim-driven row against the best intensity-only row at the highest
+        noise, and the same difference without noise.
+    """
+    levels = sorted({row["noise"] for row in rows})
+
+    def best(sigma: float, semantic: bool) -> dict[str, Any]:
+        chosen = [
+            r
+            for r in rows
+            if r["noise"] == sigma
+            and r["method"] != "identity"
+            and ("deepsim" in r["method"] or r["method"].startswith(BUILTIN)) == semantic
+        ]
+        return max(chosen, key=lambda r: r["dice"])
+
+    high, low = levels[-1], levels[0]
+    deep, plain = best(high, True), best(high, False)
+    lead = deep["dice"] - plain["dice"]
+    clean = best(low, True)["dice"] - best(low, False)["dice"]
+    verb = "leads" if lead > 0 else "trails"
+    return (
+        f"At noise {high:g} the best DeepSim-driven method, {deep['method']} "
+        f"(Dice {deep['dice']:.3f}), {verb} the best intensity-only method, "
+        f"{plain['method']} ({plain['dice']:.3f}), by {abs(lead):.3f}; at noise {low:g} "
+        f"the difference is {clean:+.3f}."
+    )

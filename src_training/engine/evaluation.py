@@ -14,7 +14,7 @@ from src_training.data.datasets import Dataset
 from src_training.data.pairs import consecutive_pairs
 from src_training.engine.optimisation import Optimisation, optimisation_method
 from src_training.engine.registration import load_registration_model
-from src_training.evaluation.baselines import ElastixBSpline
+from src_training.evaluation.baselines import MULTIMODAL_STAGES, ElastixBSpline
 from src_training.evaluation.scoring import (
     Method,
     Registered,
@@ -30,7 +30,7 @@ from src_training.networks.modelio import ModelFile
 from src_training.registration.inference import check_model_fits
 from src_training.runtime.precision import resolve_precision
 
-BASELINES = ("identity", "elastix")
+BASELINES = ("identity", "elastix", "elastix-mi")
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,9 @@ def evaluation_methods(
             methods.append(EvaluatedMethod("identity", "identity", identity_method))
         elif baseline == "elastix":
             methods.append(EvaluatedMethod("elastix", "bspline", ElastixBSpline()))
+        elif baseline == "elastix-mi":
+            method = ElastixBSpline(MULTIMODAL_STAGES)
+            methods.append(EvaluatedMethod("elastix-mi", "affine+bspline", method))
         else:
             raise ValueError(f"unknown baseline {baseline!r}; choose from {', '.join(BASELINES)}")
     for entry in optimisations:
@@ -206,6 +209,18 @@ def median_identity_pair(labels: np.ndarray, pairs: list[tuple[int, int]]) -> tu
     return ranked[(len(ranked) - 1) // 2]
 
 
+def landmark_ids(data: Dataset, values: Sequence[int]) -> list[int]:
+    """Return the class ids of landmark label values, refusing values the data lacks."""
+    missing = [v for v in values if v not in data.class_values]
+    if missing:
+        known = ", ".join(str(v) for v in data.class_values) or "none"
+        raise ValueError(
+            f"--landmarks {missing[0]} is not a label value of the data (its values: {known}); "
+            "pass label values of its landmark classes"
+        )
+    return [data.class_values.index(v) for v in values]
+
+
 def evaluate_methods(
     data: Dataset,
     pairs: list[tuple[int, int]],
@@ -216,6 +231,7 @@ def evaluate_methods(
     seed: int = 0,
     reference: str | None = None,
     keep: tuple[int, int] | None = None,
+    landmarks: Sequence[int] = (),
 ) -> Evaluation:
     """Score every method on every pair, with optional noise and statistics.
 
@@ -237,6 +253,9 @@ def evaluate_methods(
         Test every other row against this row (Wilcoxon, Cohen's d on per-pair Dice).
     keep : (int, int), optional
         The pair whose results are kept for figures.
+    landmarks : sequence of int
+        Label values (of ``data.class_values``) marking landmarks, scored also as the
+        target registration error of their centroids (in the data's voxel size).
 
     Returns
     -------
@@ -246,11 +265,20 @@ def evaluate_methods(
     names = [m.name for m in methods]
     check_reference(methods, reference)
     assert data.labels is not None
+    marks = landmark_ids(data, landmarks)
     images = add_noise(data.images, noise, seed)
     result = Evaluation(images=images)
     for entry in methods:
         scored = score_pairs(
-            images, data.labels, pairs, entry.method, data.class_values, hd95=hd95, keep=keep
+            images,
+            data.labels,
+            pairs,
+            entry.method,
+            data.class_values,
+            hd95=hd95,
+            keep=keep,
+            landmarks=marks,
+            spacing=data.spacing,
         )
         for row in scored.rows:
             row.update(

@@ -17,7 +17,13 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from src_training.data.normalise import check_spatial_size, normalise_intensity, resample
+from src_training.data.normalise import (
+    check_not_constant,
+    check_spatial_size,
+    normalise_intensity,
+    one_value_warning,
+    resample,
+)
 from src_training.data.profile import data_warnings
 from src_training.engine.optimisation import Optimisation, OptimisationSummary, run_optimisation
 from src_training.evaluation.scoring import field_regularity
@@ -158,7 +164,7 @@ def _on_grid(data: np.ndarray, shape: tuple[int, ...], labels: bool, what: str) 
 def check_pair(
     model: ModelFile | None, fixed: np.ndarray, moving: np.ndarray, names: tuple[str, str]
 ) -> None:
-    """Refuse a pair the model cannot register, before any work is done.
+    """Refuse a pair the model cannot register, or a constant image, before any work.
 
     Parameters
     ----------
@@ -177,9 +183,21 @@ def check_pair(
     if model is None:
         check_spatial_size(fixed.shape[1:], names[0])
         check_spatial_size(moving.shape[1:], names[1])
-        return
-    check_model_fits(model, fixed, names[0])
-    check_model_fits(model, moving, names[1])
+    else:
+        check_model_fits(model, fixed, names[0])
+        check_model_fits(model, moving, names[1])
+    for image, name in zip((fixed, moving), names, strict=True):
+        check_not_constant(image, name)
+
+
+def _pair_warnings(
+    model: ModelFile | None, images: tuple[np.ndarray, np.ndarray], names: tuple[str, str]
+) -> list[str]:
+    """Images that are almost all one value, and (with a model) unlike its training data."""
+    pairs = list(zip(images, names, strict=True))
+    found = [one_value_warning(image, name) for image, name in pairs]
+    warnings = [w for w in found if w is not None]
+    return warnings + ([] if model is None else data_warnings(model.metadata, pairs))
 
 
 def register_pair(
@@ -293,9 +311,7 @@ def register_pair(
         seconds=seconds,
         resampled=resampled,
         optimisation=summary,
-        warnings=[]
-        if model is None
-        else data_warnings(model.metadata, [(fixed, names[0]), (moving, names[1])]),
+        warnings=_pair_warnings(model, (fixed, moving), names),
         **field_regularity(disp),
     )
     for lab in labels:

@@ -31,7 +31,7 @@ from src_training.registration.inference import (
     series_fields,
     warp_label_array,
 )
-from src_training.spatial.transforms import compose, warp
+from src_training.spatial.transforms import warp
 
 
 @dataclass
@@ -111,12 +111,8 @@ def _optimised_fields(
         results.append(result)
         yield Progress(k, len(pairs), f"frame {moving} optimised")
     summary = OptimisationSummary.of(optimisation.name, results)
-    if reference != "previous":
-        return direct, summary
-    fields = [torch.zeros_like(direct[:1])]
-    for t in range(1, n):
-        fields.append(compose(direct[t : t + 1], fields[-1]))
-    return torch.cat(fields), summary
+    steps = direct[1:] if reference == "previous" else direct  # frame 0 has no predecessor
+    return series_fields(steps, reference), summary
 
 
 def register_stack(

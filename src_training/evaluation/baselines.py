@@ -11,6 +11,7 @@ components reversed: ``u[i] = d[ndim - 1 - i]``, and pull-back warping
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from tempfile import TemporaryDirectory
 from types import ModuleType
@@ -44,8 +45,20 @@ def elastix_version() -> str:
     return version("itk-elastix")
 
 
+MUTUAL_INFORMATION = "AdvancedMattesMutualInformation"
+MULTIMODAL_STAGES = ("affine", "bspline")
+"""The ``elastix-mi`` baseline: an affine stage, then the B-spline, both on mutual information."""
+
+
 class ElastixBSpline:
-    """Elastix with its default B-spline parameter map, as a registration method.
+    """Elastix with its default parameter maps, as a registration method.
+
+    The default is one stage, elastix's default B-spline map (mutual information plus a
+    bending-energy penalty, 4 resolutions). ``stages=MULTIMODAL_STAGES`` runs its default
+    affine map first, with the metric of every stage set to mutual information
+    (``AdvancedMattesMutualInformation``), the choice for images of two modalities whose
+    intensities are unrelated (MR and ultrasound): the B-spline alone cannot undo a
+    global offset or scaling between the two.
 
     Calling it registers one pair (see :data:`src_training.evaluation.scoring.Method`): the
     fixed and moving images (channels averaged) go to elastix as float32, the moving
@@ -54,16 +67,27 @@ class ElastixBSpline:
     returned in this project's convention. ``seconds`` is the wall time of the elastix
     registration alone. Elastix logs nothing to the console.
 
+    Parameters
+    ----------
+    stages : sequence of str
+        elastix default maps run one after the other: ``"bspline"``, or
+        :data:`MULTIMODAL_STAGES`.
+
     Raises
     ------
     ValueError
         If itk-elastix is not installed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stages: Sequence[str] = ("bspline",)) -> None:
         self.itk = _itk()
         self.parameters = self.itk.ParameterObject.New()
-        self.parameters.AddParameterMap(self.parameters.GetDefaultParameterMap("bspline"))
+        for stage in stages:
+            parameters = self.parameters.GetDefaultParameterMap(stage)
+            if len(stages) > 1:
+                metric = parameters["Metric"]
+                parameters["Metric"] = (MUTUAL_INFORMATION, *metric[1:])
+            self.parameters.AddParameterMap(parameters)
 
     def _image(self, array: np.ndarray) -> Any:
         return self.itk.image_view_from_array(np.ascontiguousarray(array, dtype=np.float32))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +129,8 @@ def score_pairs(
     *,
     hd95: bool = False,
     keep: tuple[int, int] | None = None,
+    landmarks: Sequence[int] = (),
+    spacing: Sequence[float] | None = None,
 ) -> Scored:
     """Register each pair with ``method`` and score it.
 
@@ -148,13 +150,19 @@ def score_pairs(
         Also compute :func:`hd95_per_class` (column ``hd95``, mean over classes).
     keep : tuple of int, optional
         A pair whose :class:`Registered` result to return, for figures.
+    landmarks : sequence of int
+        Class ids scored by :func:`landmark_errors` too (columns ``tre_<value>`` and
+        ``tre``, their mean over the landmarks in both maps, NaN if none).
+    spacing : sequence of float, optional
+        Voxel size for the landmark errors; None gives them in voxels.
 
     Returns
     -------
     Scored
         Per pair: ``moving``, ``fixed``, ``dice`` (mean over classes present in either
         map, background included), ``dice_<value>`` per class, ``hd95`` if asked,
-        ``folding_percent``, ``sdlogj``, ``seconds``; and the kept result.
+        the landmark errors if asked, ``folding_percent``, ``sdlogj``, ``seconds``; and
+        the kept result.
     """
     scored = Scored([])
     for moving, fixed in pairs:
@@ -173,11 +181,63 @@ def score_pairs(
         if hd95:
             distances = hd95_per_class(warped, labels[fixed])
             row["hd95"] = float(np.mean(list(distances.values()))) if distances else float("nan")
+        if landmarks:
+            errors = landmark_errors(result.disp, labels[moving], labels[fixed], landmarks, spacing)
+            row.update({f"tre_{class_values[k]}": v for k, v in errors.items()})
+            row["tre"] = float(np.mean(list(errors.values()))) if errors else float("nan")
         row.update(**field_regularity(result.disp), seconds=result.seconds)
         scored.rows.append(row)
         if (moving, fixed) == keep:
             scored.kept = result
     return scored
+
+
+def landmark_errors(
+    disp: Tensor,
+    moving_labels: np.ndarray,
+    fixed_labels: np.ndarray,
+    landmarks: Sequence[int],
+    spacing: Sequence[float] | None = None,
+) -> dict[int, float]:
+    """Target registration error of landmarks marked by label classes.
+
+    A landmark's fixed centroid ``c_f`` is mapped through the field (linearly
+    interpolated there), ``c_f + u(c_f)``, and compared with its moving centroid
+    ``c_m``: the error is ``|(c_f + u(c_f) - c_m) * spacing|``. With a zero field it is
+    the distance between the two centroids. Landmarks absent from either map are
+    skipped.
+
+    Parameters
+    ----------
+    disp : Tensor
+        ``(1, ndim, *spatial)`` displacement in voxels, pulling moving onto fixed.
+    moving_labels, fixed_labels : numpy.ndarray
+        Class-id maps on the fixed grid (the moving one before warping).
+    landmarks : sequence of int
+        The class ids that are landmarks.
+    spacing : sequence of float, optional
+        Voxel size per axis; None for errors in voxels.
+
+    Returns
+    -------
+    dict
+        ``{class id: error}`` for the landmarks present in both maps.
+    """
+    field = disp[0].detach().float().cpu().numpy()
+    size = np.ones(field.shape[0]) if spacing is None else np.asarray(spacing, np.float64)
+    errors = {}
+    for k in landmarks:
+        fixed_mask, moving_mask = fixed_labels == k, moving_labels == k
+        if not (fixed_mask.any() and moving_mask.any()):
+            continue
+        centre = np.array(ndimage.center_of_mass(fixed_mask))
+        moved = centre + [
+            ndimage.map_coordinates(axis, centre[:, None], order=1, mode="nearest")[0]
+            for axis in field
+        ]
+        offset = moved - np.array(ndimage.center_of_mass(moving_mask))
+        errors[int(k)] = float(np.linalg.norm(offset * size))
+    return errors
 
 
 def evaluate_pairs(
@@ -305,9 +365,9 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     -------
     dict
         ``n_pairs``, ``dice``, ``dice_sd``, the per-class ``dice_<value>`` means over the
-        pairs where the class is present, ``hd95`` (if the rows have it: the mean over the
-        pairs where it is defined, NaN if none), ``folding_percent``, ``sdlogj`` and
-        ``seconds_per_pair``.
+        pairs where the class is present, ``hd95`` and the landmark errors ``tre`` and
+        ``tre_<value>`` (if the rows have them: the mean over the pairs where they are
+        defined, NaN if none), ``folding_percent``, ``sdlogj`` and ``seconds_per_pair``.
     """
     dice = np.array([r["dice"] for r in rows])
     per_class = sorted({k for r in rows for k in r if k.startswith("dice_")}, key=_class_key)
@@ -317,9 +377,10 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
         "dice_sd": float(dice.std(ddof=1)) if len(rows) > 1 else 0.0,
         **{k: float(np.mean([r[k] for r in rows if k in r])) for k in per_class},
     }
-    if any("hd95" in r for r in rows):
-        defined = [r["hd95"] for r in rows if np.isfinite(r["hd95"])]
-        summary["hd95"] = float(np.mean(defined)) if defined else float("nan")
+    distances = sorted({k for r in rows for k in r if k == "hd95" or k.startswith("tre")})
+    for key in distances:
+        defined = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+        summary[key] = float(np.mean(defined)) if defined else float("nan")
     return {
         **summary,
         "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),

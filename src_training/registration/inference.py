@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from torch import Tensor
 from src_training.data.normalise import check_spatial_size
 from src_training.networks.modelio import ModelFile
 from src_training.networks.models import RegistrationNet
-from src_training.runtime.memory import require_memory
+from src_training.runtime.memory import registration_memory, require_memory
 from src_training.runtime.precision import autocast, resolve_precision
 from src_training.spatial.transforms import compose, jacobian_determinant, warp, warp_labels
 
@@ -44,42 +43,6 @@ def check_model_fits(model: ModelFile, image: np.ndarray, what: str) -> None:
         raise ValueError(
             f"the model expects {channels}-channel images but {what} has {image.shape[0]}"
         )
-
-
-# Peak memory of RegistrationNet inference per voxel of the padded grid and pair: about
-# 22 bytes per channel of the first U-Net stage (measured on the CPU: 1.3-1.4 kB with 64
-# channels, 2D and 3D), 32 per image channel and 64 for the field and its warps.
-_BYTES_PER_VOXEL_AND_CHANNEL = 22
-_BYTES_PER_VOXEL_AND_IMAGE_CHANNEL = 32
-_BYTES_PER_VOXEL = 64
-
-
-def registration_memory(network: RegistrationNet, shape: Sequence[int], pairs: int) -> int:
-    """Estimate the peak memory of registering ``pairs`` pairs at once.
-
-    Parameters
-    ----------
-    network : RegistrationNet
-        The network.
-    shape : sequence of int
-        Spatial shape of the images.
-    pairs : int
-        Pairs in one forward pass.
-
-    Returns
-    -------
-    int
-        Bytes, on the generous side.
-    """
-    config = network.config()
-    multiple = 2 ** len(config["channels"])
-    voxels = math.prod(-(-int(n) // multiple) * multiple for n in shape)
-    per_voxel = (
-        _BYTES_PER_VOXEL_AND_CHANNEL * config["channels"][0]
-        + _BYTES_PER_VOXEL_AND_IMAGE_CHANNEL * config["in_channels"]
-        + _BYTES_PER_VOXEL
-    )
-    return voxels * pairs * per_voxel
 
 
 def check_registration_memory(

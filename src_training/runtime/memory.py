@@ -16,8 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src_training.networks.models import UNet
-
 MEMINFO = Path("/proc/meminfo")
 
 
@@ -96,6 +94,59 @@ def require_memory(nbytes: int, what: str, device: torch.device | str, hint: str
         )
 
 
+def _padded_voxels(shape: Sequence[int], multiple: int) -> int:
+    """Count the voxels of ``shape`` once each side is padded up to a multiple.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Spatial shape.
+    multiple : int
+        What every side is padded to a multiple of (a U-Net's ``2 ** depth``).
+
+    Returns
+    -------
+    int
+        Voxels of the padded grid.
+    """
+    return math.prod(-(-int(n) // multiple) * multiple for n in shape)
+
+
+# Peak memory of RegistrationNet inference per voxel of the padded grid and pair: about
+# 22 bytes per channel of the first U-Net stage (measured on the CPU: 1.3-1.4 kB with 64
+# channels, 2D and 3D), 32 per image channel and 64 for the field and its warps.
+_BYTES_PER_VOXEL_AND_CHANNEL = 22
+_BYTES_PER_VOXEL_AND_IMAGE_CHANNEL = 32
+_BYTES_PER_VOXEL = 64
+
+
+def registration_memory(network: nn.Module, shape: Sequence[int], pairs: int) -> int:
+    """Estimate the peak memory of registering ``pairs`` pairs at once.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network (a :class:`src_training.networks.models.RegistrationNet`).
+    shape : sequence of int
+        Spatial shape of the images.
+    pairs : int
+        Pairs in one forward pass.
+
+    Returns
+    -------
+    int
+        Bytes, on the generous side.
+    """
+    config = network.config()
+    voxels = _padded_voxels(shape, 2 ** len(config["channels"]))
+    per_voxel = (
+        _BYTES_PER_VOXEL_AND_CHANNEL * config["channels"][0]
+        + _BYTES_PER_VOXEL_AND_IMAGE_CHANNEL * config["in_channels"]
+        + _BYTES_PER_VOXEL
+    )
+    return voxels * pairs * per_voxel
+
+
 def _kept_channels(stage: nn.Module) -> int:
     """Channels of the maps a stage keeps for the backward pass: one per conv and norm."""
     return sum(
@@ -105,13 +156,13 @@ def _kept_channels(stage: nn.Module) -> int:
     )
 
 
-def training_values_per_voxel(unet: UNet) -> float:
+def training_values_per_voxel(unet: nn.Module) -> float:
     """Values a U-Net keeps for its backward pass, per voxel of its padded input and image.
 
     Parameters
     ----------
-    unet : UNet
-        The network's U-Net.
+    unet : torch.nn.Module
+        The network's U-Net (a :class:`src_training.networks.unet.UNet`).
 
     Returns
     -------
@@ -177,8 +228,7 @@ def training_memory(
         Bytes, on the generous side (see the calibration above).
     """
     unet = network.unet
-    multiple = 2**unet.depth
-    voxels = math.prod(-(-int(n) // multiple) * multiple for n in shape)
+    voxels = _padded_voxels(shape, 2**unet.depth)
     values = training_values_per_voxel(unet) + _TRAINING_VALUES_PER_VOXEL
     parameters = sum(p.numel() for p in network.parameters())
     return int(

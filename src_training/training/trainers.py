@@ -15,8 +15,7 @@ from src_training.metrics.dice import batch_mean_dice
 from src_training.metrics.registry import Similarity
 from src_training.metrics.regularisers import get_regulariser
 from src_training.networks.models import FeatureExtractor, RegistrationNet, segmentation_loss
-from src_training.registration.inference import registration_memory
-from src_training.runtime.memory import available_memory
+from src_training.runtime.memory import available_memory, registration_memory
 from src_training.runtime.precision import autocast
 from src_training.spatial.transforms import warp, warp_labels, warp_onehot
 from src_training.training.trainer import TrainConfig, Trainer

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_deepsim._optimise_job import OptimiseSpec, Step
-from napari_deepsim._register_job import Job, Result
-from napari_deepsim._register_job import run as register
+from napari_deepsim._jobs.job import Job, Result
+from napari_deepsim._jobs.optimise import OptimiseSpec
+from napari_deepsim._jobs.progress import Step
+from napari_deepsim._jobs.register import run as register
 from src_training.spatial.grid import grid_lines
 
 if TYPE_CHECKING:

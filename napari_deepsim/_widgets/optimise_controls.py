@@ -4,7 +4,7 @@
 feature extractor (trained in this viewer, or a file) and the VGG16 weights, shown only
 for a metric that needs them, the iterations per pyramid level and an optional rigid or
 affine stage. :meth:`OptimisePicker.spec` checks what can be checked without loading
-anything and returns the :class:`~napari_deepsim._optimise_job.OptimiseSpec` a job
+anything and returns the :class:`~napari_deepsim._jobs.optimise.OptimiseSpec` a job
 takes; messages name the controls, never command-line options.
 """
 
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, FileEdit, LineEdit
 
-from napari_deepsim._controls import extractor_pickers
-from napari_deepsim._models import trained_models
-from napari_deepsim._optimise_job import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
-from napari_deepsim._tips import WEIGHTS_TIP
+from napari_deepsim._jobs.optimise import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
+from napari_deepsim._state.models import trained_models
+from napari_deepsim._widgets.controls import extractor_pickers
+from napari_deepsim._widgets.tips import WEIGHTS_TIP
 
 if TYPE_CHECKING:
     from src_training.metrics.registry import MetricSpec
@@ -104,7 +104,7 @@ class OptimisePicker:
     def _extractors(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
         return [(m.name, m.model) for m in trained_models.of_kind("features")]
 
-    def extractors_changed(self) -> None:
+    def extractors_changed(self, *_args: Any) -> None:
         """Relist the trained extractors, choosing the newest when none is chosen."""
         self.extractor.reset_choices()
         extractors = [choice for choice in self.extractor.choices if choice is not None]

@@ -1,7 +1,7 @@
 """Turn registration results into layer data: vectors, checkerboards and folds.
 
 Every function here is pure NumPy and never touches Qt or napari (the grid is
-:mod:`napari_deepsim._grid_raster`), so it runs in a worker thread and in plain unit tests.
+:mod:`napari_deepsim._jobs.grid_raster`), so it runs in a worker thread and in plain unit tests.
 
 Displacements follow the convention of :mod:`src_training.spatial.transforms`: a field ``u`` of
 shape ``(ndim, *spatial)`` in voxels pulls back, ``warped(x) = moving(x + u(x))``. The

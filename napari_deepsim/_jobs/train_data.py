@@ -2,19 +2,13 @@
 
 :func:`stack_layers` stacks two or more 2D images (or 3D volumes) of one shape as the
 frames of a 2D+t (or 3D+t) stack, so that separate layers train a model as a stack
-would. :func:`identity_dice` is the validation Dice of no registration at all, the
-dashed line of the training plot, and :func:`verdict` says what to change when a run
-ended without beating it.
+would, and :func:`verdict` says what to change when a run ended without beating the
+identity (the engine's ``identity_dice``, the dashed line of the training plot).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:
-    from src_training.data.datasets import Dataset
 
 BEATEN_BY = 0.002  # validation Dice above the identity's by less than this: no better
 
@@ -52,29 +46,6 @@ def stack_layers(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
     return np.stack(arrays)
 
 
-def identity_dice(val: Dataset | None) -> float | None:
-    """Return the validation Dice of no registration: the score a model has to beat.
-
-    Parameters
-    ----------
-    val : Dataset or None
-        Validation frames; their consecutive pairs (or fixed pairs) are scored as the
-        trainer scores them.
-
-    Returns
-    -------
-    float or None
-        The mean Dice of the unmoved label maps; None without labelled validation data.
-    """
-    from src_training.data.pairs import consecutive_pairs
-    from src_training.metrics.dice import mean_dice
-
-    if val is None or val.labels is None:
-        return None
-    pairs = val.pairs if val.pairs is not None else consecutive_pairs(len(val))
-    return float(np.mean([mean_dice(val.labels[m], val.labels[f]) for m, f in pairs]))
-
-
 def verdict(scores: list[float], baseline: float | None, steps: int) -> str | None:
     """Return what to change when a run ended without beating the identity.
 
@@ -83,7 +54,7 @@ def verdict(scores: list[float], baseline: float | None, steps: int) -> str | No
     scores : list of float
         The run's validation Dice scores, in order.
     baseline : float or None
-        The identity's validation Dice (:func:`identity_dice`).
+        The identity's validation Dice (:func:`~src_training.engine.arrays.identity_dice`).
     steps : int
         The steps the run was set to.
 

@@ -1,8 +1,8 @@
 """What the widgets share on screen: layer, pair and device pickers, and result layers.
 
-The pickers list the input layers of :func:`napari_deepsim._choices.inputs`. Result
+The pickers list the input layers of :func:`napari_deepsim._layers.choices.inputs`. Result
 layers are added on the grid of the layer they belong to and tagged with
-:data:`~napari_deepsim._choices.SOURCE`, so they are never offered as inputs and a
+:data:`~napari_deepsim._layers.choices.SOURCE`, so they are never offered as inputs and a
 new result replaces the old one; their styles (grid colour, Jacobian
 colormap, fold colour) are the same in the Register and Compare widgets.
 """
@@ -17,8 +17,8 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 from napari.layers import Labels, Layer
 
-from napari_deepsim._choices import SOURCE, inputs
-from napari_deepsim._tips import EXTRACTOR_FILE_TIP, FIXED_TIP, LABELS_TIP, MOVING_TIP
+from napari_deepsim._layers.choices import SOURCE, inputs
+from napari_deepsim._widgets.tips import EXTRACTOR_FILE_TIP, FIXED_TIP, LABELS_TIP, MOVING_TIP
 from src_training.runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """What both training widgets share: settings, Train/Stop, the loss plot, saving.
 
-Training runs in a napari generator worker (:func:`napari_deepsim._train_job.train`)
+Training runs in a napari generator worker (:func:`napari_deepsim._jobs.train.train`)
 that yields the trainer's events; the GUI thread receives them to draw the loss curve
 (with the identity's validation Dice as the line to beat) and never waits for a step.
 The data is a layer (a stack), two or more layers of one shape (stacked for the user:
@@ -9,12 +9,11 @@ ends without beating the identity says what to change ("train longer: …"). Sto
 flag that the trainer polls before its next step. Training starts from new weights or
 fine-tunes a built-in model ("start from"; its channels are then the built-in's). A
 trained model stays in memory, can be saved, and is added to
-:data:`napari_deepsim._models.trained_models`, which announces it to the other widgets.
+:data:`napari_deepsim._state.models.trained_models`, which announces it to the other widgets.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -34,18 +33,19 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
+from qtpy.QtWidgets import QFileDialog, QLabel
 
-from napari_deepsim import _tips as tips
-from napari_deepsim._choices import guess_training, inputs, partner
-from napari_deepsim._controls import device_picker, layer_choices, precision_picker
-from napari_deepsim._layout import scrolled
-from napari_deepsim._loss_plot import LossPlot
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._subscriptions import watch_layers
-from napari_deepsim._train_data import identity_dice, stack_layers, verdict
-from napari_deepsim._train_job import TrainJob, save, train
-from napari_deepsim._workers import error_message, start_worker
+from napari_deepsim._jobs.train import TrainJob, save, train
+from napari_deepsim._jobs.train_data import verdict
+from napari_deepsim._layers.choices import guess_training, inputs, partner
+from napari_deepsim._layers.stack import stacked_layers
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets import tips
+from napari_deepsim._widgets.controls import device_picker, layer_choices, precision_picker
+from napari_deepsim._widgets.dock import JobDock
+from napari_deepsim._widgets.layout import scrolled
+from napari_deepsim._widgets.loss_plot import LossPlot
+from napari_deepsim._widgets.subscriptions import watch_layers
 from src_training.engine.options import parse_channels
 from src_training.models import builtin_models
 
@@ -55,10 +55,10 @@ if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
     from src_training.training.trainer import Event
 
-MEMORY_FIX = "choose the cpu device, a smaller crop or fewer channels"
+TRAINING_MEMORY_FIX = "choose the cpu device, a smaller crop or fewer channels"
 
 
-class TrainWidget(QWidget):
+class TrainWidget(JobDock):
     """Common parts of the training widgets; subclasses choose the data and the network.
 
     A subclass makes its input widgets (among them ``image`` and ``labels``) in
@@ -72,15 +72,14 @@ class TrainWidget(QWidget):
     """
 
     title = "model"
+    action = "Train"
+    failure = "Training"
+    memory_fix = TRAINING_MEMORY_FIX
     stack = False  # whether training needs a stack of frames (for the layer guess)
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker: Any = None
+        super().__init__(napari_viewer)
         self.model: ModelFile | None = None
-        self._stop = threading.Event()
-        self._started = 0.0
         self.folder = FileEdit(label="or folder", mode="d", tooltip=tips.FOLDER_TIP)
         self.layers = Select(label="or layers", choices=self._stackable, tooltip=tips.LAYERS_TIP)
         self.layers.native.setMaximumHeight(80)
@@ -126,7 +125,7 @@ class TrainWidget(QWidget):
         parts = (self.inputs.native, self.settings.native, self.plot, self.status)
         scrolled(self, *parts, self.save_button.native)
         self.start_from.changed.connect(self._start_changed)
-        self.train_button.changed.connect(self._train_clicked)
+        self.follow(self.train_button, self.start)
         self.save_button.changed.connect(self._save_clicked)
         watch_layers(self, self.viewer, self.reset_choices)
         self.reset_choices()
@@ -170,35 +169,8 @@ class TrainWidget(QWidget):
         return [(n, layer) for n, layer in self._images() if layer.ndim in (2, 3) and not layer.rgb]
 
     def _stacked(self) -> tuple[np.ndarray, np.ndarray | None, str] | None:
-        """Return the layers chosen under 'or layers' as one stack, with their labels.
-
-        Returns
-        -------
-        (images, labels, source) or None
-            The stacked images, their stacked labels (when every layer has a labels
-            layer of its name or shape) and where they came from; None when no layers
-            are chosen.
-        """
-        chosen = list(self.layers.value)
-        if not chosen:
-            return None
-        names = [layer.name for layer in chosen]
-        images = stack_layers([np.asarray(layer.data) for layer in chosen], names)
-        found: list[Layer] = []
-        for layer in chosen:
-            labels = partner(layer, inputs(self.viewer, Labels), found)
-            if labels is not None:
-                found.append(labels)
-        stacked = None
-        if len(found) == len(chosen):
-            stacked = np.stack([np.asarray(labels.data) for labels in found])
-        kind = "3D+t" if images.ndim == 4 else "2D+t"
-        show_info(
-            f"Stacked the {len(chosen)} layers {', '.join(map(repr, names))} as frames 0-"
-            f"{len(chosen) - 1} of one {kind} stack for training"
-            + (", with their labels." if stacked is not None else " (without labels).")
-        )
-        return images, stacked, f"napari layers {', '.join(names)}"
+        """Return the layers chosen under 'or layers' as one stack (see ``stacked_layers``)."""
+        return stacked_layers(self.viewer, list(self.layers.value))
 
     def _labels(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return layer_choices(self.viewer, Labels)
@@ -221,20 +193,6 @@ class TrainWidget(QWidget):
             "checkpointing": bool(self.checkpointing.value),
         }
 
-    def _report(self, err: BaseException) -> None:
-        show_error(error_message(err, "Training", MEMORY_FIX))
-
-    @property
-    def running(self) -> bool:
-        """Whether training is in progress."""
-        return self.worker is not None
-
-    def _train_clicked(self, *_args: Any) -> None:
-        if self.running:
-            self.stop()
-        else:
-            self.start()
-
     def start(self) -> Any:
         """Start training in a worker thread.
 
@@ -247,28 +205,25 @@ class TrainWidget(QWidget):
         try:
             job = self._make_job()
         except (ValueError, FileNotFoundError) as err:
-            self._report(err)
+            self.report(err)
             return None
-        self._stop.clear()
-        self._started = time.perf_counter()
+        from src_training.engine.arrays import identity_dice
+
         self.plot.clear(job.steps, identity_dice(job.val))
-        self.train_button.text = "Stop"
         self.status.setText("training…")
-        self.worker = start_worker(
-            partial(train, stop=self._stop.is_set),
+        return self.launch(
+            partial(train, stop=self.stop_event.is_set),
             job,
             job.events,
             f"Training the {self.title}",
             self._on_returned,
             self._on_errored,
-            self._on_finished,
             yielded=self._on_event,
         )
-        return self.worker
 
     def stop(self) -> None:
         """Ask the running training to end before its next step (the model is kept)."""
-        self._stop.set()
+        self.ask_to_stop()
         self.status.setText("stopping…")
 
     def _on_event(self, event: Event) -> None:
@@ -285,7 +240,7 @@ class TrainWidget(QWidget):
         self.model = model
         self.save_button.enabled = True
         steps = model.metadata.get("steps_trained", 0)
-        seconds = time.perf_counter() - self._started
+        seconds = time.perf_counter() - self.started
         self.status.setText(
             f"trained {steps} steps in {seconds:.0f} s wall time; the {self.title} is kept in "
             "memory"
@@ -298,15 +253,11 @@ class TrainWidget(QWidget):
         try:
             trained_models.add_trained(model, self._name_of(model))
         except Exception as err:  # never raise into Qt's event loop
-            self._report(err)
+            self.report(err)
 
     def _on_errored(self, err: BaseException) -> None:
         self.status.setText("training failed")
-        self._report(err)
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.train_button.text = "Train"
+        self.report(err)
 
     def save(self, path: str | Path) -> Path | None:
         """Write the trained model to a ``.pt`` file.
@@ -327,7 +278,7 @@ class TrainWidget(QWidget):
         try:
             return save(self.model, path)
         except (OSError, ValueError) as err:
-            self._report(err)
+            self.report(err)
             return None
 
     def _save_clicked(self, *_args: Any) -> None:

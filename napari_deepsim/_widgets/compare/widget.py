@@ -2,13 +2,13 @@
 
 The methods are registration models, optimisations of the field with a metric
 (``optimise: ncc``) and models refined by an optimisation
-(:mod:`napari_deepsim._compare_rows`). Each method's warped image, warped labels,
+(:mod:`napari_deepsim._widgets.compare.rows`). Each method's warped image, warped labels,
 deformation grid (in its own colour), Jacobian and folds become layers; a table lists
 Dice, % folding, the std of log J and the time per method. A rectangle drawn on the
 ``compare zoom`` Shapes layer shows the fixed and moving patches and every method's
-warped patch with its grid, side by side (:mod:`napari_deepsim._compare_zoom`). The
+warped patch with its grid, side by side (:mod:`napari_deepsim._widgets.compare.zoom`). The
 methods run one after another in a napari thread worker
-(:mod:`napari_deepsim._compare_job`), the progress bar moving through each one's
+(:mod:`napari_deepsim._jobs.compare`), the progress bar moving through each one's
 stages and iterations; **Stop** (or closing the dock) cancels the comparison at its
 next step, leaving the last results. The layers are added on the GUI thread, one per
 turn of the event loop, replacing the last comparison's. The built-in
@@ -30,17 +30,18 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QTableWidget,
     QTableWidgetItem,
-    QWidget,
 )
 
-from napari_deepsim._choices import guess_pair, on_fixed_grid, pair_arrays
-from napari_deepsim._compare_job import CompareJob, Outcome, run, table
-from napari_deepsim._compare_rows import RowChoice
-from napari_deepsim._compare_zoom import PREFIX, ZoomView
-from napari_deepsim._controls import (
+from napari_deepsim._jobs.compare import CompareJob, Outcome, run, table
+from napari_deepsim._jobs.job import Job
+from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
+from napari_deepsim._state.models import trained_models
+from napari_deepsim._state.run import RunContext
+from napari_deepsim._widgets.compare.rows import RowsPanel
+from napari_deepsim._widgets.compare.zoom import PREFIX, ZoomPanel
+from napari_deepsim._widgets.controls import (
     FOLDS_IMAGE,
     JACOBIAN_STYLE,
-    add_output,
     device_picker,
     grid_style,
     layer_choices,
@@ -49,21 +50,21 @@ from napari_deepsim._controls import (
     remove_outputs,
     spacing_picker,
 )
-from napari_deepsim._layout import scrolled
-from napari_deepsim._models import trained_models
-from napari_deepsim._register_job import Job
-from napari_deepsim._subscriptions import subscribe, watch_layers, when_closed
-from napari_deepsim._workers import Turns, advance, error_message, gui_wording, start_worker
+from napari_deepsim._widgets.dock import JobDock
+from napari_deepsim._widgets.layout import scrolled
+from napari_deepsim._widgets.outputs import LayerPlan
+from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
+from napari_deepsim._widgets.workers import advance, gui_wording
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._optimise_job import Step
+    from napari_deepsim._jobs.progress import Step
 
 HEADERS = ["method", "Dice", "% folding", "sd log J", "s/pair"]
 
 
-class CompareWidget(RowChoice, ZoomView, QWidget):
+class CompareWidget(JobDock):
     """Compare registration methods (metrics) on one pair: layers, a table and zooms.
 
     Parameters
@@ -72,14 +73,12 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         The viewer holding the pair; it receives every model's output layers.
     """
 
+    action = "Compare"
+    failure = "Comparison"
+
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.worker: Any = None
+        super().__init__(napari_viewer)
         self.outcomes: list[Outcome] = []
-        self._pair: dict[str, Any] = {}
-        self._turns: Turns | None = None  # the last comparison's layers, being added
-        self._closed = False
 
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = pair_pickers(
             self._images, self._labels
@@ -96,7 +95,11 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
                 self.spacing,
             ]
         )
-        rows = self._row_controls()
+        self.rows = RowsPanel()
+        self.models, self.optimise = self.rows.models, self.rows.optimise
+        self.add_model_files = self.rows.add_model_files
+        self.add_optimisation = self.rows.add_optimisation
+        self.refine_selected = self.rows.refine_selected
         self.compare_button = PushButton(
             text="Compare", tooltip="Run every ticked method on the pair, one after another"
         )
@@ -105,27 +108,28 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        zoom_button, tiles = self._zoom_widgets()
+        self.zoom = ZoomPanel(self.viewer, self.fixed)
+        self.draw_zoom = self.zoom.draw_zoom
 
         scrolled(
             self,
             self.inputs.native,
-            rows,
+            self.rows,
             self.compare_button.native,
             self.table,
-            zoom_button,
-            tiles,
+            self.zoom.zoom_button,
+            self.zoom.tiles,
         )
 
-        self.compare_button.changed.connect(self._button_clicked)
+        self.follow(self.compare_button, self.compare)
         watch_layers(self, self.viewer, self.reset_choices)
-        when_closed(self, self._abandon)
+        when_closed(self, self.abandon)
         events = trained_models.events
-        subscribe(self, [events.inserted, events.removed], self._list_models)
-        subscribe(self, [events.inserted, events.removed], self._extractors_changed)
+        subscribe(self, [events.inserted, events.removed], self.rows.list_models)
+        subscribe(self, [events.inserted, events.removed], self.optimise.extractors_changed)
         self.reset_choices()
-        self._list_models()
-        self._extractors_changed()
+        self.rows.list_models()
+        self.optimise.extractors_changed()
 
     # ---- inputs --------------------------------------------------------------------
 
@@ -143,36 +147,7 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
             if chooser.value is None and layer is not None:
                 chooser.value = layer
 
-    def _extractors_changed(self, *_args: Any) -> None:
-        self.optimise.extractors_changed()
-
     # ---- comparison ----------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        """Whether a comparison is in progress (its layers being added included)."""
-        return self.worker is not None or (self._turns is not None and self._turns.active)
-
-    def _button_clicked(self, *_args: Any) -> None:
-        if self.running:
-            self.stop()
-        else:
-            self.compare()
-
-    def stop(self) -> None:
-        """Cancel the comparison at its next step; the last comparison's layers stay."""
-        if self.worker is not None:
-            self.worker.quit()
-        if self._turns is not None:
-            self._turns.cancel()
-            self._turns = None
-        if not self._closed:
-            self.compare_button.text = "Compare"
-
-    def _abandon(self) -> None:
-        """Cancel the comparison of a closed dock: nothing it computed is shown."""
-        self._closed = True
-        self.stop()
 
     def compare(self, *_args: Any) -> Any:
         """Start running every ticked method on the pair in a worker thread.
@@ -189,26 +164,19 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         try:
             job = self._make_job()
         except ValueError as err:
-            self._report(err)
+            self.report(err)
             return None
-        self._pair = {
-            "fixed": self.fixed.value,
-            "moving": self.moving.value,
-            "moving_labels": self.moving_labels.value,
-        }
-        self.compare_button.text = "Stop"
-        self.worker = start_worker(
+        context = RunContext(self.fixed.value, self.moving.value, self.moving_labels.value)
+        return self.launch(
             run,
             job,
             job.stages,
             f"Comparing {len(job.entries)} methods",
-            self._on_returned,
-            self._report,
-            self._on_finished,
+            partial(self._on_returned, context),
+            self.report,
             yielded=self._on_step,
             counted=False,
         )
-        return self.worker
 
     def _make_job(self) -> CompareJob:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
@@ -220,7 +188,7 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         fixed, moving, fixed_labels, moving_labels = pair_arrays(
             fixed_layer, moving_layer, self.fixed_labels.value, self.moving_labels.value
         )
-        entries = self._entries()
+        entries = self.rows.entries()
         if not entries:
             raise ValueError(
                 "no model is ticked; tick a built-in model, add model files, train models or "
@@ -246,34 +214,21 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         )
         return CompareJob(pair, entries)
 
-    def _report(self, err: BaseException) -> None:
-        show_error(error_message(err, "Comparison"))
-
     def _on_step(self, step: Step) -> None:
         if self.worker is not None:
             advance(self.worker, step.done, step.total)
 
-    def _on_finished(self) -> None:
-        self.worker = None
-        if (self._turns is None or not self._turns.active) and not self._closed:
-            self.compare_button.text = "Compare"
-
-    def _on_returned(self, outcomes: list[Outcome]) -> None:
-        if self._closed:
+    def _on_returned(self, context: RunContext, outcomes: list[Outcome]) -> None:
+        if self.closed:
             return
         steps: list[Any] = [partial(remove_outputs, self.viewer, PREFIX, prefix=True)]
         for outcome in outcomes:
             if outcome.result is not None:
-                steps += self._layer_steps(outcome)
-        steps.append(partial(self._show, outcomes))
-        self._turns = Turns(steps, self._shown, self._report)
+                steps += self._layer_steps(context, outcome)
+        steps.append(partial(self._show, outcomes, context))
+        self.add_layers(steps)
 
-    def _shown(self) -> None:
-        self._turns = None
-        if self.worker is None and not self._closed:
-            self.compare_button.text = "Compare"
-
-    def _show(self, outcomes: list[Outcome]) -> None:
+    def _show(self, outcomes: list[Outcome], context: RunContext) -> None:
         """Fill the table, report failures and warnings, and redraw the zoom."""
         self.outcomes = outcomes
         failed = [o for o in outcomes if o.error is not None]
@@ -287,31 +242,24 @@ class CompareWidget(RowChoice, ZoomView, QWidget):
         for outcome in outcomes:  # the data is unlike the model's training data
             for line in outcome.result.warnings if outcome.result is not None else []:
                 show_warning(f"{outcome.name}: {gui_wording(line)}")
-        self.update_zoom()
+        self.zoom.show(outcomes, context)
 
-    def _layer_steps(self, outcome: Outcome) -> list[Any]:
+    def _layer_steps(self, context: RunContext, outcome: Outcome) -> list[Any]:
         """Plan one method's layers, one step each."""
         result = outcome.result
         assert result is not None
-        fixed, moving = self._pair["fixed"], self._pair["moving"]
-        grid = (fixed.scale, fixed.translate)
-        steps = []
-
-        def add(kind: str, data: Any, suffix: str, **style: Any) -> None:
-            name = f"{outcome.name} {suffix}"
-            key = PREFIX + outcome.name
-            steps.append(partial(add_output, self.viewer, kind, data, name, key, grid, **style))
-
-        add("image", result.jacobian, "Jacobian", **JACOBIAN_STYLE, visible=False)
-        add("image", result.warped, "warped", **like(moving))
+        grid = (context.fixed.scale, context.fixed.translate)
+        plan = LayerPlan(self.viewer, PREFIX + outcome.name, grid)
+        name = outcome.name
+        plan.add("image", result.jacobian, f"{name} Jacobian", **JACOBIAN_STYLE, visible=False)
+        plan.add("image", result.warped, f"{name} warped", **like(context.moving))
         if result.warped_labels is not None:
-            add(
-                "labels", result.warped_labels, "warped labels", **like(self._pair["moving_labels"])
-            )
-        add("image", result.folds, "folds", **FOLDS_IMAGE, visible=False)
+            style = like(context.moving_labels)
+            plan.add("labels", result.warped_labels, f"{name} warped labels", **style)
+        plan.add("image", result.folds, f"{name} folds", **FOLDS_IMAGE, visible=False)
         if result.grid is not None:
-            add("image", result.grid, "grid", **grid_style(outcome.color))
-        return steps
+            plan.add("image", result.grid, f"{name} grid", **grid_style(outcome.color))
+        return plan.finish()
 
     def _fill_table(self, outcomes: list[Outcome], dice_before: float | None) -> None:
         rows = table(outcomes, dice_before)

@@ -1,9 +1,9 @@
 """The displacement-field section of the Register widget: save, load and apply a field.
 
-:class:`FieldActions` is mixed into
-:class:`~napari_deepsim._register_widget.RegisterWidget`, which keeps the field of every
-registration (:meth:`FieldActions._keep_field`) with the fixed layer's grid and what
-made it. A field is saved as a field file (``.npz``: the field, its grid and
+:class:`FieldPanel` is a panel of
+:class:`~napari_deepsim._widgets.register.widget.RegisterWidget`, which hands it the field of
+every registration (:meth:`FieldPanel.keep`) with the fixed layer's grid and what made
+it. A field is saved as a field file (``.npz``: the field, its grid and
 provenance), as an ITK displacement field (``.nii.gz``, ``.mha``) for itk, SimpleITK,
 ANTs or transformix, or as a bare ``.npy``; loaded from a field file or an older
 ``.npy``; and applied to Image and Labels layers of its grid (warped) or to Points,
@@ -19,20 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_info
+from psygnal import Signal
 from qtpy.QtWidgets import QFileDialog
 
-from napari_deepsim._choices import SOURCE, spatial_data
-from napari_deepsim._controls import add_output, layer_choices, like, remove_outputs
-from napari_deepsim._field_layers import FAR, GEOMETRY, moved_layer_data
-from napari_deepsim._register_job import warp_data
-from napari_deepsim._tips import FIELD_TIPS
-from napari_deepsim._workers import error_message
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._layers.points import GEOMETRY
+from napari_deepsim._widgets.controls import layer_choices
+from napari_deepsim._widgets.register.apply import move_layer, warp_layer
+from napari_deepsim._widgets.tips import FIELD_TIPS
+from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
     import napari
     import numpy as np
-    from qtpy.QtWidgets import QLabel
 
     from src_training.spatial.fieldio import FieldFile
 
@@ -43,30 +43,36 @@ FORMATS = (
 )
 
 
-class FieldActions:
+class FieldPanel(Container):
     """Save, load and apply the Register widget's current displacement field.
 
-    The widget provides ``viewer`` and the ``results`` label, and keeps ``_field`` and
-    ``_field_transform`` (the fixed layer's scale and translate, None for a file
-    without a grid) and ``_field_provenance`` (what made the field).
+    The panel owns its buttons and pickers and the current field: ``field`` (of the last
+    registration, kept by :meth:`keep`, or of a loaded file), ``transform`` (the fixed
+    layer's scale and translate, None for a file without a grid), ``provenance`` (what
+    made it) and ``stack``. A loaded file is announced by :attr:`said`.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Whose layers the field is applied to.
     """
 
-    viewer: napari.Viewer
-    results: QLabel
-    _field: np.ndarray | None
-    _field_transform: tuple[np.ndarray, np.ndarray] | None
-    _field_provenance: dict[str, str] | None = None
-    _field_stack: bool = False
+    said = Signal(str)
 
-    def _field_controls(self) -> Container:
-        """Make the Save, Load and Apply buttons, the field and the layer to apply it to."""
+    def __init__(self, viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.field: np.ndarray | None = None
+        self.transform: tuple[np.ndarray, np.ndarray] | None = None
+        self.provenance: dict[str, str] | None = None
+        self.stack = False
         self.save_button = PushButton(text="Save field…")
         self.save_button.tooltip = (
             "Save the field: .npz keeps the grid (scale, origin) and what made it; .nii.gz or "
             ".mha is an ITK displacement field (physical units) for itk, SimpleITK or ANTs"
         )
         self.load_button = PushButton(text="Load field…", tooltip=FIELD_TIPS["load"])
-        self.field_source = ComboBox(label="field", choices=self._field_sources)
+        self.field_source = ComboBox(label="field", choices=self.sources)
         self.field_source.tooltip = (
             "The field to apply: the last registration's (or the loaded file's), or a field "
             "opened with File > Open (its axis layers)"
@@ -80,8 +86,8 @@ class FieldActions:
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
         self.apply_button.changed.connect(self._apply_clicked)
-        return Container(
-            widgets=[
+        self.extend(
+            [
                 self.save_button,
                 self.load_button,
                 self.field_source,
@@ -96,7 +102,8 @@ class FieldActions:
         layers = layer_choices(self.viewer, (Image, Labels, *GEOMETRY))
         return [(name, layer) for name, layer in layers if not layer.metadata.get(MARK)]
 
-    def _field_sources(self, _widget: Any = None) -> list[tuple[str, str | None]]:
+    def sources(self, _widget: Any = None) -> list[tuple[str, str | None]]:
+        """Return the fields to apply: the current one, then each opened in napari."""
         names = dict.fromkeys(name for name in self._opened_fields())
         return [(CURRENT, None), *((f"{name} (opened)", name) for name in names)]
 
@@ -112,27 +119,29 @@ class FieldActions:
                 )
         return found
 
-    @property
-    def field(self) -> np.ndarray | None:
-        """The current displacement field: of the last registration or a loaded file."""
-        return self._field
+    def keep(self, result: Any, fixed: Layer, moving: Layer, key: tuple[str, Any] | None) -> None:
+        """Keep a registration's field with the fixed layer's grid and what made it.
 
-    def _keep_field(self, context: dict[str, Any], result: Any) -> None:
-        """Keep a registration's field with the fixed layer's grid and what made it."""
+        Parameters
+        ----------
+        result : Result
+            The registration's result.
+        fixed, moving : Layer
+            The layers it registered (one layer: the frames of a stack).
+        key : tuple or None
+            The model's name or file (None: a model trained in napari, or none).
+        """
         import numpy as np
 
         from src_training.spatial.fieldio import provenance
 
-        fixed, key = context["fixed"], context["model_key"]
-        self._field = result.field
-        self._field_stack = fixed is context["moving"]
-        self._field_transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
+        self.field = result.field
+        self.stack = fixed is moving
+        self.transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
         method = [str(key[0]) if key else "a model trained in napari"] if result.model else []
         if result.optimisation is not None:
             method.append(f"optimisation ({result.optimisation.metric})")
-        self._field_provenance = provenance(
-            " refined by ".join(method), fixed.name, context["moving"].name
-        )
+        self.provenance = provenance(" refined by ".join(method), fixed.name, moving.name)
 
     def field_file(self) -> FieldFile | None:
         """Return the chosen field with its grid and provenance (None when there is none).
@@ -149,16 +158,16 @@ class FieldActions:
         if chosen is not None and chosen in self._opened_fields():
             layers = self._opened_fields()[chosen]
             return field_from_layers([(layer.data, layer.metadata) for layer in layers])
-        if self._field is None:
+        if self.field is None:
             return None
-        n = self._field.ndim - 1 - self._field_stack
-        spacing, origin = ((), ()) if self._field_transform is None else self._field_transform
+        n = self.field.ndim - 1 - self.stack
+        spacing, origin = ((), ()) if self.transform is None else self.transform
         return FieldFile(
-            self._field,
+            self.field,
             tuple(spacing[-n:]),
             tuple(origin[-n:]),
-            provenance=self._field_provenance or {},
-            stack=self._field_stack,
+            provenance=self.provenance or {},
+            stack=self.stack,
         )
 
     def save_field(self, path: str | Path) -> str | None:
@@ -209,23 +218,23 @@ class FieldActions:
         except (OSError, ValueError) as err:
             show_error(error_message(err, "Loading the field"))
             return None
-        self._field = loaded.displacement
-        self._field_stack = loaded.stack
+        self.field = loaded.displacement
+        self.stack = loaded.stack
         lead = [1.0] * loaded.stack
-        self._field_transform = None
+        self.transform = None
         if str(path).endswith(".npz"):
-            self._field_transform = (
+            self.transform = (
                 np.array([*lead, *loaded.spacing]),
                 np.array([*[0.0] * loaded.stack, *loaded.origin]),
             )
-        self._field_provenance = loaded.provenance
+        self.provenance = loaded.provenance
         self.field_source.value = None
         made = loaded.provenance.get("method")
-        self.results.setText(
-            f"loaded field {Path(path).name} {self._field.shape}"
+        self.said.emit(
+            f"loaded field {Path(path).name} {self.field.shape}"
             + (f" made by {made}" if made else "")
         )
-        return self._field
+        return self.field
 
     def apply_field(self, layer: Layer) -> Layer | None:
         """Apply the chosen field to a layer: warp images and labels, move geometry.
@@ -252,68 +261,20 @@ class FieldActions:
                     "there is no displacement field yet; press Register or load a field"
                 )
             if isinstance(layer, GEOMETRY):
-                return self._move_layer(layer, field_file)
-            return self._apply_field(layer, field_file)
+                return move_layer(self.viewer, layer, field_file)
+            grid: tuple[Any, Any] | None = self.transform  # None: a file without a grid
+            if self.field_source.value is not None:  # a field opened in napari: its file's grid
+                lead = int(field_file.stack)
+                spacing, origin = [*field_file.spacing], [*field_file.origin]
+                grid = ([1.0] * lead + spacing, [0.0] * lead + origin)
+            return warp_layer(self.viewer, layer, field_file, grid)
         except ValueError as err:
             show_error(error_message(err, "Applying the field"))
             return None
 
-    def _move_layer(self, layer: Layer, field_file: FieldFile) -> Layer:
-        data, state, kind, far = moved_layer_data(layer, field_file)
-        key = f"applied:{layer.unique_id}"
-        remove_outputs(self.viewer, key)
-        state = {**state, "name": f"{layer.name} moved", "metadata": {SOURCE: key}}
-        moved = self.viewer.add_layer(Layer.create(data, state, kind))
-        if far:
-            show_warning(
-                f"{far} point(s) of {layer.name!r} could not be moved exactly (more than "
-                f"{FAR} voxels off): the field folds there or they lie outside it."
-            )
-        return moved
-
-    def _apply_field(self, layer: Layer, field_file: FieldFile) -> Layer:
-        import torch
-
-        if not isinstance(layer, (Image, Labels)):
-            raise ValueError(
-                f"{layer.name!r} is not an Image, Labels, Points, Shapes or Tracks layer"
-            )
-        data = spatial_data(layer, "target")
-        field_ = field_file.displacement
-        single = not field_file.stack and field_file.grid == data.shape
-        stack = (
-            field_file.stack
-            and field_.shape[0] == data.shape[0]
-            and field_file.grid == data.shape[1:]
-        )
-        if not (single or stack):
-            grid = field_file.grid if not field_file.stack else (field_.shape[0], *field_file.grid)
-            raise ValueError(
-                f"the layer {layer.name!r} has shape {data.shape} but the field is defined on a "
-                f"grid of shape {tuple(grid)}; apply it to a layer of the fixed image's shape"
-            )
-        disp = torch.as_tensor(field_[None] if single else field_)
-        warped = warp_data(data, disp, isinstance(layer, Labels), not single)
-        key = f"applied:{layer.unique_id}"
-        remove_outputs(self.viewer, key)
-        kind = "labels" if isinstance(layer, Labels) else "image"
-        grid: tuple[Any, Any] | None = self._field_transform  # None: a file without a grid
-        if self.field_source.value is not None:  # a field opened in napari: its file's grid
-            lead = int(field_file.stack)
-            grid = ([1.0] * lead + [*field_file.spacing], [0.0] * lead + [*field_file.origin])
-        return add_output(
-            self.viewer,
-            kind,
-            warped,
-            f"{layer.name} warped",
-            key,
-            grid or (layer.scale, layer.translate),
-            **like(layer),
-        )
-
     def _save_clicked(self, *_args: Any) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save displacement field", "displacement.npz", FORMATS
+            self.native, "Save displacement field", "displacement.npz", FORMATS
         )
         if path:
             saved = self.save_field(path)
@@ -322,7 +283,7 @@ class FieldActions:
 
     def _load_clicked(self, *_args: Any) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Load displacement field", "", "Displacement field (*.npz *.npy)"
+            self.native, "Load displacement field", "", "Displacement field (*.npz *.npy)"
         )
         if path:
             self.load_field(path)

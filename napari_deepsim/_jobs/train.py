@@ -13,85 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     from src_training.data.datasets import Dataset
     from src_training.networks.modelio import ModelFile
-    from src_training.training.trainer import Event
+    from src_training.training.trainer import Event, TrainConfig
     from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
 
 VALIDATION_FRAMES = 2  # registration with labels holds out the last frames to score Dice
-
-
-def dataset_from_arrays(
-    images: np.ndarray,
-    labels: np.ndarray | None,
-    source: str,
-    *,
-    volume: bool = False,
-    labelled_only: bool = False,
-) -> Dataset:
-    """Build a :class:`Dataset` from a layer's image and label arrays.
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        ``(H, W)``, ``(T, H, W)``, ``(D, H, W)`` (with ``volume``) or ``(T, D, H, W)``.
-    labels : numpy.ndarray or None
-        Integer labels of the same shape.
-    source : str
-        Where the data came from (recorded in the model file).
-    volume : bool
-        A 3D array is one volume rather than a 2D+t stack.
-    labelled_only : bool
-        Keep only the frames where some label is painted.
-
-    Returns
-    -------
-    Dataset
-        Normalised frames, class-id labels and names.
-    """
-    from src_training.data.datasets import Dataset
-    from src_training.data.normalise import normalise_intensity
-
-    images = np.asarray(images)
-    if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
-        raise ValueError("the image layer must hold finite numbers")
-    if images.ndim < 2 or images.ndim > 4 or (volume and images.ndim != 3):
-        raise ValueError(
-            f"the image layer is {images.ndim}D; use a 2D image, a 2D+t stack, a 3D volume or "
-            "a 3D+t stack"
-        )
-    frames = images[None, None] if images.ndim == 2 or volume else images[:, None]
-    class_ids = None
-    class_values: list[int] = []
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != images.shape:
-            raise ValueError(
-                f"the labels have shape {labels.shape} but the image {images.shape}; choose the "
-                "image's labels"
-            )
-        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-            raise ValueError("the labels layer must hold integer label ids")
-        label_frames = labels[None] if labels.ndim == 2 or volume else labels
-        if labelled_only:
-            keep = [i for i, frame in enumerate(label_frames) if frame.any()]
-            if not keep:
-                raise ValueError("no labels are painted; paint some classes on a few frames")
-            frames, label_frames = frames[keep], label_frames[keep]
-        class_values = [int(v) for v in np.unique(label_frames)]
-        class_ids = np.searchsorted(class_values, label_frames).astype(np.int64)
-    normalised = np.stack([normalise_intensity(f.astype(np.float32)) for f in frames])
-    return Dataset(
-        images=normalised.astype(np.float32),
-        labels=class_ids,
-        names=[f"frame{t}" for t in range(len(normalised))],
-        class_values=class_values,
-        pairs=None,
-        source=source,
-    )
 
 
 @dataclass
@@ -267,11 +195,6 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     ModelFile
         The trained network (on the CPU, in eval mode) and its metadata.
     """
-    from src_training.engine.training import (
-        features_trainer,
-        registration_metric,
-        registration_trainer,
-    )
     from src_training.runtime.devices import resolve_device
     from src_training.training.trainer import TrainConfig
 
@@ -286,10 +209,24 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
         batch_size=job.batch_size,
         precision=job.precision,
     )
+    trainer = _trainer(job, data, val, config, device)
+    yield from trainer.run(stop=stop)
+    return trainer.model_file()
+
+
+def _trainer(
+    job: TrainJob, data: Dataset, val: Dataset | None, config: TrainConfig, device: Any
+) -> FeatureTrainer | RegistrationTrainer:
+    """Build the engine's trainer of the job's network on its data."""
+    from src_training.engine.training import (
+        features_trainer,
+        registration_metric,
+        registration_trainer,
+    )
+
     metadata = {"source": "napari-deepsim training widget"}
-    trainer: FeatureTrainer | RegistrationTrainer
     if job.task == "features":
-        trainer = features_trainer(
+        return features_trainer(
             data,
             val,
             config,
@@ -311,7 +248,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
                 "train one with 'Train feature extractor', or choose a built-in one or a file"
             ),
         )
-        trainer = registration_trainer(
+        return registration_trainer(
             data,
             val,
             metric,
@@ -323,8 +260,6 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
             metadata=metadata,
             device=device,
         )
-    yield from trainer.run(stop=stop)
-    return trainer.model_file()
 
 
 def save(model: ModelFile, path: str | Path) -> Path:

@@ -1,14 +1,10 @@
-"""Optimisation in the widgets' jobs: its settings, its metric, and progress per iteration.
+"""Progress of the widgets' jobs: steps for the progress bar, per stage and iteration.
 
-The widgets describe an optimisation as an :class:`OptimiseSpec` of plain values (the
-metric's name, its feature extractor, the iterations per level, a linear stage); the
-job builds the engine's :class:`~src_training.engine.optimisation.Optimisation` from it
-in the worker (loading an extractor takes time). A :class:`Tracker` turns the engine's
-events into :class:`Step` s for the progress bar: a position in the planned iterations
-(a level that ends early skips the rest of its share), the level, iteration and loss
-as text, the losses for a plot, and, for a pair, a preview of the warped moving image
-after each pyramid level. Nothing here touches Qt, and torch is imported only inside
-functions.
+A :class:`Tracker` turns the engine's events into :class:`Step` s for the progress bar:
+a position in the planned iterations (a level that ends early skips the rest of its
+share), the level, iteration and loss as text, the losses for a plot, and, for a pair, a
+preview of the warped moving image after each pyramid level (:class:`Watch`). Nothing
+here touches Qt, and torch is imported only inside functions.
 """
 
 from __future__ import annotations
@@ -16,141 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from src_training.engine.optimisation import Optimisation, OptimisationSummary
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.optimisation import Optimisation
     from src_training.optimisation import OptimiseEvent
 
 T = TypeVar("T")
-HOW_TO_GET_EXTRACTOR = "train one with 'Train feature extractor' or choose an extractor file"
 THROTTLE = 0.05  # seconds between steps within a level, so the GUI thread is never flooded
-OTHER_KIND = {"deepsim": "deepsim-ae", "deepsim-ae": "deepsim"}
-
-
-@dataclass(frozen=True)
-class OptimiseSpec:
-    """An optimisation as the widgets choose it, in plain values.
-
-    Attributes
-    ----------
-    metric : str
-        A metric of the registry.
-    iterations : tuple of int
-        Iterations per pyramid level, coarse to fine (one number: the same for 4 levels).
-    linear : {None, "rigid", "affine"}
-        A linear stage before the deformable one.
-    features : str or ModelFile, optional
-        The feature extractor of deepsim and deepsim-ae (a file or one trained here).
-    weights : str, optional
-        The VGG16 weights file of vgg.
-    refine : bool
-        The optimisation starts from a model's field: the regulariser weight is the
-        metric's λ times the core's refinement factor, as on the command line.
-    """
-
-    metric: str
-    iterations: tuple[int, ...]
-    linear: str | None = None
-    features: str | ModelFile | None = None
-    weights: str | None = None
-    refine: bool = False
-
-    @property
-    def label(self) -> str:
-        """The metric, with its extractor file's name (for rows and layer names)."""
-        if isinstance(self.features, str):
-            return f"{self.metric} ({Path(self.features).stem})"
-        return self.metric
-
-
-def parse_iterations(text: str) -> tuple[int, ...]:
-    """Read the iterations a user typed: one number, or one per level like ``100,50,25,5``.
-
-    Parameters
-    ----------
-    text : str
-        What was typed.
-
-    Returns
-    -------
-    tuple of int
-        At least one positive number.
-    """
-    try:
-        counts = tuple(int(part) for part in text.replace(" ", "").split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise ValueError(
-            "the iterations must be one positive number or one per pyramid level, coarse to "
-            f"fine, like 100,50,25,5; got {text!r}"
-        )
-    return counts
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
-def _extractor(spec: OptimiseSpec) -> ModelFile:
-    """Load the chosen extractor and check it is one of the kind the metric compares."""
-    from src_training.metrics.registry import metric_spec
-    from src_training.networks.modelio import ModelFile, load_model
-
-    source = spec.features
-    assert source is not None
-    name = "the chosen extractor" if isinstance(source, ModelFile) else str(source)
-    model = source if isinstance(source, ModelFile) else load_model(source)
-    if model.kind != "features":
-        raise ValueError(
-            f"{name} holds a {model.kind} model, not a feature extractor; {HOW_TO_GET_EXTRACTOR}"
-        )
-    wanted = str(metric_spec(spec.metric).extractor_kind)
-    kind = str(model.network.kind)
-    if kind != wanted:
-        raise ValueError(
-            f"the {spec.metric} metric compares the features of {_article(wanted)} {wanted} "
-            f"extractor but {name} is {_article(kind)} {kind} extractor; choose the "
-            f"{OTHER_KIND.get(spec.metric, 'deepsim-ae')} metric or another extractor"
-        )
-    return model
-
-
-def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
-    """Build the engine's optimisation for single-channel data of ``ndim`` dimensions.
-
-    Parameters
-    ----------
-    spec : OptimiseSpec
-        What the widget chose (already checked for what it can check without loading).
-    ndim : int
-        2 or 3.
-
-    Returns
-    -------
-    Optimisation
-        The metric and the optimiser's settings.
-    """
-    from src_training.engine.optimisation import optimisation_config, user_optimisation
-    from src_training.engine.training import registration_metric
-
-    metric = registration_metric(
-        spec.metric,
-        ndim=ndim,
-        channels=1,
-        features=None if spec.features is None else _extractor(spec),
-        vgg_weights=spec.weights,
-        how_to_get_extractor=HOW_TO_GET_EXTRACTOR,
-    )
-    config = optimisation_config(
-        iterations=",".join(map(str, spec.iterations)), linear=spec.linear, refine=spec.refine
-    )
-    return user_optimisation(metric, config)
 
 
 class Watch:
@@ -254,10 +125,10 @@ class Tracker:
         pairs : int
             Pairs optimised one after another (frames of a stack).
         """
-        from src_training.optimisation.pyramid import max_levels
+        from src_training.engine.arrays import planned_levels
 
         config = optimisation.config
-        self.levels = config.levels or min(config.wanted_levels(), max_levels(shape))
+        self.levels = planned_levels(optimisation, shape)
         offset = 0
         for level in range(config.linear_levels(self.levels)):
             self.schedule[("affine", level)] = (offset, config.affine_iterations)
@@ -329,13 +200,3 @@ class Tracker:
             f"{event.iteration}/{count}, loss {event.loss:.4g}"
         )
         return self.step(text, preview)
-
-
-def describe(summary: OptimisationSummary, refined: bool) -> str:
-    """Return one line on what the optimisation did (for the results text)."""
-    start = "refining the model, " if refined else ""
-    stopped = ", stopped" if summary.stopped else ""
-    return (
-        f"{start}{summary.iterations} iterations of {summary.metric}{stopped}, loss "
-        f"{summary.initial_loss:.4f} -> {summary.loss:.4f}"
-    )

@@ -4,7 +4,7 @@ Everything here runs on the GUI thread with arrays the worker computed (the grid
 and vectors included), so it only adds or updates layers, one per step
 (:func:`result_steps`; the widget runs one step per turn of the event loop). Result
 layers are tagged with the moving layer's id (see
-:func:`~napari_deepsim._controls.add_output`), so a new result replaces the old one:
+:func:`~napari_deepsim._widgets.controls.add_output`), so a new result replaces the old one:
 a layer of the same name and kind gets the new data in place (napari collects garbage
 each time it removes a layer, which can take most of a second), the live preview
 becomes the warped image, and only layers that have no successor are removed. With
@@ -18,15 +18,14 @@ Labels layer took seconds to add), a volume's folds red points.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox
 from napari.layers import Labels, Layer
 
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._controls import (
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._widgets.controls import (
     FOLDS_IMAGE,
     GRID_COLOR,
     JACOBIAN_STYLE,
@@ -35,14 +34,16 @@ from napari_deepsim._controls import (
     like,
     vector_scale,
 )
-from napari_deepsim._tips import CHECKER_TIP, GRID_TIP, JACOBIAN_TIP, VECTORS_TIP
+from napari_deepsim._widgets.outputs import LayerPlan, update_layer
+from napari_deepsim._widgets.tips import CHECKER_TIP, GRID_TIP, JACOBIAN_TIP, VECTORS_TIP
 
 FOLD_POINTS: dict[str, Any] = {"face_color": "red", "border_width": 0, "size": 3}
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_deepsim._register_job import Result
+    from napari_deepsim._jobs.job import Result
+    from napari_deepsim._state.run import RunContext
 
 
 def output_choices() -> tuple[CheckBox, ...]:
@@ -69,21 +70,21 @@ def output_choices() -> tuple[CheckBox, ...]:
 
 
 def result_steps(
-    viewer: napari.Viewer, context: dict[str, Any], result: Result
+    viewer: napari.Viewer, context: RunContext, result: Result
 ) -> list[Callable[[], None]]:
     """Plan the layer changes of a new result: one step per layer, run on the GUI thread.
 
     Each step adds, updates or removes one layer, so that the caller can run them one
     per turn of the event loop and the window never freezes for more than one layer.
     The moving layer's previous result layers are replaced (updated in place when they
-    can take the new data); with ``context["keep"]`` they stay and the new layers get
+    can take the new data); with ``context.keep`` they stay and the new layers get
     the next free run number (``moving warped #2``).
 
     Parameters
     ----------
     viewer : napari.Viewer
         The viewer.
-    context : dict
+    context : RunContext
         The layers of the run (``fixed``, ``moving``, ``moving_labels``, ``extras``),
         whether the Jacobian was asked for (``jacobian``) and whether to keep the
         previous results (``keep``).
@@ -95,8 +96,8 @@ def result_steps(
     list of callable
         The steps, in order.
     """
-    fixed, moving = context["fixed"], context["moving"]
-    key, suffix = result_key(viewer, moving, bool(context.get("keep")))
+    fixed, moving = context.fixed, context.moving
+    key, suffix = result_key(viewer, moving, context.keep)
     grid = (fixed.scale, fixed.translate)
     old = {layer.name: layer for layer in viewer.layers if layer.metadata.get(SOURCE) == key}
     preview = _output(viewer, f"{moving.name} preview", str(moving.unique_id))
@@ -108,70 +109,51 @@ def result_steps(
         )
         old.pop(preview.name, None)
         old[warped_name] = preview
-    steps: list[Callable[[], None]] = []
-
-    def add(kind: str, data: Any, label: str, **style: Any) -> None:
-        name = f"{label}{suffix}"
-        layer = old.pop(name, None)
-        if layer is not None and _reusable(layer, kind, data):
-            steps.append(partial(_update, layer, data, name, grid, style))
-            return
-        if layer is not None:
-            steps.append(partial(_remove, viewer, layer))
-        steps.append(partial(add_output, viewer, kind, data, name, key, grid, **style))
-
-    add("image", result.warped, f"{moving.name} warped", **like(moving))
+    plan = LayerPlan(viewer, key, grid, suffix, old)
     plane = _plane(result, viewer, grid)  # a volume's slice overlays: a plane in 3D
+    _data_layers(plan, context, result, plane)
+    _overlay_layers(plan, moving.name, result, context.jacobian, plane)
+    return plan.finish(stale)
+
+
+def _data_layers(
+    plan: LayerPlan, context: RunContext, result: Result, plane: dict[str, Any]
+) -> None:
+    """Plan the warped image, its grid, the warped labels and the layers carried along."""
+    moving = context.moving
+    plan.add("image", result.warped, f"{moving.name} warped", **like(moving))
     if result.grid is not None:
-        add(
-            "image",
-            result.grid,
-            f"{moving.name} grid",
-            **grid_style(GRID_COLOR),
-            **plane,
-        )
+        plan.add("image", result.grid, f"{moving.name} grid", **grid_style(GRID_COLOR), **plane)
     if result.warped_labels is not None:
-        labels = context["moving_labels"]
-        add("labels", result.warped_labels, f"{labels.name} warped", **like(labels))
-    for source, data in zip(context["extras"], result.extras, strict=True):
+        labels = context.moving_labels
+        plan.add("labels", result.warped_labels, f"{labels.name} warped", **like(labels))
+    for source, data in zip(context.extras, result.extras, strict=True):
         if isinstance(source, Labels):
-            add("labels", data, f"{source.name} warped", **like(source))
+            plan.add("labels", data, f"{source.name} warped", **like(source))
         else:
-            add("image", data, f"{source.name} warped", **like(source), blending=source.blending)
-    if context["jacobian"]:
+            style = {**like(source), "blending": source.blending}
+            plan.add("image", data, f"{source.name} warped", **style)
+
+
+def _overlay_layers(
+    plan: LayerPlan, name: str, result: Result, jacobian: bool, plane: dict[str, Any]
+) -> None:
+    """Plan the folds, the Jacobian, the checkerboard and the displacement vectors."""
+    if jacobian:
         if result.fold_points is not None:
-            add("points", result.fold_points, f"{moving.name} folds", **FOLD_POINTS)
+            plan.add("points", result.fold_points, f"{name} folds", **FOLD_POINTS)
         else:
-            add("image", result.folds, f"{moving.name} folds", **FOLDS_IMAGE)
-        add(
-            "image",
-            result.jacobian,
-            f"{moving.name} Jacobian",
-            **JACOBIAN_STYLE,
-            **plane,
-            visible=False,
-        )
+            plan.add("image", result.folds, f"{name} folds", **FOLDS_IMAGE)
+        style = {**JACOBIAN_STYLE, **plane, "visible": False}
+        plan.add("image", result.jacobian, f"{name} Jacobian", **style)
     if result.checkerboard is not None:
-        add(
-            "image",
-            result.checkerboard,
-            f"{moving.name} checkerboard",
-            colormap="gray",
-            contrast_limits=(0.0, 1.0),
-            visible=False,
-        )
+        checker = {"colormap": "gray", "contrast_limits": (0.0, 1.0), "visible": False}
+        plan.add("image", result.checkerboard, f"{name} checkerboard", **checker)
     if result.vectors is not None:
         factor = vector_scale(result.vectors)  # the name says how much arrows are lengthened
-        add(
-            "vectors",
-            result.vectors,
-            f"{moving.name} displacement" + (f" ×{factor:g}" if factor != 1 else ""),
-            edge_color="cyan",
-            edge_width=0.5,
-            length=factor,
-        )
-    steps += [partial(_remove, viewer, layer) for layer in [*old.values(), *stale]]
-    return steps
+        label = f"{name} displacement" + (f" ×{factor:g}" if factor != 1 else "")
+        arrows = {"edge_color": "cyan", "edge_width": 0.5, "length": factor}
+        plan.add("vectors", result.vectors, label, **arrows)
 
 
 def _plane(result: Result, viewer: napari.Viewer, grid: tuple[Any, Any]) -> dict[str, Any]:
@@ -217,31 +199,7 @@ def result_key(viewer: napari.Viewer, moving: Layer, keep: bool) -> tuple[str, s
     return f"{key} #{number}", f" #{number}"
 
 
-def _remove(viewer: napari.Viewer, layer: Layer) -> None:
-    if layer in viewer.layers:
-        viewer.layers.remove(layer)
-
-
-def _reusable(layer: Layer, kind: str, data: Any) -> bool:
-    """Whether a result layer can take new data in place (same kind and dimensions)."""
-    if type(layer).__name__.lower() != kind:
-        return False
-    return bool(np.ndim(data) == np.ndim(layer.data))
-
-
-def _update(
-    layer: Layer, data: Any, name: str, grid: tuple[Any, Any], style: dict[str, Any]
-) -> None:
-    """Give a result layer new data, grid and look (its visibility stays the user's)."""
-    layer.name = name
-    layer.data = data
-    layer.scale, layer.translate = grid
-    for attribute in ("colormap", "contrast_limits", "blending"):
-        if attribute in style:
-            setattr(layer, attribute, style[attribute])
-
-
-def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.ndarray) -> None:
+def show_preview(viewer: napari.Viewer, context: RunContext, preview: np.ndarray) -> None:
     """Show the moving image warped by the best transformation of the last level.
 
     The preview lies on a pyramid level's grid, corner-aligned with the fixed layer, so
@@ -251,13 +209,13 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     ----------
     viewer : napari.Viewer
         The viewer.
-    context : dict
+    context : RunContext
         The layers of the run (``fixed``, ``moving``) and whether the last results are
         kept (``keep``).
     preview : numpy.ndarray
         The warped moving image (normalised) on the level's grid.
     """
-    fixed, moving = context["fixed"], context["moving"]
+    fixed, moving = context.fixed, context.moving
     name = f"{moving.name} preview"
     full = np.asarray(fixed.data.shape, float)
     level = np.asarray(preview.shape, float)
@@ -265,15 +223,15 @@ def show_preview(viewer: napari.Viewer, context: dict[str, Any], preview: np.nda
     key = str(moving.unique_id)
     style = {"colormap": "gray", "contrast_limits": (0.0, 1.0)}
     layer = _output(viewer, name, key)
-    if layer is None and not context.get("keep"):  # kept results stay as they are
+    if layer is None and not context.keep:  # kept results stay as they are
         layer = _output(viewer, f"{moving.name} warped", key)
     if layer is not None:  # the last preview, or the last result's warped image
-        _update(layer, preview, name, (scale, fixed.translate), style)
+        update_layer(layer, preview, name, (scale, fixed.translate), style)
         return
     add_output(viewer, "image", preview, name, key, (scale, fixed.translate), **style)
 
 
-def remove_preview(viewer: napari.Viewer, context: dict[str, Any]) -> None:
+def remove_preview(viewer: napari.Viewer, context: RunContext) -> None:
     """Remove the live preview of a run that ended without a result.
 
     The preview took over the last result's warped image, if there was one, so that
@@ -283,10 +241,10 @@ def remove_preview(viewer: napari.Viewer, context: dict[str, Any]) -> None:
     ----------
     viewer : napari.Viewer
         The viewer.
-    context : dict
+    context : RunContext
         The layers of the run (``moving``).
     """
-    moving = context["moving"]
+    moving = context.moving
     layer = _output(viewer, f"{moving.name} preview", str(moving.unique_id))
     if layer is not None:
         viewer.layers.remove(layer)

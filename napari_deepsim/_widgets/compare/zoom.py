@@ -1,6 +1,7 @@
 """The zoom of the Compare metrics widget: every model's warp of one patch, side by side.
 
-:class:`ZoomView` is mixed into :class:`~napari_deepsim._compare_widget.CompareWidget`.
+:class:`ZoomPanel` is a panel of :class:`~napari_deepsim._widgets.compare.widget.CompareWidget`,
+which hands it each comparison's outcomes (:meth:`ZoomPanel.show`).
 A rectangle drawn on the ``compare zoom`` Shapes layer selects a patch of the fixed
 grid; the fixed and moving patches and every model's warped patch with its deformation
 grid (in the model's colour) are shown as tiles.
@@ -17,13 +18,15 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 
-from napari_deepsim._choices import SOURCE
-from napari_deepsim._compare_job import Outcome, Zoom, zoom, zoom_box
-from napari_deepsim._workers import error_message
+from napari_deepsim._jobs.compare import Outcome, Zoom, zoom, zoom_box
+from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
     import napari
     from magicgui.widgets import ComboBox
+
+    from napari_deepsim._state.run import RunContext
 
 PREFIX = "compare:"  # SOURCE metadata of the Compare widget's layers: PREFIX + model name
 ZOOM_LAYER = "compare zoom"
@@ -58,20 +61,25 @@ def _tile(patch: Zoom, limits: tuple[float, float], color: str | None) -> QPixma
     return pixmap
 
 
-class ZoomView:
+class ZoomPanel:
     """The zoom rectangle and tiles of the Compare widget.
 
-    The widget provides ``viewer``, the ``fixed`` picker, the compared ``outcomes`` and
-    ``_pair`` (the fixed and moving layers they were computed on).
+    The panel owns its button and tiles (laid out by the widget) and the patches shown
+    (``zooms``); it reads the fixed layer from the widget's picker.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Where the rectangle is drawn.
+    fixed : ComboBox
+        The widget's fixed-layer picker.
     """
 
-    viewer: napari.Viewer
-    fixed: ComboBox
-    outcomes: list[Outcome]
-    _pair: dict[str, Any]
-
-    def _zoom_widgets(self) -> tuple[QPushButton, QWidget]:
-        """Make the button that draws the rectangle and the grid of tiles."""
+    def __init__(self, viewer: napari.Viewer, fixed: ComboBox) -> None:
+        self.viewer = viewer
+        self.fixed = fixed
+        self.outcomes: list[Outcome] = []
+        self.context: RunContext | None = None
         self.zooms: dict[str, Zoom] = {}
         self.zoom_button = QPushButton("Draw zoom rectangle")
         self.zoom_button.setToolTip(
@@ -80,7 +88,11 @@ class ZoomView:
         self.zoom_button.clicked.connect(self.draw_zoom)
         self.tiles = QWidget()
         self.tile_grid = QGridLayout(self.tiles)
-        return self.zoom_button, self.tiles
+
+    def show(self, outcomes: list[Outcome], context: RunContext) -> None:
+        """Zoom on a comparison's outcomes, computed on the layers of ``context``."""
+        self.outcomes, self.context = outcomes, context
+        self.update_zoom()
 
     def _zoom_layer(self) -> Shapes | None:
         return next(
@@ -124,15 +136,15 @@ class ZoomView:
     def update_zoom(self, *_args: Any) -> None:
         """Show the fixed, moving and every model's warped patch in the last rectangle."""
         layer = self._zoom_layer()
-        if layer is None or not len(layer.data) or not self.outcomes:
+        if layer is None or not len(layer.data) or not self.outcomes or self.context is None:
             return
         try:
-            self._show_zoom(np.asarray(layer.data[-1]))
+            self._show_zoom(np.asarray(layer.data[-1]), self.context)
         except ValueError as err:
             show_error(error_message(err, "Zooming"))
 
-    def _show_zoom(self, corners: np.ndarray) -> None:
-        fixed, moving = self._pair["fixed"], self._pair["moving"]
+    def _show_zoom(self, corners: np.ndarray, context: RunContext) -> None:
+        fixed, moving = context.fixed, context.moving
         results = [o for o in self.outcomes if o.result is not None]
         if not results:
             return
@@ -140,7 +152,7 @@ class ZoomView:
         fixed_data = np.asarray(fixed.data)
         self.zooms = {
             "fixed": zoom(fixed_data, None, plane, rows, cols),
-            "moving": zoom(self._moving_on_fixed_grid(fixed_data.shape), None, plane, rows, cols),
+            "moving": zoom(_on_grid(moving, fixed_data.shape), None, plane, rows, cols),
         }
         tiles: list[tuple[str, Zoom, tuple[float, float], str | None]] = [
             ("fixed", self.zooms["fixed"], tuple(fixed.contrast_limits), None),
@@ -165,11 +177,12 @@ class ZoomView:
             self.tile_grid.addWidget(caption, 2 * row, col)
             self.tile_grid.addWidget(tile, 2 * row + 1, col)
 
-    def _moving_on_fixed_grid(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Return the moving image on the fixed grid (resampled when the shapes differ)."""
-        moving = np.asarray(self._pair["moving"].data, np.float32)
-        if moving.shape == shape:
-            return moving
-        from src_training.data.normalise import resample
 
-        return resample(moving, shape, order=1)
+def _on_grid(moving: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Return the moving image on the fixed grid (resampled when the shapes differ)."""
+    data = np.asarray(moving.data, np.float32)
+    if data.shape == shape:
+        return data
+    from src_training.data.normalise import resample
+
+    return resample(data, shape, order=1)

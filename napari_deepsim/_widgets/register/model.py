@@ -1,14 +1,14 @@
 """The model section of the Register widget: a built-in model, one trained here, or a file.
 
-:class:`ModelChoice` is mixed into
-:class:`~napari_deepsim._register_widget.RegisterWidget`. Its picker lists the built-in
+:class:`ModelPanel` owns the model controls of
+:class:`~napari_deepsim._widgets.register.widget.RegisterWidget`. Its picker lists the built-in
 models first (each with a one-line description; the first is chosen when the widget
 opens, so two sections register without any training), then the registration models of
-:data:`~napari_deepsim._models.trained_models` (selecting one as soon as a training
+:data:`~napari_deepsim._state.models.trained_models` (selecting one as soon as a training
 widget announces it); a model file replaces the picked model (it is read when picked).
 A line says what the chosen model is: its dimensionality, channels, metric and training
 data, so that a model that does not fit the layers (a 2D model for 3D volumes, another
-number of channels) is refused by :meth:`ModelChoice._check_fits` before any work.
+number of channels) is refused by :meth:`ModelPanel.check_fits` before any work.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, Label
 from napari.utils.notifications import show_error, show_info
 
-from napari_deepsim._models import (
+from napari_deepsim._state.models import (
     Facts,
     TrainedModel,
     builtin_choices,
@@ -28,26 +28,25 @@ from napari_deepsim._models import (
     file_facts,
     trained_models,
 )
-from napari_deepsim._workers import error_message
+from napari_deepsim._widgets.workers import error_message
 from src_training.models import is_builtin
 
 if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
 
 
-class ModelChoice:
+class ModelPanel:
     """Choose the registration model of the Register widget.
 
-    The widget calls :meth:`_model_controls` once, subscribes :meth:`_trained_list_changed`
-    and :meth:`_model_trained` to the registry's events, and keeps ``_model_cache`` (the
-    built-in model or model file read by the last run, reused while it is unchanged).
+    The panel owns its pickers (``widgets``, laid out by the widget) and keeps the
+    built-in model or model file read by the last run, reused while it is unchanged
+    (:meth:`remember`). The widget wires :meth:`refresh` and :meth:`model_trained` to
+    the events of :data:`~napari_deepsim._state.models.trained_models`.
     """
 
-    _model_cache: dict[tuple[str, Any], ModelFile]
-
-    def _model_controls(self) -> list[Any]:
-        """Make the model pickers and the line that says which model is used."""
-        self.trained = ComboBox(label="model", choices=self._trained_models, nullable=True)
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, Any], ModelFile] = {}
+        self.trained = ComboBox(label="model", choices=self.choices, nullable=True)
         self.trained.tooltip = (
             "A built-in model (listed first; the line below says what it is) or a registration "
             "model trained in this viewer"
@@ -64,16 +63,18 @@ class ModelChoice:
         builtins = builtin_choices()
         if builtins:  # register with no training: the first built-in model
             self.trained.value = builtins[0][1]
-        return [self.trained, self.model_file, self.model_info]
+        self.widgets = [self.trained, self.model_file, self.model_info]
 
-    def _trained_models(self, _widget: Any = None) -> list[tuple[str, str | ModelFile]]:
+    def choices(self, _widget: Any = None) -> list[tuple[str, str | ModelFile]]:
+        """Return the models offered: the built-in ones, then those trained here."""
         trained = [(m.name, m.model) for m in trained_models.of_kind("registration")]
         return [*builtin_choices(), *trained]
 
-    def _trained_list_changed(self, *_args: Any) -> None:
+    def refresh(self, *_args: Any) -> None:
+        """List the models again (one was trained or removed)."""
         self.trained.reset_choices()
 
-    def _model_trained(self, event: Any) -> None:
+    def model_trained(self, event: Any) -> None:
         """Use a registration model as soon as a training widget has trained it."""
         if event.value.model.kind == "registration":
             self.set_model(event.value.model)
@@ -137,9 +138,9 @@ class ModelChoice:
         from src_training.engine.registration import load_registration_model
 
         key = (str(path), path.stat().st_mtime)
-        if key not in self._model_cache:
-            self._model_cache = {key: load_registration_model(path)}
-        return self._model_cache[key]
+        if key not in self._cache:
+            self._cache = {key: load_registration_model(path)}
+        return self._cache[key]
 
     def _facts(self) -> Facts | None:
         """Return what the chosen model registers (None for a file that is missing)."""
@@ -151,7 +152,7 @@ class ModelChoice:
         path = Path(self.model_file.value)
         return file_facts(self._read_file(path)) if path.is_file() else None
 
-    def _check_fits(self, ndim: int, stack: bool, layer: str) -> None:
+    def check_fits(self, ndim: int, stack: bool, layer: str) -> None:
         """Refuse layers the chosen model cannot register, before any work is done.
 
         Parameters
@@ -182,7 +183,7 @@ class ModelChoice:
                 f"images of {facts.channels} channels; pick a one-channel model in 'model'"
             )
 
-    def _model_source(self) -> str | ModelFile:
+    def source(self) -> str | ModelFile:
         """Return the chosen model: one trained here, a loaded copy, or a name or path."""
         chosen = self.trained.value
         if chosen is None:
@@ -195,17 +196,21 @@ class ModelChoice:
             if not path.is_file():
                 raise ValueError(f"the model file {path} does not exist; pick an existing .pt file")
             chosen = str(path)
-        key = self._model_key(chosen)
-        return chosen if key is None else self._model_cache.get(key, chosen)
+        key = self.key(chosen)
+        return chosen if key is None else self._cache.get(key, chosen)
 
-    def _model_key(self, source: str | ModelFile | None) -> tuple[str, Any] | None:
+    def remember(self, key: tuple[str, Any], model: ModelFile) -> None:
+        """Keep the model a run read under its key, for the next run."""
+        self._cache = {key: model}
+
+    def key(self, source: str | ModelFile | None) -> tuple[str, Any] | None:
         """Return the cache key of a model a run reads: a built-in name, or a file and its time.
 
         A model read before (a built-in or file in the cache) keeps its key; None for a
         model trained here (or no model).
         """
         if not isinstance(source, str):
-            return next((key for key, model in self._model_cache.items() if model is source), None)
+            return next((key for key, model in self._cache.items() if model is source), None)
         if isinstance(self.trained.value, str):  # only built-in models are picked by name
             return (source, "built-in")
         path = Path(self.model_file.value)

@@ -1,10 +1,10 @@
 """Training widgets: a feature extractor and a registration model, trained in napari.
 
-Both are built on :class:`~napari_deepsim._train_base.TrainWidget` and differ in their
+Both are built on :class:`~napari_deepsim._widgets.train.base.TrainWidget` and differ in their
 inputs and network. Either trains from one layer, from two or more layers of one shape
 (stacked for the user, so two 2D sections or a pair of 3D volumes train a 2D or a 3D
 model) or from a dataset folder. Trained models go to
-:data:`napari_deepsim._models.trained_models`: the registration widget offers the feature
+:data:`napari_deepsim._state.models.trained_models`: the registration widget offers the feature
 extractors trained here, and the Register widget selects a registration model as soon
 as it is trained.
 """
@@ -17,18 +17,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox
 
-from napari_deepsim import _tips as tips
-from napari_deepsim._controls import extractor_pickers
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._subscriptions import subscribe
-from napari_deepsim._train_base import TrainWidget
-from napari_deepsim._train_job import (
+from napari_deepsim._jobs.train import (
     VALIDATION_FRAMES,
     TrainJob,
     check_features_data,
-    dataset_from_arrays,
     split_registration_data,
 )
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets import tips
+from napari_deepsim._widgets.controls import extractor_pickers
+from napari_deepsim._widgets.subscriptions import subscribe
+from napari_deepsim._widgets.train.base import TrainWidget
 
 if TYPE_CHECKING:
     import napari
@@ -78,6 +77,8 @@ class TrainFeaturesWidget(TrainWidget):
         return TrainJob(task="features", train=data, val=None, kind=kind, folder=folder, **settings)
 
     def _layer_data(self, kind: str) -> Dataset:
+        from src_training.engine.arrays import dataset_from_arrays
+
         stacked = self._stacked()
         if stacked is not None:  # frames of 2D images or of 3D volumes
             images, labels, source = stacked
@@ -219,6 +220,8 @@ class TrainRegistrationWidget(TrainWidget):
         )
 
     def _layer_data(self) -> Dataset:
+        from src_training.engine.arrays import dataset_from_arrays
+
         stacked = self._stacked()
         if stacked is not None:  # 2D images as a 2D+t stack, 3D volumes as a 3D+t stack
             return dataset_from_arrays(*stacked)

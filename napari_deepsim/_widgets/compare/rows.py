@@ -1,7 +1,7 @@
 """The rows of the Compare metrics widget: models, model files and optimisations.
 
-:class:`RowChoice` is mixed into
-:class:`~napari_deepsim._compare_widget.CompareWidget`. Its ticked list holds the
+:class:`RowsPanel` is a panel of
+:class:`~napari_deepsim._widgets.compare.widget.CompareWidget`. Its ticked list holds the
 built-in models (first, unticked, each row named by the built-in name), the
 registration models trained in this viewer (as they come), model files added with
 **Add model files…**, optimisation rows (**Add optimisation**: the field optimised for
@@ -29,14 +29,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deepsim._compare_job import Entry
-from napari_deepsim._models import builtin_choices, trained_models
-from napari_deepsim._optimise_controls import OptimisePicker
-from napari_deepsim._tips import COMPARE_BUTTON_TIPS
-from napari_deepsim._workers import error_message
+from napari_deepsim._jobs.compare import Entry
+from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets.optimise_controls import OptimisePicker
+from napari_deepsim._widgets.tips import COMPARE_BUTTON_TIPS
+from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
-    from napari_deepsim._optimise_job import OptimiseSpec
+    from napari_deepsim._jobs.optimise import OptimiseSpec
     from src_training.networks.modelio import ModelFile
 
 
@@ -59,17 +59,17 @@ def optimisation_name(spec: OptimiseSpec, model: str | None = None) -> str:
     return f"optimise: {label}" if model is None else f"{model} + refine: {label}"
 
 
-class RowChoice:
+class RowsPanel(QWidget):
     """The ticked methods of the Compare widget and the buttons that add them.
 
-    The widget calls :meth:`_row_controls` once and :meth:`_list_models` when the
-    models trained in this viewer change; :meth:`_entries` are the ticked methods.
+    The widget wires :meth:`list_models` to the models trained in this viewer;
+    :meth:`entries` are the ticked methods.
     """
 
-    def _row_controls(self) -> QWidget:
-        """Make the methods list, its buttons and the optimisation's controls."""
+    def __init__(self) -> None:
+        super().__init__()
         self._files: list[Path] = []
-        self._optimisations: dict[str, Entry] = {}
+        self.optimisations: dict[str, Entry] = {}
         self.models = QListWidget()
         self.models.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.models.setMaximumHeight(130)
@@ -89,8 +89,7 @@ class RowChoice:
             strict=True,
         ):
             button.setToolTip(tip)
-        panel = QWidget()
-        column = QVBoxLayout(panel)
+        column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(QLabel("methods"))
         column.addWidget(self.models)
@@ -99,10 +98,9 @@ class RowChoice:
         self._buttons(column, self.add_optimisation_button, self.refine_button)
         self.optimise.update_visibility()
         self.add_button.clicked.connect(self._add_clicked)
-        self.remove_button.clicked.connect(self._remove_clicked)
+        self.remove_button.clicked.connect(self.remove_clicked)
         self.add_optimisation_button.clicked.connect(self.add_optimisation)
         self.refine_button.clicked.connect(self.refine_selected)
-        return panel
 
     @staticmethod
     def _buttons(column: QVBoxLayout, *buttons: QPushButton) -> None:
@@ -111,7 +109,7 @@ class RowChoice:
             row.addWidget(button)
         column.addLayout(row)
 
-    def _list_models(self, *_args: Any) -> None:
+    def list_models(self, *_args: Any) -> None:
         """List the built-in models, those trained here, the files and the optimisations.
 
         Rows keep their ticks; a new built-in row starts unticked, any other new row ticked.
@@ -122,7 +120,7 @@ class RowChoice:
         }
         builtins = {text for text, _ in builtin_choices()}
         self.models.clear()
-        for text in [*self._models(), *self._optimisations]:
+        for text in [*self._models(), *self.optimisations]:
             item = QListWidgetItem(text)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             new = Qt.CheckState.Unchecked if text in builtins else Qt.CheckState.Checked
@@ -148,7 +146,7 @@ class RowChoice:
                 continue
             if path.resolve() not in [p.resolve() for p in self._files]:
                 self._files.append(path)
-        self._list_models()
+        self.list_models()
 
     def _models(self) -> dict[str, tuple[str, str | ModelFile]]:
         """Return every listed model by its text: its row name and its source.
@@ -176,8 +174,8 @@ class RowChoice:
             show_error(error_message(err, "Comparison"))
             return None
         name = optimisation_name(spec)
-        self._optimisations[name] = Entry(name, None, spec)
-        self._list_models()
+        self.optimisations[name] = Entry(name, None, spec)
+        self.list_models()
         return name
 
     def refine_selected(self, *_args: Any) -> list[str]:
@@ -205,14 +203,15 @@ class RowChoice:
         for text in chosen:
             model, source = models[text]
             name = optimisation_name(spec, model)
-            self._optimisations[name] = Entry(name, source, spec)
+            self.optimisations[name] = Entry(name, source, spec)
             names.append(name)
-        self._list_models()
+        self.list_models()
         return names
 
-    def _entries(self) -> list[Entry]:
+    def entries(self) -> list[Entry]:
+        """Return the ticked methods, in the list's order."""
         entries = {text: Entry(*row) for text, row in self._models().items()}
-        entries.update(self._optimisations)
+        entries.update(self.optimisations)
         return [
             entries[item.text()]
             for item in map(self.models.item, range(self.models.count()))
@@ -225,12 +224,13 @@ class RowChoice:
         )
         self.add_model_files(paths)
 
-    def _remove_clicked(self) -> None:
+    def remove_clicked(self) -> None:
+        """Remove the selected rows (a model trained here leaves every widget's list)."""
         chosen = {item.text() for item in self.models.selectedItems()}
         self._files = [path for path in self._files if self._file_name(path) not in chosen]
-        self._optimisations = {
-            name: entry for name, entry in self._optimisations.items() if name not in chosen
+        self.optimisations = {
+            name: entry for name, entry in self.optimisations.items() if name not in chosen
         }
         for model in [m for m in trained_models if m.name in chosen]:
             trained_models.remove(model)
-        self._list_models()
+        self.list_models()

@@ -1,0 +1,1 @@
+"""The docked widgets, and the controls, workers and layout they share."""

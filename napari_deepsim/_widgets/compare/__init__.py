@@ -1,0 +1,1 @@
+"""The Compare metrics widget and its panels."""

@@ -1,0 +1,1 @@
+"""The Register widget and its panels."""

@@ -1,0 +1,300 @@
+"""The Register widget: warp a moving layer onto a fixed layer, with a model or without.
+
+The method is a trained model, an optimisation of the field for this pair, or a model
+whose prediction the optimisation refines. The widget wires its panels (the pair, the
+model, the optimisation and the field actions, each in its own module) to one run
+(:class:`~napari_deepsim._widgets.dock.JobDock`): a worker computes every array from
+NumPy copies of the layers and yields steps (a stack's frames, an optimisation's levels
+and iterations: status line, loss curve, a preview layer after each level). **Stop**
+ends an optimisation within one iteration with its best field and cancels anything else
+at its next step; closing the dock cancels too. The result layers (``layers.py``)
+replace the last run's unless "keep previous results" is ticked.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, PushButton
+from napari.layers import Labels
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel
+
+from napari_deepsim._jobs.job import Job, Result
+from napari_deepsim._jobs.register import STAGES, run, summary
+from napari_deepsim._layers.choices import on_fixed_grid, pair_arrays
+from napari_deepsim._state.models import trained_models
+from napari_deepsim._state.run import RunContext
+from napari_deepsim._widgets.controls import (
+    device_picker,
+    spacing_picker,
+)
+from napari_deepsim._widgets.dock import JobDock
+from napari_deepsim._widgets.layout import scrolled
+from napari_deepsim._widgets.loss_plot import LossPlot
+from napari_deepsim._widgets.optimise_controls import OptimisePicker, check_labels
+from napari_deepsim._widgets.register.fields import FieldPanel
+from napari_deepsim._widgets.register.model import ModelPanel
+from napari_deepsim._widgets.register.pair import PairPanel
+from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
+from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
+from napari_deepsim._widgets.workers import advance, gui_wording
+
+from .layers import output_choices, remove_preview, result_steps, show_preview
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_deepsim._jobs.progress import Step
+
+# each method: whether it uses a model, and whether it optimises the field
+METHODS = {"model": (True, False), "optimise": (False, True), "model + refine": (True, True)}
+
+
+class RegisterWidget(JobDock):
+    """Register a moving layer onto a fixed layer and show the warp, grid and Jacobian.
+
+    The model picker offers the built-in models first (the first one is chosen), then
+    those trained in this session; a registration model trained in this session
+    (announced by :data:`~napari_deepsim._state.models.trained_models`) is selected as soon as
+    it is trained, and so is a feature extractor for the DeepSim metrics of the
+    optimisation. Data unlike a model's training data gets a warning notification.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose layers are registered and which receives the outputs.
+    """
+
+    action = "Register"
+    failure = "Registration"
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(napari_viewer)
+        self._context: RunContext | None = None  # the layers and settings of the current run
+
+        self.pair = PairPanel(self.viewer)
+        self.fixed, self.moving, self.moving_labels, self.fixed_labels = self.pair.pickers
+        self.reference, self.extras = self.pair.reference, self.pair.extras
+        self.method = ComboBox(label="method", choices=list(METHODS), value="model")
+        self.method.tooltip = (
+            "model: a trained registration model; optimise: no model, the field is optimised "
+            "for this pair with a metric; model + refine: the model's field, then optimised"
+        )
+        self.model_panel = ModelPanel()
+        self.trained, self.model_file, self.model_info = self.model_panel.widgets
+        self.set_model = self.model_panel.set_model
+        self.optimise = OptimisePicker()
+        self.device = device_picker()
+        self.spacing = spacing_picker()
+        self.outputs = output_choices()
+        self.show_grid, self.show_jacobian, self.show_vectors = self.outputs[:3]
+        self.show_checkerboard, self.keep = self.outputs[3:]
+        self.register_button = PushButton(text="Register", tooltip=REGISTER_TIP)
+        self.results = QLabel("")
+        self.results.setToolTip(RESULTS_TIP)
+        self.results.setWordWrap(True)
+        self.results.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plot = LossPlot("iteration", "")
+
+        self.inputs = Container(
+            widgets=[
+                *self.pair.widgets,
+                self.method,
+                *self.model_panel.widgets,
+                *self.optimise.widgets,
+                self.device,
+                self.spacing,
+                *self.outputs,
+                self.register_button,
+            ]
+        )
+        self.field_controls = FieldPanel(self.viewer)
+        self.save_field = self.field_controls.save_field
+        self.load_field = self.field_controls.load_field
+        self.apply_field = self.field_controls.apply_field
+        self.field_controls.said.connect(self.results.setText, check_nargs=False)
+        scrolled(self, self.inputs.native, self.results, self.plot, self.field_controls.native)
+
+        self.method.changed.connect(self._method_changed)
+        self.follow(self.register_button, self.register)
+        events = trained_models.events
+        subscribe(self, [events.inserted, events.removed], self.model_panel.refresh)
+        subscribe(self, [events.inserted, events.removed], self.optimise.extractors_changed)
+        subscribe(self, [events.trained], self.model_panel.model_trained)
+        watch_layers(self, self.viewer, self.reset_choices)
+        when_closed(self, self.abandon)
+        self.reset_choices()
+        self.pair.guess()
+        self.optimise.extractors_changed()
+        self._method_changed()
+
+    @property
+    def field(self) -> np.ndarray | None:
+        """The current displacement field: of the last registration or a loaded file."""
+        return self.field_controls.field
+
+    # ---- choices -------------------------------------------------------------------
+
+    def reset_choices(self, *_args: Any) -> None:
+        """Refresh every layer chooser from the viewer's current layers."""
+        self.inputs.reset_choices()
+        self.field_controls.reset_choices()
+        self.pair.update_reference_visibility()
+
+    def _method_changed(self, *_args: Any) -> None:
+        """Show the model pickers, the optimisation's controls and the loss curve as used."""
+        uses_model, optimises = METHODS[str(self.method.value)]
+        for widget in self.model_panel.widgets:
+            widget.visible = uses_model
+        self.optimise.show(optimises)
+        self.optimise.use_refine_defaults(uses_model and optimises)
+        self.plot.setVisible(optimises)
+
+    # ---- registration --------------------------------------------------------------
+
+    def register(self, *_args: Any) -> Any:
+        """Start registering the chosen layers in a worker thread.
+
+        Returns
+        -------
+        worker or None
+            The started napari worker, or None when the inputs were refused (the reason
+            is shown as a notification).
+        """
+        if self.running:
+            show_info("A registration is already running; wait for it to finish.")
+            return None
+        try:
+            job = self._make_job()
+        except ValueError as err:
+            self.report(err)
+            return None
+        context = RunContext(
+            fixed=self.fixed.value,
+            moving=self.moving.value,
+            moving_labels=self.moving_labels.value,
+            extras=list(self.extras.value),
+            jacobian=bool(self.show_jacobian.value),
+            keep=bool(self.keep.value),
+            optimising=job.optimise is not None,
+            model_key=self.model_panel.key(job.model),
+        )
+        self._context = context
+        self.results.setText("registering…")
+        self.plot.clear(STAGES)
+        return self.launch(
+            partial(run, stop=self.stop_event.is_set),
+            job,
+            STAGES,
+            f"Registering {job.moving_name}",
+            partial(self._on_returned, context),
+            self._on_errored,
+            yielded=partial(self._on_step, context),
+            counted=False,
+            ended=partial(self._on_ended, context),
+        )
+
+    def stop(self) -> None:
+        """Stop the run: an optimisation keeps its best field, anything else is cancelled.
+
+        An optimisation ends within one iteration and its best field so far is shown; a
+        model's run ends at its next step (a stack's next frame) with no new layers.
+        """
+        if self.worker is not None and self._context is not None and self._context.optimising:
+            self.ask_to_stop()
+            self.results.setText("stopping: the best field so far will be shown…")
+        elif self.running:
+            self.cancel()
+            self.results.setText("stopped: the previous results are unchanged")
+
+    def _make_job(self) -> Job:
+        fixed_layer, moving_layer = self.fixed.value, self.moving.value
+        fixed, moving, fixed_labels, moving_labels = pair_arrays(
+            fixed_layer, moving_layer, self.fixed_labels.value, self.moving_labels.value
+        )
+        stack = fixed_layer is moving_layer
+        extras = [
+            (np.asarray(layer.data), isinstance(layer, Labels)) for layer in self.extras.value
+        ]
+        if any(data.shape != moving.shape for data, _ in extras):
+            raise ValueError("every layer to carry along must have the moving layer's shape")
+        uses_model, optimises = METHODS[str(self.method.value)]
+        if uses_model:
+            self.model_panel.check_fits(fixed.ndim, stack, fixed_layer.name)
+        spec = self.optimise.spec() if optimises else None
+        if spec is not None:
+            check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
+        model = self.model_panel.source() if uses_model else None
+        if not stack:  # the moving side where napari shows it, on the fixed grid
+            moving, moving_labels, extras = on_fixed_grid(
+                fixed_layer, moving_layer, fixed.shape, moving, moving_labels, extras
+            )
+        return Job(
+            fixed=fixed,
+            moving=moving,
+            fixed_name=fixed_layer.name,
+            moving_name=moving_layer.name,
+            model=model,
+            device=str(self.device.value),
+            spacing=int(self.spacing.value),
+            stack=stack,
+            reference=self.reference.value if stack else 0,
+            moving_labels=moving_labels,
+            fixed_labels=fixed_labels,
+            extras=extras,
+            grid=bool(self.show_grid.value),
+            vectors=bool(self.show_vectors.value),
+            checkerboard=bool(self.show_checkerboard.value),
+            optimise=spec,
+        )
+
+    def _on_step(self, context: RunContext, step: Step) -> None:
+        """Show a step; the progress bar last (napari may process later events meanwhile)."""
+        if self.worker is None or self.closed or not self.run_state.active:
+            return
+        try:
+            self.results.setText(step.text)
+            self.plot.steps = max(1, step.total)
+            for iteration, loss in step.losses:
+                self.plot.add_loss(iteration, loss)
+            if step.preview is not None:
+                show_preview(self.viewer, context, step.preview)
+            advance(self.worker, step.done, step.total)
+        except Exception as err:  # never raise into Qt's event loop
+            self.report(err)
+
+    def _on_errored(self, err: BaseException) -> None:
+        self.results.setText("registration failed")
+        self.report(err)
+
+    def _on_ended(self, context: RunContext) -> None:
+        if context.result is None:  # stopped, cancelled or failed: no result layers
+            remove_preview(self.viewer, context)
+
+    def _on_returned(self, context: RunContext, result: Result) -> None:
+        if self.closed:
+            return
+        context.result = result
+        try:
+            if context.model_key is not None:  # keep the loaded file for the next run
+                self.model_panel.remember(context.model_key, result.model)
+            steps = result_steps(self.viewer, context, result)
+        except Exception as err:  # never raise into Qt's event loop
+            self.report(err)
+            return
+        self.results.setText("adding the result layers…")
+        self.add_layers([*steps, partial(self._shown, context, result)])
+
+    def _shown(self, context: RunContext, result: Result) -> None:
+        """Every result layer is added: keep the field and say what the run gave."""
+        self.field_controls.keep(result, context.fixed, context.moving, context.model_key)
+        legend = [JACOBIAN_LEGEND] if context.jacobian else []
+        wall = time.perf_counter() - self.started
+        self.results.setText("\n".join([summary(result, wall), *legend]))
+        for line in result.warnings:  # the data is unlike the model's training data
+            show_warning(gui_wording(line))

@@ -1,0 +1,1 @@
+"""The two training widgets and what they share."""

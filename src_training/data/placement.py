@@ -1,0 +1,81 @@
+"""Putting the two images of a pair on one grid, and checking that their labels agree.
+
+The paired layout (``moving_images/``, ``fixed_images/``) holds images of two
+modalities on grids of their own, such as MR and ultrasound volumes. Where both voxel
+sizes are known (NIfTI files, read in RAS+ order) the moving image keeps its physical
+size and its centre lands on the fixed grid's centre, the geometric-centre
+initialisation of ITK and elastix; the files' origins are not used. Without voxel
+sizes its first and last pixels land on the grid's (the field of view is assumed equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from src_training.data.normalise import place_by_spacing, resample
+
+Spacing = tuple[float, ...]
+
+
+def put_on_grid(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    grid: tuple[int, ...],
+    spacing: Spacing | None,
+    grid_spacing: Spacing | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resample an image and its label map onto a grid, as the module describes.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Spatial image.
+    label : numpy.ndarray or None
+        Its label map, on the image's grid.
+    grid : tuple of int
+        The grid's shape.
+    spacing, grid_spacing : tuple of float or None
+        Voxel size of the image and of the grid; None where unknown.
+
+    Returns
+    -------
+    image, label : numpy.ndarray
+        On the grid (linear interpolation for the image, nearest for the labels).
+    """
+    if spacing is None or grid_spacing is None:
+        moved = None if label is None else resample(label, grid, order=0)
+        return resample(image, grid, order=1), moved
+    if image.shape == grid and spacing == grid_spacing:
+        return image, label
+    moved = None if label is None else place_by_spacing(label, grid, spacing, grid_spacing, 0)
+    return place_by_spacing(image, grid, spacing, grid_spacing, 1), moved
+
+
+def check_label_layouts(raw: Sequence[np.ndarray], paths: Sequence[Path]) -> None:
+    """Refuse a case whose moving and fixed label files hold different structures.
+
+    A label file with one axis more than its volume holds one mask per channel
+    (channels last): both files of a case must hold the same number.
+
+    Parameters
+    ----------
+    raw : sequence of numpy.ndarray
+        The moving and the fixed label arrays as read.
+    paths : sequence of Path
+        Their files, named in the message.
+
+    Raises
+    ------
+    ValueError
+        If the channel counts differ.
+    """
+    counts = [array.shape[-1] if array.ndim == 4 else 1 for array in raw]
+    if counts[0] != counts[1]:
+        raise ValueError(
+            f"the label file {paths[0]} holds {counts[0]} label channel(s) but {paths[1]} "
+            f"holds {counts[1]}; give a case's moving and fixed labels the same channels, "
+            "one per structure in the same order"
+        )
