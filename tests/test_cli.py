@@ -26,7 +26,10 @@ ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em" /
 def test_metrics_lists_every_registered_metric():
     out = subprocess.run([DEEPSIM, "metrics"], capture_output=True, text=True, check=True).stdout
     names = [line.split()[0] for line in out.splitlines()[1:]]
-    assert names == ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae"]
+    assert names == [
+        *("mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae"),
+        *("deepsim-maps", "deepsim+mse", "deepsim+ncc"),
+    ]
 
 
 def test_user_error_exits_2_without_traceback():

@@ -800,6 +800,27 @@ def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "mse", "--feature-levels", "1"))
 
 
+def _optimise_features(w: Workspace, metric: str, *options: str) -> Case:
+    args = ["register", "--optimise", "--metric", metric, "--features", w.features()]
+    return Case([*args, *options, w.image(), w.image("moving.tif"), "--out", w.path("out")])
+
+
+@case("negative-feature-weight")
+def _(w: Workspace) -> Case:
+    return _optimise_features(w, "deepsim+mse", "--feature-weight", "-1")
+
+
+@case("pca-beyond-the-feature-channels")
+def _(w: Workspace) -> Case:
+    return _optimise_features(w, "deepsim+ncc", "--pca", "20")
+
+
+@case("feature-options-for-another-metric")
+def _(w: Workspace) -> Case:
+    args = ["register", "--optimise", "--metric", "ncc", "--pca", "4", w.image()]
+    return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
+
+
 @case("resume-without-checkpoint")
 def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "mse", "--resume"))

@@ -52,8 +52,8 @@ class TinyExtractor(nn.Module):
 
 
 def build(name, ndim=2, dtype=torch.float32):
-    if name in ("deepsim", "deepsim-ae"):
-        kind = "segmentation" if name == "deepsim" else "autoencoder"
+    kind = METRICS[name].extractor_kind
+    if kind is not None:
         return get_metric(name, extractor=TinyExtractor(ndim, kind).to(dtype))
     if name == "vgg":
         torch.manual_seed(0)
@@ -76,12 +76,14 @@ def evaluate(name, metric, warped, fixed, warped_ids=None, fixed_ids=None):
 # --- registry -----------------------------------------------------------------------------
 
 
-def test_registry_lists_the_eight_metrics_in_order():
-    expected = ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae"]
+def test_registry_lists_the_metrics_in_order():
+    maps = ["deepsim-maps", "deepsim+mse", "deepsim+ncc"]
+    expected = ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae", *maps]
     assert metric_names() == expected
     assert list(METRICS) == expected
     assert [n for n in expected if METRICS[n].needs_labels] == ["ncc-sup"]
-    assert [n for n in expected if METRICS[n].needs_extractor] == ["deepsim", "deepsim-ae"]
+    assert [n for n in expected if METRICS[n].needs_extractor] == ["deepsim", "deepsim-ae", *maps]
+    assert [n for n in expected if METRICS[n].feature_maps] == maps
     assert [n for n in expected if METRICS[n].needs_weights] == ["vgg"]
     assert METRICS["mse"].default_lambda == 0.02
     assert METRICS["deepsim"].default_lambda == 1.0
@@ -147,9 +149,7 @@ def test_vgg_without_weights_says_how_to_get_them():
 
 # --- every metric: minimal at alignment, decreasing as a shift is undone ---------------------
 
-SHIFT_CASES = [(name, 2) for name in metric_names()] + [
-    (name, 3) for name in ("mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae")
-]
+SHIFT_CASES = [(name, 2) for name in metric_names()] + [(name, 3) for name in metric_names()]
 
 
 @pytest.mark.parametrize(("name", "ndim"), SHIFT_CASES)

@@ -107,7 +107,7 @@ def _extractor(spec: OptimiseSpec) -> ModelFile:
         raise ValueError(
             f"the {spec.metric} metric compares the features of {_article(wanted)} {wanted} "
             f"extractor but {name} is {_article(kind)} {kind} extractor; choose the "
-            f"{OTHER_KIND[spec.metric]} metric or another extractor"
+            f"{OTHER_KIND.get(spec.metric, 'deepsim-ae')} metric or another extractor"
         )
     return model
 
@@ -127,7 +127,7 @@ def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
     Optimisation
         The metric and the optimiser's settings.
     """
-    from src_training.engine.optimisation import Optimisation, optimisation_config
+    from src_training.engine.optimisation import optimisation_config, user_optimisation
     from src_training.engine.training import registration_metric
 
     metric = registration_metric(
@@ -141,7 +141,7 @@ def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
     config = optimisation_config(
         iterations=",".join(map(str, spec.iterations)), linear=spec.linear, refine=spec.refine
     )
-    return Optimisation(metric, config)
+    return user_optimisation(metric, config)
 
 
 def describe_optimisation(summary: OptimisationSummary, refined: bool) -> str:

@@ -197,7 +197,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     ModelFile
         The trained network (on the CPU, in eval mode) and its metadata.
     """
-    from src_training.data.augment import AugmentConfig
+    from src_training.engine.arrays import training_augment
     from src_training.engine.training import SELF_SUPERVISED_NOISE
     from src_training.runtime.devices import resolve_device
     from src_training.training.trainer import TrainConfig
@@ -207,7 +207,7 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
     crop = min(job.crop, *data.images.shape[2:])
     self_supervised = job.kind == "self-supervised"
     config = TrainConfig(
-        augment=AugmentConfig(noise=SELF_SUPERVISED_NOISE if self_supervised else 0.0),
+        augment=training_augment(SELF_SUPERVISED_NOISE if self_supervised else 0.0),
         steps=job.steps,
         lr=job.lr,
         crop=crop,

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from src_training.data.atlas import with_atlas
 from src_training.data.datasets import Dataset, load_dataset, parse_frames
-from src_training.engine.optimisation import Optimisation, check_levels, optimisation_config
+from src_training.engine.optimisation import (
+    Optimisation,
+    check_levels,
+    optimisation_config,
+    user_optimisation,
+)
 from src_training.engine.training import registration_metric
+from src_training.metrics.feature_maps import FeatureOptions
 from src_training.metrics.registry import Similarity
 
 
@@ -50,12 +57,19 @@ OPTIMISATION_FLAGS = (
     ("linear", "--affine/--rigid"),
     ("lam", "--lam"),
     ("diffeomorphic", "--diffeomorphic"),
+    ("feature_weight", "--feature-weight"),
+    ("pca", "--pca"),
+    ("feature_distance", "--feature-distance"),
+    ("feature_stages", "--feature-stages"),
+    ("warp_then_extract", "--warp-then-extract"),
 )
 
 
 def optimisation_flags_used(args: argparse.Namespace) -> list[str]:
     """Return the optimisation options given on the command line."""
-    used = [flag for key, flag in OPTIMISATION_FLAGS if getattr(args, key, None)]
+    used = [
+        flag for key, flag in OPTIMISATION_FLAGS if getattr(args, key, None) not in (None, False)
+    ]
     if getattr(args, "transform", "bspline") != "bspline":
         used.append("--transform")
     return used
@@ -100,8 +114,33 @@ def optimisation(
             "train one with `deepsim train-features` and give it as "
             f"{'--features F.pt' if hasattr(args, 'features') else name + ':F.pt'}"
         ),
+        feature_options=feature_options(args),
     )
     return optimiser(args, metric, shape, refine)
+
+
+def feature_options(args: argparse.Namespace) -> FeatureOptions | None:
+    """Return the feature-map options typed (the defaults for those not typed), or None.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options (``--feature-weight``, ``--pca``, ``--feature-distance``, ...).
+
+    Returns
+    -------
+    FeatureOptions or None
+        None when no feature-map option was given.
+    """
+    typed = {
+        "weight": args.feature_weight,
+        "pca": args.pca,
+        "distance": args.feature_distance,
+        "stages": args.feature_stages,
+        "static": False if args.warp_then_extract else None,
+    }
+    given = {key: value for key, value in typed.items() if value is not None}
+    return replace(FeatureOptions(), **given) if given else None
 
 
 def optimiser(
@@ -131,6 +170,6 @@ def optimiser(
         seed=args.seed,
         refine=refine,
     )
-    result = Optimisation(metric, config)
+    result = user_optimisation(metric, config)
     check_levels(result, shape)
     return result

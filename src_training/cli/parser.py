@@ -6,6 +6,7 @@ import argparse
 from typing import NoReturn
 
 from src_training import __version__
+from src_training.cli.options import add_optimisation_options, positive_int
 from src_training.runtime.devices import DEVICE_CHOICES
 
 EXIT_USAGE = 2
@@ -17,13 +18,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``deepsim: error: MESSAGE; see `deepsim ... --help``` and exit with 2."""
         self.exit(EXIT_USAGE, f"deepsim: error: {message}; see `{self.prog} --help`\n")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _add_data_options(p: argparse.ArgumentParser, frames_help: str) -> None:
@@ -50,7 +44,7 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
     g.add_argument("--val-frames", metavar="A:B", help="validation frames of DATA, e.g. 20:25")
     g.add_argument("--steps", type=int, default=default_steps, help=f"default {default_steps}")
     g.add_argument("--crop", type=int, help="side of random training crops (pixels/voxels)")
-    g.add_argument("--batch-size", type=_positive_int, default=4, help="default 4")
+    g.add_argument("--batch-size", type=positive_int, default=4, help="default 4")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     g.add_argument(
         "--channels", help="U-Net encoder channels (default 64,128,256, or those of --init)"
@@ -64,10 +58,10 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
     g.add_argument("--seed", type=int, default=0, help="default 0")
     g.add_argument("--resume", action="store_true", help="continue from FILE.last.pt")
     g.add_argument("--overwrite", action="store_true", help="replace an existing FILE.pt")
-    g.add_argument("--val-every", type=_positive_int, default=100, help="default 100 steps")
+    g.add_argument("--val-every", type=positive_int, default=100, help="default 100 steps")
     g.add_argument(
         "--checkpoint-every",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         help="save FILE.last.pt every N steps (default 100)",
     )
@@ -83,7 +77,7 @@ def _add_training_options(p: argparse.ArgumentParser, default_steps: int) -> Non
     g.add_argument("--compile", action="store_true", help="run the network through torch.compile")
     g.add_argument(
         "--log-every",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="read the losses from the device every N steps (default 1 on a CPU, 10 on a GPU)",
     )
@@ -97,43 +91,6 @@ def _add_precision_option(g: argparse._ActionsContainer) -> None:
         help="auto, fp32, bf16 or fp16 (autocast of the networks); auto = bf16 on GPUs that "
         "support it, fp32 on CPUs",
     )
-
-
-def _add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    g = p.add_argument_group("instance optimisation (per pair)")
-    g.add_argument(
-        "--iterations",
-        metavar="N[,N...]",
-        help=(
-            "Adam iterations per pyramid level, coarse to fine "
-            "(default 100,50,25,5; 20,10,5 when refining a model)"
-        ),
-    )
-    g.add_argument(
-        "--levels", type=_positive_int, metavar="L", help="pyramid levels (default: up to 4)"
-    )
-    linear = g.add_mutually_exclusive_group()
-    linear.add_argument(
-        "--affine", dest="linear", action="store_const", const="affine", help="affine stage first"
-    )
-    linear.add_argument(
-        "--rigid", dest="linear", action="store_const", const="rigid", help="rigid stage first"
-    )
-    g.add_argument(
-        "--lam",
-        type=float,
-        help="regulariser weight (default: the metric's; 1.5 times it when refining)",
-    )
-    g.add_argument(
-        "--transform",
-        choices=("bspline", "dense"),
-        default="bspline",
-        help="B-spline control grid (default) or a smoothed dense field",
-    )
-    g.add_argument(
-        "--diffeomorphic", action="store_true", help="optimise a velocity field and integrate it"
-    )
-    return g
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", type=float, help="regulariser weight (default: the metric's)")
     p.add_argument("--regulariser", choices=("diffusion", "bending"), default="diffusion")
     p.add_argument("--diffeomorphic", action="store_true", help="integrate a velocity field")
-    p.add_argument("--max-offset", type=_positive_int, default=2, help="pair distance (2)")
+    p.add_argument("--max-offset", type=positive_int, default=2, help="pair distance (2)")
     p.add_argument("--pairs", metavar="CSV", help="explicit training pairs (moving,fixed)")
     _add_training_options(p, default_steps=1000)
     p.set_defaults(handler="train_registration")
@@ -263,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results in DIR")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="frames per pass")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="frames per pass")
     _add_precision_option(p)
-    g = _add_optimisation_options(p)
+    g = add_optimisation_options(p)
     g.add_argument(
         "--optimise",
         action="store_true",
@@ -307,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="--baseline ants once per seed 1..N (mean and spread over seeds; default 1)",
@@ -321,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--pairs", metavar="CSV", help="explicit test pairs (moving,fixed)")
-    g = _add_optimisation_options(p)
+    g = add_optimisation_options(p)
     g.add_argument(
         "--optimise",
         action="append",
@@ -365,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--zoom", metavar="R0,C0,R1,C1", help="region shown enlarged in qualitative")
     g.add_argument(
         "--grid-spacing",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         metavar="N",
         help="grid line distance in pixels (default 16)",

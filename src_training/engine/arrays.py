@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from src_training.data.augment import AugmentConfig
 from src_training.data.datasets import Dataset
 from src_training.data.normalise import normalise_intensity
 from src_training.data.pairs import consecutive_pairs
@@ -220,3 +221,20 @@ def planned_levels(optimisation: Optimisation, shape: tuple[int, ...]) -> int:
     """
     config = optimisation.config
     return config.levels or min(config.wanted_levels(), max_levels(shape))
+
+
+def training_augment(noise: float = 0.0) -> AugmentConfig:
+    """Return the widgets' training augmentation: the default random affine, and ``noise``.
+
+    Parameters
+    ----------
+    noise : float
+        Std of the Gaussian noise added to each image of a crop (0 for none; the
+        self-supervised extractor's :data:`~src_training.engine.training.SELF_SUPERVISED_NOISE`).
+
+    Returns
+    -------
+    AugmentConfig
+        For :class:`~src_training.training.trainer.TrainConfig`'s ``augment``.
+    """
+    return AugmentConfig(noise=noise)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from src_training.evaluation.scoring import Method, Registered
-from src_training.metrics.registry import Similarity
+from src_training.metrics.registry import MetricInputs, Similarity, build_metric
 from src_training.networks.modelio import ModelFile
 from src_training.optimisation import (
     OptimiseConfig,
@@ -28,6 +28,7 @@ from src_training.optimisation import (
     optimise_pair,
 )
 from src_training.optimisation.config import (
+    DEEPSIM_OPTIMISED,
     MIN_LEVEL_SIZE,
     REFINE_ITERATIONS,
     REFINE_LAM_SCALE,
@@ -89,6 +90,35 @@ class OptimisationSummary:
             float(np.mean([r.loss for r in results])),
             any(r.stopped for r in results),
         )
+
+
+def user_optimisation(metric: Similarity, config: OptimiseConfig) -> Optimisation:
+    """Pair a metric a user picked with settings; DeepSim runs as its measured best variant.
+
+    A user who picks ``deepsim`` to optimise or refine a field gets
+    :data:`~src_training.optimisation.config.DEEPSIM_OPTIMISED` on the same extractor
+    and encoder stages (the features compared once per pyramid level), which beat the
+    warp-then-extract cosine of training on the held-out pairs of docs/optimisation.md.
+
+    Parameters
+    ----------
+    metric : Similarity
+        The metric picked.
+    config : OptimiseConfig
+        The optimiser's settings.
+
+    Returns
+    -------
+    Optimisation
+        The optimisation that runs.
+    """
+    if metric.name != "deepsim":
+        return Optimisation(metric, config)
+    loss = metric.loss
+    inputs = MetricInputs(loss.network, feature_levels=loss.levels)
+    winner = build_metric(DEEPSIM_OPTIMISED, inputs)
+    winner.metadata.update(metric.metadata)
+    return Optimisation(winner, config)
 
 
 def optimisation_config(

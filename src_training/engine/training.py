@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from src_training.data.datasets import Dataset
+from src_training.metrics.feature_maps import FeatureOptions
 from src_training.metrics.registry import MetricInputs, Similarity, build_metric, metric_spec
 from src_training.models import is_builtin, resolve
 from src_training.networks.modelio import ModelFile, load_model, require_kind
@@ -148,6 +149,7 @@ def registration_metric(
     vgg_weights: str | None = None,
     feature_levels: Sequence[int] | None = None,
     how_to_get_extractor: str = MetricInputs.how_to_get_extractor,
+    feature_options: FeatureOptions | None = None,
 ) -> Similarity:
     """Build a metric by name with what it needs, checked against the data.
 
@@ -166,6 +168,8 @@ def registration_metric(
         Encoder stages DeepSim compares.
     how_to_get_extractor : str
         The end of the message when an extractor is needed but missing.
+    feature_options : FeatureOptions, optional
+        How the feature-map metrics compare; their defaults when None.
 
     Returns
     -------
@@ -176,7 +180,9 @@ def registration_metric(
     extractor = None
     if spec.extractor_kind is not None and features is not None:
         extractor = load_extractor(features, name, ndim, channels)
-    inputs = MetricInputs(extractor, vgg_weights, feature_levels, how_to_get_extractor)
+    inputs = MetricInputs(
+        extractor, vgg_weights, feature_levels, how_to_get_extractor, feature_options
+    )
     metric = build_metric(name, inputs)
     if is_builtin(features):
         metric.metadata["features"] = features

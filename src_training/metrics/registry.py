@@ -12,10 +12,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
 
+from src_training.metrics.feature_maps import FeatureOptions, feature_metric
 from src_training.metrics.features import VGG, DeepSim, DeepSimAE
 from src_training.metrics.intensity import MSE, NCC, SupervisedNCC
 from src_training.metrics.mind import MIND
@@ -46,6 +48,8 @@ class MetricSpec:
         The kind of feature extractor it compares (``segmentation`` or
         ``autoencoder``); None for metrics without one. Such metrics also accept
         feature levels.
+    feature_maps : bool
+        Whether it compares feature stacks and takes :class:`FeatureOptions`.
     """
 
     name: str
@@ -56,6 +60,7 @@ class MetricSpec:
     needs_weights: bool
     default_lambda: float
     extractor_kind: str | None = None
+    feature_maps: bool = False
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -134,6 +139,35 @@ METRICS: dict[str, MetricSpec] = {
             needs_weights=False,
             default_lambda=1.0,
             extractor_kind="autoencoder",
+        ),
+        *(
+            MetricSpec(
+                name=name,
+                description=description,
+                factory=factory,
+                needs_labels=False,
+                needs_extractor=True,
+                needs_weights=False,
+                default_lambda=1.0,
+                extractor_kind="segmentation",
+                feature_maps=True,
+            )
+            for name, factory, description in (
+                (
+                    "deepsim-maps",
+                    feature_metric,
+                    "distance of a segmentation network's normalised feature maps, "
+                    "extracted once per pyramid level",
+                ),
+                *(
+                    (
+                        f"deepsim+{term}",
+                        partial(feature_metric, intensity=term),
+                        f"{term} plus the deepsim-maps feature term",
+                    )
+                    for term in ("mse", "ncc")
+                ),
+            )
         ),
     )
 }
@@ -221,6 +255,9 @@ class MetricInputs:
         A VGG16 state dict file (vgg).
     feature_levels : sequence of int, optional
         Encoder stages the feature metrics compare (1 = half resolution); all if None.
+    feature_options : FeatureOptions, optional
+        How the feature-map metrics compare (``deepsim-maps``, ``deepsim+mse``,
+        ``deepsim+ncc``); their defaults if None.
     how_to_get_extractor : str
         The end of the message when the extractor is missing, in the words of the
         interface the user is in.
@@ -230,6 +267,7 @@ class MetricInputs:
     weights: str | None = None
     feature_levels: Sequence[int] | None = None
     how_to_get_extractor: str = "train one with `deepsim train-features` and pass --features F.pt"
+    feature_options: FeatureOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +341,16 @@ def build_metric(name: str, inputs: MetricInputs | None = None) -> Similarity:
         raise ValueError(
             f"--feature-levels applies to deepsim and deepsim-ae, not {name}; "
             "use it with --metric deepsim or remove it"
+        )
+    if spec.feature_maps and inputs.feature_options is not None:
+        options["options"] = inputs.feature_options
+        metadata["feature_options"] = inputs.feature_options.kwargs()
+    elif inputs.feature_options is not None:
+        names = ", ".join(n for n, entry in METRICS.items() if entry.feature_maps)
+        raise ValueError(
+            f"the feature-map options (--feature-weight, --pca, --feature-distance, "
+            f"--feature-stages, --warp-then-extract) apply to {names}, not {name}; "
+            "choose one of those metrics or remove them"
         )
     if spec.needs_weights:
         options["weights"] = inputs.weights

@@ -22,6 +22,7 @@ from src_training.optimisation.config import (
 )
 from src_training.optimisation.pyramid import ArrayLike, build_pyramid, check_images, max_levels
 from src_training.optimisation.run import Run
+from src_training.optimisation.static import feature_pyramid, is_static
 
 
 def optimise(
@@ -101,7 +102,10 @@ def optimise(
         device=device,
     )
     metric.loss.to(device)
-    return Run(pyramid, metric, config, stop, device).run()
+    similarity = None
+    if is_static(metric.loss):
+        pyramid, similarity = feature_pyramid(pyramid, metric.loss)
+    return Run(pyramid, metric, config, stop, device, similarity).run()
 
 
 def optimise_pair(

@@ -56,7 +56,11 @@ def _terms(parts: Tensor) -> tuple[float, dict[str, float]]:
 
 
 class Run:
-    """One optimisation: the pyramid, the parameters and the loop shared by both stages."""
+    """One optimisation: the pyramid, the parameters and the loop shared by both stages.
+
+    ``similarity`` compares a level's warped moving and fixed data (feature stacks, when
+    the pyramid holds them); the metric itself when omitted.
+    """
 
     def __init__(
         self,
@@ -65,9 +69,11 @@ class Run:
         config: OptimiseConfig,
         stop: Callable[[], bool] | None,
         device: torch.device,
+        similarity: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         self.pyramid = pyramid
         self.metric = metric
+        self.similarity = similarity or metric
         self.config = config
         self.stop = stop
         self.device = device
@@ -153,7 +159,7 @@ class Run:
             extra = {"warped_labels": warped_labels, "fixed_labels": level.fixed_labels}
         if level.mask is not None:
             warped = torch.lerp(fixed, warped, level.mask)
-        similarity = self.metric(warped, fixed, **extra)
+        similarity = self.similarity(warped, fixed, **extra)
         regularisation = self.regulariser(u) if u is not None else similarity.new_zeros(())
         total = similarity + self.config.lam * regularisation
         return total, torch.stack([total, similarity, regularisation]).detach()

@@ -1,0 +1,61 @@
+"""Extract-then-warp: a pyramid whose levels hold feature stacks instead of images.
+
+A metric with a ``static`` flag set and ``stage_maps``/``level_maps``/``reduce``/``compare``
+methods (:class:`src_training.metrics.feature_maps.FeatureMaps`) has the encoder stages of
+both full-resolution images computed once; each level then holds both images' stacks on
+its grid, and the optimiser warps the moving stack, so no network runs per iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from torch import Tensor, nn
+
+from src_training.optimisation.pyramid import Level
+
+
+def is_static(loss: nn.Module) -> bool:
+    """Return whether a loss compares feature stacks computed once per level.
+
+    Parameters
+    ----------
+    loss : nn.Module
+        A metric's loss.
+
+    Returns
+    -------
+    bool
+        True for an extract-then-warp feature metric.
+    """
+    return bool(getattr(loss, "static", False)) and callable(getattr(loss, "level_maps", None))
+
+
+def feature_pyramid(
+    pyramid: list[Level], loss: nn.Module
+) -> tuple[list[Level], Callable[[Tensor, Tensor], Tensor]]:
+    """Replace every level's images by their feature stacks, computed once.
+
+    Parameters
+    ----------
+    pyramid : list of Level
+        The image pyramid, coarsest first.
+    loss : nn.Module
+        A metric for which :func:`is_static` holds.
+
+    Returns
+    -------
+    tuple
+        The pyramid of stacks, and the function comparing a warped and a fixed stack.
+    """
+    full = pyramid[-1]
+    fixed_stages = loss.stage_maps(full.fixed)
+    moving_stages = loss.stage_maps(full.moving)
+    levels = []
+    for level in pyramid:
+        fixed = loss.level_maps(fixed_stages, level.fixed, full.shape)
+        moving = loss.level_maps(moving_stages, level.moving, full.shape)
+        fixed, moving = loss.reduce(fixed, moving)
+        levels.append(replace(level, fixed=fixed, moving=moving))
+    return levels, loss.compare
