@@ -2,8 +2,9 @@
 
 On the synthetic noisy cell sequence it compares, on the held-out pairs 6 -> 5 and
 7 -> 6 and at increasing noise: the identity; training-free optimisation with NCC, MSE
-and DeepSim (the built-in ``phase-contrast-2d`` feature extractor); the built-in model
-``phase-contrast-2d`` and the same model refined with its own metric; and the paper's
+and DeepSim (the built-in ``phase-contrast-2d`` feature extractor, in the variant a user
+gets when picking DeepSim to optimise); the built-in model ``phase-contrast-2d`` and the
+same model refined with its own metric; and the paper's
 two steps in short (a feature extractor trained to segment frames 0-5, then registration
 models trained with NCC and with DeepSim). It returns the table, the results of one pair
 for a figure, and one sentence computed from the numbers.
@@ -24,7 +25,7 @@ from src_training.data.datasets import Dataset
 from src_training.data.normalise import normalise_intensity
 from src_training.data.samples import CLASS_NAMES, noisy_cell_sequence
 from src_training.engine.evaluation import EvaluatedMethod, evaluate_methods, evaluation_methods
-from src_training.engine.optimisation import Optimisation, optimisation_config
+from src_training.engine.optimisation import Optimisation, optimisation_config, user_optimisation
 from src_training.engine.training import (
     features_trainer,
     registration_metric,
@@ -122,16 +123,13 @@ def _trained_methods(
 
 def demo_methods(data: Dataset, device: Any) -> list[EvaluatedMethod]:
     """Build the training-free rows and the built-in model with its refinement."""
-    optimisations = [
-        Optimisation(registration_metric(name, ndim=2, channels=1), optimisation_config())
-        for name in INTENSITY_METRICS
-    ]
-    deepsim = registration_metric("deepsim", ndim=2, channels=1, features=BUILTIN)
-    optimisations.append(Optimisation(deepsim, optimisation_config()))
+    metrics = [registration_metric(name, ndim=2, channels=1) for name in INTENSITY_METRICS]
+    metrics.append(registration_metric("deepsim", ndim=2, channels=1, features=BUILTIN))
+    optimisations = [user_optimisation(metric, optimisation_config()) for metric in metrics]
 
     def own(model: Any) -> Optimisation:
         metric = training_metric(model, ndim=2, channels=1)
-        return Optimisation(metric, optimisation_config(refine=True))
+        return user_optimisation(metric, optimisation_config(refine=True))
 
     return evaluation_methods(
         ["identity"], [BUILTIN], data, device, optimisations=optimisations, own=own
