@@ -141,7 +141,7 @@ def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
     config = optimisation_config(
         iterations=",".join(map(str, spec.iterations)), linear=spec.linear, refine=spec.refine
     )
-    return user_optimisation(metric, config)
+    return user_optimisation(metric, config, spec.refine)
 
 
 def describe_optimisation(summary: OptimisationSummary, refined: bool) -> str:

@@ -170,6 +170,6 @@ def optimiser(
         seed=args.seed,
         refine=refine,
     )
-    result = user_optimisation(metric, config)
+    result = user_optimisation(metric, config, refine)
     check_levels(result, shape)
     return result

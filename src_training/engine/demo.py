@@ -129,7 +129,7 @@ def demo_methods(data: Dataset, device: Any) -> list[EvaluatedMethod]:
 
     def own(model: Any) -> Optimisation:
         metric = training_metric(model, ndim=2, channels=1)
-        return user_optimisation(metric, optimisation_config(refine=True))
+        return user_optimisation(metric, optimisation_config(refine=True), refine=True)
 
     return evaluation_methods(
         ["identity"], [BUILTIN], data, device, optimisations=optimisations, own=own

@@ -92,13 +92,17 @@ class OptimisationSummary:
         )
 
 
-def user_optimisation(metric: Similarity, config: OptimiseConfig) -> Optimisation:
+def user_optimisation(
+    metric: Similarity, config: OptimiseConfig, refine: bool = False
+) -> Optimisation:
     """Pair a metric a user picked with settings; DeepSim runs as its measured best variant.
 
-    A user who picks ``deepsim`` to optimise or refine a field gets
+    A user who picks ``deepsim`` to optimise a field from the identity gets
     :data:`~src_training.optimisation.config.DEEPSIM_OPTIMISED` on the same extractor
     and encoder stages (the features compared once per pyramid level), which beat the
-    warp-then-extract cosine of training on the held-out pairs of docs/optimisation.md.
+    warp-then-extract cosine of training on the held-out pairs of docs/optimisation.md;
+    refining a model's field keeps that cosine, which refines better (see
+    :data:`~src_training.optimisation.config.DEEPSIM_OPTIMISED`).
 
     Parameters
     ----------
@@ -106,13 +110,15 @@ def user_optimisation(metric: Similarity, config: OptimiseConfig) -> Optimisatio
         The metric picked.
     config : OptimiseConfig
         The optimiser's settings.
+    refine : bool
+        Whether the optimisation refines a model's field.
 
     Returns
     -------
     Optimisation
         The optimisation that runs.
     """
-    if metric.name != "deepsim":
+    if metric.name != "deepsim" or refine:
         return Optimisation(metric, config)
     loss = metric.loss
     inputs = MetricInputs(loss.network, feature_levels=loss.levels)
