@@ -284,6 +284,7 @@ def test_3d_volumes_get_a_grid_on_every_slice_fold_points_and_3d_vectors(
     fixed = viewer.add_image(rng.random((12, 20, 16)).astype(np.float32), name="fixed volume")
     fixed.scale, fixed.translate = (2.0, 0.5, 0.5), (1.0, 10.0, 20.0)
     moving = viewer.add_image(rng.random((10, 16, 16)).astype(np.float32), name="moving volume")
+    moving.translate = fixed.translate  # overlapping in the world, or nothing is left to align
     _, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", "Register")
     widget.fixed.value, widget.moving.value = fixed, moving
     widget.show_vectors.value = True
