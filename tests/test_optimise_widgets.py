@@ -177,6 +177,38 @@ def test_stop_ends_within_one_iteration_and_shows_the_best_field(
     assert widget.register_button.text == "Register"
 
 
+def test_a_double_click_on_register_runs_once_and_does_not_stop_it(viewer, qtbot, errors):
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "20,10"
+    widget.register_button.native.click()
+    widget.register_button.native.click()  # the second click of a double click
+    assert widget.running and widget.register_button.text == "Stop"
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    assert errors == []
+    text = widget.results.text()
+    done = int(re.search(r"(\d+) iterations of ncc", text).group(1))
+    assert done > 0 and "stopped" not in text
+    assert "moving warped" in viewer.layers
+
+
+def test_a_run_stopped_before_its_first_iteration_keeps_the_previous_results(viewer, qtbot, errors):
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "20,10"
+    _run(widget, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    before = viewer.layers["moving warped"].data.copy()
+    widget.register()
+    widget.ask_to_stop()  # before the job has run one iteration
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    assert errors == []
+    assert "stopped before the first iteration" in widget.results.text()
+    assert [layer.name for layer in viewer.layers] == names
+    np.testing.assert_array_equal(viewer.layers["moving warped"].data, before)
+    assert widget.register_button.text == "Register"
+
+
 def test_a_stack_optimises_every_frame(viewer, qtbot, errors):
     widget = _register(viewer, "noisy_cell_timelapse")
     stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QApplication, QWidget
 
 from napari_deepsim._state.run import Phase, RunState
 from napari_deepsim._widgets.workers import MEMORY_FIX, Turns, error_message, start_worker
@@ -66,12 +66,32 @@ class JobDock(QWidget):
         self.started = 0.0
         self._turns: Turns | None = None
         self._button: PushButton | None = None
+        self._heard = False
 
     def follow(self, button: PushButton, start: Callable[[], Any]) -> None:
-        """Make ``button`` start the job, read Stop while it runs, and stop it then."""
+        """Make ``button`` start the job, read Stop while it runs, and stop it then.
+
+        A click within the platform's double-click interval of the start, before the job
+        reported anything, is the second click of a double click, not a Stop: the run
+        goes on.
+        """
         self._button = button
-        button.changed.connect(lambda *_args: self.stop() if self.running else start())
+
+        def clicked(*_args: Any) -> None:
+            if not self.running:
+                start()
+            elif not self.starting:
+                self.stop()
+
+        button.changed.connect(clicked)
         self.run_state.changed.connect(self._phase_changed)
+
+    @property
+    def starting(self) -> bool:
+        """Whether the run started within the double-click interval and reported nothing."""
+        interval = QApplication.doubleClickInterval() / 1000
+        recent = time.perf_counter() - self.started < interval
+        return self.run_state.active and not self._heard and recent
 
     @property
     def running(self) -> bool:
@@ -134,10 +154,16 @@ class JobDock(QWidget):
             if self._turns is None or not self._turns.active:
                 self.settle()
 
+        self._heard = False
         self.worker = start_worker(
             function, job, total, description, returned, errored, finished, **options
         )
+        if self.worker is not None:
+            self.worker.yielded.connect(self._reported)
         return self.worker
+
+    def _reported(self, *_args: Any) -> None:
+        self._heard = True
 
     def add_layers(self, steps: list[Callable[[], Any]]) -> None:
         """Run ``steps`` one per turn of the event loop, then end the run."""

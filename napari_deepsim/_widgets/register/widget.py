@@ -280,6 +280,13 @@ class RegisterWidget(JobDock):
         if self.closed:
             return
         context.result = result
+        optimised = result.optimisation
+        if optimised is not None and optimised.stopped and optimised.iterations == 0:
+            self.results.setText(
+                "stopped before the first iteration: the previous results are unchanged"
+            )
+            self.settle()
+            return
         try:
             if context.model_key is not None:  # keep the loaded file for the next run
                 self.model_panel.remember(context.model_key, result.model)
