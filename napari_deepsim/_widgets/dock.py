@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QApplication, QWidget
 
 from napari_deepsim._state.run import Phase, RunState
@@ -30,8 +30,8 @@ class JobDock(QWidget):
 
     A subclass sets ``action`` (the button's text when idle), ``failure`` (what failed,
     in error messages) and, for training, ``memory_fix``; it hands its button to
-    :meth:`follow`, starts its job with :meth:`launch` and adds result layers with
-    :meth:`add_layers`.
+    :meth:`follow`, builds its job with ``_make_job`` (through :meth:`new_job`), starts it
+    with :meth:`launch` and adds result layers with :meth:`add_layers`.
 
     Parameters
     ----------
@@ -101,6 +101,29 @@ class JobDock(QWidget):
     def report(self, err: BaseException) -> None:
         """Show what went wrong as one notification naming the widgets' controls."""
         show_error(error_message(err, self.failure, self.memory_fix))
+
+    def new_job(self, busy: str) -> Any:
+        """Return the widget's job from its controls, or None with the reason shown.
+
+        Parameters
+        ----------
+        busy : str
+            What to say when a run is already in progress (no job then).
+
+        Returns
+        -------
+        object or None
+            What the subclass's ``_make_job`` builds, or None when a run is under way or
+            the inputs were refused (the reason shown as one notification).
+        """
+        if self.running:
+            show_info(busy)
+            return None
+        try:
+            return self._make_job()
+        except ValueError as err:
+            self.report(err)
+            return None
 
     def launch(
         self,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, PushButton
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -158,13 +158,8 @@ class CompareWidget(JobDock):
             The started napari worker, or None when the inputs were refused (the reason
             is shown as a notification).
         """
-        if self.running:
-            show_info("A comparison is already running; wait for it to finish.")
-            return None
-        try:
-            job = self._make_job()
-        except ValueError as err:
-            self.report(err)
+        job = self.new_job("A comparison is already running; wait for it to finish.")
+        if job is None:
             return None
         context = RunContext(self.fixed.value, self.moving.value, self.moving_labels.value)
         return self.launch(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Labels
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
@@ -166,13 +166,8 @@ class RegisterWidget(JobDock):
             The started napari worker, or None when the inputs were refused (the reason
             is shown as a notification).
         """
-        if self.running:
-            show_info("A registration is already running; wait for it to finish.")
-            return None
-        try:
-            job = self._make_job()
-        except ValueError as err:
-            self.report(err)
+        job = self.new_job("A registration is already running; wait for it to finish.")
+        if job is None:
             return None
         context = RunContext(
             fixed=self.fixed.value,
