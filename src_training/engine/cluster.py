@@ -2,10 +2,13 @@
 
 Either way a *runner* takes batches of pairs and gives back each batch with its fields
 as it finishes. On a cluster (``dask.distributed``: a ``LocalCluster`` of worker
-processes with one thread each, or a scheduler's address) the model is scattered to
-every worker once, at most two batches per worker are in flight (so memory stays flat
-in the series' length), and a batch whose worker dies is run again by Dask on another
-worker; its result still arrives here once, where it is written. Requires the
+processes with one thread each, or a scheduler's address) the model is one task of its
+own that the batches depend on, at most two batches per worker are in flight (so memory
+stays flat in the series' length), and a batch whose worker dies is run again by Dask on
+another worker; its result still arrives here once, where it is written. The model is not
+scattered: Dask's memory manager drops the extra copies of scattered data, and scattered
+data whose last copy dies with its worker cannot be rebuilt, which cancels every batch;
+a task that holds the model in its definition is rebuilt wherever it is needed. Requires the
 ``bigdata`` extra (``dask[distributed]``).
 """
 
@@ -133,7 +136,7 @@ def cluster_runner(client: Any, model: ModelFile, precision: str) -> Runner:
     client : distributed.Client
         The cluster's client.
     model : ModelFile
-        The registration model, scattered to every worker once.
+        The registration model, sent with the task that hands it to the batches.
     precision : str
         As for :func:`src_training.registration.inference.predict`.
 
@@ -145,7 +148,7 @@ def cluster_runner(client: Any, model: ModelFile, precision: str) -> Runner:
     from distributed import as_completed
 
     def run(batches: Iterable[PairBatch]) -> Iterator[tuple[PairBatch, np.ndarray]]:
-        shared = client.scatter(model, broadcast=True)
+        shared = client.submit(_hold, model, pure=False)
         window = 2 * max(1, len(client.scheduler_info()["workers"]))
         pending = iter(batches)
         in_flight: dict[Any, PairBatch] = {}
@@ -169,6 +172,10 @@ def cluster_runner(client: Any, model: ModelFile, precision: str) -> Runner:
             yield batch, fields
 
     return run
+
+
+def _hold(model: ModelFile) -> ModelFile:
+    return model
 
 
 def pair_fields(
