@@ -19,6 +19,7 @@ import torch
 from test_malformed import FIX, matches
 
 from napari_deepsim._state.models import trained_models
+from napari_deepsim._widgets.bigstack.widget import BigStackWidget
 from napari_deepsim._widgets.compare.widget import CompareWidget
 from napari_deepsim._widgets.register.widget import RegisterWidget
 from napari_deepsim._widgets.train.widget import TrainFeaturesWidget, TrainRegistrationWidget
@@ -36,6 +37,7 @@ MENU = {
     TrainFeaturesWidget: "Train feature extractor",
     TrainRegistrationWidget: "Train registration model",
     CompareWidget: "Compare metrics",
+    BigStackWidget: "Big stack",
 }
 
 
@@ -155,6 +157,37 @@ def _register_single_pixel(c):
     widget.fixed.value = c.viewer.add_image(np.ones((1, 1), np.float32), name="dot")
     widget.fixed_labels.value = widget.moving_labels.value = None
     c.run(widget, widget.register)
+
+
+def _register_lazy_stack_too_big(c):
+    import dask.array as da
+
+    widget = c.register("2d")
+    big = da.zeros((600, 1024, 1024), dtype=np.float32, chunks=(1, 1024, 1024))  # 2.3 GiB, lazy
+    widget.moving.value = c.viewer.add_image(big, name="big")
+    c.run(widget, widget.register)
+
+
+def _big_stack(c):
+    widget = c.open(BigStackWidget)
+    widget.stack.value = c.viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")
+    widget.model_panel.set_model(c.models["2d"])
+    return widget
+
+
+def _bigstack_existing_store(c):
+    widget = _big_stack(c)
+    (c.tmp_path / "out.zarr").mkdir()
+    widget.store.value = c.tmp_path / "out.zarr"
+    c.run(widget, widget.register)
+
+
+def _bigstack_bad_cluster(c):
+    widget = _big_stack(c)
+    widget.store.value = c.tmp_path / "out.zarr"
+    widget.cluster.value = "lokal"
+    c.run(widget, widget.register)
+    assert not (c.tmp_path / "out.zarr").exists()
 
 
 def _apply_field_before_register(c):
@@ -376,6 +409,9 @@ CASES = {
     "napari-register-3d-model-on-2d": _register_3d_model_on_2d,
     "napari-register-nan-pixels": _register_nan_pixels,
     "napari-register-single-pixel": _register_single_pixel,
+    "napari-register-lazy-stack-too-big": _register_lazy_stack_too_big,
+    "napari-bigstack-existing-store": _bigstack_existing_store,
+    "napari-bigstack-bad-cluster": _bigstack_bad_cluster,
     "napari-apply-field-before-register": _apply_field_before_register,
     "napari-apply-field-to-another-shape": _apply_field_to_another_shape,
     "napari-load-a-field-that-is-not-one": _load_a_field_that_is_not_one,

@@ -332,7 +332,9 @@ def test_screenshot_shows_the_deformation_grid(make_napari_viewer, qtbot, models
     [
         "_widgets.register.widget",
         "_widgets.register.fields",
-        "_widgets.register.model",
+        "_widgets.model_panel",
+        "_widgets.bigstack.widget",
+        "_widgets.bigstack.layers",
         "_widgets.register.pair",
         "_widgets.register.layers",
         "_jobs.register",
@@ -369,6 +371,7 @@ WIDGETS = {
     "Compare metrics": "CompareWidget",
     "Train feature extractor": "TrainFeaturesWidget",
     "Train registration model": "TrainRegistrationWidget",
+    "Big stack": "BigStackWidget",
 }
 
 

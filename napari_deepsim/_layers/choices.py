@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     import napari
 
 SOURCE = "deepsim_source"  # metadata key tying an output layer to the layer it came from
+# a lazy (dask, Zarr) layer larger than this is not read whole: it would stall the viewer
+LAZY_LIMIT = 2**30
+BIG_STACK = "the Big stack dock (Plugins > DeepSim registration > Big stack)"
 
 
 def inputs(viewer: napari.Viewer, kind: type[Layer] | tuple[type[Layer], ...]) -> list[Layer]:
@@ -43,7 +46,16 @@ def spatial_data(layer: Layer, what: str) -> np.ndarray:
         The 2D or 3D data.
     """
     if getattr(layer, "multiscale", False):
-        raise ValueError(f"the {what} layer {layer.name!r} is multiscale; use a single-scale layer")
+        raise ValueError(
+            f"the {what} layer {layer.name!r} is multiscale; register its frames at one of its "
+            f"levels with {BIG_STACK}, or open a single-scale layer"
+        )
+    size = int(np.prod(layer.data.shape)) * np.dtype(layer.data.dtype).itemsize
+    if not isinstance(layer.data, np.ndarray) and size > LAZY_LIMIT:
+        raise ValueError(
+            f"the {what} layer {layer.name!r} is read lazily and holds {size / 2**30:.1f} GiB; "
+            f"register it frame by frame into a store with {BIG_STACK}"
+        )
     if getattr(layer, "rgb", False):
         raise ValueError(
             f"the {what} layer {layer.name!r} is RGB; split its channels (right-click the "

@@ -36,9 +36,9 @@ from napari_deepsim._widgets.controls import (
 from napari_deepsim._widgets.dock import JobDock
 from napari_deepsim._widgets.layout import scrolled
 from napari_deepsim._widgets.loss_plot import LossPlot
+from napari_deepsim._widgets.model_panel import ModelPanel
 from napari_deepsim._widgets.optimise_controls import OptimisePicker, check_labels
 from napari_deepsim._widgets.register.fields import FieldPanel
-from napari_deepsim._widgets.register.model import ModelPanel
 from napari_deepsim._widgets.register.pair import PairPanel
 from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
 from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP

@@ -1,7 +1,8 @@
-"""The model section of the Register widget: a built-in model, one trained here, or a file.
+"""The model section of the widgets that register: a built-in model, one trained here, a file.
 
 :class:`ModelPanel` owns the model controls of
-:class:`~napari_deepsim._widgets.register.widget.RegisterWidget`. Its picker lists the built-in
+:class:`~napari_deepsim._widgets.register.widget.RegisterWidget` and of
+:class:`~napari_deepsim._widgets.bigstack.widget.BigStackWidget`. Its picker lists the built-in
 models first (each with a one-line description; the first is chosen when the widget
 opens, so two sections register without any training), then the registration models of
 :data:`~napari_deepsim._state.models.trained_models` (selecting one as soon as a training
