@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    bench_bigstack_layer,
     bench_bigstacks,
     bench_gui_gap,
     bench_memory3d,
@@ -43,6 +44,7 @@ BENCHMARKS = {
     "train_path": bench_train_path,
     "gui_gap": bench_gui_gap,
     "bigstacks": bench_bigstacks,
+    "bigstack_layer": bench_bigstack_layer,
 }
 
 
@@ -96,6 +98,7 @@ def render() -> Path:
         "train_path": sections.train_path,
         "gui_gap": bench_gui_gap.section,
         "bigstacks": bench_bigstacks.section,
+        "bigstack_layer": bench_bigstack_layer.section,
     }
     records = {name: record for name in BENCHMARKS if (record := _load(name)) is not None}
     texts, later, targets = [], [], []
