@@ -166,3 +166,31 @@ def test_evaluate_landmarks_gives_the_centroid_distance_in_mm(tmp_path):
     assert float(summary["tre"]) == pytest.approx(math.hypot(3 * 0.5, 2 * 1.0), abs=1e-6)
     assert float(summary["tre_2"]) == float(summary["tre"])
     assert " tre" in done.stdout.splitlines()[-3]
+
+
+def test_register_places_a_finer_moving_volume_by_voxel_size_not_corner_to_corner(tmp_path):
+    # one ball of radius 4 mm: 10 voxels of 0.4 mm in the moving file, 5 of 0.8 mm in the fixed
+    moving = _blob((40, 40, 40), (19.5, 19.5, 19.5), 10.0)
+    fixed = _blob((24, 24, 24), (11.5, 11.5, 11.5), 5.0)
+    files = {}
+    for name, array, size in (("moving", moving, 0.4), ("fixed", fixed, 0.8)):
+        affine = np.diag([size, size, size, 1.0])
+        for kind, data in (("", array.astype(np.float32)), ("_labels", array)):
+            files[name + kind] = tmp_path / f"{name}{kind}.nii.gz"
+            nib.save(nib.Nifti1Image(data, affine), files[name + kind])
+    point = tmp_path / "point.csv"
+    point.write_text("axis-0,axis-1,axis-2\n29.5,19.5,19.5\n")  # 4 mm off centre
+    done = subprocess.run(
+        [DEEPSIM, "register", files["fixed"], files["moving"], "--optimise", "--metric", "mse",
+         "--iterations", "1", "--labels", files["moving_labels"], "--fixed-labels",
+         files["fixed_labels"], "--points", point, "--out", tmp_path / "out", "--device", "cpu"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "by voxel size, centres aligned" in done.stdout
+    said = done.stdout.split("Dice (moving_labels.nii.gz vs fixed_labels.nii.gz): ")[1]
+    before = float(said.split()[0])
+    assert before > 0.9  # corner to corner would blow the ball up to 4.8 mm: Dice about 0.7
+    with open(tmp_path / "out" / "moved_point.csv") as handle:
+        moved = [float(v) for v in next(iter(csv.DictReader(handle))).values()]
+    np.testing.assert_allclose(moved, [16.5, 11.5, 11.5], atol=0.3)  # corners: 17.4

@@ -12,6 +12,7 @@ from src_training.cli.common import optimisation, optimisation_flags_used
 from src_training.cli.register_store import read_series, register_store, writes_store
 from src_training.data.datasets import load_dataset, load_image_file, load_label_file
 from src_training.data.lazy import is_zarr
+from src_training.data.placement import positions_on_grid
 from src_training.data.points import PointsTable, read_points_csv, write_points_csv
 from src_training.data.reading import file_stem
 from src_training.data.writing import image_suffix, prepare_output_dir, write_image
@@ -69,7 +70,7 @@ def register(args: argparse.Namespace) -> None:
         raise ValueError("register needs two images, FIXED and MOVING (or --series STACK)")
     fixed_path, moving_path = args.images
     fixed, spacing = load_image_file(fixed_path, normalise=False)
-    moving, _ = load_image_file(moving_path, normalise=False)
+    moving, moving_spacing = load_image_file(moving_path, normalise=False)
     names = (f"the fixed image {fixed_path}", f"the moving image {moving_path}")
     check_pair(model, fixed, moving, names)
     shape = tuple(fixed.shape[1:])
@@ -99,11 +100,14 @@ def register(args: argparse.Namespace) -> None:
     if model is not None:
         check_registration_memory(model.network, fixed.shape[1:], 1, device)
     out = prepare_output_dir(args.out, files + label_names, args.overwrite)
-    if tuple(moving.shape[1:]) != tuple(fixed.shape[1:]):
-        print(
-            f"resampling the moving image from {tuple(moving.shape[1:])} to the fixed grid "
-            f"{tuple(fixed.shape[1:])}"
+    physical = spacing is not None and moving_spacing is not None
+    if tuple(moving.shape[1:]) != shape or (physical and spacing != moving_spacing):
+        how = (
+            "by voxel size, centres aligned"
+            if physical
+            else "corner onto corner (a file gives no voxel size)"
         )
+        print(f"placing the moving image {tuple(moving.shape[1:])} on the fixed grid {shape} {how}")
     result = run_to_end(
         register_pair(
             model,
@@ -115,6 +119,7 @@ def register(args: argparse.Namespace) -> None:
             names=names,
             optimisation=optimised,
             precision=args.precision,
+            spacings=(spacing, moving_spacing),
         )
     )
     _warn(result.warnings)
@@ -128,9 +133,11 @@ def register(args: argparse.Namespace) -> None:
     save_field(out / files[1], field_file)
     if args.itk_field:
         export_itk(field_file, out / files[-1])
-    scale = (np.array(fixed.shape[1:]) - 1) / np.maximum(np.array(moving.shape[1:]) - 1, 1)
     for name, table in points.items():
-        _move_points(out / name, table, field_file, scale)
+        on_grid = positions_on_grid(
+            table.coordinates, moving.shape[1:], shape, moving_spacing, spacing
+        )
+        _move_points(out / name, table, on_grid, field_file)
     write_image(out / files[2], result.field, ndim)
     write_image(out / files[3], result.jacobian, ndim)
     how = _how(model, result)
@@ -157,9 +164,8 @@ def _method(args: argparse.Namespace, result: PairRegistration | SeriesRegistrat
     return " refined by ".join(method)
 
 
-def _move_points(path: Path, table: PointsTable, field_file: FieldFile, scale: np.ndarray) -> None:
-    """Move a table of moving-image voxel positions onto the fixed grid and write it."""
-    voxels = table.coordinates * scale  # the moving image was resampled onto the fixed grid
+def _move_points(path: Path, table: PointsTable, voxels: np.ndarray, field_file: FieldFile) -> None:
+    """Move a table's positions (in fixed-grid voxels) through the field and write it."""
     world = voxels * field_file.spacing + field_file.origin
     moved, residual = move_world_points(field_file, world)
     moved = (moved - field_file.origin) / field_file.spacing

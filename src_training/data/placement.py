@@ -54,6 +54,37 @@ def put_on_grid(
     return place_by_spacing(image, grid, spacing, grid_spacing, 1), moved
 
 
+def positions_on_grid(
+    points: np.ndarray,
+    shape: Sequence[int],
+    grid: Sequence[int],
+    spacing: Spacing | None,
+    grid_spacing: Spacing | None,
+) -> np.ndarray:
+    """Map voxel positions of an image to the grid :func:`put_on_grid` puts it on.
+
+    Parameters
+    ----------
+    points : numpy.ndarray
+        ``(N, ndim)`` positions in the image's voxels, one column per array axis.
+    shape, grid : sequence of int
+        The image's shape and the grid's.
+    spacing, grid_spacing : tuple of float or None
+        Their voxel sizes; None where unknown (corners onto corners).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, ndim)`` positions in the grid's voxels.
+    """
+    size_in, size_out = np.asarray(shape, float), np.asarray(grid, float)
+    if spacing is None or grid_spacing is None:
+        return points * (size_out - 1) / np.maximum(size_in - 1, 1)
+    step = np.asarray(grid_spacing, float) / np.asarray(spacing, float)
+    offset = (size_in - 1) / 2 - step * (size_out - 1) / 2
+    return (points - offset) / step
+
+
 def check_label_layouts(raw: Sequence[np.ndarray], paths: Sequence[Path]) -> None:
     """Refuse a case whose moving and fixed label files hold different structures.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,9 +23,11 @@ from src_training.data.normalise import (
     check_spatial_size,
     normalise_intensity,
     one_value_warning,
+    place_by_spacing,
     resample,
 )
 from src_training.data.profile import data_warnings
+from src_training.data.reading import Spacing
 from src_training.engine.optimisation import Optimisation, OptimisationSummary, run_optimisation
 from src_training.evaluation.scoring import field_regularity
 from src_training.metrics.dice import mean_dice
@@ -158,13 +161,28 @@ def load_registration_model(source: str | Path | ModelFile) -> ModelFile:
     return model
 
 
-def _on_grid(data: np.ndarray, shape: tuple[int, ...], labels: bool, what: str) -> np.ndarray:
-    """Bring an array of the moving grid (or already the fixed grid) onto the fixed grid."""
-    if data.shape == shape:
+def _on_grid(
+    data: np.ndarray,
+    shape: tuple[int, ...],
+    labels: bool,
+    what: str,
+    spacings: tuple[Spacing | None, Spacing | None] = (None, None),
+) -> np.ndarray:
+    """Bring an array of the moving grid (or already the fixed grid) onto the fixed grid.
+
+    With both voxel sizes known the array keeps its physical size, centres aligned;
+    otherwise its corners land on the grid's corners.
+    """
+    fixed_spacing, moving_spacing = spacings
+    physical = fixed_spacing is not None and moving_spacing is not None
+    if data.shape == shape and (not physical or fixed_spacing == moving_spacing):
         return data
     if data.ndim != len(shape):
         raise ValueError(f"{what} has shape {data.shape}; it must match the moving image")
-    return resample(data, shape, order=0 if labels else 1)
+    order = 0 if labels else 1
+    if not physical:
+        return resample(data, shape, order=order)
+    return place_by_spacing(data, shape, moving_spacing, fixed_spacing, order)
 
 
 def check_pair(
@@ -220,6 +238,7 @@ def register_pair(
     optimisation: Optimisation | None = None,
     stop: Callable[[], bool] | None = None,
     precision: str = "auto",
+    spacings: tuple[Spacing | None, Spacing | None] = (None, None),
 ) -> Generator[Progress | OptimiseEvent, None, PairRegistration]:
     """Register ``moving`` onto ``fixed``: with a model, by optimisation, or both.
 
@@ -229,8 +248,8 @@ def register_pair(
         A registration model; None optimises from the identity.
     fixed, moving : numpy.ndarray
         ``(C, *spatial)`` images with their original intensities; each is normalised
-        as the model was trained. A moving image of another shape is resampled onto
-        the fixed grid (corner onto corner).
+        as the model was trained. A moving image of another grid is put on the fixed
+        grid as ``spacings`` allow.
     device : torch.device or str
         Where the network runs.
     moving_labels : sequence of numpy.ndarray
@@ -270,11 +289,13 @@ def register_pair(
     raw = np.asarray(moving, np.float32)
     fixed_n = normalise_intensity(fixed)
     moving_n = normalise_intensity(raw)
-    resampled = tuple(moving.shape[1:]) != shape
-    if resampled:
-        raw = np.stack([resample(c, shape, order=1) for c in raw])
-        moving_n = np.stack([resample(c, shape, order=1) for c in moving_n])
-    labels = [_on_grid(lab, shape, True, "a moving label map") for lab in moving_labels]
+    place = partial(_on_grid, shape=shape, spacings=spacings)
+    resampled = tuple(moving.shape[1:]) != shape or (
+        None not in spacings and len(set(spacings)) > 1
+    )
+    raw = np.stack([place(c, labels=False, what=names[1]) for c in raw])
+    moving_n = np.stack([place(c, labels=False, what=names[1]) for c in moving_n])
+    labels = [place(lab, labels=True, what="a moving label map") for lab in moving_labels]
     if fixed_labels is not None and fixed_labels.shape != shape:
         raise ValueError(
             f"the fixed labels have shape {fixed_labels.shape} but {names[0]} {shape}; "
@@ -326,7 +347,7 @@ def register_pair(
         if fixed_labels is not None:
             result.dice.append((mean_dice(lab, fixed_labels), mean_dice(warped, fixed_labels)))
     for data, is_labels in extras:
-        data = _on_grid(data, shape, is_labels, "an extra layer")
+        data = place(data, labels=is_labels, what="an extra layer")
         result.extras.append(
             warp_label_array(data, disp)
             if is_labels
