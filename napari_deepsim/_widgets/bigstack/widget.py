@@ -84,6 +84,7 @@ class BigStackWidget(JobDock):
         self.resume = CheckBox(text="resume: keep the frames the store already holds")
         self.cluster = LineEdit(label="cluster", value="")
         self.cluster.tooltip = CLUSTER_TIP
+        self.cluster.native.setPlaceholderText("empty: this process; local, local:2, tcp://…")
         self.device = device_picker()
         self.batch = SpinBox(label="batch size", min=1, max=256, value=8)
         self.batch.tooltip = "Frames per forward pass (and per task on a cluster)"
