@@ -61,8 +61,9 @@ class RegisterWidget(JobDock):
     The model picker offers the built-in models first (the first one is chosen), then
     those trained in this session; a registration model trained in this session
     (announced by :data:`~napari_deepsim._state.models.trained_models`) is selected as soon as
-    it is trained, and so is a feature extractor for the DeepSim metrics of the
-    optimisation. Data unlike a model's training data gets a warning notification.
+    it is trained, or when the widget is docked after it was trained in this viewer, and so
+    is a feature extractor for the DeepSim metrics of the optimisation. Data unlike a
+    model's training data gets a warning notification.
 
     Parameters
     ----------
@@ -85,7 +86,7 @@ class RegisterWidget(JobDock):
             "model: a trained registration model; optimise: no model, the field is optimised "
             "for this pair with a metric; model + refine: the model's field, then optimised"
         )
-        self.model_panel = ModelPanel()
+        self.model_panel = ModelPanel(self.viewer)
         self.trained, self.model_file, self.model_info = self.model_panel.widgets
         self.set_model = self.model_panel.set_model
         self.optimise = OptimisePicker()
