@@ -13,6 +13,8 @@ from napari_deepsim._jobs.optimise import optimisation
 from napari_deepsim._state.models import TrainedModel, builtin_choices, trained_models
 from napari_deepsim._widgets.compare.widget import CompareWidget
 from napari_deepsim._widgets.register.widget import RegisterWidget
+from src_training.engine.optimisation import own_refinement
+from src_training.engine.options import OWN
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 from src_training.optimisation.config import REFINE_ITERATIONS, REFINE_LAM_SCALE
@@ -36,6 +38,7 @@ def files(tmp_path_factory):
     extractor = FeatureExtractor(2, 1, 3, channels=(4, 8))
     return {
         "shift": save_model(folder / "shift.pt", net, {"metric": "ncc"}),
+        "mse": save_model(folder / "mse.pt", net, {"metric": "mse"}),
         "features": save_model(folder / "features.pt", extractor, {}),
     }
 
@@ -126,7 +129,9 @@ def test_refining_a_model_is_at_least_as_good(viewer, qtbot, files, errors):
     assert not widget.trained.native.isHidden() and not widget.optimise.metric.native.isHidden()
     assert widget.optimise.iterations.label == "refine iterations"
     assert widget.optimise.iterations.value == ",".join(map(str, REFINE_ITERATIONS))
-    config = optimisation(widget.optimise.spec(), 2).config  # the command line's settings
+    assert widget.optimise.metric.value == OWN  # the model's metric, as --refine own
+    model = load_model(files["shift"])
+    config = optimisation(widget.optimise.spec(), 2, model).config  # the command line's
     assert config.iterations == REFINE_ITERATIONS and config.lam_scale == REFINE_LAM_SCALE
     widget.optimise.iterations.value = "20,10"
     _run(widget, qtbot)
@@ -137,6 +142,28 @@ def test_refining_a_model_is_at_least_as_good(viewer, qtbot, files, errors):
     assert "moving preview" not in viewer.layers
     widget.method.value = "optimise"  # an unedited default follows the method
     assert widget.optimise.iterations.value == "20,10"
+
+
+def test_refining_defaults_to_the_models_own_metric_as_the_command_line(
+    viewer, qtbot, files, errors
+):
+    widget = _register(viewer)
+    widget.set_model(files["mse"])
+    widget.method.value = "model + refine"
+    assert widget.optimise.metric.value == OWN
+    assert widget.optimise.extractor.native.isHidden()  # the model brings its own
+    spec = widget.optimise.spec()
+    model = load_model(files["mse"])
+    widget_refinement = optimisation(spec, 2, model)
+    command_line = own_refinement(model, ndim=2, channels=1)  # deepsim evaluate --refine own
+    assert widget_refinement.name == command_line.name == "mse"
+    assert widget_refinement.config == command_line.config
+    _run(widget, qtbot)
+    assert errors == []
+    assert re.match(r"refining the model, \d+ iterations of mse, loss", widget.results.text())
+    widget.method.value = "optimise"  # from the identity the default metric comes back
+    assert widget.optimise.metric.value == "ncc"
+    assert OWN not in widget.optimise.metric.choices
 
 
 def test_stop_ends_within_one_iteration_and_shows_the_best_field(

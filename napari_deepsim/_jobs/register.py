@@ -114,7 +114,7 @@ def _register_pair(
     ndim = job.fixed.ndim
     optimised = None
     if job.optimise is not None:
-        optimised = optimisation(job.optimise, ndim)
+        optimised = optimisation(job.optimise, ndim, model)
         if job.preview:
             optimised, tracker.watch = watched(optimised)
         tracker.plan(optimised, job.fixed.shape, 1)

@@ -198,6 +198,15 @@ class ModelPanel:
                 f"images of {facts.channels} channels; pick a one-channel model in 'model'"
             )
 
+    def check_metric_known(self) -> None:
+        """Refuse to refine with the model's own metric a model that does not record it."""
+        facts = self._facts()
+        if facts is not None and facts.metric == "unknown":
+            raise ValueError(
+                "the model does not say which metric it was trained with, so it cannot be "
+                "refined with its own; choose a metric in 'metric'"
+            )
+
     def source(self) -> str | ModelFile:
         """Return the chosen model: one trained here, a loaded copy, or a name or path."""
         chosen = self.trained.value

@@ -43,6 +43,7 @@ from napari_deepsim._widgets.register.pair import PairPanel
 from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
 from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
 from napari_deepsim._widgets.workers import advance, gui_wording
+from src_training.engine.options import OWN
 
 from .layers import output_choices, remove_preview, result_steps, show_preview
 
@@ -89,7 +90,7 @@ class RegisterWidget(JobDock):
         self.model_panel = ModelPanel(self.viewer)
         self.trained, self.model_file, self.model_info = self.model_panel.widgets
         self.set_model = self.model_panel.set_model
-        self.optimise = OptimisePicker()
+        self.optimise = OptimisePicker(own=True)
         self.device = device_picker()
         self.spacing = spacing_picker()
         self.outputs = output_choices()
@@ -225,6 +226,8 @@ class RegisterWidget(JobDock):
         spec = self.optimise.spec() if optimises else None
         if spec is not None:
             check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
+            if spec.metric == OWN:
+                self.model_panel.check_metric_known()
         model = self.model_panel.source() if uses_model else None
         if not stack:  # the moving side where napari shows it, on the fixed grid
             moving, moving_labels, extras = on_fixed_grid(
