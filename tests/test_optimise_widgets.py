@@ -257,6 +257,38 @@ def test_a_stack_optimises_every_frame(viewer, qtbot, errors):
     assert after > before
 
 
+def test_a_stopped_stack_says_which_frame_pairs_ran_and_leaves_the_rest_as_they_were(
+    viewer, qtbot, errors
+):
+    widget = _register(viewer, "noisy_cell_timelapse")
+    stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]
+    widget.fixed.value = widget.moving.value = stack
+    widget.moving_labels.value = widget.fixed_labels.value = labels
+    widget.reference.value = "previous"
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "20,10"
+
+    def press_stop(step):  # in the third frame pair: pairs 1→0 and 2→1 are done
+        if step.text.startswith("frame pair 3/7: ") and not widget.stop_event.is_set():
+            widget.register_button.native.click()
+
+    worker = widget.register()
+    worker.yielded.connect(press_stop)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    assert errors == []
+    text = widget.results.text()
+    assert "frame pairs 1→0, 2→1, 3→2 of 7 optimised; the other frames are as they were" in text
+    np.testing.assert_array_equal(widget.field[4:], 0)
+    assert np.abs(widget.field[1:4]).max() > 0.01
+    original = np.asarray(stack.data, np.float32)
+    warped = viewer.layers["noisy cells warped"].data
+    np.testing.assert_allclose(warped[4:], original[4:], atol=1e-5 * np.abs(original).max())
+    np.testing.assert_array_equal(
+        viewer.layers["noisy cells labels warped"].data[4:], labels.data[4:]
+    )
+    assert np.abs(warped[3] - original[3]).mean() > 1e-3  # the pairs that ran moved
+
+
 def test_deepsim_uses_an_extractor_trained_here_and_refuses_none(viewer, qtbot, files, errors):
     widget = _register(viewer)
     widget.method.value = "optimise"

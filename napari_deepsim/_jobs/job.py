@@ -68,3 +68,5 @@ class Result:
     dice: tuple[float, float] | None = None
     optimisation: OptimisationSummary | None = None
     warnings: list[str] = field(default_factory=list)  # the data is unlike the model's
+    frame_pairs: list[tuple[int, int]] = field(default_factory=list)  # (moving, fixed) optimised
+    planned_pairs: int = 0  # the frame pairs a stack's optimisation would have run to the end

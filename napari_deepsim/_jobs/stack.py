@@ -64,6 +64,8 @@ def register_stack_job(
         dice=series.dice,
         optimisation=series.optimisation,
         warnings=series.warnings,
+        frame_pairs=series.optimised_pairs,
+        planned_pairs=series.planned_pairs,
     )
     if job.moving_labels is not None:
         result.warped_labels = series.warped_labels
