@@ -22,8 +22,8 @@ from src_training.optimisation.config import REFINE_ITERATIONS, REFINE_LAM_SCALE
 pytestmark = pytest.mark.gui
 
 EXTRACTOR_MESSAGE = (
-    "The deepsim metric needs a feature extractor; train one with 'Train feature extractor' "
-    "or choose an extractor file."
+    "The deepsim metric needs a feature extractor; pick a built-in one, train one with "
+    "'Train feature extractor' or choose an extractor file."
 )
 
 
@@ -305,6 +305,21 @@ def test_deepsim_uses_an_extractor_trained_here_and_refuses_none(viewer, qtbot, 
     _run(widget, qtbot)
     assert "compares the features of an autoencoder extractor" in errors[-1]
     assert "choose the deepsim metric" in errors[-1]
+
+
+def test_the_extractor_picker_offers_the_builtin_extractors(viewer, qtbot, errors):
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.metric.value = "deepsim"
+    names = [name for _, name in builtin_choices("features")]
+    assert names and set(names) <= set(widget.optimise.extractor.choices)
+    assert widget.optimise.extractor.value is None  # offered, not imposed
+    widget.optimise.extractor.value = names[0]
+    widget.optimise.iterations.value = "3"
+    _run(widget, qtbot)
+    assert errors == []
+    assert "iterations of deepsim" in widget.results.text()
+    assert "moving warped" in viewer.layers
 
 
 def _cells(widget):

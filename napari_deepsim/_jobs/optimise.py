@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
 
 T = TypeVar("T")
-HOW_TO_GET_EXTRACTOR = "train one with 'Train feature extractor' or choose an extractor file"
+HOW_TO_GET_EXTRACTOR = (
+    "pick a built-in one, train one with 'Train feature extractor' or choose an extractor file"
+)
 OTHER_KIND = {"deepsim": "deepsim-ae", "deepsim-ae": "deepsim"}
 
 

@@ -1,12 +1,13 @@
 """The controls of an optimisation, shared by the Register and Compare widgets.
 
 :class:`OptimisePicker` holds the metric picker (every metric of the registry, and for
-the Register widget's refinement the model's own metric, its default), the
-feature extractor (trained in this viewer, or a file) and the VGG16 weights, shown only
-for a metric that needs them, the iterations per pyramid level and an optional rigid or
-affine stage. :meth:`OptimisePicker.spec` checks what can be checked without loading
-anything and returns the :class:`~napari_deepsim._jobs.optimise.OptimiseSpec` a job
-takes; messages name the controls, never command-line options.
+the Register widget's refinement the model's own metric, its default), the feature
+extractor (a built-in model's, one trained in this viewer, or a file) and the VGG16
+weights, shown only for a metric that needs them, the iterations per pyramid level and
+an optional rigid or affine stage. :meth:`OptimisePicker.spec` checks what can be
+checked without loading anything and returns the
+:class:`~napari_deepsim._jobs.optimise.OptimiseSpec` a job takes; messages name the
+controls, never command-line options.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, LineEdit
 
 from napari_deepsim._jobs.optimise import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
-from napari_deepsim._state.models import trained_models
+from napari_deepsim._state.models import builtin_choices, trained_models
 from napari_deepsim._widgets.controls import extractor_pickers
 from napari_deepsim._widgets.tips import WEIGHTS_TIP
 from src_training.engine.options import OWN
+from src_training.models import resolve
 
 if TYPE_CHECKING:
     from src_training.metrics.registry import MetricSpec
@@ -89,7 +91,7 @@ class OptimisePicker:
             "; own: the one the model was trained with" if own else ""
         )
         self.extractor, self.extractor_file = extractor_pickers(
-            self._extractors, "A feature extractor trained in this viewer"
+            self._extractors, "A built-in model's extractor, or one trained in this viewer"
         )
         self.weights = FileEdit(
             label="VGG16 weights",
@@ -118,15 +120,16 @@ class OptimisePicker:
         own = [(OWN_CHOICE, OWN)] if self._own and self._refine else []
         return [*own, *((name, name) for name in metric_specs())]
 
-    def _extractors(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
-        return [(m.name, m.model) for m in trained_models.of_kind("features")]
+    def _extractors(self, _widget: Any = None) -> list[tuple[str, str | ModelFile]]:
+        trained = [(m.name, m.model) for m in trained_models.of_kind("features")]
+        return [*builtin_choices("features"), *trained]
 
     def extractors_changed(self, *_args: Any) -> None:
-        """Relist the trained extractors, choosing the newest when none is chosen."""
+        """Relist the extractors, choosing the newest trained here when none is chosen."""
         self.extractor.reset_choices()
-        extractors = [choice for choice in self.extractor.choices if choice is not None]
-        if self.extractor.value is None and extractors:
-            self.extractor.value = extractors[-1]
+        trained = trained_models.of_kind("features")
+        if self.extractor.value is None and trained:
+            self.extractor.value = trained[-1].model
 
     def show(self, shown: bool) -> None:
         """Show or hide every control (extractor and weights only where the metric needs)."""
@@ -191,6 +194,8 @@ class OptimisePicker:
         weights = None
         if spec.needs_extractor:
             features = self.extractor.value
+            if isinstance(features, str):  # a built-in model's extractor, by its file
+                features = str(resolve(features, "features"))
             if features is None:
                 features = str(self._file(self.extractor_file.value, spec.name))
         if spec.needs_weights:
