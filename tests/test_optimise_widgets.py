@@ -236,6 +236,34 @@ def test_a_run_stopped_before_its_first_iteration_keeps_the_previous_results(vie
     assert widget.register_button.text == "Register"
 
 
+def test_removing_the_moving_layer_during_a_run_says_so_and_adds_nothing(
+    viewer, qtbot, errors, monkeypatch
+):
+    warnings: list[str] = []
+    monkeypatch.setattr(register_module, "show_warning", warnings.append)
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "500,500"
+    names = [layer.name for layer in viewer.layers]
+
+    def remove_moving(step):
+        if "iteration" in step.text and "moving" in viewer.layers:
+            viewer.layers.remove("moving")
+
+    worker = widget.register()
+    worker.yielded.connect(remove_moving)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    qtbot.wait(200)  # anything still queued for the GUI thread arrives
+    assert errors == []
+    assert warnings == [
+        "The moving layer 'moving' was removed from the viewer during its registration; the "
+        "run is stopped and no result layers are added for it."
+    ]
+    assert [layer.name for layer in viewer.layers] == [n for n in names if n != "moving"]
+    assert "was removed" in widget.results.text()
+    assert widget.register_button.text == "Register"
+
+
 def test_a_stack_optimises_every_frame(viewer, qtbot, errors):
     widget = _register(viewer, "noisy_cell_timelapse")
     stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]

@@ -129,6 +129,7 @@ class RegisterWidget(JobDock):
         subscribe(self, [events.inserted, events.removed], self.optimise.extractors_changed)
         subscribe(self, [events.trained], self.model_panel.model_trained)
         watch_layers(self, self.viewer, self.reset_choices)
+        subscribe(self, [self.viewer.layers.events.removed], self._layer_removed)
         when_closed(self, self.abandon)
         self.reset_choices()
         self.pair.guess()
@@ -209,6 +210,24 @@ class RegisterWidget(JobDock):
             self.cancel()
             self.results.setText("stopped: the previous results are unchanged")
 
+    def _layer_removed(self, event: Any) -> None:
+        """Cancel a run whose fixed or moving layer left the viewer: nothing is added."""
+        context = self._context
+        if not self.running or context is None:
+            return
+        roles = (("moving", context.moving), ("fixed", context.fixed))
+        role = next((role for role, layer in roles if layer is event.value), None)
+        if role is None:
+            return
+        self.cancel()
+        remove_preview(self.viewer, context)
+        name = event.value.name
+        self.results.setText(f"stopped: the {role} layer {name!r} was removed; nothing was added")
+        show_warning(
+            f"The {role} layer {name!r} was removed from the viewer during its registration; "
+            "the run is stopped and no result layers are added for it."
+        )
+
     def _make_job(self) -> Job:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
         fixed, moving, fixed_labels, moving_labels = pair_arrays(
@@ -276,7 +295,7 @@ class RegisterWidget(JobDock):
             remove_preview(self.viewer, context)
 
     def _on_returned(self, context: RunContext, result: Result) -> None:
-        if self.closed:
+        if self.closed or not self.run_state.active:  # closed, or cancelled meanwhile
             return
         context.result = result
         optimised = result.optimisation
