@@ -131,6 +131,7 @@ def _register_pair(
         timing_runs=job.timing_runs,
         optimisation=optimised,
         stop=stop,
+        as_given=None if job.moving_as_given is None else job.moving_as_given[None],
     )
     pair = yield from tracker.follow(registration)
     result = _pair_result(model, pair, str(device))

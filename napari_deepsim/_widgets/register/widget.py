@@ -248,6 +248,7 @@ class RegisterWidget(JobDock):
             if spec.metric == OWN:
                 self.model_panel.check_metric_known()
         model = self.model_panel.source() if uses_model else None
+        as_given = moving
         if not stack:  # the moving side where napari shows it, on the fixed grid
             moving, moving_labels, extras = on_fixed_grid(
                 fixed_layer, moving_layer, fixed.shape, moving, moving_labels, extras
@@ -269,6 +270,7 @@ class RegisterWidget(JobDock):
             vectors=bool(self.show_vectors.value),
             checkerboard=bool(self.show_checkerboard.value),
             optimise=spec,
+            moving_as_given=None if moving is as_given else as_given,
         )
 
     def _on_step(self, context: RunContext, step: Step) -> None:
