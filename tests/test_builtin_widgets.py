@@ -69,6 +69,23 @@ def test_two_em_sections_register_with_em_2d_and_no_training(viewer, qtbot, erro
 
 
 @needs_data
+def test_a_smaller_moving_section_is_not_blamed_for_the_padding(viewer, qtbot, errors, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(register_module, "show_warning", warnings.append)
+    fixed = np.asarray(PIL.Image.open(ISBI / "images" / "25.png"))
+    moving = np.asarray(PIL.Image.open(ISBI / "images" / "26.png"))[:160, :160]
+    viewer.add_image(fixed, name="25")
+    viewer.add_image(moving, name="26 corner")  # 0 on the fixed grid beyond its corner
+    widget = _dock(viewer, "Register")
+    widget.fixed.value, widget.moving.value = viewer.layers["25"], viewer.layers["26 corner"]
+    widget.device.value = "cpu"
+    _register(widget, qtbot)
+    assert errors == []
+    assert warnings == []  # 90 % of the moving side on the fixed grid is padding, not data
+    assert viewer.layers["26 corner warped"].data.shape == fixed.shape
+
+
+@needs_data
 def test_phase_contrast_frames_with_em_2d_get_a_warning_notification(
     viewer, qtbot, errors, monkeypatch
 ):

@@ -85,6 +85,11 @@ def test_points_shapes_and_tracks_move_onto_the_fixed_image(
     moved = widget.apply_field(points)
     assert isinstance(moved, Points) and moved.name == "landmarks moved"
     assert list(moved.features["label"]) == ["a", "b", "c"]
+    # drawn in a colour of its own: the copy does not hide under the original
+    assert np.abs(moved.face_color[:, :3] - points.face_color[:, :3]).sum(axis=1).min() > 1
+    orange = viewer.add_points(on_grid, face_color="orange", name="orange landmarks")
+    moved_orange = widget.apply_field(orange)
+    assert np.abs(moved_orange.face_color[:, :3] - orange.face_color[:, :3]).sum(1).min() > 1
     # a landmark at p on the moving image lies at q on the fixed image, q + u(q) = p
     np.testing.assert_allclose(moved.data + sample_field(field, moved.data), on_grid, atol=1e-3)
     # the same landmarks on a layer of another grid move in world coordinates
@@ -97,11 +102,12 @@ def test_points_shapes_and_tracks_move_onto_the_fixed_image(
     )
     moved_shapes = widget.apply_field(shapes)
     assert isinstance(moved_shapes, Shapes) and moved_shapes.shape_type == ["path", "polygon"]
+    assert np.abs(moved_shapes.edge_color - shapes.edge_color)[:, :3].sum(axis=1).min() > 1
     np.testing.assert_allclose(moved_shapes.data[1], moved.data, atol=1e-9)
     tracks = np.column_stack([[1, 1, 2], [0, 1, 0], on_grid])  # id, t, row, column
     track_layer = viewer.add_tracks(tracks, scale=(1, *SCALE), translate=(0, *TRANSLATE))
     moved_tracks = widget.apply_field(track_layer)
-    assert isinstance(moved_tracks, Tracks)
+    assert isinstance(moved_tracks, Tracks) and moved_tracks.colormap != track_layer.colormap
     np.testing.assert_allclose(moved_tracks.data[:, :2], tracks[:, :2])
     np.testing.assert_allclose(moved_tracks.data[:, 2:], moved.data, atol=1e-9)
     count = len(viewer.layers)

@@ -384,6 +384,12 @@ def _refine_without_model(c):
     c.run(widget, widget.register)
 
 
+def _refine_with_own_metric_of_a_model_without_one(c):
+    widget = c.register("2d")  # its file records no metric
+    widget.method.value = "model + refine"  # the metric becomes the model's own
+    c.run(widget, widget.register)
+
+
 def _compare_refine_nothing_selected(c):
     widget = c.open(CompareWidget)
     widget.add_model_files([c.models["2d"]])
@@ -441,6 +447,7 @@ CASES = {
     "napari-optimise-ncc-sup-on-a-stack": _optimise_ncc_sup_on_a_stack,
     "napari-optimise-a-2d-layer-as-a-stack": _optimise_a_2d_layer_as_a_stack,
     "napari-refine-without-model": _refine_without_model,
+    "napari-refine-own-metric-not-recorded": _refine_with_own_metric_of_a_model_without_one,
     "napari-compare-refine-nothing-selected": _compare_refine_nothing_selected,
     "napari-compare-optimisation-without-extractor": _compare_optimisation_without_extractor,
 }

@@ -13,6 +13,8 @@ from napari_deepsim._jobs.optimise import optimisation
 from napari_deepsim._state.models import TrainedModel, builtin_choices, trained_models
 from napari_deepsim._widgets.compare.widget import CompareWidget
 from napari_deepsim._widgets.register.widget import RegisterWidget
+from src_training.engine.optimisation import own_refinement
+from src_training.engine.options import OWN
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 from src_training.optimisation.config import REFINE_ITERATIONS, REFINE_LAM_SCALE
@@ -20,8 +22,8 @@ from src_training.optimisation.config import REFINE_ITERATIONS, REFINE_LAM_SCALE
 pytestmark = pytest.mark.gui
 
 EXTRACTOR_MESSAGE = (
-    "The deepsim metric needs a feature extractor; train one with 'Train feature extractor' "
-    "or choose an extractor file."
+    "The deepsim metric needs a feature extractor; pick a built-in one, train one with "
+    "'Train feature extractor' or choose an extractor file."
 )
 
 
@@ -36,6 +38,7 @@ def files(tmp_path_factory):
     extractor = FeatureExtractor(2, 1, 3, channels=(4, 8))
     return {
         "shift": save_model(folder / "shift.pt", net, {"metric": "ncc"}),
+        "mse": save_model(folder / "mse.pt", net, {"metric": "mse"}),
         "features": save_model(folder / "features.pt", extractor, {}),
     }
 
@@ -126,7 +129,9 @@ def test_refining_a_model_is_at_least_as_good(viewer, qtbot, files, errors):
     assert not widget.trained.native.isHidden() and not widget.optimise.metric.native.isHidden()
     assert widget.optimise.iterations.label == "refine iterations"
     assert widget.optimise.iterations.value == ",".join(map(str, REFINE_ITERATIONS))
-    config = optimisation(widget.optimise.spec(), 2).config  # the command line's settings
+    assert widget.optimise.metric.value == OWN  # the model's metric, as --refine own
+    model = load_model(files["shift"])
+    config = optimisation(widget.optimise.spec(), 2, model).config  # the command line's
     assert config.iterations == REFINE_ITERATIONS and config.lam_scale == REFINE_LAM_SCALE
     widget.optimise.iterations.value = "20,10"
     _run(widget, qtbot)
@@ -137,6 +142,28 @@ def test_refining_a_model_is_at_least_as_good(viewer, qtbot, files, errors):
     assert "moving preview" not in viewer.layers
     widget.method.value = "optimise"  # an unedited default follows the method
     assert widget.optimise.iterations.value == "20,10"
+
+
+def test_refining_defaults_to_the_models_own_metric_as_the_command_line(
+    viewer, qtbot, files, errors
+):
+    widget = _register(viewer)
+    widget.set_model(files["mse"])
+    widget.method.value = "model + refine"
+    assert widget.optimise.metric.value == OWN
+    assert widget.optimise.extractor.native.isHidden()  # the model brings its own
+    spec = widget.optimise.spec()
+    model = load_model(files["mse"])
+    widget_refinement = optimisation(spec, 2, model)
+    command_line = own_refinement(model, ndim=2, channels=1)  # deepsim evaluate --refine own
+    assert widget_refinement.name == command_line.name == "mse"
+    assert widget_refinement.config == command_line.config
+    _run(widget, qtbot)
+    assert errors == []
+    assert re.match(r"refining the model, \d+ iterations of mse, loss", widget.results.text())
+    widget.method.value = "optimise"  # from the identity the default metric comes back
+    assert widget.optimise.metric.value == "ncc"
+    assert OWN not in widget.optimise.metric.choices
 
 
 def test_stop_ends_within_one_iteration_and_shows_the_best_field(
@@ -209,6 +236,34 @@ def test_a_run_stopped_before_its_first_iteration_keeps_the_previous_results(vie
     assert widget.register_button.text == "Register"
 
 
+def test_removing_the_moving_layer_during_a_run_says_so_and_adds_nothing(
+    viewer, qtbot, errors, monkeypatch
+):
+    warnings: list[str] = []
+    monkeypatch.setattr(register_module, "show_warning", warnings.append)
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "500,500"
+    names = [layer.name for layer in viewer.layers]
+
+    def remove_moving(step):
+        if "iteration" in step.text and "moving" in viewer.layers:
+            viewer.layers.remove("moving")
+
+    worker = widget.register()
+    worker.yielded.connect(remove_moving)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    qtbot.wait(200)  # anything still queued for the GUI thread arrives
+    assert errors == []
+    assert warnings == [
+        "The moving layer 'moving' was removed from the viewer during its registration; the "
+        "run is stopped and no result layers are added for it."
+    ]
+    assert [layer.name for layer in viewer.layers] == [n for n in names if n != "moving"]
+    assert "was removed" in widget.results.text()
+    assert widget.register_button.text == "Register"
+
+
 def test_a_stack_optimises_every_frame(viewer, qtbot, errors):
     widget = _register(viewer, "noisy_cell_timelapse")
     stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]
@@ -230,6 +285,38 @@ def test_a_stack_optimises_every_frame(viewer, qtbot, errors):
     assert after > before
 
 
+def test_a_stopped_stack_says_which_frame_pairs_ran_and_leaves_the_rest_as_they_were(
+    viewer, qtbot, errors
+):
+    widget = _register(viewer, "noisy_cell_timelapse")
+    stack, labels = viewer.layers["noisy cells"], viewer.layers["noisy cells labels"]
+    widget.fixed.value = widget.moving.value = stack
+    widget.moving_labels.value = widget.fixed_labels.value = labels
+    widget.reference.value = "previous"
+    widget.method.value = "optimise"
+    widget.optimise.iterations.value = "20,10"
+
+    def press_stop(step):  # in the third frame pair: pairs 1→0 and 2→1 are done
+        if step.text.startswith("frame pair 3/7: ") and not widget.stop_event.is_set():
+            widget.register_button.native.click()
+
+    worker = widget.register()
+    worker.yielded.connect(press_stop)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120000)
+    assert errors == []
+    text = widget.results.text()
+    assert "frame pairs 1→0, 2→1, 3→2 of 7 optimised; the other frames are as they were" in text
+    np.testing.assert_array_equal(widget.field[4:], 0)
+    assert np.abs(widget.field[1:4]).max() > 0.01
+    original = np.asarray(stack.data, np.float32)
+    warped = viewer.layers["noisy cells warped"].data
+    np.testing.assert_allclose(warped[4:], original[4:], atol=1e-5 * np.abs(original).max())
+    np.testing.assert_array_equal(
+        viewer.layers["noisy cells labels warped"].data[4:], labels.data[4:]
+    )
+    assert np.abs(warped[3] - original[3]).mean() > 1e-3  # the pairs that ran moved
+
+
 def test_deepsim_uses_an_extractor_trained_here_and_refuses_none(viewer, qtbot, files, errors):
     widget = _register(viewer)
     widget.method.value = "optimise"
@@ -246,6 +333,21 @@ def test_deepsim_uses_an_extractor_trained_here_and_refuses_none(viewer, qtbot, 
     _run(widget, qtbot)
     assert "compares the features of an autoencoder extractor" in errors[-1]
     assert "choose the deepsim metric" in errors[-1]
+
+
+def test_the_extractor_picker_offers_the_builtin_extractors(viewer, qtbot, errors):
+    widget = _register(viewer)
+    widget.method.value = "optimise"
+    widget.optimise.metric.value = "deepsim"
+    names = [name for _, name in builtin_choices("features")]
+    assert names and set(names) <= set(widget.optimise.extractor.choices)
+    assert widget.optimise.extractor.value is None  # offered, not imposed
+    widget.optimise.extractor.value = names[0]
+    widget.optimise.iterations.value = "3"
+    _run(widget, qtbot)
+    assert errors == []
+    assert "iterations of deepsim" in widget.results.text()
+    assert "moving warped" in viewer.layers
 
 
 def _cells(widget):

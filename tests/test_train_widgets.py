@@ -9,6 +9,7 @@ import tifffile
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QApplication
 
+import napari_deepsim._widgets.model_panel as model_module
 from napari_deepsim._state.models import builtin_choices, trained_models
 from napari_deepsim._widgets.compare.widget import CompareWidget
 from napari_deepsim._widgets.register.widget import RegisterWidget
@@ -218,6 +219,25 @@ def test_a_trained_model_reaches_the_docked_register_widget(viewer, qtbot, error
         *builtins,
         "ncc model #1",
     ]
+
+
+def test_a_register_widget_docked_after_training_starts_on_the_model_trained_here(
+    viewer, make_napari_viewer, qtbot, errors, monkeypatch
+):
+    notes: list[str] = []
+    monkeypatch.setattr(model_module, "show_info", notes.append)
+    registration = _dock(viewer, "Train registration model")
+    _setup(registration, viewer)
+    _train(qtbot, registration)
+    assert errors == [] and registration.model is not None
+    register = _dock(viewer, "Register")  # docked after the training ended
+    assert register.trained.value is registration.model
+    assert register.model_info.value.endswith("(trained here)")
+    assert notes == [model_module.IN_USE]
+    other = make_napari_viewer()  # a viewer that trained nothing keeps the built-in model
+    _, elsewhere = other.window.add_plugin_dock_widget("napari-deepsim", "Register")
+    assert elsewhere.trained.value == builtin_choices()[0][1]
+    assert notes == [model_module.IN_USE]
 
 
 def test_a_closed_register_widget_no_longer_hears_the_registry(

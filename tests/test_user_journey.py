@@ -5,15 +5,21 @@ broken hand-off anywhere (the trained model not reaching Register, a stop that d
 stop, a field that another tool warps differently, landmarks left behind) fails here.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
 from test_register_stop import _slow
 from test_train_widgets import TINY, WIDGETS
 
+import napari_deepsim._widgets.model_panel as model_module
 import napari_deepsim._widgets.register.widget as register_module
 from napari_deepsim._layers.choices import SOURCE
 from napari_deepsim._state.models import trained_models
+from src_training.engine.optimisation import own_refinement
+from src_training.engine.options import OWN
+from src_training.optimisation.config import REFINE_ITERATIONS
 from src_training.spatial.points import sample_field
 
 pytestmark = pytest.mark.gui
@@ -101,3 +107,51 @@ def test_dock_train_register_stop_export_to_itk_and_move_landmarks(
     np.testing.assert_allclose(moved.data + sample_field(field, moved.data), clicked, atol=1e-3)
     assert np.abs(field).max() > 1e-3  # a field that moves something: not the identity
     assert errors == []
+
+
+def test_train_then_dock_register_refine_with_the_models_metric_by_a_double_click(
+    make_napari_viewer, qtbot, errors, monkeypatch
+):
+    """Issue 26's findings 3, 4 and 1, in the order a user meets them."""
+    trained_models.clear()
+    torch.manual_seed(0)
+    notes: list[str] = []
+    monkeypatch.setattr(model_module, "show_info", notes.append)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deepsim", "noisy_cell_timelapse")
+    viewer.open_sample("napari-deepsim", "noisy_cell_pair")
+
+    # train an mse model, with no Register widget docked yet
+    training = _dock(viewer, "Train registration model")
+    training.image.value = viewer.layers["noisy cells"]
+    training.labels.value = viewer.layers["noisy cells labels"]
+    for name, value in {**TINY, "metric": "mse"}.items():
+        getattr(training, name).value = value
+    assert training.start() is not None
+    qtbot.waitUntil(lambda: not training.running, timeout=60000)
+    assert errors == [] and training.model is not None
+
+    # finding 3: Register docked afterwards starts on that model, and says so
+    register = _dock(viewer, "Register")
+    assert register.trained.value is training.model
+    assert notes == [model_module.IN_USE]
+    assert register.fixed.value is viewer.layers["fixed"]
+
+    # finding 4: model + refine refines with the model's own metric, as --refine own
+    register.method.value = "model + refine"
+    assert register.optimise.metric.value == OWN
+    assert register.optimise.iterations.value == ",".join(map(str, REFINE_ITERATIONS))
+    command_line = own_refinement(training.model, ndim=2, channels=1)
+    assert command_line.name == "mse"
+
+    # finding 1: a double click on Register is one run, which is not stopped
+    register.register_button.native.click()
+    register.register_button.native.click()
+    assert register.running and register.register_button.text == "Stop"
+    qtbot.waitUntil(lambda: not register.running, timeout=120000)
+    qtbot.waitUntil(lambda: "moving warped" in viewer.layers, timeout=5000)
+    assert errors == []
+    text = register.results.text()
+    assert re.match(r"refining the model, [1-9]\d* iterations of mse, loss", text), text
+    assert "stopped" not in text
+    assert register.register_button.text == "Register"

@@ -43,6 +43,7 @@ class Job:
     optimise: OptimiseSpec | None = None  # optimise the field (refining the model's, if any)
     preview: bool = True  # a pair's warped image after each pyramid level, while optimising
     frames_per_pass: int = 1  # a stack's frames per forward pass: progress (and Stop) per frame
+    moving_as_given: np.ndarray | None = None  # before it was placed on the fixed grid
 
 
 @dataclass
@@ -68,3 +69,5 @@ class Result:
     dice: tuple[float, float] | None = None
     optimisation: OptimisationSummary | None = None
     warnings: list[str] = field(default_factory=list)  # the data is unlike the model's
+    frame_pairs: list[tuple[int, int]] = field(default_factory=list)  # (moving, fixed) optimised
+    planned_pairs: int = 0  # the frame pairs a stack's optimisation would have run to the end

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from src_training.engine.options import OWN
+
 if TYPE_CHECKING:
     from src_training.engine.optimisation import Optimisation, OptimisationSummary
     from src_training.networks.modelio import ModelFile
 
 T = TypeVar("T")
-HOW_TO_GET_EXTRACTOR = "train one with 'Train feature extractor' or choose an extractor file"
+HOW_TO_GET_EXTRACTOR = (
+    "pick a built-in one, train one with 'Train feature extractor' or choose an extractor file"
+)
 OTHER_KIND = {"deepsim": "deepsim-ae", "deepsim-ae": "deepsim"}
 
 
@@ -30,7 +34,7 @@ class OptimiseSpec:
     Attributes
     ----------
     metric : str
-        A metric of the registry.
+        A metric of the registry, or ``"own"`` (refining: the model's own metric).
     iterations : tuple of int
         Iterations per pyramid level, coarse to fine (one number: the same for 4 levels).
     linear : {None, "rigid", "affine"}
@@ -54,6 +58,8 @@ class OptimiseSpec:
     @property
     def label(self) -> str:
         """The metric, with its extractor file's name (for rows and layer names)."""
+        if self.metric == OWN:
+            return "the model's own metric"
         if isinstance(self.features, str):
             return f"{self.metric} ({Path(self.features).stem})"
         return self.metric
@@ -112,7 +118,7 @@ def _extractor(spec: OptimiseSpec) -> ModelFile:
     return model
 
 
-def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
+def optimisation(spec: OptimiseSpec, ndim: int, model: ModelFile | None = None) -> Optimisation:
     """Build the engine's optimisation for single-channel data of ``ndim`` dimensions.
 
     Parameters
@@ -121,14 +127,30 @@ def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
         What the widget chose (already checked for what it can check without loading).
     ndim : int
         2 or 3.
+    model : ModelFile, optional
+        The model whose field is refined: the ``own`` metric is the one it was trained
+        with, as the engine's :func:`~src_training.engine.optimisation.own_refinement`
+        defines for the command line's ``--refine own``.
 
     Returns
     -------
     Optimisation
         The metric and the optimiser's settings.
     """
-    from src_training.engine.optimisation import optimisation_config, user_optimisation
+    from src_training.engine.optimisation import (
+        optimisation_config,
+        own_refinement,
+        user_optimisation,
+    )
     from src_training.engine.training import registration_metric
+
+    config = optimisation_config(
+        iterations=",".join(map(str, spec.iterations)), linear=spec.linear, refine=spec.refine
+    )
+    if spec.metric == OWN:
+        if model is None or not spec.refine:
+            raise ValueError("the model's own metric refines a model; choose method model + refine")
+        return own_refinement(model, ndim=ndim, channels=1, config=config)
 
     metric = registration_metric(
         spec.metric,
@@ -137,9 +159,6 @@ def optimisation(spec: OptimiseSpec, ndim: int) -> Optimisation:
         features=None if spec.features is None else _extractor(spec),
         vgg_weights=spec.weights,
         how_to_get_extractor=HOW_TO_GET_EXTRACTOR,
-    )
-    config = optimisation_config(
-        iterations=",".join(map(str, spec.iterations)), linear=spec.linear, refine=spec.refine
     )
     return user_optimisation(metric, config, spec.refine)
 

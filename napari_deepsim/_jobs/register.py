@@ -114,7 +114,7 @@ def _register_pair(
     ndim = job.fixed.ndim
     optimised = None
     if job.optimise is not None:
-        optimised = optimisation(job.optimise, ndim)
+        optimised = optimisation(job.optimise, ndim, model)
         if job.preview:
             optimised, tracker.watch = watched(optimised)
         tracker.plan(optimised, job.fixed.shape, 1)
@@ -131,6 +131,7 @@ def _register_pair(
         timing_runs=job.timing_runs,
         optimisation=optimised,
         stop=stop,
+        as_given=None if job.moving_as_given is None else job.moving_as_given[None],
     )
     pair = yield from tracker.follow(registration)
     result = _pair_result(model, pair, str(device))
@@ -174,12 +175,37 @@ def summary(result: Result, wall: float | None = None) -> str:
     lines = []
     if result.optimisation is not None:
         lines.append(describe_optimisation(result.optimisation, result.model is not None))
+    if len(result.frame_pairs) < result.planned_pairs:
+        lines.append(stopped_frames(result.frame_pairs, result.planned_pairs))
     if result.dice is not None:
         lines.append(f"Dice {result.dice[0]:.3f} -> {result.dice[1]:.3f}")
     lines.append(f"{result.folding_percent:.2f} % folding, sdlogj {result.sdlogj:.3f}")
     computed = f"{result.seconds:.2f} s on {result.device}"
     lines.append(computed if wall is None else f"{wall:.2f} s wall time (registration {computed})")
     return "\n".join(lines)
+
+
+def stopped_frames(pairs: list[tuple[int, int]], planned: int) -> str:
+    """Say which frame pairs a stopped stack optimisation registered, and what it left.
+
+    Parameters
+    ----------
+    pairs : list of (int, int)
+        The ``(moving, fixed)`` frame pairs optimised, in order.
+    planned : int
+        The frame pairs a whole run optimises.
+
+    Returns
+    -------
+    str
+        Such as ``frame pairs 1→0, 2→1 of 7 optimised; the other frames are as they
+        were`` (frames counted from 0, as napari's slider).
+    """
+    if not pairs:
+        return f"no frame pair of {planned} optimised; every frame is as it was"
+    done = ", ".join(f"{moving}→{fixed}" for moving, fixed in pairs)
+    word = "pair" if len(pairs) == 1 else "pairs"
+    return f"frame {word} {done} of {planned} optimised; the other frames are as they were"
 
 
 def stack_vectors(t: int, vectors: np.ndarray) -> np.ndarray:

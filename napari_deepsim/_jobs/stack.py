@@ -35,7 +35,7 @@ def register_stack_job(
     _check_stack(model, frames, job.moving_name)
     optimised = None
     if job.optimise is not None:
-        optimised = optimisation(job.optimise, frames.ndim - 1)
+        optimised = optimisation(job.optimise, frames.ndim - 1, model)
         tracker.plan(optimised, frames.shape[1:], len(frames) - 1)
         yield tracker.step(f"optimising every frame with {job.optimise.label}")
     series = yield from tracker.follow(
@@ -64,6 +64,8 @@ def register_stack_job(
         dice=series.dice,
         optimisation=series.optimisation,
         warnings=series.warnings,
+        frame_pairs=series.optimised_pairs,
+        planned_pairs=series.planned_pairs,
     )
     if job.moving_labels is not None:
         result.warped_labels = series.warped_labels

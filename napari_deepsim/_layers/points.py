@@ -5,7 +5,8 @@ as the fixed position ``q`` with ``q + u(q) = p``; :func:`moved_layer_data` find
 ``q`` by inverting the field (:func:`src_training.engine.fields.move_world_points`)
 and returns a copy of the layer with the moved coordinates. World coordinates follow
 the layer's ``scale`` and ``translate`` (``world = data * scale + translate``) and the
-field's grid (its spacing and origin).
+field's grid (its spacing and origin). :func:`moved_style` draws the copy in a colour
+of its own, so that it does not hide under the original.
 """
 
 from __future__ import annotations
@@ -20,6 +21,36 @@ if TYPE_CHECKING:
 
 GEOMETRY = (Points, Shapes, Tracks)
 FAR = 0.5  # voxels: a point whose inversion leaves more is reported
+MOVED_COLOURS = {"orange": (1.0, 0.647, 0.0), "dodgerblue": (0.118, 0.565, 1.0)}
+MOVED_COLORMAPS = ("magma", "viridis")  # a moved Tracks layer's, unlike its original's
+
+
+def moved_style(layer: Layer, state: dict[str, Any]) -> dict[str, Any]:
+    """Return the style of a moved copy, told apart from the original layer at a glance.
+
+    Parameters
+    ----------
+    layer : Points, Shapes or Tracks
+        The original layer.
+    state : dict
+        Its state (``as_layer_data_tuple``).
+
+    Returns
+    -------
+    dict
+        A face colour (points) or edge colour (shapes), of the two
+        :data:`MOVED_COLOURS` the one farther from the original's mean colour, or a
+        tracks colormap other than the original's.
+    """
+    if isinstance(layer, Tracks):
+        return {"colormap": next(c for c in MOVED_COLORMAPS if c != state.get("colormap"))}
+    key = "face_color" if isinstance(layer, Points) else "edge_color"
+    colours = np.asarray(state.get(key, np.zeros((0, 4))), float).reshape(-1, 4)
+    mean = colours[:, :3].mean(axis=0) if len(colours) else np.ones(3)
+    name = max(
+        MOVED_COLOURS, key=lambda c: float(np.abs(np.subtract(MOVED_COLOURS[c], mean)).sum())
+    )
+    return {key: name}
 
 
 def moved_layer_data(layer: Layer, field_file: FieldFile) -> tuple[Any, dict[str, Any], str, int]:

@@ -5,14 +5,16 @@ one-line description); the widgets list them first. :data:`trained_models` lists
 model the training widgets trained (and the models handed to the Register widget).
 Widgets subscribe to its events instead of looking for one another: ``inserted`` and
 ``removed`` refresh their model lists, and ``trained`` announces a model a widget has
-just finished training, so the Register widget can select it. Nothing here imports Qt
-or torch.
+just finished training, so the Register widget can select it; a widget docked later
+asks :meth:`TrainedModels.newest` for the model last trained in its viewer. Nothing here
+imports Qt or torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from napari.utils.events import EventedList
 
@@ -135,10 +137,13 @@ class TrainedModel:
         What the widgets list it as.
     model : ModelFile
         The network and its metadata.
+    viewer : weakref.ref or None
+        The viewer whose training widget trained it (None: listed otherwise).
     """
 
     name: str
     model: ModelFile
+    viewer: weakref.ref[Any] | None = field(default=None, repr=False, compare=False)
 
 
 class TrainedModels(EventedList):
@@ -168,7 +173,26 @@ class TrainedModels(EventedList):
         """
         return [entry for entry in self if entry.model.kind == kind]
 
-    def add_trained(self, model: ModelFile, label: str) -> TrainedModel:
+    def newest(self, kind: str, viewer: Any) -> TrainedModel | None:
+        """Return the model of one kind trained last in a viewer, if it is still listed.
+
+        Parameters
+        ----------
+        kind : str
+            ``registration`` or ``features``.
+        viewer : napari.Viewer
+            The viewer whose training widgets trained it.
+
+        Returns
+        -------
+        TrainedModel or None
+            None when no listed model of that kind was trained in this viewer.
+        """
+        viewer = _unwrapped(viewer)
+        mine = [e for e in self.of_kind(kind) if e.viewer is not None and e.viewer() is viewer]
+        return mine[-1] if mine else None
+
+    def add_trained(self, model: ModelFile, label: str, viewer: Any = None) -> TrainedModel:
         """List a model a widget has just trained and announce it with ``events.trained``.
 
         Parameters
@@ -178,16 +202,24 @@ class TrainedModels(EventedList):
         label : str
             What it is, such as ``"ncc model"``; a number follows it (``"ncc model #2"``),
             counting the listed models of its kind.
+        viewer : napari.Viewer, optional
+            The viewer it was trained in (what :meth:`newest` looks for).
 
         Returns
         -------
         TrainedModel
             The new entry.
         """
-        entry = TrainedModel(f"{label} #{len(self.of_kind(model.kind)) + 1}", model)
+        trained_in = None if viewer is None else weakref.ref(_unwrapped(viewer))
+        entry = TrainedModel(f"{label} #{len(self.of_kind(model.kind)) + 1}", model, trained_in)
         self.append(entry)
         self.events.trained(value=entry)
         return entry
+
+
+def _unwrapped(viewer: Any) -> Any:
+    """Return the viewer itself: each docked widget gets a proxy of its own."""
+    return getattr(viewer, "__wrapped__", viewer)
 
 
 trained_models = TrainedModels()

@@ -3,8 +3,9 @@
 :class:`ModelPanel` owns the model controls of
 :class:`~napari_deepsim._widgets.register.widget.RegisterWidget` and of
 :class:`~napari_deepsim._widgets.bigstack.widget.BigStackWidget`. Its picker lists the built-in
-models first (each with a one-line description; the first is chosen when the widget
-opens, so two sections register without any training), then the registration models of
+models first (each with a one-line description; when the widget opens it chooses the
+registration model trained last in its viewer, else the first built-in one, so two
+sections register without any training), then the registration models of
 :data:`~napari_deepsim._state.models.trained_models` (selecting one as soon as a training
 widget announces it); a model file replaces the picked model (it is read when picked).
 A line says what the chosen model is: its dimensionality, channels, metric and training
@@ -33,7 +34,11 @@ from napari_deepsim._widgets.workers import error_message
 from src_training.models import is_builtin
 
 if TYPE_CHECKING:
+    import napari
+
     from src_training.networks.modelio import ModelFile
+
+IN_USE = "The trained registration model is now used by the Register widget."
 
 
 class ModelPanel:
@@ -43,9 +48,15 @@ class ModelPanel:
     built-in model or model file read by the last run, reused while it is unchanged
     (:meth:`remember`). The widget wires :meth:`refresh` and :meth:`model_trained` to
     the events of :data:`~napari_deepsim._state.models.trained_models`.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer of the widget: a registration model trained there before the widget
+        was docked is chosen, with the notice a model trained afterwards gets.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, viewer: napari.Viewer) -> None:
         self._cache: dict[tuple[str, Any], ModelFile] = {}
         self.trained = ComboBox(label="model", choices=self.choices, nullable=True)
         self.trained.tooltip = (
@@ -62,7 +73,11 @@ class ModelPanel:
         self.model_file.changed.connect(self._model_file_changed)
         self.trained.changed.connect(self._trained_changed)
         builtins = builtin_choices()
-        if builtins:  # register with no training: the first built-in model
+        newest = trained_models.newest("registration", viewer)
+        if newest is not None:  # trained in this viewer before the widget was docked
+            self.set_model(newest.model)
+            show_info(IN_USE)
+        elif builtins:  # register with no training: the first built-in model
             self.trained.value = builtins[0][1]
         self.widgets = [self.trained, self.model_file, self.model_info]
 
@@ -79,7 +94,7 @@ class ModelPanel:
         """Use a registration model as soon as a training widget has trained it."""
         if event.value.model.kind == "registration":
             self.set_model(event.value.model)
-            show_info("The trained registration model is now used by the Register widget.")
+            show_info(IN_USE)
 
     def set_model(self, model: str | Path | ModelFile) -> None:
         """Use a registration model: a built-in name, a model file or one trained here.
@@ -182,6 +197,15 @@ class ModelPanel:
             raise ValueError(
                 f"{facts.channels}-channel model, 1-channel layer {layer!r}: the model registers "
                 f"images of {facts.channels} channels; pick a one-channel model in 'model'"
+            )
+
+    def check_metric_known(self) -> None:
+        """Refuse to refine with the model's own metric a model that does not record it."""
+        facts = self._facts()
+        if facts is not None and facts.metric == "unknown":
+            raise ValueError(
+                "the model does not say which metric it was trained with, so it cannot be "
+                "refined with its own; choose a metric in 'metric'"
             )
 
     def source(self) -> str | ModelFile:

@@ -1,11 +1,13 @@
 """The controls of an optimisation, shared by the Register and Compare widgets.
 
-:class:`OptimisePicker` holds the metric picker (every metric of the registry), the
-feature extractor (trained in this viewer, or a file) and the VGG16 weights, shown only
-for a metric that needs them, the iterations per pyramid level and an optional rigid or
-affine stage. :meth:`OptimisePicker.spec` checks what can be checked without loading
-anything and returns the :class:`~napari_deepsim._jobs.optimise.OptimiseSpec` a job
-takes; messages name the controls, never command-line options.
+:class:`OptimisePicker` holds the metric picker (every metric of the registry, and for
+the Register widget's refinement the model's own metric, its default), the feature
+extractor (a built-in model's, one trained in this viewer, or a file) and the VGG16
+weights, shown only for a metric that needs them, the iterations per pyramid level and
+an optional rigid or affine stage. :meth:`OptimisePicker.spec` checks what can be
+checked without loading anything and returns the
+:class:`~napari_deepsim._jobs.optimise.OptimiseSpec` a job takes; messages name the
+controls, never command-line options.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, FileEdit, LineEdit
 
 from napari_deepsim._jobs.optimise import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
-from napari_deepsim._state.models import trained_models
+from napari_deepsim._state.models import builtin_choices, trained_models
 from napari_deepsim._widgets.controls import extractor_pickers
 from napari_deepsim._widgets.tips import WEIGHTS_TIP
+from src_training.engine.options import OWN
+from src_training.models import resolve
 
 if TYPE_CHECKING:
     from src_training.metrics.registry import MetricSpec
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
 ITERATIONS = "100,50,25,5"  # the optimiser's default: 4 levels, coarse to fine
 REFINE_ITERATIONS = "20,10,5"  # refining a model's field: the core's REFINE_ITERATIONS
 LINEAR = ("none", "rigid", "affine")
+DEFAULT_METRIC = "ncc"
+OWN_CHOICE = "own (the model's metric)"
 
 
 def metric_specs() -> dict[str, MetricSpec]:
@@ -48,8 +54,8 @@ def check_labels(spec: OptimiseSpec, stack: bool, labelled: bool) -> None:
     labelled : bool
         The fixed and the moving labels were chosen.
     """
-    if not metric_specs()[spec.metric].needs_labels:
-        return
+    if spec.metric == OWN or not metric_specs()[spec.metric].needs_labels:
+        return  # a model trained with ncc-sup is refined with ncc
     if stack:
         raise ValueError(
             f"the {spec.metric} metric compares labels, which the frames of a stack are "
@@ -68,13 +74,24 @@ class OptimisePicker:
     The owning widget puts :attr:`widgets` into its layout, then calls
     :meth:`update_visibility`, and calls :meth:`extractors_changed` when the models
     trained in this viewer change.
+
+    Parameters
+    ----------
+    own : bool
+        Offer, when refining a model's field, the metric the model was trained with
+        (``own``, then the default: the command line's ``--refine own``).
     """
 
-    def __init__(self) -> None:
-        self.metric = ComboBox(label="metric", choices=list(metric_specs()), value="ncc")
-        self.metric.tooltip = "The similarity the optimisation maximises for this pair"
+    def __init__(self, own: bool = False) -> None:
+        self._own = own
+        self._shown = True
+        self._refine = False
+        self.metric = ComboBox(label="metric", choices=self._metrics, value=DEFAULT_METRIC)
+        self.metric.tooltip = "The similarity the optimisation maximises for this pair" + (
+            "; own: the one the model was trained with" if own else ""
+        )
         self.extractor, self.extractor_file = extractor_pickers(
-            self._extractors, "A feature extractor trained in this viewer"
+            self._extractors, "A built-in model's extractor, or one trained in this viewer"
         )
         self.weights = FileEdit(
             label="VGG16 weights",
@@ -97,19 +114,22 @@ class OptimisePicker:
             self.iterations,
             self.linear,
         ]
-        self._shown = True
-        self._refine = False
         self.metric.changed.connect(self.update_visibility)
 
-    def _extractors(self, _widget: Any = None) -> list[tuple[str, ModelFile]]:
-        return [(m.name, m.model) for m in trained_models.of_kind("features")]
+    def _metrics(self, _widget: Any = None) -> list[tuple[str, str]]:
+        own = [(OWN_CHOICE, OWN)] if self._own and self._refine else []
+        return [*own, *((name, name) for name in metric_specs())]
+
+    def _extractors(self, _widget: Any = None) -> list[tuple[str, str | ModelFile]]:
+        trained = [(m.name, m.model) for m in trained_models.of_kind("features")]
+        return [*builtin_choices("features"), *trained]
 
     def extractors_changed(self, *_args: Any) -> None:
-        """Relist the trained extractors, choosing the newest when none is chosen."""
+        """Relist the extractors, choosing the newest trained here when none is chosen."""
         self.extractor.reset_choices()
-        extractors = [choice for choice in self.extractor.choices if choice is not None]
-        if self.extractor.value is None and extractors:
-            self.extractor.value = extractors[-1]
+        trained = trained_models.of_kind("features")
+        if self.extractor.value is None and trained:
+            self.extractor.value = trained[-1].model
 
     def show(self, shown: bool) -> None:
         """Show or hide every control (extractor and weights only where the metric needs)."""
@@ -118,22 +138,34 @@ class OptimisePicker:
 
     def update_visibility(self, *_args: Any) -> None:
         """Show the extractor and weights pickers only for a metric that needs them."""
-        spec = metric_specs()[str(self.metric.value)]
+        spec = metric_specs().get(str(self.metric.value))  # None: the model's own
         for widget in self.widgets:
             needed = True
             if widget is self.weights:
-                needed = spec.needs_weights
+                needed = spec is not None and spec.needs_weights
             elif widget is self.extractor or widget is self.extractor_file:
-                needed = spec.needs_extractor
+                needed = spec is not None and spec.needs_extractor
             widget.visible = self._shown and needed
 
     def use_refine_defaults(self, refine: bool) -> None:
-        """Label the iterations as a refinement's and swap an unedited default."""
+        """Label the iterations as a refinement's and swap an unedited default.
+
+        With ``own`` offered, refining starts on the model's own metric (from the
+        default metric) and leaving the refinement goes back to the default metric.
+        """
         self._refine = refine
         self.iterations.label = "refine iterations" if refine else "iterations"
         old, new = (ITERATIONS, REFINE_ITERATIONS) if refine else (REFINE_ITERATIONS, ITERATIONS)
         if str(self.iterations.value).replace(" ", "") == old:
             self.iterations.value = new
+        if not self._own:
+            return
+        metric = str(self.metric.value)
+        self.metric.reset_choices()
+        if refine and metric == DEFAULT_METRIC:
+            self.metric.value = OWN
+        elif not refine and metric == OWN:
+            self.metric.value = DEFAULT_METRIC
 
     def spec(self, refine: bool | None = None) -> OptimiseSpec:
         """Return the chosen optimisation, refusing what is missing or mistyped.
@@ -150,16 +182,20 @@ class OptimisePicker:
             The metric, the iterations, the linear stage and what the metric needs.
         """
         refine = self._refine if refine is None else refine
-        spec = metric_specs()[str(self.metric.value)]
         text = str(self.iterations.value)
         if refine and text.replace(" ", "") == ITERATIONS:
             text = REFINE_ITERATIONS
         iterations = parse_iterations(text)
         linear = None if self.linear.value == "none" else str(self.linear.value)
+        if self.metric.value == OWN:
+            return OptimiseSpec(OWN, iterations, linear, refine=refine)
+        spec = metric_specs()[str(self.metric.value)]
         features: str | ModelFile | None = None
         weights = None
         if spec.needs_extractor:
             features = self.extractor.value
+            if isinstance(features, str):  # a built-in model's extractor, by its file
+                features = str(resolve(features, "features"))
             if features is None:
                 features = str(self._file(self.extractor_file.value, spec.name))
         if spec.needs_weights:

@@ -12,13 +12,16 @@ from src_training.data.atlas import with_atlas
 from src_training.data.datasets import Dataset, load_dataset, parse_frames
 from src_training.engine.optimisation import (
     Optimisation,
+    OptimiseConfig,
     check_levels,
     optimisation_config,
+    own_refinement,
     user_optimisation,
 )
 from src_training.engine.training import registration_metric
 from src_training.metrics.feature_maps import FeatureOptions
 from src_training.metrics.registry import Similarity
+from src_training.networks.modelio import ModelFile
 
 
 def non_negative(value: float, option: str) -> float:
@@ -160,7 +163,40 @@ def optimiser(
     Optimisation
         Checked before any work.
     """
-    config = optimisation_config(
+    result = user_optimisation(metric, _settings(args, refine), refine)
+    check_levels(result, shape)
+    return result
+
+
+def own_refiner(
+    args: argparse.Namespace, model: ModelFile, ndim: int, channels: int, shape: tuple[int, ...]
+) -> Optimisation:
+    """Return ``--refine own`` for one model: the engine's refinement with the options typed.
+
+    Parameters
+    ----------
+    args, shape
+        As for :func:`optimisation`.
+    model : ModelFile
+        The model whose prediction is refined with the metric it was trained with.
+    ndim, channels : int
+        The data the metric compares.
+
+    Returns
+    -------
+    Optimisation
+        Checked before any work.
+    """
+    vgg = getattr(args, "vgg_weights", None)
+    config = _settings(args, refine=True)
+    result = own_refinement(model, ndim=ndim, channels=channels, config=config, vgg_weights=vgg)
+    check_levels(result, shape)
+    return result
+
+
+def _settings(args: argparse.Namespace, refine: bool) -> OptimiseConfig:
+    """Return the optimiser's settings the options chose (a refinement's defaults)."""
+    return optimisation_config(
         iterations=args.iterations,
         levels=args.levels,
         linear=args.linear,
@@ -170,6 +206,3 @@ def optimiser(
         seed=args.seed,
         refine=refine,
     )
-    result = user_optimisation(metric, config, refine)
-    check_levels(result, shape)
-    return result

@@ -13,7 +13,7 @@ from src_training.cli.common import (
     non_negative,
     optimisation,
     optimisation_flags_used,
-    optimiser,
+    own_refiner,
     write_csv,
 )
 from src_training.data.pairs import read_pairs_csv
@@ -27,7 +27,7 @@ from src_training.engine.evaluation import (
     median_identity_pair,
 )
 from src_training.engine.optimisation import Optimisation
-from src_training.engine.training import training_metric
+from src_training.engine.options import OWN
 from src_training.evaluation.baselines import elastix_version
 from src_training.evaluation.figures import (
     Panel,
@@ -46,8 +46,6 @@ from src_training.registration.inference import warp_array
 from src_training.runtime.devices import resolve_device
 
 FIGURES = ("dice_boxplot.png", "qualitative.png", "jacobian.png")
-OWN = "own"
-"""``--refine own``: each model refined with the metric it was trained with."""
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -86,9 +84,7 @@ def evaluate(args: argparse.Namespace) -> None:
     )
 
     def own(model: ModelFile) -> Optimisation:
-        vgg = getattr(args, "vgg_weights", None)
-        metric = training_metric(model, ndim=data.ndim, channels=data.channels, vgg_weights=vgg)
-        return optimiser(args, metric, shape, refine=True)
+        return own_refiner(args, model, data.ndim, data.channels, shape)
 
     methods = evaluation_methods(
         args.baseline,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,15 @@ from src_training.data.datasets import Dataset
 from src_training.data.normalise import normalise_intensity
 from src_training.data.samples import CLASS_NAMES, noisy_cell_sequence
 from src_training.engine.evaluation import EvaluatedMethod, evaluate_methods, evaluation_methods
-from src_training.engine.optimisation import Optimisation, optimisation_config, user_optimisation
+from src_training.engine.optimisation import (
+    optimisation_config,
+    own_refinement,
+    user_optimisation,
+)
 from src_training.engine.training import (
     features_trainer,
     registration_metric,
     registration_trainer,
-    training_metric,
 )
 from src_training.evaluation.overview import MethodPanel, overview_figure
 from src_training.evaluation.scoring import network_method
@@ -127,10 +131,7 @@ def demo_methods(data: Dataset, device: Any) -> list[EvaluatedMethod]:
     metrics.append(registration_metric("deepsim", ndim=2, channels=1, features=BUILTIN))
     optimisations = [user_optimisation(metric, optimisation_config()) for metric in metrics]
 
-    def own(model: Any) -> Optimisation:
-        metric = training_metric(model, ndim=2, channels=1)
-        return user_optimisation(metric, optimisation_config(refine=True), refine=True)
-
+    own = partial(own_refinement, ndim=2, channels=1)
     return evaluation_methods(
         ["identity"], [BUILTIN], data, device, optimisations=optimisations, own=own
     )

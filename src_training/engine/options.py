@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+OWN = "own"
+"""The metric that refines a model's field with the one it was trained with (``--refine own``)."""
+
 
 def parse_channels(text: str, option: str = "channels") -> tuple[int, ...]:
     """Read encoder channels written as ``"16,32,64"``.

@@ -239,6 +239,7 @@ def register_pair(
     stop: Callable[[], bool] | None = None,
     precision: str = "auto",
     spacings: tuple[Spacing | None, Spacing | None] = (None, None),
+    as_given: np.ndarray | None = None,
 ) -> Generator[Progress | OptimiseEvent, None, PairRegistration]:
     """Register ``moving`` onto ``fixed``: with a model, by optimisation, or both.
 
@@ -271,6 +272,14 @@ def register_pair(
     precision : str
         Of the network: ``auto`` (bf16 on GPUs that support it), ``fp32``, ``bf16``,
         ``fp16``. The optimisation itself always runs in float32.
+    spacings : (tuple of float or None, tuple of float or None)
+        Voxel sizes of the fixed and the moving image. With both, a moving image of
+        another grid keeps its physical size, centres aligned; otherwise its corners
+        land on the fixed grid's corners.
+    as_given : numpy.ndarray, optional
+        The moving image as the user gave it, when a front end placed it on the fixed
+        grid (0 where it does not reach): the warnings about its intensities (one value,
+        unlike the model's training data) are about this image, not the padding.
 
     Yields
     ------
@@ -338,7 +347,7 @@ def register_pair(
         seconds=seconds,
         resampled=resampled,
         optimisation=summary,
-        warnings=_pair_warnings(model, (fixed, moving), names),
+        warnings=_pair_warnings(model, (fixed, moving if as_given is None else as_given), names),
         **field_regularity(disp),
     )
     for lab in labels:

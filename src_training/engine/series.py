@@ -61,6 +61,12 @@ class SeriesRegistration:
         What the optimisation did, when the fields were optimised.
     warnings : list of str
         One line per input unlike the model's training data.
+    optimised_pairs : list of (int, int)
+        The ``(moving, fixed)`` frame pairs optimised, in order; when a stop ended the
+        optimisation early the frames after them keep a zero field and are left as they
+        were (statistics and Dice count only the frames registered).
+    planned_pairs : int
+        The frame pairs the optimisation would have run to the end (0 without one).
     """
 
     fields: np.ndarray
@@ -74,6 +80,8 @@ class SeriesRegistration:
     dice: tuple[float, float] | None = None
     optimisation: OptimisationSummary | None = None
     warnings: list[str] = field(default_factory=list)
+    optimised_pairs: list[tuple[int, int]] = field(default_factory=list)
+    planned_pairs: int = 0
 
 
 def series_reference(frames: int, reference: int | str) -> int:
@@ -90,8 +98,17 @@ def _optimised_fields(
     device: torch.device | str,
     stop: Callable[[], bool] | None,
     precision: str,
-) -> Generator[Progress | OptimiseEvent, None, tuple[Tensor, OptimisationSummary]]:
-    """Optimise every frame onto its target (the reference, or its predecessor)."""
+) -> Generator[
+    Progress | OptimiseEvent,
+    None,
+    tuple[Tensor, OptimisationSummary, list[tuple[int, int]], int],
+]:
+    """Optimise every frame onto its target (the reference, or its predecessor).
+
+    A stop ends the run after the pair it stopped (which keeps its best field); the
+    frames never reached keep a zero field, and so does one whose chain of predecessors
+    was not reached. Returns the fields, the summary, the pairs optimised and planned.
+    """
     n = len(frames)
     if reference == "previous":
         pairs = [(t, t - 1) for t in range(1, n)]
@@ -107,12 +124,19 @@ def _optimised_fields(
         result = yield from run_optimisation(
             optimisation, frames[fixed], frames[moving], init=init, stop=stop, device=device
         )
-        direct[moving] = result.displacement[0]
         results.append(result)
+        if result.stopped and result.iterations == 0:  # stopped before this pair began
+            break
+        direct[moving] = result.displacement[0]
         yield Progress(k, len(pairs), f"frame {moving} optimised")
+        if result.stopped:
+            break
     summary = OptimisationSummary.of(optimisation.name, results)
+    done = pairs[: len(results) - int(results[-1].stopped and results[-1].iterations == 0)]
     steps = direct[1:] if reference == "previous" else direct  # frame 0 has no predecessor
-    return series_fields(steps, reference), summary
+    fields = series_fields(steps, reference)
+    fields[[moving for moving, _ in pairs[len(done) :]]] = 0  # never reached: as they were
+    return fields, summary, done, len(pairs)
 
 
 def register_stack(
@@ -179,7 +203,7 @@ def register_stack(
             "pass the labels of the same frames"
         )
     start = time.perf_counter()
-    summary = None
+    summary, optimised, planned = None, [], 0
     if optimisation is None:
         assert model is not None
         check_registration_memory(model.network, frames.shape[2:], n, device, batch_size)
@@ -193,13 +217,18 @@ def register_stack(
             yield Progress(done, n, f"frame {done}/{n}")
         disp = series_fields(torch.cat(chunks), reference)
     else:
-        disp, summary = yield from _optimised_fields(
+        disp, summary, optimised, planned = yield from _optimised_fields(
             optimisation, model, frames, reference, device, stop, precision
         )
     source = torch.as_tensor(raw_frames if raw_frames is not None else frames).float()
     warped_frames = warp(source, disp)
     seconds = time.perf_counter() - start
     others = [t for t in range(n) if t != ref]
+    if len(optimised) < planned:  # stopped: frames not registered are shown as they were
+        registered = {moving for moving, _ in optimised}
+        unreached = [t for t in others if t not in registered]
+        warped_frames[unreached] = source[unreached]
+        others = [t for t in others if t in registered] or others
     result = SeriesRegistration(
         fields=disp.numpy(),
         warped=warped_frames.numpy(),
@@ -208,6 +237,8 @@ def register_stack(
         seconds=seconds,
         optimisation=summary,
         warnings=[] if model is None else data_warnings(model.metadata, [(frames, what)]),
+        optimised_pairs=optimised,
+        planned_pairs=planned,
         **field_regularity(disp[others]),
     )
     if labels is not None:

@@ -70,7 +70,7 @@ class BigStackWidget(JobDock):
             "The level of a multiscale layer the frames are registered at; at a coarser "
             "level the fields then warp the finest level too"
         )
-        self.model_panel = ModelPanel()
+        self.model_panel = ModelPanel(self.viewer)
         self.reference = ComboBox(
             label="reference", choices=["one frame", "previous frame"], value="one frame"
         )

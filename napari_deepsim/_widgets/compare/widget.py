@@ -189,6 +189,7 @@ class CompareWidget(JobDock):
                 "no model is ticked; tick a built-in model, add model files, train models or "
                 "add an optimisation first"
             )
+        as_given = moving
         moving, moving_labels, _ = on_fixed_grid(  # the moving side where napari shows it
             fixed_layer, moving_layer, fixed.shape, moving, moving_labels, []
         )
@@ -206,6 +207,7 @@ class CompareWidget(JobDock):
             fixed_labels=fixed_labels,
             checkerboard=False,
             timing_runs=3,
+            moving_as_given=None if moving is as_given else as_given,
         )
         return CompareJob(pair, entries)
 

@@ -14,7 +14,7 @@ from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_warning
 
 from napari_deepsim._layers.choices import SOURCE, spatial_data
-from napari_deepsim._layers.points import FAR, moved_layer_data
+from napari_deepsim._layers.points import FAR, moved_layer_data, moved_style
 from napari_deepsim._widgets.controls import add_output, like, remove_outputs
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ def move_layer(viewer: napari.Viewer, layer: Layer, field_file: FieldFile) -> La
     data, state, kind, far = moved_layer_data(layer, field_file)
     key = f"applied:{layer.unique_id}"
     remove_outputs(viewer, key)
-    state = {**state, "name": f"{layer.name} moved", "metadata": {SOURCE: key}}
+    style = moved_style(layer, state)
+    state = {**state, **style, "name": f"{layer.name} moved", "metadata": {SOURCE: key}}
     moved = viewer.add_layer(Layer.create(data, state, kind))
     if far:
         show_warning(

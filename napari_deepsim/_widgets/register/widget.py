@@ -43,6 +43,7 @@ from napari_deepsim._widgets.register.pair import PairPanel
 from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
 from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
 from napari_deepsim._widgets.workers import advance, gui_wording
+from src_training.engine.options import OWN
 
 from .layers import output_choices, remove_preview, result_steps, show_preview
 
@@ -61,8 +62,9 @@ class RegisterWidget(JobDock):
     The model picker offers the built-in models first (the first one is chosen), then
     those trained in this session; a registration model trained in this session
     (announced by :data:`~napari_deepsim._state.models.trained_models`) is selected as soon as
-    it is trained, and so is a feature extractor for the DeepSim metrics of the
-    optimisation. Data unlike a model's training data gets a warning notification.
+    it is trained, or when the widget is docked after it was trained in this viewer, and so
+    is a feature extractor for the DeepSim metrics of the optimisation. Data unlike a
+    model's training data gets a warning notification.
 
     Parameters
     ----------
@@ -85,10 +87,10 @@ class RegisterWidget(JobDock):
             "model: a trained registration model; optimise: no model, the field is optimised "
             "for this pair with a metric; model + refine: the model's field, then optimised"
         )
-        self.model_panel = ModelPanel()
+        self.model_panel = ModelPanel(self.viewer)
         self.trained, self.model_file, self.model_info = self.model_panel.widgets
         self.set_model = self.model_panel.set_model
-        self.optimise = OptimisePicker()
+        self.optimise = OptimisePicker(own=True)
         self.device = device_picker()
         self.spacing = spacing_picker()
         self.outputs = output_choices()
@@ -127,6 +129,7 @@ class RegisterWidget(JobDock):
         subscribe(self, [events.inserted, events.removed], self.optimise.extractors_changed)
         subscribe(self, [events.trained], self.model_panel.model_trained)
         watch_layers(self, self.viewer, self.reset_choices)
+        subscribe(self, [self.viewer.layers.events.removed], self._layer_removed)
         when_closed(self, self.abandon)
         self.reset_choices()
         self.pair.guess()
@@ -207,6 +210,24 @@ class RegisterWidget(JobDock):
             self.cancel()
             self.results.setText("stopped: the previous results are unchanged")
 
+    def _layer_removed(self, event: Any) -> None:
+        """Cancel a run whose fixed or moving layer left the viewer: nothing is added."""
+        context = self._context
+        if not self.running or context is None:
+            return
+        roles = (("moving", context.moving), ("fixed", context.fixed))
+        role = next((role for role, layer in roles if layer is event.value), None)
+        if role is None:
+            return
+        self.cancel()
+        remove_preview(self.viewer, context)
+        name = event.value.name
+        self.results.setText(f"stopped: the {role} layer {name!r} was removed; nothing was added")
+        show_warning(
+            f"The {role} layer {name!r} was removed from the viewer during its registration; "
+            "the run is stopped and no result layers are added for it."
+        )
+
     def _make_job(self) -> Job:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
         fixed, moving, fixed_labels, moving_labels = pair_arrays(
@@ -224,7 +245,10 @@ class RegisterWidget(JobDock):
         spec = self.optimise.spec() if optimises else None
         if spec is not None:
             check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
+            if spec.metric == OWN:
+                self.model_panel.check_metric_known()
         model = self.model_panel.source() if uses_model else None
+        as_given = moving
         if not stack:  # the moving side where napari shows it, on the fixed grid
             moving, moving_labels, extras = on_fixed_grid(
                 fixed_layer, moving_layer, fixed.shape, moving, moving_labels, extras
@@ -246,6 +270,7 @@ class RegisterWidget(JobDock):
             vectors=bool(self.show_vectors.value),
             checkerboard=bool(self.show_checkerboard.value),
             optimise=spec,
+            moving_as_given=None if moving is as_given else as_given,
         )
 
     def _on_step(self, context: RunContext, step: Step) -> None:
@@ -272,7 +297,7 @@ class RegisterWidget(JobDock):
             remove_preview(self.viewer, context)
 
     def _on_returned(self, context: RunContext, result: Result) -> None:
-        if self.closed:
+        if self.closed or not self.run_state.active:  # closed, or cancelled meanwhile
             return
         context.result = result
         optimised = result.optimisation

@@ -251,7 +251,7 @@ class TrainWidget(JobDock):
             self.status.setText(f"{self.status.text()}\n{advice}")
             show_warning(advice[:1].upper() + advice[1:] + ".")
         try:
-            trained_models.add_trained(model, self._name_of(model))
+            trained_models.add_trained(model, self._name_of(model), self.viewer)
         except Exception as err:  # never raise into Qt's event loop
             self.report(err)
 
