@@ -290,6 +290,14 @@ def test_a_refinement_defaults_to_a_short_schedule_and_a_stiffer_weight():
     assert optimise_pair(moving, moving, build_metric("ncc"), typed).config.lam == 0.5
 
 
+def test_a_refinement_starts_with_an_affine_stage_unless_told_otherwise():
+    assert optimisation_config(refine=True).affine == "affine"  # the model misses big shifts
+    assert optimisation_config(refine=True, linear="none").affine is None
+    assert optimisation_config(refine=True, linear="rigid").affine == "rigid"
+    assert optimisation_config().affine is None  # from the identity: none unless asked
+    assert optimisation_config(linear="affine").affine == "affine"
+
+
 def test_bad_inputs_are_refused(image2d):
     metric = build_metric("mse")
     with pytest.raises(ValueError, match="differ in shape"):

@@ -37,8 +37,9 @@ class OptimiseSpec:
         A metric of the registry, or ``"own"`` (refining: the model's own metric).
     iterations : tuple of int
         Iterations per pyramid level, coarse to fine (one number: the same for 4 levels).
-    linear : {None, "rigid", "affine"}
-        A linear stage before the deformable one.
+    linear : {None, "none", "rigid", "affine"}
+        A linear stage before the deformable one; None takes the engine's default (an
+        affine stage when refining, none from the identity).
     features : str or ModelFile, optional
         The feature extractor of deepsim and deepsim-ae (a file or one trained here).
     weights : str, optional

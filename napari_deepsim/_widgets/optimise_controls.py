@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 ITERATIONS = "100,50,25,5"  # the optimiser's default: 4 levels, coarse to fine
 REFINE_ITERATIONS = "20,10,5"  # refining a model's field: the core's REFINE_ITERATIONS
+REFINE_LINEAR = "affine"  # refining a model's field: the core's REFINE_LINEAR
 LINEAR = ("none", "rigid", "affine")
 DEFAULT_METRIC = "ncc"
 OWN_CHOICE = "own (the model's metric)"
@@ -158,6 +159,9 @@ class OptimisePicker:
         old, new = (ITERATIONS, REFINE_ITERATIONS) if refine else (REFINE_ITERATIONS, ITERATIONS)
         if str(self.iterations.value).replace(" ", "") == old:
             self.iterations.value = new
+        linear = (LINEAR[0], REFINE_LINEAR) if refine else (REFINE_LINEAR, LINEAR[0])
+        if self.linear.value == linear[0]:  # the other mode's default, unedited
+            self.linear.value = linear[1]
         if not self._own:
             return
         metric = str(self.metric.value)
@@ -186,7 +190,7 @@ class OptimisePicker:
         if refine and text.replace(" ", "") == ITERATIONS:
             text = REFINE_ITERATIONS
         iterations = parse_iterations(text)
-        linear = None if self.linear.value == "none" else str(self.linear.value)
+        linear = str(self.linear.value)
         if self.metric.value == OWN:
             return OptimiseSpec(OWN, iterations, linear, refine=refine)
         spec = metric_specs()[str(self.metric.value)]

@@ -57,7 +57,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]], first: list[str]) -> None:
 OPTIMISATION_FLAGS = (
     ("iterations", "--iterations"),
     ("levels", "--levels"),
-    ("linear", "--affine/--rigid"),
+    ("linear", "--affine/--rigid/--no-linear"),
     ("lam", "--lam"),
     ("diffeomorphic", "--diffeomorphic"),
     ("feature_weight", "--feature-weight"),

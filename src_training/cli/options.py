@@ -29,10 +29,21 @@ def add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentGr
     )
     linear = g.add_mutually_exclusive_group()
     linear.add_argument(
-        "--affine", dest="linear", action="store_const", const="affine", help="affine stage first"
+        "--affine",
+        dest="linear",
+        action="store_const",
+        const="affine",
+        help="affine stage first (the default when refining a model)",
     )
     linear.add_argument(
         "--rigid", dest="linear", action="store_const", const="rigid", help="rigid stage first"
+    )
+    linear.add_argument(
+        "--no-linear",
+        dest="linear",
+        action="store_const",
+        const="none",
+        help="no linear stage (the default from the identity; refining runs --affine)",
     )
     g.add_argument(
         "--lam",

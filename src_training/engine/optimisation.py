@@ -34,6 +34,7 @@ from src_training.optimisation.config import (
     MIN_LEVEL_SIZE,
     REFINE_ITERATIONS,
     REFINE_LAM_SCALE,
+    REFINE_LINEAR,
 )
 from src_training.optimisation.pyramid import max_levels
 from src_training.registration.inference import predict
@@ -141,7 +142,8 @@ def own_refinement(
 
     What :data:`~src_training.engine.options.OWN` names: the metric the model was
     trained with (``ncc`` for ``ncc-sup``; a DeepSim model with its extractor), with the
-    refinement's settings: by default
+    refinement's settings: by default an affine stage
+    (:data:`~src_training.optimisation.config.REFINE_LINEAR`), then
     :data:`~src_training.optimisation.config.REFINE_ITERATIONS` at the metric's λ
     times :data:`~src_training.optimisation.config.REFINE_LAM_SCALE`. On the ISBI test
     pairs em-2d refined so reached Dice 0.779 against 0.735 for the model alone
@@ -189,8 +191,10 @@ def optimisation_config(
         (``"100,50,25,5"``).
     levels : int, optional
         Pyramid levels; automatic when None.
-    linear : {None, "rigid", "affine"}
-        A linear stage before the deformable one.
+    linear : {None, "none", "rigid", "affine"}
+        A linear stage before the deformable one; None takes the default: none from
+        the identity, :data:`~src_training.optimisation.config.REFINE_LINEAR` when
+        refining.
     lam : float, optional
         Regulariser weight; the metric's optimisation default when None.
     transform : {"bspline", "dense"}
@@ -209,9 +213,11 @@ def optimisation_config(
     OptimiseConfig
         Validated settings.
     """
+    if linear is None and refine:
+        linear = REFINE_LINEAR
     options: dict[str, object] = {
         "levels": levels,
-        "affine": linear,
+        "affine": None if linear == "none" else linear,
         "lam": lam,
         "transform": transform,
         "diffeomorphic": diffeomorphic,

@@ -55,7 +55,7 @@ def optimisation_name(spec: OptimiseSpec, model: str | None = None) -> str:
     str
         The row's name in the list, the table and the layers.
     """
-    label = spec.label + (f" after {spec.linear}" if spec.linear else "")
+    label = spec.label + (f" after {spec.linear}" if spec.linear not in (None, "none") else "")
     return f"optimise: {label}" if model is None else f"{model} + refine: {label}"
 
 
