@@ -205,6 +205,7 @@ class LossPlot(QWidget):
         starts = [start for start, _ in self.segments] or [0]
         ends = [*starts[1:], len(self.losses)]
         font = QFontMetrics(self.font())
+        free = area.left()  # where the next name may start without covering the last
         for index, (start, end) in enumerate(zip(starts, ends, strict=True)):
             points = self._points(self.losses[start:end], losses, area)
             if not len(points):
@@ -216,9 +217,11 @@ class LossPlot(QWidget):
             first, name = points[0], self.segments[index][1]
             painter.setPen(QPen(QColor(AXIS_COLOUR), 1, Qt.PenStyle.DotLine))
             painter.drawLine(QPointF(first.x(), area.top()), QPointF(first.x(), area.bottom()))
-            room = (points[len(points) - 1].x() - first.x()) if index + 1 < len(ends) else 1e9
-            if font.horizontalAdvance(name) + 4 <= room:
-                painter.drawText(QPointF(first.x() + 2, area.top() + font.ascent() + 2), name)
+            width = font.horizontalAdvance(name)
+            x = min(max(first.x() + 2, free), area.right() - width - 2)
+            if x >= free:
+                painter.drawText(QPointF(x, area.top() + font.ascent() + 2), name)
+                free = x + width + 4
 
     def _x_axis(self, painter: QPainter, area: QRectF, height: int) -> None:
         for step in (0, self.steps // 2, self.steps):
