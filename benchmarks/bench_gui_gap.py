@@ -27,11 +27,13 @@ from typing import Any
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 DATA = Path(os.environ.get("DEEPSIM_DATA", ROOT.parent / "shared" / "data"))
-CASES = [("isbi", 512, "pair"), ("t98g", 1024, "pair"), ("isbi", 3072, "pair")]
+CASES = [("isbi", 512, "pair"), ("isbi", 512, "anchor"), ("t98g", 1024, "pair")]
+CASES += [("t98g", 1024, "anchor"), ("isbi", 3072, "pair"), ("isbi", 3072, "anchor")]
 CASES += [("isbi", 512, "stack"), ("t98g", 1024, "stack"), ("isbi", 3072, "stack")]
-CASES += [("isbi", 512, "anchor"), ("t98g", 1024, "anchor"), ("isbi", 3072, "anchor")]
-"""``anchor``: napari alone adds the moving image as a new layer (no plugin), the floor."""
+"""``anchor``: napari alone adds the moving image as a new layer (no plugin), the floor;
+each runs right after the pair of its size, so that both see the same load."""
 TARGET_MS = {512: 200, 1024: 200, 3072: 500}
+TARGET_RATIO = 1.5  # longest gap while results are added, against napari's own add (issue 26)
 MODELS = {"isbi": "em-2d", "t98g": "phase-contrast-2d"}
 FRAMES = 8
 TICK_MS = 10
@@ -160,8 +162,24 @@ def _run_case(code: Path, dataset: str, size: int, kind: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(before: Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
-    """Measure every case with this checkout (and ``before``'s code) and record them."""
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median gap while results are added, with the range over the runs."""
+    done = sorted((r for r in runs if "error" not in r), key=lambda r: r["result_gap_ms"])
+    if not done:
+        return runs[-1]
+    gaps = [r["result_gap_ms"] for r in done]
+    spread = f"{gaps[0]:.0f}–{gaps[-1]:.0f}" if len(gaps) > 1 else "–"
+    return {**done[(len(done) - 1) // 2], "runs": len(done), "range_ms": spread}
+
+
+def run(
+    before: Path | None = None, only: list[str] | None = None, repeat: int = 1
+) -> dict[str, Any]:
+    """Measure every case with this checkout (and ``before``'s code) and record them.
+
+    With ``repeat`` above 1 each case runs that many times, before and after taking
+    turns, and its row is the run of median gap while results are added.
+    """
     from benchmarks.common import RESULTS, save, table
 
     rows = []
@@ -169,13 +187,16 @@ def run(before: Path | None = None, only: list[str] | None = None) -> dict[str, 
         if only and not {kind, str(size), f"{size}-{kind}"} & set(only):
             continue
         codes = [("anchor", ROOT)] if kind == "anchor" else [("before", before), ("after", ROOT)]
-        for label, code in codes:
-            if code is None:
-                continue
-            row = {"code": label, **_run_case(code, dataset, size, kind)}
-            row["target_ms"] = TARGET_MS[size]
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, code in codes if code}
+        for _ in range(repeat):
+            for label, code in codes:
+                if code is None:
+                    continue
+                row = {"code": label, **_run_case(code, dataset, size, kind)}
+                row["target_ms"] = TARGET_MS[size]
+                print(json.dumps(row), flush=True)
+                runs[label].append(row)
+        rows += [_median(found) for found in runs.values()]
     extra = {}
     if only and (RESULTS / "gui_gap.json").is_file():  # keep the cases not run again
         kept = json.loads((RESULTS / "gui_gap.json").read_text())
@@ -195,7 +216,9 @@ COLUMNS = [
     ("kind", "registered"),
     ("max_gap_ms", "longest GUI gap, ms"),
     ("result_gap_ms", "longest gap while results are added, ms"),
+    ("range_ms", "range over the runs, ms"),
     ("target_ms", "target, ms"),
+    ("ratio", "× napari's own add"),
     ("wall_s", "click to last layer, s"),
     ("layers", "layers added"),
     ("load", "load"),
@@ -211,11 +234,22 @@ def _noted(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "note": reason[:140]}
 
 
+def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's gap while results are added over the anchor's of the same size."""
+    anchors = {r["side"]: r["result_gap_ms"] for r in rows if r["code"] == "anchor"}
+    return [
+        {**r, "ratio": f"{r['result_gap_ms'] / anchors[r['side']]:.2f}"}
+        if r["code"] != "anchor" and "result_gap_ms" in r and anchors.get(r["side"])
+        else r
+        for r in rows
+    ]
+
+
 def section(record: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
     """The page's section on the GUI gap, and its targets."""
     from benchmarks.common import table
 
-    rows = [_noted(r) for r in record["rows"]]
+    rows = _ratios([_noted(r) for r in record["rows"]])
     after = [r for r in rows if r["code"] == "after" and "error" not in r]
     worst = {
         side: max((r["max_gap_ms"] for r in after if r["side"] == side), default=0.0)
@@ -231,6 +265,19 @@ def section(record: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         for side in TARGET_MS
         if any(r["side"] == side for r in after)
     ]
+    for side in TARGET_MS:
+        pairs = [r for r in after if r["side"] == side and r["kind"] == "pair"]
+        ratios = [float(r["ratio"]) for r in pairs if "ratio" in r]  # a stack's layer is 8
+        if ratios:
+            targets.append(
+                {
+                    "benchmark": "gui_gap",
+                    "target": f"gap while results are added ≤ {TARGET_RATIO}× napari's own "
+                    f"add of one layer at {side}² (pair)",
+                    "measured": f"{max(ratios):.2f}×",
+                    "verdict": "**met**" if max(ratios) <= TARGET_RATIO else "**not met**",
+                }
+            )
     text = f"""## 9. GUI-thread gaps while registering
 
 `benchmarks/bench_gui_gap.py` (run under `xvfb-run`, software OpenGL): a 10 ms `QTimer`
@@ -241,19 +288,23 @@ result layer; the longest gap between two ticks is the longest the window froze.
 
 {table(rows, COLUMNS)}
 
-Before, the whole result was added in one slot of the GUI thread (a Shapes grid of
-hundreds of paths, a Labels layer of the folds): the gap was the sum of every layer.
-After, the worker draws every overlay (the grid as an image of lines, folds as an
-image or points) and the layers arrive one per turn of the event loop, so the longest
-gap is one layer's add and draw on this software-rendered display (0.2–0.4 s for an
-image layer with other jobs running; the stacks' layers hold 8 frames). The anchor
-rows are that floor: napari itself adding one image layer of the same size to the same
-shown window freezes it for 0.16–0.19 s here, so the 200 ms target leaves no room for
-a second layer on this display; a hardware-accelerated one draws far faster. A stack is
-now registered one frame per forward pass (progress and Stop per frame); in the job
-alone that costs 9.2 s against 8.6 s batched for the 512² stack, so the larger
-difference in click-to-last-layer time was not explained by it and was not
-investigated further.
+The anchor rows are the floor: napari itself adding one image layer of the same size to
+the same shown window; no result layer can arrive in less, and the target is the longest
+gap while results are added at most 1.5× that (the "× napari's own add" column).
+
+An earlier change (round 1) drew every overlay in the worker (the grid as an image of
+lines, folds as an image or points) and added the layers one per turn of the event loop,
+where the whole result had been added in one slot (a Shapes grid of hundreds of paths,
+a Labels layer of the folds). Issue 26 still measured 0.41–1.10 s against napari's own
+0.23–0.24 s, for two reasons, fixed since (the "before" rows are the code before them):
+the hidden Jacobian was added with its colour bar shown, and napari builds a colour
+bar's visual at once (0.17–0.5 s more than any other layer; it is now built when the
+layer is first shown), and the layer steps ran on a repeating 0 ms timer, which ran two
+adds back to back before the GUI thread's other timers (now each step starts 1 ms after
+the one before ended, so what came due meanwhile runs first). The longest gap is now one
+layer's add and draw on this software-rendered display (a stack's layers hold its 8
+frames, against one frame for the anchor). The 200 ms targets of the first round stay
+out of reach on this display under this load: napari's own add alone took 0.26–0.44 s.
 """
     return text, targets
 
@@ -265,9 +316,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only", nargs="+", help="only these cases: a kind (pair, stack), a size, or 3072-pair"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case (median)")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(case(args.case[0], int(args.case[1]), args.case[2])))
     else:
         sys.path.insert(0, str(ROOT))
-        run(args.before, args.only)
+        run(args.before, args.only, args.repeat)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 from napari.layers import Image
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QRect, Qt
+from qtpy.QtWidgets import QAbstractButton, QApplication, QLabel, QScrollArea
 
 import napari_deepsim._widgets.compare.widget as compare_module
 from napari_deepsim._jobs.compare import PALETTE, zoom_box
@@ -131,7 +132,7 @@ def test_every_model_gets_layers_a_row_and_a_zoom_tile(
     assert patch.image.shape == (40, 60)
     np.testing.assert_allclose(patch.lines[0][:, 1], np.arange(60) - 3.0, atol=1e-4)
     assert widget.zoom.zooms["fixed"].lines == []
-    assert widget.zoom.tile_grid.count() == 8  # a caption and a tile per panel
+    assert len(widget.zoom.tiles.items) == 4  # a captioned tile per panel
 
 
 def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
@@ -139,11 +140,11 @@ def test_zoom_tiles_draw_each_grid_in_its_colour(viewer, qtbot, model_files):
     widget.add_model_files([model_files["left"]])
     _compare(widget, qtbot)
     widget.draw_zoom().add_rectangles(np.array([[0.0, 0.0], [63.0, 63.0]]))
-    # panels fixed, moving, left in two columns: a caption row above each tile row
-    tiles = [
-        widget.zoom.tile_grid.itemAtPosition(row, 0).widget().pixmap().toImage() for row in (1, 3)
-    ]
-    assert widget.zoom.tile_grid.itemAtPosition(2, 0).widget().text() == "left"
+    # panels fixed, moving, left: a caption above each tile
+    labels = [tile.findChildren(QLabel) for tile in widget.zoom.tiles.items]
+    captions, images = zip(*labels, strict=True)
+    assert [caption.text() for caption in captions] == ["fixed", "moving", "left"]
+    tiles = [images[0].pixmap().toImage(), images[2].pixmap().toImage()]
 
     def yellow_pixels(image):
         image = image.convertToFormat(image.Format.Format_RGB32)  # bytes B, G, R, 255
@@ -231,6 +232,49 @@ def test_bad_inputs_are_reported(viewer, qtbot, model_files, errors):
     assert "have shape (8, 8)" in errors[-1]
     assert not widget.running
     viewer.layers.remove("4d")  # the viewer keeps working
+
+
+def test_every_button_column_and_tile_is_reachable_in_a_1366x768_window(
+    viewer, qtbot, model_files, errors
+):
+    window = viewer.window._qt_window
+    window.show()
+    window.showNormal()
+    window.resize(1366, 768)
+    trained_models.append(TrainedModel("ncc model #1", load_model(model_files["down"])))
+    widget = _dock(viewer)
+    widget.add_model_files([model_files["left"], model_files["down"]])
+    widget.optimise.iterations.value = "2"
+    widget.add_optimisation()
+    widget.models.findItems("left", Qt.MatchFlag.MatchExactly)[0].setSelected(True)
+    widget.refine_selected()
+    _compare(widget, qtbot)
+    widget.draw_zoom().add_rectangles(np.array([[20.0, 30.0], [59.0, 89.0]]))
+    assert errors == [] and widget.table.rowCount() == 6  # the identity and 5 methods
+    scroll = widget.findChild(QScrollArea)
+    viewport = scroll.viewport()
+
+    def reachable(child, rect):
+        scroll.ensureWidgetVisible(child, 0, 0)
+        for _ in range(5):
+            QApplication.processEvents()
+        return viewport.rect().contains(QRect(child.mapTo(viewport, rect.topLeft()), rect.size()))
+
+    buttons = [b for b in widget.findChildren(QAbstractButton) if b.isVisibleTo(widget)]
+    assert {"Remove", "Refine selected models"} <= {button.text() for button in buttons}
+    for button in buttons:
+        assert button.width() >= button.sizeHint().width(), f"{button.text()!r} is cut"
+        assert reachable(button, button.rect()), f"{button.text()!r} cannot be reached"
+    table, header = widget.table, widget.table.horizontalHeader()
+    for column in range(table.columnCount()):
+        table.scrollTo(table.model().index(0, column))
+        size = header.sectionSize(column)
+        assert size >= header.sectionSizeHint(column), f"column {column}'s header is cut"
+        section = QRect(header.sectionViewportPosition(column), 0, size, 1)
+        assert table.viewport().rect().contains(section), f"column {column} cannot be reached"
+        assert reachable(table.viewport(), section), f"column {column} cannot be reached"
+    for tile in widget.zoom.tiles.items:
+        assert reachable(tile, tile.rect()), "a zoom tile cannot be reached"
 
 
 def test_zoom_box_clips_and_refuses_outside():

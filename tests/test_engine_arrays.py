@@ -88,3 +88,26 @@ def test_the_planned_levels_follow_the_settings_and_the_image_size():
     assert planned_levels(chosen, shape) == 2
     wanted = Optimisation(metric, optimisation_config(iterations="10,10,10,10,10,10,10"))
     assert planned_levels(wanted, shape) == 3  # the shorter side allows three levels
+
+
+def test_validation_frames_without_labels_score_the_loss_and_no_dice(single_thread):
+    from src_training.engine.training import registration_trainer
+    from src_training.training.events import TrainConfig
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(0.0, 1.0, (6, 16, 16)).astype(np.float32)
+    labels = np.zeros((6, 16, 16), np.uint8)
+    labels[:4, 4:10, 4:10] = 1  # painted on the training frames only, as a napari user might
+    data = dataset_from_arrays(images, labels, "test")
+    train, val = data.subset(range(4)), data.subset(range(4, 6))
+    assert train.labelled and not val.labelled
+    assert identity_dice(val) is None  # no line to beat: a Dice of 1 whatever the field
+    metric = registration_metric("ncc", ndim=2, channels=1)
+    trainer = registration_trainer(
+        train, val, metric, TrainConfig(steps=1, crop=16), channels=(4, 8)
+    )
+    assert set(trainer.validate()) == {"loss"}
+    trainer = registration_trainer(
+        train, train, metric, TrainConfig(steps=1, crop=16), channels=(4, 8)
+    )
+    assert set(trainer.validate()) == {"loss", "dice"}

@@ -103,9 +103,17 @@ def test_optimising_a_pair_without_a_model(viewer, qtbot, errors, monkeypatch):
     assert "moving preview" not in viewer.layers  # the result replaced the live preview
     before, after = _dice(widget)
     assert after > before + 0.02
-    assert "iterations of ncc, loss" in widget.results.text()
+    assert "iterations of ncc, loss at full resolution" in widget.results.text()
     iterations = [s for s in steps if "iteration" in s.text]
-    assert {s.text.split(",")[0] for s in iterations} == {"level 1/2", "level 2/2"}
+    levels = {"level 1/2 (1/2 resolution)", "level 2/2 (full resolution)"}
+    assert {s.text.split(",")[0] for s in iterations} == levels
+    # each level is a segment of its own on the plot, and the last (full resolution) one
+    # ends at the summary's loss: the live number and the summary are the same quantity
+    assert [name for _, name in widget.plot.segments] == ["L1", "L2"]
+    start = widget.plot.segments[1][0]
+    summary = float(re.search(r"-> (\S+)", widget.results.text().splitlines()[0]).group(1))
+    full = min(loss for _, loss in widget.plot.losses[start:])
+    assert summary == pytest.approx(full, abs=1e-4)
     done = [s.done for s in steps]
     assert done == sorted(done) and done[-1] == steps[-1].total == worker.pbar.total
     assert steps[-1].total == register_module.STAGES + 30  # the planned 20 + 10 iterations

@@ -10,6 +10,7 @@ from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QApplication
 
 import napari_deepsim._widgets.model_panel as model_module
+import napari_deepsim._widgets.train.base as train_base
 from napari_deepsim._state.models import builtin_choices, trained_models
 from napari_deepsim._widgets.compare.widget import CompareWidget
 from napari_deepsim._widgets.register.widget import RegisterWidget
@@ -262,3 +263,22 @@ def test_a_closed_register_widget_no_longer_hears_the_registry(
     assert registration.model is not None and trained_models.of_kind("registration")
     # the closed widget did not take the model: it keeps the built-in model it opened with
     assert closed.trained.value == builtin_choices()[0][1]
+
+
+def test_unlabelled_validation_frames_are_said_and_judged_by_the_validation_loss(
+    viewer, qtbot, errors, monkeypatch
+):
+    warnings = []
+    monkeypatch.setattr(train_base, "show_warning", warnings.append)
+    labels = viewer.layers["noisy cells labels"]
+    labels.data[-2:] = 0  # painted on the training frames only: the last two validate
+    widget = _dock(viewer, "Train registration model")
+    _setup(widget, viewer, steps=2, lr=1e-6)
+    _train(qtbot, widget)
+    assert errors == []
+    assert widget.plot.by_loss and widget.plot.baseline is None
+    assert len(widget.plot.validation) == 2  # the validation loss, once per step
+    text = widget.status.text()
+    assert "the validation frames have no labels" in text
+    assert "validation Dice" not in text and "identity's" not in text
+    assert len(warnings) == 1 and "judged by the validation loss, which did not fall" in warnings[0]

@@ -169,6 +169,6 @@ def describe_optimisation(summary: OptimisationSummary, refined: bool) -> str:
     start = "refining the model, " if refined else ""
     stopped = ", stopped" if summary.stopped else ""
     return (
-        f"{start}{summary.iterations} iterations of {summary.metric}{stopped}, loss "
-        f"{summary.initial_loss:.4f} -> {summary.loss:.4f}"
+        f"{start}{summary.iterations} iterations of {summary.metric}{stopped}, loss at full "
+        f"resolution {summary.initial_loss:.4f} -> {summary.loss:.4f}"
     )

@@ -2,7 +2,8 @@
 
 A :class:`Tracker` turns the engine's events into :class:`Step` s for the progress bar:
 a position in the planned iterations (a level that ends early skips the rest of its
-share), the level, iteration and loss as text, the losses for a plot, and, for a pair, a
+share), the level (with its resolution), iteration and loss as text, the losses for a
+plot (each named by its level, whose images have a size of their own), and, for a pair, a
 preview of the warped moving image after each pyramid level (:class:`Watch`). Nothing
 here touches Qt, and torch is imported only inside functions.
 """
@@ -70,8 +71,11 @@ class Step:
         Units finished and planned: stages, and the planned iterations of every pair.
     text : str
         What is happening (level, iteration and loss while optimising).
-    losses : tuple of (int, float)
-        ``(iteration, loss)`` of the iterations since the last step.
+    losses : tuple of (int, float, str)
+        ``(iteration, loss, level)`` of the iterations since the last step; ``level``
+        names what the loss was computed on (``L2``: the second pyramid level, on
+        images of its own size; ``affine L1``; ``2:L1`` for a stack's second frame
+        pair), so that a plot draws each level as a segment of its own.
     preview : numpy.ndarray, optional
         The moving image warped by the best transformation of the level just finished,
         on the grid of the level now running (corner-aligned with the fixed image).
@@ -80,7 +84,7 @@ class Step:
     done: int
     total: int
     text: str
-    losses: tuple[tuple[int, float], ...] = ()
+    losses: tuple[tuple[int, float, str], ...] = ()
     preview: np.ndarray | None = None
 
 
@@ -106,7 +110,7 @@ class Tracker:
         self._stage = self._pair = self._position = 0
         self._key: tuple[int, str, int] | None = None
         self._last = 0.0
-        self._losses: list[tuple[int, float]] = []
+        self._losses: list[tuple[int, float, str]] = []
 
     @property
     def total(self) -> int:
@@ -185,7 +189,10 @@ class Tracker:
         self._position = position
         key = (self._pair, event.stage, event.level)
         changed, previous, self._key = key != self._key, self._key, key
-        self._losses.append((self._pair * self.per_pair + position, event.loss))
+        stage = "affine " if event.stage == "affine" else ""
+        frame = f"{self._pair + 1}:" if self.pairs > 1 else ""
+        level = f"{frame}{stage}L{event.level + 1}"
+        self._losses.append((self._pair * self.per_pair + position, event.loss, level))
         now = time.perf_counter()
         if not changed and now - self._last < THROTTLE:
             return None
@@ -194,9 +201,10 @@ class Tracker:
         if changed and self.watch is not None and previous is not None:
             preview = self.watch.take()
         frame = f"frame pair {self._pair + 1}/{self.pairs}: " if self.pairs > 1 else ""
-        stage = "affine " if event.stage == "affine" else ""
+        factor = 2 ** (self.levels - 1 - event.level)  # the pyramid halves each axis per level
+        size = "full resolution" if factor == 1 else f"1/{factor} resolution"
         text = (
-            f"{frame}{stage}level {event.level + 1}/{self.levels}, iteration "
+            f"{frame}{stage}level {event.level + 1}/{self.levels} ({size}), iteration "
             f"{event.iteration}/{count}, loss {event.loss:.4g}"
         )
         return self.step(text, preview)

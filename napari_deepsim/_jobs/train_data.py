@@ -3,7 +3,8 @@
 :func:`stack_layers` stacks two or more 2D images (or 3D volumes) of one shape as the
 frames of a 2D+t (or 3D+t) stack, so that separate layers train a model as a stack
 would, and :func:`verdict` says what to change when a run ended without beating the
-identity (the engine's ``identity_dice``, the dashed line of the training plot).
+identity (the engine's ``identity_dice``, the dashed line of the training plot), or,
+when the validation frames have no labels, without lowering the validation loss.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 BEATEN_BY = 0.002  # validation Dice above the identity's by less than this: no better
+FALLEN_BY = 0.002  # validation loss below its first value by less than this share: no better
 
 
 def stack_layers(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
@@ -46,29 +48,46 @@ def stack_layers(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
     return np.stack(arrays)
 
 
-def verdict(scores: list[float], baseline: float | None, steps: int) -> str | None:
+def verdict(
+    scores: list[float], baseline: float | None, steps: int, by_loss: bool = False
+) -> str | None:
     """Return what to change when a run ended without beating the identity.
 
     Parameters
     ----------
     scores : list of float
-        The run's validation Dice scores, in order.
+        The run's validation scores, in order: Dice, or the validation loss when the
+        validation frames have no labels (``by_loss``).
     baseline : float or None
-        The identity's validation Dice (:func:`~src_training.engine.arrays.identity_dice`).
+        The identity's validation Dice (:func:`~src_training.engine.arrays.identity_dice`);
+        None by loss.
     steps : int
         The steps the run was set to.
+    by_loss : bool
+        The validation frames have no labels: the run is judged by whether the
+        validation loss fell from the first validation to the last.
 
     Returns
     -------
     str or None
         ``train longer: …`` naming the controls to change; None when the last score
-        beat the identity (or nothing was scored).
+        beat the identity, the validation loss fell, or nothing was scored.
     """
+    fix = (
+        f"raise 'steps' (now {steps}, e.g. to {max(1000, 10 * steps)}) or the 'learning "
+        "rate', or lower 'λ' if the field barely moves"
+    )
+    if by_loss:
+        if len(scores) < 2 or scores[-1] < scores[0] - FALLEN_BY * abs(scores[0]):
+            return None
+        return (
+            f"train longer: the validation frames have no labels, so the run was judged by "
+            f"the validation loss, which did not fall ({scores[0]:.4g} at the first "
+            f"validation, {scores[-1]:.4g} at the last); {fix}"
+        )
     if baseline is None or not scores or scores[-1] > baseline + BEATEN_BY:
         return None
     return (
         f"train longer: the validation Dice {scores[-1]:.3f} did not beat the identity's "
-        f"{baseline:.3f} (no registration); raise 'steps' (now {steps}, e.g. to "
-        f"{max(1000, 10 * steps)}) or the 'learning rate', or lower 'λ' if the field barely "
-        "moves"
+        f"{baseline:.3f} (no registration); {fix}"
     )

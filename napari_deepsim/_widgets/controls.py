@@ -227,7 +227,8 @@ def add_output(
         Where the layer lies in world coordinates.
     colorbar : bool
         Show the image layer's colour bar (its range and colours) on the canvas while the
-        layer is visible.
+        layer is visible. A hidden layer gets it when first shown: napari builds a colour
+        bar's visual at once, which would double the time the layer takes to add.
     **style
         Further keyword arguments of ``viewer.add_<kind>``.
 
@@ -241,9 +242,22 @@ def add_output(
     layer = adder(
         data, name=name, scale=scale, translate=translate, metadata={SOURCE: key}, **style
     )
-    if colorbar:
+    if colorbar and layer.visible:
         layer.colorbar.visible = True
+    elif colorbar:
+        _colorbar_when_shown(layer)
     return layer
+
+
+def _colorbar_when_shown(layer: Layer) -> None:
+    """Show a hidden layer's colour bar the first time the layer is shown."""
+
+    def shown(*_args: Any) -> None:
+        if layer.visible:
+            layer.events.visible.disconnect(shown)
+            layer.colorbar.visible = True
+
+    layer.events.visible.connect(shown)
 
 
 def vector_scale(vectors: np.ndarray) -> float:

@@ -5,7 +5,13 @@ when the data has labels) on the right one, and the identity's validation Dice (
 registration at all) is a dashed line: a model is only useful above it. Each axis spans
 at least a fixed share of its values (:data:`MIN_SCORE_SPAN` of Dice, :data:`MIN_LOSS_SPAN`
 of the loss), so that a change in the fourth decimal stays a flat line instead of
-filling the plot.
+filling the plot. Losses of different kinds (an optimisation's pyramid levels, each on
+images of its own size) are separate segments, each named where it starts, never one
+line jumping from level to level. When the validation frames have no labels the orange
+points are the validation loss (lower is better) and there is no identity line.
+
+The plot is painted by hand: napari brings no plotting library, and matplotlib is only an
+optional dependency of this package (for figures), too heavy to require for one curve.
 """
 
 from __future__ import annotations
@@ -59,14 +65,24 @@ class LossPlot(QWidget):
         self.setMinimumHeight(160)
         self.x_label, self.score_label = x_label, score_label
         self.losses: list[tuple[int, float]] = []
+        self.segments: list[tuple[int, str]] = []  # (index of its first loss, its name)
         self.validation: list[tuple[int, float]] = []
         self.baseline: float | None = None
+        self.by_loss = False
         self.steps = 1
-        tip = f"Blue: the loss per {x_label} (left axis, lower is better)"
-        if score_label:
+        self._tip()
+
+    def _tip(self) -> None:
+        tip = f"Blue: the loss per {self.x_label} (left axis, lower is better)"
+        if self.by_loss:
             tip += (
-                f". Orange: the {score_label} (right axis, higher is better); dashed: the "
-                "identity's (no registration), which the model has to beat"
+                f". Orange: the {self.score_label} (right axis, lower is better): the "
+                "validation frames have no labels, so no Dice is scored"
+            )
+        elif self.score_label:
+            tip += (
+                f". Orange: the {self.score_label} (right axis, higher is better); dashed: "
+                "the identity's (no registration), which the model has to beat"
             )
         self.setToolTip(tip)
 
@@ -80,12 +96,34 @@ class LossPlot(QWidget):
         baseline : float, optional
             The identity's validation score, drawn as a dashed line.
         """
-        self.losses, self.validation, self.steps = [], [], max(1, steps)
-        self.baseline = baseline
+        self.losses, self.segments, self.validation = [], [], []
+        self.steps, self.baseline = max(1, steps), baseline
+        if self.by_loss:
+            self.by_loss, self.score_label = False, "validation Dice"
+            self._tip()
         self.update()
 
-    def add_loss(self, step: int, loss: float) -> None:
-        """Add the training loss of a step."""
+    def judge_by_loss(self) -> None:
+        """Plot the validation loss as the score: the validation frames have no labels."""
+        self.by_loss, self.score_label, self.baseline = True, "validation loss", None
+        self._tip()
+        self.update()
+
+    def add_loss(self, step: int, loss: float, segment: str | None = None) -> None:
+        """Add the loss of a step (or iteration).
+
+        Parameters
+        ----------
+        step : int
+            Its position on the horizontal axis.
+        loss : float
+            Its value.
+        segment : str, optional
+            What kind of loss it is (``L2``: the second pyramid level); a new name
+            starts a new segment of the curve, not joined to the one before.
+        """
+        if segment is not None and (not self.segments or self.segments[-1][1] != segment):
+            self.segments.append((len(self.losses), segment))
         self.losses.append((step, loss))
         self.update()
 
@@ -153,14 +191,37 @@ class LossPlot(QWidget):
         self._x_axis(painter, area, height)
         losses = self.loss_range()
         if losses is not None:
-            painter.setPen(QPen(QColor(LOSS_COLOUR), 1.5))
-            painter.drawPolyline(self._points(self.losses, losses, area))
+            self._losses(painter, area, losses)
             self._y_ticks(painter, area, losses, left=True)
-            painter.drawText(QPointF(area.left(), height), f"loss {self.losses[-1][1]:.4g}")
+            last = f" ({self.segments[-1][1]})" if self.segments else ""
+            painter.drawText(QPointF(area.left(), height), f"loss {self.losses[-1][1]:.4g}{last}")
         scores = self.score_range()
         if scores is not None:
             self._scores(painter, area, scores, height)
         painter.end()
+
+    def _losses(self, painter: QPainter, area: QRectF, losses: tuple[float, float]) -> None:
+        """Draw each segment of the loss on its own, named where it starts if there is room."""
+        starts = [start for start, _ in self.segments] or [0]
+        ends = [*starts[1:], len(self.losses)]
+        font = QFontMetrics(self.font())
+        free = area.left()  # where the next name may start without covering the last
+        for index, (start, end) in enumerate(zip(starts, ends, strict=True)):
+            points = self._points(self.losses[start:end], losses, area)
+            if not len(points):
+                continue
+            painter.setPen(QPen(QColor(LOSS_COLOUR), 1.5))
+            painter.drawPolyline(points)
+            if not self.segments:
+                continue
+            first, name = points[0], self.segments[index][1]
+            painter.setPen(QPen(QColor(AXIS_COLOUR), 1, Qt.PenStyle.DotLine))
+            painter.drawLine(QPointF(first.x(), area.top()), QPointF(first.x(), area.bottom()))
+            width = font.horizontalAdvance(name)
+            x = min(max(first.x() + 2, free), area.right() - width - 2)
+            if x >= free:
+                painter.drawText(QPointF(x, area.top() + font.ascent() + 2), name)
+                free = x + width + 4
 
     def _x_axis(self, painter: QPainter, area: QRectF, height: int) -> None:
         for step in (0, self.steps // 2, self.steps):

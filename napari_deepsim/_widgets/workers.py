@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 MEMORY_FIX = "choose the cpu device or crop the images"
+TURN_MS = 1  # from the end of one layer step to the start of the next
 # the core's advice names command-line options; the widgets name their controls
 GUI_WORDS = (
     (r"use --device cpu", "choose the cpu device in the widget"),
@@ -118,6 +119,10 @@ def start_worker(
 class Turns:
     """Run steps on the GUI thread, one per turn of the event loop, then ``finished``.
 
+    Each step is started :data:`TURN_MS` after the one before has ended, so the events
+    and timers that came due during a step (a repaint, a click) are handled before the
+    next: a repeating timer would run steps back to back, a freeze of two layers' adds.
+
     Parameters
     ----------
     steps : list of callable
@@ -138,24 +143,22 @@ class Turns:
 
         self.steps = list(steps)
         self.finished, self.errored = finished, errored
+        self.active = True  # steps are left to run
         self.timer = QTimer()
-        self.timer.setInterval(0)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(TURN_MS)
         self.timer.timeout.connect(self._turn)
         self.timer.start()
 
-    @property
-    def active(self) -> bool:
-        """Whether steps are left to run."""
-        return self.timer.isActive()
-
     def cancel(self) -> None:
         """Drop the steps not run yet (``finished`` is not called)."""
+        self.active = False
         self.timer.stop()
         self.steps.clear()
 
     def _turn(self) -> None:
         if not self.steps:
-            self.timer.stop()
+            self.active = False
             self.finished()
             return
         try:
@@ -163,6 +166,9 @@ class Turns:
         except Exception as err:  # never raise into Qt's event loop
             self.cancel()
             self.errored(err)
+            return
+        if self.active:  # from now: what came due during the step runs first
+            self.timer.start()
 
 
 def advance(worker: Any, done: int, total: int) -> None:

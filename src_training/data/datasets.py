@@ -100,6 +100,15 @@ class Dataset:
         """Number of label classes (0 without labels)."""
         return len(self.class_values)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the labels hold two classes or more, so that a Dice can be scored.
+
+        Frames whose labels are one class (nothing painted on them, as the frames a
+        napari user left unlabelled) score a Dice of 1 whatever the field: none counts.
+        """
+        return self.labels is not None and bool((self.labels != self.labels.flat[0]).any())
+
     def __len__(self) -> int:
         return self.images.shape[0]
 

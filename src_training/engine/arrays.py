@@ -112,9 +112,10 @@ def identity_dice(val: Dataset | None) -> float | None:
     Returns
     -------
     float or None
-        The mean Dice of the unmoved label maps; None without labelled validation data.
+        The mean Dice of the unmoved label maps; None without labelled validation data
+        (no labels, or labels of one class: nothing painted on the validation frames).
     """
-    if val is None or val.labels is None:
+    if val is None or not val.labelled:
         return None
     pairs = val.pairs if val.pairs is not None else consecutive_pairs(len(val))
     return float(np.mean([mean_dice(val.labels[m], val.labels[f]) for m, f in pairs]))

@@ -214,19 +214,25 @@ class RegistrationTrainer(Trainer):
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        """Mean Dice and loss over the validation pairs (consecutive frames or the fixed pairs)."""
+        """Mean Dice and loss over the validation pairs (consecutive frames or the fixed pairs).
+
+        Dice only where the validation labels hold two classes or more
+        (:attr:`~src_training.data.datasets.Dataset.labelled`); without, the validation
+        loss alone scores the run and picks the best checkpoint.
+        """
         self.network.eval()
         data = self.val_data
         pairs = data.pairs if data.pairs is not None else consecutive_pairs(len(data))
         if self.metric.needs_labels and data.labels is None:
             return {}
         losses, dices = [], []
+        scored = data.labelled  # unlabelled frames would all score a Dice of 1
         for images, labels in validation_batches(self, data, pairs):
             lm, lf = (labels[0], labels[1]) if labels is not None else (None, None)
             with autocast(self.device, self.precision):
                 loss, _, disp = self.pair_loss(images[0], images[1], lm, lf, model=self.network)
             losses.append(loss.detach().expand(len(disp)))  # the pairs' mean, once per pair
-            if lm is not None:
+            if lm is not None and scored:
                 warped = warp_labels(lm, disp)[:, 0]
                 dices.append(batch_mean_dice(warped, lf[:, 0], data.num_classes))
         return _scores(losses, dices)

@@ -20,7 +20,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -31,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from napari_deepsim._jobs.compare import Entry
 from napari_deepsim._state.models import builtin_choices, trained_models
+from napari_deepsim._widgets.layout import Reflow
 from napari_deepsim._widgets.optimise_controls import OptimisePicker
 from napari_deepsim._widgets.tips import COMPARE_BUTTON_TIPS
 from napari_deepsim._widgets.workers import error_message
@@ -93,21 +93,14 @@ class RowsPanel(QWidget):
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(QLabel("methods"))
         column.addWidget(self.models)
-        self._buttons(column, self.add_button, self.remove_button)
+        column.addWidget(Reflow([self.add_button, self.remove_button]))
         column.addWidget(Container(widgets=self.optimise.widgets).native)
-        self._buttons(column, self.add_optimisation_button, self.refine_button)
+        column.addWidget(Reflow([self.add_optimisation_button, self.refine_button]))
         self.optimise.update_visibility()
         self.add_button.clicked.connect(self._add_clicked)
         self.remove_button.clicked.connect(self.remove_clicked)
         self.add_optimisation_button.clicked.connect(self.add_optimisation)
         self.refine_button.clicked.connect(self.refine_selected)
-
-    @staticmethod
-    def _buttons(column: QVBoxLayout, *buttons: QPushButton) -> None:
-        row = QHBoxLayout()
-        for button in buttons:
-            row.addWidget(button)
-        column.addLayout(row)
 
     def list_models(self, *_args: Any) -> None:
         """List the built-in models, those trained here, the files and the optimisations.

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
     from napari_deepsim._jobs.progress import Step
 
-HEADERS = ["method", "Dice", "% folding", "sd log J", "s/pair"]
+HEADERS = ["method", "Dice", "%\nfolding", "sd\nlog J", "s/\npair"]  # narrow: two lines
 
 
 class CompareWidget(JobDock):
@@ -106,7 +106,11 @@ class CompareWidget(JobDock):
         self.table = QTableWidget(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()  # numbers as wide as they are, names wrap
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.sectionResized.connect(self._fit_rows)
+        self.table.setWordWrap(True)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.zoom = ZoomPanel(self.viewer, self.fixed)
         self.draw_zoom = self.zoom.draw_zoom
@@ -269,4 +273,14 @@ class CompareWidget(JobDock):
                     item.setForeground(QColor(color))
                     item.setToolTip(f"grid colour: {color}")
                 self.table.setItem(r, c, item)
-        self.table.setMinimumHeight(30 * (len(rows) + 1))
+        self._fit_rows()
+
+    def _fit_rows(self, *_args: Any) -> None:
+        """Fit each row to its wrapped method name and the table's height to its rows."""
+        table = self.table
+        table.resizeRowsToContents()
+        rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+        bar = table.horizontalScrollBar()
+        scroll = bar.sizeHint().height() if bar.isVisible() else 0
+        header = table.horizontalHeader().sizeHint().height()
+        table.setMinimumHeight(header + rows + scroll + 2 * table.frameWidth())

@@ -4,7 +4,9 @@
 which hands it each comparison's outcomes (:meth:`ZoomPanel.show`).
 A rectangle drawn on the ``compare zoom`` Shapes layer selects a patch of the fixed
 grid; the fixed and moving patches and every model's warped patch with its deformation
-grid (in the model's colour) are shown as tiles.
+grid (in the model's colour) are shown as tiles, as many side by side as the dock's
+width holds (:class:`~napari_deepsim._widgets.layout.Reflow`), each captioned with its
+method's name wrapped to the tile's width.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from napari.layers import Shapes
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF
-from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_deepsim._jobs.compare import Outcome, Zoom, zoom, zoom_box
 from napari_deepsim._layers.choices import SOURCE
+from napari_deepsim._widgets.layout import Reflow
 from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
@@ -30,8 +33,7 @@ if TYPE_CHECKING:
 
 PREFIX = "compare:"  # SOURCE metadata of the Compare widget's layers: PREFIX + model name
 ZOOM_LAYER = "compare zoom"
-TILE = 150  # side of a zoom tile in screen pixels
-TILE_COLUMNS = 2
+TILE = 130  # side of a zoom tile in screen pixels: two fit a dock at 1366×768
 
 
 def _tile(patch: Zoom, limits: tuple[float, float], color: str | None) -> QPixmap:
@@ -86,8 +88,7 @@ class ZoomPanel:
             "Draw a rectangle on the image (a noisy patch) to see every model's warp on it"
         )
         self.zoom_button.clicked.connect(self.draw_zoom)
-        self.tiles = QWidget()
-        self.tile_grid = QGridLayout(self.tiles)
+        self.tiles = Reflow()
 
     def show(self, outcomes: list[Outcome], context: RunContext) -> None:
         """Zoom on a comparison's outcomes, computed on the layers of ``context``."""
@@ -164,18 +165,25 @@ class ZoomPanel:
             patch = zoom(result.warped, result.field, plane, rows, cols)
             self.zooms[outcome.name] = patch
             tiles.append((outcome.name, patch, tuple(moving.contrast_limits), outcome.color))
-        while self.tile_grid.count():
-            item = self.tile_grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
-        for index, (name, patch, limits, color) in enumerate(tiles):
-            tile = QLabel()
-            tile.setPixmap(_tile(patch, limits, color))
-            caption = QLabel(name)
-            caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            row, col = divmod(index, TILE_COLUMNS)
-            self.tile_grid.addWidget(caption, 2 * row, col)
-            self.tile_grid.addWidget(tile, 2 * row + 1, col)
+        self.tiles.clear()
+        for name, patch, limits, color in tiles:
+            self.tiles.add(_captioned(name, _tile(patch, limits, color)))
+
+
+def _captioned(name: str, pixmap: QPixmap) -> QWidget:
+    """Return a tile: its method's name, wrapped to the tile's width, above the patch."""
+    tile = QWidget()
+    column = QVBoxLayout(tile)
+    column.setContentsMargins(0, 0, 0, 0)
+    caption = QLabel(name)
+    caption.setWordWrap(True)
+    caption.setFixedWidth(TILE)
+    caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    image = QLabel()
+    image.setPixmap(pixmap)
+    column.addWidget(caption)
+    column.addWidget(image)
+    return tile
 
 
 def _on_grid(moving: Any, shape: tuple[int, ...]) -> np.ndarray:

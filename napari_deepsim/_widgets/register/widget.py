@@ -280,8 +280,8 @@ class RegisterWidget(JobDock):
         try:
             self.results.setText(step.text)
             self.plot.steps = max(1, step.total)
-            for iteration, loss in step.losses:
-                self.plot.add_loss(iteration, loss)
+            for iteration, loss, level in step.losses:
+                self.plot.add_loss(iteration, loss, level)
             if step.preview is not None:
                 show_preview(self.viewer, context, step.preview)
             advance(self.worker, step.done, step.total)

@@ -2,7 +2,8 @@
 
 Training runs in a napari generator worker (:func:`napari_deepsim._jobs.train.train`)
 that yields the trainer's events; the GUI thread receives them to draw the loss curve
-(with the identity's validation Dice as the line to beat) and never waits for a step.
+(with the identity's validation Dice as the line to beat, or the validation loss when the
+validation frames have no labels) and never waits for a step.
 The data is a layer (a stack), two or more layers of one shape (stacked for the user:
 2D images as a 2D+t stack, 3D volumes as a 3D+t stack) or a dataset folder; a run that
 ends without beating the identity says what to change ("train longer: …"). Stop sets a
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
     from src_training.networks.modelio import ModelFile
     from src_training.training.trainer import Event
 
+UNLABELLED = (
+    "the validation frames have no labels, so no Dice is scored: the run is judged by the "
+    "validation loss (orange, lower is better)"
+)
 TRAINING_MEMORY_FIX = "choose the cpu device, a smaller crop or fewer channels"
 
 
@@ -232,7 +237,9 @@ class TrainWidget(JobDock):
                 self.plot.add_loss(step, loss)
             self.status.setText(f"step {event.step}/{event.steps}  loss {event.loss:.4g}")
             return
-        key = "dice" if "dice" in event.scores else "loss"
+        if "dice" not in event.scores and "loss" in event.scores and not self.plot.by_loss:
+            self.plot.judge_by_loss()  # the validation frames have no labels
+        key = "loss" if self.plot.by_loss else "dice"
         if key in event.scores:
             self.plot.add_validation(event.step, event.scores[key])
 
@@ -245,8 +252,10 @@ class TrainWidget(JobDock):
             f"trained {steps} steps in {seconds:.0f} s wall time; the {self.title} is kept in "
             "memory"
         )
+        if self.plot.by_loss:
+            self.status.setText(f"{self.status.text()}\n{UNLABELLED}")
         scores = [value for _, value in self.plot.validation]
-        advice = verdict(scores, self.plot.baseline, int(self.steps.value))
+        advice = verdict(scores, self.plot.baseline, int(self.steps.value), self.plot.by_loss)
         if advice is not None:  # it moved nothing worth having
             self.status.setText(f"{self.status.text()}\n{advice}")
             show_warning(advice[:1].upper() + advice[1:] + ".")
