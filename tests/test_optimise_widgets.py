@@ -120,11 +120,13 @@ def test_optimising_a_pair_without_a_model(viewer, qtbot, errors, monkeypatch):
     assert previews == [(128, 128)]  # the coarse level's best, on the fine level's grid
     run = int(widget.results.text().split(" iterations")[0])
     assert len(widget.plot.losses) == run  # every iteration's loss reached the curve
-    # while the worker optimised, the GUI thread kept running (the one pause that may come
-    # near the limit is napari adding the preview layer, on a slow software renderer)
+    # while the worker optimised, the GUI thread kept ticking (a job on the GUI thread
+    # leaves no tick between its steps); the longest pause, napari adding the preview
+    # layer, is measured by benchmarks/bench_gui_gap.py, not timed here on a busy CPU
     iterating = [t for t, text in arrivals if "iteration" in text]
     during = np.array([t for t in ticks if iterating[0] <= t <= iterating[-1]])
-    assert len(during) > 1 and np.diff(during).max() < 0.4
+    assert len(during) > 10 and np.median(np.diff(during)) < 0.1
+    assert np.diff(during).max() < 1.5
 
 
 def test_refining_a_model_is_at_least_as_good(viewer, qtbot, files, errors):
