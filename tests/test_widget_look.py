@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from qtpy.QtCore import QPoint, QRect, Qt
-from qtpy.QtGui import QFontMetrics
+from qtpy.QtGui import QImage
 from qtpy.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
@@ -26,7 +26,7 @@ import napari_deepsim._layers.stack as stack_module
 import napari_deepsim._widgets.dock as dock_module
 import napari_deepsim._widgets.train.base as train_base
 from napari_deepsim._widgets.controls import vector_scale
-from napari_deepsim._widgets.loss_plot import MIN_SCORE_SPAN, LossPlot, _tick
+from napari_deepsim._widgets.loss_plot import MIN_SCORE_SPAN, LossPlot
 from napari_deepsim._widgets.workers import error_message
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
@@ -266,16 +266,22 @@ def test_the_training_plot_has_axes_an_identity_line_and_a_minimum_span(qtbot):
     assert not plot.grab().isNull()  # axes, ticks, the dashed identity line
 
 
-def test_small_losses_keep_their_axis_labels_whole(qtbot):
+def test_the_plot_names_each_level_reads_values_under_the_mouse_and_exports(qtbot, tmp_path):
     plot = LossPlot(x_label="iteration")
     qtbot.addWidget(plot)
     plot.resize(300, 180)
-    plot.clear(77)
-    for step, loss in enumerate((0.0271, 0.008791, 0.001353, 0.0022), start=1):
-        plot.add_loss(step, loss)
-    font = QFontMetrics(plot.font())
-    left = plot._area().left()  # the ends are drawn right-aligned 3 px left of the axis
-    assert all(font.horizontalAdvance(_tick(value)) + 3 <= left for value in plot.loss_range())
+    plot.clear(30)
+    for step in range(20):  # two pyramid levels: two curves, never one line between them
+        plot.add_loss(step, 0.9 - 0.01 * step, "L1" if step < 10 else "L2")
+    assert [len(curve.getData()[0]) for curve in plot.curves] == [10, 10]
+    assert [mark.value() for mark in plot.marks] == [0, 10]
+    assert plot.readout.text() == "loss 0.71 (L2)"  # the latest, with its level
+    assert plot.values_at(12.4) == "iteration 12: loss 0.78 (L2)"
+    assert plot.values_at(3) == "iteration 3: loss 0.87 (L1)"
+    image = QImage(str(plot.export(tmp_path / "loss.png", width=400)))
+    assert image.width() == 400 and image.height() > 50
+    plot.clear(5)
+    assert plot.curves == [] and plot.readout.text() == ""
 
 
 def test_a_run_that_does_not_beat_the_identity_says_train_longer(

@@ -78,3 +78,19 @@ CHECKPOINT_TIP = (
     "Recompute the network's stages in the backward pass: less memory for about one more "
     "forward pass per step"
 )
+
+
+def plot_tip(x_label: str, score_label: str, by_loss: bool) -> str:
+    """Return the loss plot's tooltip: what each colour is and which way is better."""
+    tip = f"Blue: the loss per {x_label} (left axis, lower is better)"
+    if by_loss:
+        tip += (
+            f". Orange: the {score_label} (right axis, lower is better): the validation "
+            "frames have no labels, so no Dice is scored"
+        )
+    elif score_label:
+        tip += (
+            f". Orange: the {score_label} (right axis, higher is better); dashed: the "
+            "identity's (no registration), which the model has to beat"
+        )
+    return tip + ". Right-click > Export… saves the plot."
