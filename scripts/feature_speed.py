@@ -13,9 +13,9 @@ keeps the per-pair scores in ``--out``. Usage::
     .venv/bin/python scripts/feature_speed.py --data isbi --noise 0.3
     .venv/bin/python scripts/feature_speed.py --data t98g --rows "opt-ncc;deepsim+ncc lam=2"
 
-A row is a metric, optionally followed by ``FeatureOptions`` fields and ``lam`` as
-``key=value`` (e.g. ``deepsim+ncc pca=16 positions=none``); ``opt-`` names an
-intensity metric.
+A row is a metric, optionally followed by ``FeatureOptions`` fields, ``lam`` and
+``levels`` (the encoder stages compared) as ``key=value`` (e.g. ``deepsim+ncc pca=16
+positions=none``, ``deepsim+ncc levels=2,3``); ``opt-`` names an intensity metric.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def parse_row(row: str) -> tuple[str, dict[str, object], float]:
             if text == "none"
             else text
             if key in ("distance", "stages")
+            else [int(n) for n in text.split(",")]
+            if key == "levels"
             else float(text)
             if key in ("weight", "lam")
             else int(text)
@@ -64,8 +66,9 @@ def build_method(row: str, extractor: object) -> object:
     metric, options, lam = parse_row(row)
     inputs = MetricInputs()
     if metric_spec(metric).extractor_kind is not None:
+        levels = options.pop("levels", None)
         given = FeatureOptions(**options) if options else None
-        inputs = MetricInputs(extractor, feature_options=given)
+        inputs = MetricInputs(extractor, feature_levels=levels, feature_options=given)
     optimisation = Optimisation(
         build_metric(metric, inputs), OptimiseConfig(affine="affine", lam=lam)
     )
@@ -73,25 +76,42 @@ def build_method(row: str, extractor: object) -> object:
 
 
 def summary(rows: list[str], scores: dict[str, list[dict[str, float]]]) -> str:
-    """Markdown table: Dice ± sd, Δ, folding, s/pair and × time against the first row."""
+    """Markdown table: Δ, p and × time against the best intensity row; × time the first."""
     import numpy as np
 
-    first = scores[rows[0]]
+    from src_training.evaluation.stats import wilcoxon_p
+
+    def mean(row: str, key: str) -> float:
+        return float(np.mean([s[key] for s in scores[row]]))
+
+    intensity = [row for row in rows if row.startswith("opt-")] or rows[:1]
+    best = max(intensity, key=lambda row: mean(row, "dice"))
     lines = [
-        "| method | λ | Dice ± sd | Δ Dice | folding % | s/pair | × time |",
-        "|---|---|---|---|---|---|---|",
+        f"| method | λ | Dice ± sd | Δ Dice | p | folding % | s/pair | × time | × {rows[0]} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        dice = np.array([s["dice"] for s in scores[row]])
-        seconds = sum(s["seconds"] for s in scores[row])
-        delta = dice.mean() - np.mean([s["dice"] for s in first])
+        dice = [s["dice"] for s in scores[row]]
+        delta = p = "–"
+        if row != best:
+            delta = f"{mean(row, 'dice') - mean(best, 'dice'):+.3f}"
+            p = f"{wilcoxon_p(dice, [s['dice'] for s in scores[best]]):.3f}"
         lines.append(
-            f"| {row} | {parse_row(row)[2]:g} | {dice.mean():.3f} ± {dice.std(ddof=1):.3f} "
-            f"| {'–' if row == rows[0] else f'{delta:+.3f}'} "
-            f"| {np.mean([s['folding_percent'] for s in scores[row]]):.2f} "
-            f"| {seconds / len(dice):.2f} | {seconds / sum(s['seconds'] for s in first):.2f} |"
+            f"| {row} | {parse_row(row)[2]:g} | {np.mean(dice):.3f} ± {np.std(dice, ddof=1):.3f} "
+            f"| {delta} | {p} | {mean(row, 'folding_percent'):.2f} | {mean(row, 'seconds'):.2f} "
+            f"| {mean(row, 'seconds') / mean(best, 'seconds'):.2f} "
+            f"| {mean(row, 'seconds') / mean(rows[0], 'seconds'):.2f} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) + f"\n\nΔ, p and × time against {best}, the best intensity row."
+
+
+def render(path: Path) -> str:
+    """Return the markdown of a run kept in ``path`` (and write it beside, as ``.md``)."""
+    kept = json.loads(path.read_text())
+    text = f"### {kept['title']}\n\n{summary(list(kept['scores']), kept['scores'])}\n\n"
+    text += f"{kept['machine']}\n"
+    path.with_suffix(".md").write_text(text)
+    return text
 
 
 def main() -> None:
@@ -103,7 +123,11 @@ def main() -> None:
     parser.add_argument("--rows", default=DEFAULT_ROWS, help="rows separated by ';'")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "feature-speed")
+    parser.add_argument("--render-only", action="store_true", help="re-render the runs in --out")
     args = parser.parse_args()
+    if args.render_only:
+        print("\n".join(render(path) for path in sorted(args.out.glob("*.json"))))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -140,12 +164,10 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} at the end, {time.time() - started:.0f} s in all"
     )
     title = f"{split.folder} {frames}, {'clean' if args.noise == 0 else f'σ = {args.noise:g}'}"
-    text = f"### {title}\n\n{summary(rows, scores)}\n\n{machine}\n"
-    print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{split.key}-{frames.replace(':', '-')}-noise{args.noise:g}"
-    (args.out / f"{name}.json").write_text(json.dumps({"machine": machine, "scores": scores}))
-    (args.out / f"{name}.md").write_text(text)
+    path = args.out / f"{split.key}-{frames.replace(':', '-')}-noise{args.noise:g}.json"
+    path.write_text(json.dumps({"title": title, "machine": machine, "scores": scores}))
+    print(render(path))
 
 
 if __name__ == "__main__":
