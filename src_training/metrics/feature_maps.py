@@ -39,9 +39,10 @@ DISTANCES = ("cosine", "mse", "ncc")
 DEFAULT_PCA = 4
 """Principal components kept when none are asked for.
 
-On the ISBI validation pairs 20:25 ``deepsim+ncc`` reached Dice 0.830 with 4 and 0.829
-with 16; on the test pairs of docs/optimisation.md 4 gave 0.001-0.002 more than 16 and
-saved 7-11 % of the time.
+On the ISBI validation pairs 20:25 ``deepsim+ncc`` reached Dice 0.830 with 4, 0.829 with
+16 and 0.825 with 2 (at σ = 0.3 0.813 with 4, 0.807 with 2, for 5-10 % less time); on
+the test pairs of docs/optimisation.md 4 gave 0.001-0.002 more than 16 and saved 7-11 %
+of the time.
 """
 
 STAGE_CHOICES = ("all", "coarse")
@@ -120,8 +121,7 @@ class FeatureMaps(DeepSim):
         Side of the local NCC window.
     positions : int or None
         Positions per image of a level from which :meth:`level_pair` computes the channel
-        statistics and the components; None: all of them (exactly :meth:`reduce` of
-        :meth:`level_maps`).
+        statistics and the components; None: all (:meth:`reduce` of :meth:`level_maps`).
     """
 
     def __init__(
