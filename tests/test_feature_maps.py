@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from src_training.data.datasets import load_image_file
 from src_training.engine.optimisation import user_optimisation
@@ -85,6 +86,53 @@ def test_extract_then_warp_equals_warp_then_extract_for_a_whole_cell_translation
     # each channel is normalised over the whole image, so allow for the border's share
     assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
     assert (a - b).abs().mean() < 0.1 * a.abs().mean()
+
+
+@needs_data
+@pytest.mark.parametrize("stages", ["all", "coarse"])
+def test_level_stacks_from_all_positions_equal_the_full_stacks_reduced(extractor, section, stages):
+    metric = FeatureMaps(extractor, stages=stages, positions=None)
+    other = warp(section, smooth_field(tuple(section.shape[2:]), 3.0))
+    for shape in [(128, 128), (64, 64), (32, 32)]:
+        raws = tuple(
+            F.interpolate(x, shape, mode="bilinear", align_corners=True) for x in (section, other)
+        )
+        maps = (metric.stage_maps(section), metric.stage_maps(other))
+        full = metric.reduce(
+            *(metric.level_maps(m, r, (128, 128)) for m, r in zip(maps, raws, strict=True))
+        )
+        fast = metric.level_pair(maps, raws, (128, 128))
+        for a, b in zip(full, fast, strict=True):
+            # an eigenvector's sign is arbitrary: compare each component up to its sign
+            signs = torch.sign((a[:, 1:] * b[:, 1:]).sum(dim=(0, 2, 3)))[None, :, None, None]
+            torch.testing.assert_close(b[:, :1], a[:, :1])
+            torch.testing.assert_close(b[:, 1:] * signs, a[:, 1:], atol=2e-3, rtol=1e-3)
+
+
+@needs_data
+def test_components_from_a_sample_of_positions_are_close_to_those_from_all(extractor, section):
+    other = warp(section, smooth_field(tuple(section.shape[2:]), 3.0))
+    every, some = (FeatureMaps(extractor, positions=count) for count in (None, 2048))
+    stages = (every.stage_maps(section), every.stage_maps(other))
+    full = every.level_pair(stages, (section, other), (128, 128))
+    sampled = some.level_pair(stages, (section, other), (128, 128))
+    for a, b in zip(full, sampled, strict=True):
+        # components of close eigenvalues may turn into each other: compare the spans, each
+        # component from 8 times fewer positions almost wholly a mix of those from all
+        every_k, some_k = (
+            x[0, 1:].flatten(1) - x[0, 1:].flatten(1).mean(1, keepdim=True) for x in (a, b)
+        )
+        mix = torch.linalg.lstsq(every_k.T, some_k.T).solution
+        left = (some_k.T - every_k.T @ mix).pow(2).sum(0) / some_k.T.pow(2).sum(0)
+        assert float(left.max()) < 0.02
+    loss = float(every.compare(full[1], full[0]))
+    assert float(some.compare(sampled[1], sampled[0])) == pytest.approx(loss, rel=0.02)
+
+
+@pytest.mark.parametrize("positions", [0, 15, 2.5, True])
+def test_a_bad_number_of_sampled_positions_is_one_clear_error(extractor, positions):
+    with pytest.raises(ValueError, match=r"^positions must be a whole number of positions >= 16"):
+        FeatureMaps(extractor, positions=positions)
 
 
 def test_the_feature_term_vanishes_for_identical_maps_and_grows_with_a_shift(extractor):

@@ -22,6 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src_training.metrics._common import _check_pair
+from src_training.metrics.feature_pca import (
+    PCA_POSITIONS,
+    check_positions,
+    level_factor,
+    normalise,
+    onto_grid,
+    projected_pair,
+)
 from src_training.metrics.features import DeepSim, feature_cosine_loss
 from src_training.metrics.intensity import MSE, NCC, local_ncc
 
@@ -31,9 +39,10 @@ DISTANCES = ("cosine", "mse", "ncc")
 DEFAULT_PCA = 4
 """Principal components kept when none are asked for.
 
-On the ISBI validation pairs 20:25 ``deepsim+ncc`` reached Dice 0.830 with 4 and 0.829
-with 16; on the test pairs of docs/optimisation.md 4 gave 0.001-0.002 more than 16 and
-saved 7-11 % of the time.
+On the ISBI validation pairs 20:25 ``deepsim+ncc`` reached Dice 0.830 with 4, 0.829 with
+16 and 0.825 with 2 (at σ = 0.3 0.813 with 4, 0.807 with 2, for 5-10 % less time); on
+the test pairs of docs/optimisation.md 4 gave 0.001-0.002 more than 16 and saved 7-11 %
+of the time.
 """
 
 STAGE_CHOICES = ("all", "coarse")
@@ -57,6 +66,9 @@ class FeatureOptions:
         Weight of the feature term; None: :data:`DEFAULT_WEIGHT` of the metric.
     static : bool
         Extract-then-warp (features once per pyramid level) rather than warp-then-extract.
+    positions : int or None
+        Positions per image of a level from which extract-then-warp computes the channel
+        statistics and the components (:data:`PCA_POSITIONS`); None: all of them.
     """
 
     distance: str = "mse"
@@ -64,6 +76,7 @@ class FeatureOptions:
     pca: int | None = None
     weight: float | None = None
     static: bool = True
+    positions: int | None = PCA_POSITIONS
 
     def kwargs(self) -> dict[str, object]:
         """Return the options as keyword arguments of :class:`FeatureMaps`.
@@ -106,6 +119,9 @@ class FeatureMaps(DeepSim):
         Encoder stages used (1 = half resolution); all when omitted.
     window : int
         Side of the local NCC window.
+    positions : int or None
+        Positions per image of a level from which :meth:`level_pair` computes the channel
+        statistics and the components; None: all (:meth:`reduce` of :meth:`level_maps`).
     """
 
     def __init__(
@@ -120,10 +136,12 @@ class FeatureMaps(DeepSim):
         static: bool = True,
         levels: Sequence[int] | None = None,
         window: int = 9,
+        positions: int | None = PCA_POSITIONS,
     ) -> None:
         super().__init__(extractor, levels=levels)
         _check_options(distance, stages, pca, weight, intensity is not None)
-        self.distance, self.stages = distance, stages
+        check_positions(positions)
+        self.distance, self.stages, self.positions = distance, stages, positions
         self.intensity, self.weight, self.static, self.window = intensity, weight, static, window
         self.channels = int(getattr(extractor, "in_channels", 1))
         self.pca = _check_pca(pca, self.channels, extractor, self.levels)
@@ -164,15 +182,59 @@ class FeatureMaps(DeepSim):
             and the ``K`` normalised feature channels.
         """
         shape = tuple(raw.shape[2:])
-        factor = _level_factor(full_shape, shape)
-        numbers = self.levels if self.levels is not None else range(1, len(stages) + 1)
+        factor = level_factor(full_shape, shape)
         resampled = [
-            _onto_grid(stage, number, full_shape, shape)
+            onto_grid(stage, number, full_shape, shape)
+            for number, stage in self._compared(stages, factor)
+        ]
+        features = normalise(torch.cat([raw, *resampled], dim=1))
+        return torch.cat([raw, features], dim=1)
+
+    def level_pair(
+        self,
+        stages: tuple[list[Tensor], list[Tensor]],
+        raws: tuple[Tensor, Tensor],
+        full_shape: tuple[int, ...],
+    ) -> tuple[Tensor, Tensor]:
+        """Return :meth:`reduce` of both :meth:`level_maps`, from ``positions`` positions.
+
+        Parameters
+        ----------
+        stages : tuple of list of Tensor
+            :meth:`stage_maps` of the full-resolution fixed and moving images.
+        raws : tuple of Tensor
+            ``(B, C, *shape)`` the fixed and the moving image on the level's grid.
+        full_shape : tuple of int
+            The full-resolution spatial shape.
+
+        Returns
+        -------
+        tuple of Tensor
+            The fixed and the moving stack: the raw channels, then the components scaled
+            to a mean standard deviation of 1 (or every normalised channel without PCA);
+            with a PCA the full stacks are never built (:func:`projected_pair`).
+        """
+        if self.pca is None:
+            return tuple(
+                self.level_maps(own, raw, full_shape) for own, raw in zip(stages, raws, strict=True)
+            )
+        compared = [
+            self._compared(own, level_factor(full_shape, raws[0].shape[2:])) for own in stages
+        ]
+        numbers = [number for number, _ in compared[0]]
+        chosen = tuple([stage for _, stage in pairs] for pairs in compared)
+        fixed, moving = projected_pair(chosen, raws, numbers, full_shape, self.pca, self.positions)
+        scale = fixed.flatten(2).std(dim=2).mean().clamp(min=1e-6)
+        return torch.cat([raws[0], fixed / scale], 1), torch.cat([raws[1], moving / scale], 1)
+
+    def _compared(self, stages: list[Tensor], factor: int) -> list[tuple[int, Tensor]]:
+        """Return the stages a level of ``factor`` compares, with their stage numbers."""
+        numbers = self.levels if self.levels is not None else range(1, len(stages) + 1)
+        return [
+            (number, stage)
             for number, stage in zip(numbers, stages, strict=True)
             if self.stages == "all" or factor == 1 or 2**number >= factor
         ]
-        features = _normalise(torch.cat([raw, *resampled], dim=1))
-        return torch.cat([raw, features], dim=1)
 
     def reduce(self, fixed: Tensor, moving: Tensor) -> tuple[Tensor, Tensor]:
         """Apply the joint PCA (if any) to the feature channels of two stacks.
@@ -251,43 +313,6 @@ class FeatureMaps(DeepSim):
         warped_maps = self.level_maps(self._select(self.network.features(warped)), warped, shape)
         fixed_maps, warped_maps = self.reduce(fixed_maps, warped_maps)
         return self.compare(warped_maps, fixed_maps)
-
-
-def _level_factor(full_shape: tuple[int, ...], shape: tuple[int, ...]) -> int:
-    """Return the power of 2 by which a pyramid level of ``shape`` reduces ``full_shape``."""
-    return 2 ** round(math.log2(max(n / m for n, m in zip(full_shape, shape, strict=True))))
-
-
-def _normalise(x: Tensor) -> Tensor:
-    """Each channel of each image centred and divided by its standard deviation over space."""
-    dims = tuple(range(2, x.dim()))
-    std = x.std(dim=dims, keepdim=True, correction=0).clamp(min=1e-6)
-    return (x - x.mean(dim=dims, keepdim=True)) / std
-
-
-def _onto_grid(
-    stage: Tensor, number: int, full_shape: tuple[int, ...], shape: tuple[int, ...]
-) -> Tensor:
-    """Resample an encoder stage (cells of ``2**number`` voxels) onto a corner-aligned grid.
-
-    A stage finer than the grid is first averaged over blocks to the grid's cell size; each
-    cell's value sits at its centre, ``j * cell + (cell - 1) / 2`` in full-resolution
-    voxels, and the grid's voxel ``i`` at ``i * (n - 1) / (m - 1)``.
-    """
-    cell = 2**number
-    factor = _level_factor(full_shape, shape)
-    if factor > cell:
-        pool = F.avg_pool2d if stage.dim() == 4 else F.avg_pool3d
-        stage = pool(stage, factor // cell, ceil_mode=True)
-        cell = factor
-    axes = []
-    for n, m, size in zip(full_shape, shape, stage.shape[2:], strict=True):
-        position = torch.linspace(0, n - 1, m, device=stage.device) if m > 1 else stage.new_zeros(1)
-        index = (position - (cell - 1) / 2) / cell
-        axes.append(2 * index / max(size - 1, 1) - 1)
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)[None]
-    grid = grid.expand(stage.shape[0], *grid.shape[1:]).to(stage.dtype)
-    return F.grid_sample(stage, grid, align_corners=True, padding_mode="border")
 
 
 def _check_pca(

@@ -1,9 +1,9 @@
 """Extract-then-warp: a pyramid whose levels hold feature stacks instead of images.
 
-A metric with a ``static`` flag set and ``stage_maps``/``level_maps``/``reduce``/``compare``
-methods (:class:`src_training.metrics.feature_maps.FeatureMaps`) has the encoder stages of
-both full-resolution images computed once; each level then holds both images' stacks on
-its grid, and the optimiser warps the moving stack, so no network runs per iteration.
+A metric with a ``static`` flag set and ``stage_maps``/``level_pair``/``compare`` methods
+(:class:`src_training.metrics.feature_maps.FeatureMaps`) has the encoder stages of both
+full-resolution images computed once; each level then holds both images' stacks on its
+grid, and the optimiser warps the moving stack, so no network runs per iteration.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def is_static(loss: nn.Module) -> bool:
     bool
         True for an extract-then-warp feature metric.
     """
-    return bool(getattr(loss, "static", False)) and callable(getattr(loss, "level_maps", None))
+    return bool(getattr(loss, "static", False)) and callable(getattr(loss, "level_pair", None))
 
 
 def feature_pyramid(
@@ -54,8 +54,7 @@ def feature_pyramid(
     moving_stages = loss.stage_maps(full.moving)
     levels = []
     for level in pyramid:
-        fixed = loss.level_maps(fixed_stages, level.fixed, full.shape)
-        moving = loss.level_maps(moving_stages, level.moving, full.shape)
-        fixed, moving = loss.reduce(fixed, moving)
+        stages, raws = (fixed_stages, moving_stages), (level.fixed, level.moving)
+        fixed, moving = loss.level_pair(stages, raws, full.shape)
         levels.append(replace(level, fixed=fixed, moving=moving))
     return levels, loss.compare
