@@ -8,6 +8,7 @@ import pytest
 import torch
 from qtpy.QtCore import Qt, QTimer
 
+import napari_deepsim._widgets.dock as dock_module
 import napari_deepsim._widgets.register.widget as register_module
 from napari_deepsim._jobs.optimise import optimisation
 from napari_deepsim._state.models import TrainedModel, builtin_choices, trained_models
@@ -250,7 +251,7 @@ def test_removing_the_moving_layer_during_a_run_says_so_and_adds_nothing(
     viewer, qtbot, errors, monkeypatch
 ):
     warnings: list[str] = []
-    monkeypatch.setattr(register_module, "show_warning", warnings.append)
+    monkeypatch.setattr(dock_module, "show_warning", warnings.append)
     widget = _register(viewer)
     widget.method.value = "optimise"
     widget.optimise.iterations.value = "500,500"
@@ -266,8 +267,8 @@ def test_removing_the_moving_layer_during_a_run_says_so_and_adds_nothing(
     qtbot.wait(200)  # anything still queued for the GUI thread arrives
     assert errors == []
     assert warnings == [
-        "The moving layer 'moving' was removed from the viewer during its registration; the "
-        "run is stopped and no result layers are added for it."
+        "The moving layer 'moving' was removed from the viewer during the run; the run is "
+        "stopped and no result layers are added for it."
     ]
     assert [layer.name for layer in viewer.layers] == [n for n in names if n != "moving"]
     assert "was removed" in widget.results.text()

@@ -1,5 +1,6 @@
 """The distribution: manifest, console script, import hygiene."""
 
+import ast
 import hashlib
 import json
 import subprocess
@@ -103,3 +104,20 @@ PROJECT_MODULES = sorted(
 @pytest.mark.parametrize("path", PROJECT_MODULES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_modules_stay_short(path):
     assert len(path.read_text().splitlines()) <= 400
+
+
+PLUGIN_MODULES = [path for path in PROJECT_MODULES if path.is_relative_to(ROOT / "napari_deepsim")]
+
+
+@pytest.mark.parametrize("path", PLUGIN_MODULES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_plugin_modules_and_functions_stay_readable(path):
+    # a newcomer reads a plugin module whole: at most 300 lines, no function over 60
+    source = path.read_text()
+    assert len(source.splitlines()) <= 300
+    long = [
+        node.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert not long, f"functions over 60 lines: {long}"

@@ -25,8 +25,8 @@ import napari_deepsim._layers.choices as choices_module
 import napari_deepsim._layers.stack as stack_module
 import napari_deepsim._widgets.dock as dock_module
 import napari_deepsim._widgets.train.base as train_base
-from napari_deepsim._widgets.controls import vector_scale
 from napari_deepsim._widgets.loss_plot import MIN_SCORE_SPAN, LossPlot
+from napari_deepsim._widgets.outputs import vector_scale
 from napari_deepsim._widgets.workers import error_message
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet

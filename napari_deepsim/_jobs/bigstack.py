@@ -124,22 +124,14 @@ def run_store(
     StoreResult
         What the store holds.
     """
-    import zarr
-
     from src_training.engine.fullres import warp_store_at_full_resolution
     from src_training.engine.registration import Progress, load_registration_model
-    from src_training.engine.stored import register_stack_to_store
+    from src_training.engine.stored import finished_frames, register_stack_to_store
     from src_training.runtime.devices import resolve_device
 
     start = time.perf_counter()
     model = load_registration_model(job.model)
     yield Progress(0, len(job.frames), "model loaded; reading the first frames")
-    grid = {
-        "spacing": job.spacing,
-        "origin": (0.0,) * len(job.spacing),
-        "axes": "zyx"[3 - len(job.spacing) :],
-        "direction": np.eye(len(job.spacing)).tolist(),
-    }
     events = register_stack_to_store(
         model,
         job.frames,
@@ -149,7 +141,7 @@ def run_store(
         cluster=job.cluster,
         device=resolve_device(job.device),
         batch_size=job.batch_size,
-        grid=grid,
+        grid=_grid(job.spacing),
         method=f"the model {job.model if isinstance(job.model, str) else 'chosen'}",
         what=f"the layer {job.name!r}",
     )
@@ -160,17 +152,26 @@ def run_store(
             job.out, job.full, spacing=job.full_spacing, stop=stop
         )
         full = yield from warping
-    root = zarr.open_group(str(job.out), mode="r")
-    done = [int(t) for t in np.flatnonzero(np.asarray(root["done"][:]) == 1)]
     return StoreResult(
         job.out,
         len(job.frames),
-        done,
+        finished_frames(job.out),
         full,
         series,
         time.perf_counter() - start,
         [] if series is None else series.warnings,
     )
+
+
+def _grid(spacing: tuple[float, ...]) -> dict[str, Any]:
+    """Return the fields' grid: the layer's voxel size, no origin, array-axis order."""
+    ndim = len(spacing)
+    return {
+        "spacing": spacing,
+        "origin": (0.0,) * ndim,
+        "axes": "zyx"[3 - ndim :],
+        "direction": np.eye(ndim).tolist(),
+    }
 
 
 def _until_stopped(

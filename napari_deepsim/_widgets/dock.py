@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QApplication, QWidget
 
 from napari_deepsim._state.run import Phase, RunState
@@ -196,6 +196,31 @@ class JobDock(QWidget):
             self.settle()
 
         self._turns = Turns(steps, self.settle, errored)
+
+    def input_removed(self, removed: Any, inputs: dict[str, Any]) -> str | None:
+        """Cancel the run when one of its input layers left the viewer, and say so.
+
+        Parameters
+        ----------
+        removed : Layer
+            The layer removed from the viewer.
+        inputs : dict
+            The run's input layers by role (``moving``, ``fixed``).
+
+        Returns
+        -------
+        str or None
+            The removed layer's role, or None when the run goes on.
+        """
+        role = next((r for r, layer in inputs.items() if layer is removed), None)
+        if role is None or not self.running:
+            return None
+        self.cancel()
+        show_warning(
+            f"The {role} layer {removed.name!r} was removed from the viewer during the run; "
+            "the run is stopped and no result layers are added for it."
+        )
+        return role
 
     def ask_to_stop(self) -> None:
         """Ask the job to end at its next check of ``stop_event`` (it keeps what it has)."""

@@ -107,3 +107,28 @@ def update_layer(
     for attribute in ("colormap", "contrast_limits", "blending"):
         if attribute in style:
             setattr(layer, attribute, style[attribute])
+
+
+def vector_scale(vectors: np.ndarray) -> float:
+    """Return how much to lengthen displacement arrows so that they can be seen.
+
+    Arrows are drawn at their true length when the mean displacement is at least a
+    quarter of the distance between arrows; shorter ones are lengthened by a whole
+    factor (at most 100) to about half that distance.
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray
+        ``(N, 2, D)`` napari Vectors data: positions on a regular grid and projections.
+
+    Returns
+    -------
+    float
+        The factor, 1 for arrows long enough.
+    """
+    positions = np.unique(vectors[:, 0, -1])
+    spacing = float(np.diff(positions).min()) if len(positions) > 1 else 1.0
+    mean = float(np.linalg.norm(vectors[:, 1, -2:], axis=-1).mean()) if len(vectors) else 0.0
+    if mean == 0.0 or mean >= spacing / 4:
+        return 1.0
+    return float(min(100, max(1, round(spacing / 2 / mean))))

@@ -73,6 +73,10 @@ LAMBDA_TIP = (
     "gives smoother, smaller displacements"
 )
 EXTRACTOR_FILE_TIP = "A feature extractor file (.pt) saved by 'Train feature extractor'"
+METHOD_TIP = (
+    "model: a trained registration model; optimise: no model, the field is optimised for "
+    "this pair with a metric; model + refine: the model's field, then optimised"
+)
 WEIGHTS_TIP = "torchvision's ImageNet VGG16 weights file, for the vgg metric"
 CHECKPOINT_TIP = (
     "Recompute the network's stages in the backward pass: less memory for about one more "

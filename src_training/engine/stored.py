@@ -178,6 +178,25 @@ def register_stack_to_store(
     )
 
 
+def finished_frames(path: str | Path) -> list[int]:
+    """Return the frames whose results a series store holds (its ``done`` marks).
+
+    Parameters
+    ----------
+    path : str or Path
+        A store written by :func:`register_stack_to_store`.
+
+    Returns
+    -------
+    list of int
+        The finished frames, in order.
+    """
+    import zarr
+
+    done = np.asarray(zarr.open_group(str(path), mode="r")["done"][:])
+    return [int(t) for t in np.flatnonzero(done == 1)]
+
+
 def _unit_grid(source: FrameSource) -> dict[str, Any]:
     """Return the fields' grid when the caller gives none: the source's voxel size, C order."""
     ndim = source.ndim

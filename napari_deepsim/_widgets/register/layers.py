@@ -32,9 +32,8 @@ from napari_deepsim._widgets.controls import (
     add_output,
     grid_style,
     like,
-    vector_scale,
 )
-from napari_deepsim._widgets.outputs import LayerPlan, update_layer
+from napari_deepsim._widgets.outputs import LayerPlan, update_layer, vector_scale
 from napari_deepsim._widgets.tips import CHECKER_TIP, GRID_TIP, JACOBIAN_TIP, VECTORS_TIP
 
 FOLD_POINTS: dict[str, Any] = {"face_color": "red", "border_width": 0, "size": 3}

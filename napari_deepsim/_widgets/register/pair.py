@@ -7,17 +7,45 @@ carried along with the field (those of the moving layer's shape).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Select
 from napari.layers import Image, Labels, Layer
 
-from napari_deepsim._layers.choices import guess_pair
+from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
 from napari_deepsim._widgets.controls import layer_choices, pair_pickers
 
 if TYPE_CHECKING:
     import napari
+
+
+@dataclass
+class PairData:
+    """The chosen layers read as arrays, the moving side on the fixed grid.
+
+    Attributes
+    ----------
+    fixed, moving : numpy.ndarray
+        The images (of a stack: the same array).
+    fixed_labels, moving_labels : numpy.ndarray or None
+        Their labels.
+    extras : list of (numpy.ndarray, bool)
+        The layers carried along, each with whether it holds labels.
+    stack : bool
+        Fixed and moving are one 2D+t layer.
+    as_given : numpy.ndarray or None
+        The moving image as the layer holds it, when it was placed on the fixed grid.
+    """
+
+    fixed: np.ndarray
+    moving: np.ndarray
+    fixed_labels: np.ndarray | None
+    moving_labels: np.ndarray | None
+    extras: list[tuple[np.ndarray, bool]]
+    stack: bool
+    as_given: np.ndarray | None
 
 
 class PairPanel:
@@ -90,3 +118,27 @@ class PairPanel:
         self.reference.visible = (
             fixed is not None and fixed is self.moving.value and fixed.ndim == 3
         )
+
+    def read(self) -> PairData:
+        """Read the chosen layers, refusing what cannot be registered (one clear error).
+
+        Returns
+        -------
+        PairData
+            The arrays; a moving layer of its own where napari shows it, on the fixed grid.
+        """
+        fixed_layer, moving_layer = self.fixed.value, self.moving.value
+        fixed, moving, fixed_labels, moving_labels = pair_arrays(
+            fixed_layer, moving_layer, self.fixed_labels.value, self.moving_labels.value
+        )
+        extras = [(np.asarray(lay.data), isinstance(lay, Labels)) for lay in self.extras.value]
+        if any(data.shape != moving.shape for data, _ in extras):
+            raise ValueError("every layer to carry along must have the moving layer's shape")
+        stack, as_given = fixed_layer is moving_layer, None
+        if not stack:  # the moving side where napari shows it, on the fixed grid
+            as_given = moving
+            moving, moving_labels, extras = on_fixed_grid(
+                fixed_layer, moving_layer, fixed.shape, moving, moving_labels, extras
+            )
+        as_given = None if moving is as_given else as_given
+        return PairData(fixed, moving, fixed_labels, moving_labels, extras, stack, as_given)

@@ -1,14 +1,12 @@
 """The Register widget: warp a moving layer onto a fixed layer, with a model or without.
 
-The method is a trained model, an optimisation of the field for this pair, or a model
-whose prediction the optimisation refines. The widget wires its panels (the pair, the
-model, the optimisation and the field actions, each in its own module) to one run
-(:class:`~napari_deepsim._widgets.dock.JobDock`): a worker computes every array from
-NumPy copies of the layers and yields steps (a stack's frames, an optimisation's levels
-and iterations: status line, loss curve, a preview layer after each level). **Stop**
-ends an optimisation within one iteration with its best field and cancels anything else
-at its next step; closing the dock cancels too. The result layers (``layers.py``)
-replace the last run's unless "keep previous results" is ticked.
+A trained model, an optimisation of the field for this pair, or a model whose prediction
+the optimisation refines. The widget wires its panels (pair, model, optimisation, field
+actions) to one run (:class:`~napari_deepsim._widgets.dock.JobDock`): a worker computes
+from NumPy copies of the layers and yields steps (frames, levels, iterations: status
+line, loss curve, a preview after each level). **Stop** ends an optimisation within one
+iteration with its best field and cancels anything else at its next step. The result
+layers (``layers.py``) replace the last run's unless "keep previous results" is ticked.
 """
 
 from __future__ import annotations
@@ -19,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
-from napari.layers import Labels
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
 from napari_deepsim._jobs.job import Job, Result
 from napari_deepsim._jobs.register import STAGES, run, summary
-from napari_deepsim._layers.choices import on_fixed_grid, pair_arrays
 from napari_deepsim._state.models import trained_models
 from napari_deepsim._state.run import RunContext
 from napari_deepsim._widgets.controls import (
@@ -41,7 +37,7 @@ from napari_deepsim._widgets.optimise_controls import OptimisePicker, check_labe
 from napari_deepsim._widgets.register.fields import FieldPanel
 from napari_deepsim._widgets.register.pair import PairPanel
 from napari_deepsim._widgets.subscriptions import subscribe, watch_layers, when_closed
-from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, REGISTER_TIP, RESULTS_TIP
+from napari_deepsim._widgets.tips import JACOBIAN_LEGEND, METHOD_TIP, REGISTER_TIP, RESULTS_TIP
 from napari_deepsim._widgets.workers import advance, gui_wording
 from src_training.engine.options import OWN
 
@@ -59,11 +55,9 @@ METHODS = {"model": (True, False), "optimise": (False, True), "model + refine": 
 class RegisterWidget(JobDock):
     """Register a moving layer onto a fixed layer and show the warp, grid and Jacobian.
 
-    The model picker offers the built-in models first (the first one is chosen), then
-    those trained in this session; a registration model trained in this session
-    (announced by :data:`~napari_deepsim._state.models.trained_models`) is selected as soon as
-    it is trained, or when the widget is docked after it was trained in this viewer, and so
-    is a feature extractor for the DeepSim metrics of the optimisation. Data unlike a
+    The model picker offers the built-in models, then those trained in this session (the
+    newest trained in this viewer is chosen, as soon as it is trained or when the widget is
+    docked; see :class:`~napari_deepsim._widgets.model_panel.ModelPanel`). Data unlike a
     model's training data gets a warning notification.
 
     Parameters
@@ -83,10 +77,7 @@ class RegisterWidget(JobDock):
         self.fixed, self.moving, self.moving_labels, self.fixed_labels = self.pair.pickers
         self.reference, self.extras = self.pair.reference, self.pair.extras
         self.method = ComboBox(label="method", choices=list(METHODS), value="model")
-        self.method.tooltip = (
-            "model: a trained registration model; optimise: no model, the field is optimised "
-            "for this pair with a metric; model + refine: the model's field, then optimised"
-        )
+        self.method.tooltip = METHOD_TIP
         self.model_panel = ModelPanel(self.viewer)
         self.trained, self.model_file, self.model_info = self.model_panel.widgets
         self.set_model = self.model_panel.set_model
@@ -213,64 +204,45 @@ class RegisterWidget(JobDock):
     def _layer_removed(self, event: Any) -> None:
         """Cancel a run whose fixed or moving layer left the viewer: nothing is added."""
         context = self._context
-        if not self.running or context is None:
+        if context is None:
             return
-        roles = (("moving", context.moving), ("fixed", context.fixed))
-        role = next((role for role, layer in roles if layer is event.value), None)
-        if role is None:
-            return
-        self.cancel()
-        remove_preview(self.viewer, context)
-        name = event.value.name
-        self.results.setText(f"stopped: the {role} layer {name!r} was removed; nothing was added")
-        show_warning(
-            f"The {role} layer {name!r} was removed from the viewer during its registration; "
-            "the run is stopped and no result layers are added for it."
-        )
+        inputs = {"moving": context.moving, "fixed": context.fixed}
+        role = self.input_removed(event.value, inputs)
+        if role is not None:
+            remove_preview(self.viewer, context)
+            name = event.value.name
+            self.results.setText(f"stopped: the {role} layer {name!r} was removed; nothing added")
 
     def _make_job(self) -> Job:
         fixed_layer, moving_layer = self.fixed.value, self.moving.value
-        fixed, moving, fixed_labels, moving_labels = pair_arrays(
-            fixed_layer, moving_layer, self.fixed_labels.value, self.moving_labels.value
-        )
-        stack = fixed_layer is moving_layer
-        extras = [
-            (np.asarray(layer.data), isinstance(layer, Labels)) for layer in self.extras.value
-        ]
-        if any(data.shape != moving.shape for data, _ in extras):
-            raise ValueError("every layer to carry along must have the moving layer's shape")
+        pair = self.pair.read()
         uses_model, optimises = METHODS[str(self.method.value)]
         if uses_model:
-            self.model_panel.check_fits(fixed.ndim, stack, fixed_layer.name)
+            self.model_panel.check_fits(pair.fixed.ndim, pair.stack, fixed_layer.name)
         spec = self.optimise.spec() if optimises else None
         if spec is not None:
-            check_labels(spec, stack, fixed_labels is not None and moving_labels is not None)
+            labelled = pair.fixed_labels is not None and pair.moving_labels is not None
+            check_labels(spec, pair.stack, labelled)
             if spec.metric == OWN:
                 self.model_panel.check_metric_known()
-        model = self.model_panel.source() if uses_model else None
-        as_given = moving
-        if not stack:  # the moving side where napari shows it, on the fixed grid
-            moving, moving_labels, extras = on_fixed_grid(
-                fixed_layer, moving_layer, fixed.shape, moving, moving_labels, extras
-            )
         return Job(
-            fixed=fixed,
-            moving=moving,
+            fixed=pair.fixed,
+            moving=pair.moving,
             fixed_name=fixed_layer.name,
             moving_name=moving_layer.name,
-            model=model,
+            model=self.model_panel.source() if uses_model else None,
             device=str(self.device.value),
             spacing=int(self.spacing.value),
-            stack=stack,
-            reference=self.reference.value if stack else 0,
-            moving_labels=moving_labels,
-            fixed_labels=fixed_labels,
-            extras=extras,
+            stack=pair.stack,
+            reference=self.reference.value if pair.stack else 0,
+            moving_labels=pair.moving_labels,
+            fixed_labels=pair.fixed_labels,
+            extras=pair.extras,
             grid=bool(self.show_grid.value),
             vectors=bool(self.show_vectors.value),
             checkerboard=bool(self.show_checkerboard.value),
             optimise=spec,
-            moving_as_given=None if moving is as_given else as_given,
+            moving_as_given=pair.as_given,
         )
 
     def _on_step(self, context: RunContext, step: Step) -> None:
