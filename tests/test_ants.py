@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from src_training.engine.evaluation import seed_spread
 from src_training.evaluation import ants as ants_baseline
 from src_training.evaluation.scoring import identity_method, score_pairs
 from src_training.spatial.transforms import warp
@@ -116,6 +117,33 @@ def test_two_runs_of_the_command_give_the_same_ants_rows(tmp_path):
     for name in first:
         for column in ("dice", "folding_percent", "sdlogj"):
             assert float(first[name][column]) == pytest.approx(float(second[name][column]), 1e-6)
+
+
+def test_the_seed_spread_row_carries_the_seeds_landmark_errors_and_hd95():
+    seeded = [
+        {
+            "model": f"ants-seed{s}",
+            "metric": "syn-mi",
+            "noise": 0.0,
+            "n_pairs": 2,
+            "dice": d,
+            "dice_1": d,
+            "hd95": h,
+            "tre": e,
+            "tre_2": e,
+            "tre_3": n,
+            "folding_percent": 0.0,
+            "sdlogj": 0.2,
+            "seconds_per_pair": 1.0,
+        }
+        for s, d, h, e, n in ((1, 0.3, 4.0, 5.0, float("nan")), (2, 0.5, 6.0, 3.0, 2.0))
+    ]
+    spread = seed_spread([{"model": "identity", "dice": 0.4}, *seeded])
+    assert spread["dice"] == pytest.approx(0.4)
+    assert spread["hd95"] == pytest.approx(5.0)
+    assert spread["tre"] == pytest.approx(4.0)
+    assert spread["tre_2"] == pytest.approx(4.0)
+    assert spread["tre_3"] == pytest.approx(2.0)  # the seeds where it is defined
 
 
 def test_a_missing_antspy_is_one_sentence(monkeypatch):

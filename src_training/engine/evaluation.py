@@ -229,13 +229,15 @@ def seed_spread(summary_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None
         Row ``ants-seeds`` with ``seeds``, ``dice`` (mean over seeds of the row's mean
         Dice), ``dice_seed_sd`` (their standard deviation), ``dice_seed_min`` and
         ``dice_seed_max``, and the means over seeds of the per-class ``dice_<value>``,
-        ``folding_percent``, ``sdlogj`` and ``seconds_per_pair``; None with fewer than two
-        seeded rows.
+        ``hd95`` and the landmark errors ``tre`` and ``tre_<value>`` (over the seeds where
+        they are defined), ``folding_percent``, ``sdlogj`` and ``seconds_per_pair``; None
+        with fewer than two seeded rows.
     """
     rows = [r for r in summary_rows if str(r["model"]).startswith("ants-seed")]
     if len(rows) < 2:
         return None
     dice = np.array([r["dice"] for r in rows], dtype=float)
+    distances = dict.fromkeys(k for r in rows for k in r if k == "hd95" or k.startswith("tre"))
     return {
         "model": "ants-seeds",
         "metric": rows[0]["metric"],
@@ -252,7 +254,14 @@ def seed_spread(summary_rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None
             if (key.startswith("dice_") and key != "dice_sd")
             or key in ("folding_percent", "sdlogj", "seconds_per_pair")
         },
+        **{key: _finite_mean([r.get(key, np.nan) for r in rows]) for key in distances},
     }
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    """Mean of the finite values, NaN if none is."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def check_reference(methods: Sequence[EvaluatedMethod], reference: str | None) -> None:
