@@ -2,7 +2,7 @@
 
 Each function is a copy of the project's code at commit efd16db (before the
 benchmarks), made self-contained, or undoes an optimisation on a network. The tests in
-``tests/test_fast_paths.py`` check that the optimised code gives the same values and
+``tests/core/training/test_fast_paths.py`` check that the optimised code gives the same values and
 gradients as these.
 """
 

@@ -79,7 +79,7 @@ shifted in-place additions of the padded stack (the grouped convolution with a k
 of ones is slow on the CPU), and the backward pass is written out
 (``metrics.intensity._LocalNCC``): it filters three adjoint moments per image instead
 of back-propagating through all five, and skips the fixed image's gradient when it is
-not needed. ``tests/test_fast_paths.py`` checks values and gradients against the
+not needed. ``tests/core/training/test_fast_paths.py`` checks values and gradients against the
 previous version to 1e-10 (float64).
 """
     target = {

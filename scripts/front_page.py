@@ -5,7 +5,7 @@ pairs, the rows the front page shows per dataset and noise level: the identity, 
 ANTs SyN, the best training-free optimisation (``opt-*``), the built-in model and its best
 refinement (``MODEL+*``). It writes them to ``docs/results/heldout.csv``. ``render``
 rewrites the block between the ``results`` markers of README.md from that file;
-``tests/test_front_page.py`` checks that the README holds exactly what ``render`` makes.
+``tests/project/test_front_page.py`` checks that the README holds exactly what ``render`` makes.
 Usage::
 
     .venv/bin/python scripts/front_page.py collect isbi:0:runs/a/summary.csv ...

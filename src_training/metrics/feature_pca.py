@@ -27,7 +27,7 @@ A level with fewer positions uses all of them. On the ISBI test pairs 25:30
 (docs/optimisation.md) ``deepsim+ncc`` reached Dice 0.819 / 0.803 (clean / σ = 0.3)
 from 8192 positions against 0.820 / 0.803 from all of them, in 0.59 / 0.58 of the time;
 the components from 2048 positions of a 128² section span those from all of them to
-within 2 % (tests/test_feature_maps.py).
+within 2 % (tests/core/metrics/test_feature_maps.py).
 """
 
 

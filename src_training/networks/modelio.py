@@ -249,7 +249,9 @@ def _read_payload(path: Path) -> tuple[dict[str, Any], bool]:
     if sealed and hashlib.sha256(data[:-SEAL_SIZE]).hexdigest().encode() != seal[-64:]:
         raise _damaged(path, "its bytes differ from those it was saved with")
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged pickle can make torch warn about its
+            warnings.simplefilter("ignore")  # own classes; the error below says what is wrong
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "GLOBAL" in str(err):  # names a class or function, which unpickling would call
             raise ValueError(

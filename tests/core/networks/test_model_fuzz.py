@@ -39,7 +39,7 @@ from PIL import Image
 from src_training.cli import main
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
 TINY = ["--metric", "mse", "--channels", "4,8", "--crop", "16", "--batch-size", "1"]
 TINY += ["--device", "cpu", "--no-augment"]

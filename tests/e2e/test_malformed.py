@@ -57,7 +57,7 @@ from src_training.spatial.fieldio import FieldFile, load_field, save_field
 from src_training.training.trainer import TrainConfig
 from src_training.training.trainers import RegistrationTrainer
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 SMALL = (4, 8)
 TINY = ["--channels", "4,8", "--crop", "16", "--batch-size", "2", "--device", "cpu"]
 pytestmark = pytest.mark.usefixtures("single_thread")

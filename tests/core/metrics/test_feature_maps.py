@@ -19,7 +19,7 @@ from src_training.optimisation.config import DEEPSIM_OPTIMISED
 from src_training.spatial.transforms import warp
 
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em" / "images"
+ISBI = Path(__file__).resolve().parents[4] / "shared" / "data" / "isbi2012_em" / "images"
 needs_data = pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data is absent")
 MARGIN = 16  # interior: away from the border, where the image leaves the grid
 

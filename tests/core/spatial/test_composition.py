@@ -24,7 +24,7 @@ from src_training.optimisation.run import Run
 from src_training.runtime import memory
 from src_training.spatial.transforms import identity_grid, warp
 
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em"
+ISBI = Path(__file__).resolve().parents[4] / "shared" / "data" / "isbi2012_em"
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 

@@ -27,7 +27,7 @@ from src_training.networks.modelio import save_model
 from src_training.networks.models import FeatureExtractor, RegistrationNet
 
 pytestmark = pytest.mark.gui
-DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 ROW = re.compile(r"\| `(napari-[a-z0-9-]+)` \| (.+) \| (.+) \|")
 # widgets name fixes with a few more verbs than the command line ("pick a file")
 WIDGET_FIX = re.compile(rf"{FIX.pattern}|\b(pick|apply|paint|split|draw|tick|add|load|press)\b")

@@ -20,7 +20,7 @@ from src_training.spatial.fieldio import load_field
 from src_training.spatial.points import sample_field
 
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em" / "images"
+ISBI = Path(__file__).resolve().parents[4] / "shared" / "data" / "isbi2012_em" / "images"
 
 
 def test_metrics_lists_every_registered_metric():

@@ -18,7 +18,7 @@ from src_training.evaluation import ants as ants_baseline
 from src_training.evaluation.scoring import identity_method, score_pairs
 from src_training.spatial.transforms import warp
 
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em"
+ISBI = Path(__file__).resolve().parents[4] / "shared" / "data" / "isbi2012_em"
 needs_ants = pytest.mark.skipif(
     find_spec("ants") is None, reason="antspyx is not installed (extra: baselines)"
 )

@@ -23,7 +23,7 @@ from src_training.engine.fields import export_itk, file_grid
 from src_training.spatial.fieldio import FieldFile, load_field, provenance, save_field
 from src_training.spatial.transforms import identity_grid, warp
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 ISBI = DATA / "isbi2012_em" / "images" / "25.png"
 MNI = DATA / "mni152_2009" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 

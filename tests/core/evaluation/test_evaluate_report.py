@@ -22,7 +22,7 @@ from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
 from src_training.training.trainer import LOG_FIELDS
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
 C2C12 = DATA / "small_timelapses" / "c2c12_phase_data_small.npz"
 FIGURES = ("dice_boxplot.png", "qualitative.png", "jacobian.png")

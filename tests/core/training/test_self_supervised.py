@@ -26,7 +26,7 @@ from src_training.networks.modelio import load_model
 from src_training.training.trainer import TrainConfig
 from src_training.training.trainers import DenoisingTrainer
 
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em"
+ISBI = Path(__file__).resolve().parents[4] / "shared" / "data" / "isbi2012_em"
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
 SMALL = (8, 16)
 pytestmark = pytest.mark.usefixtures("single_thread")

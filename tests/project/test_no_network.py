@@ -73,7 +73,7 @@ def test_imports_and_commands_open_no_connection(tmp_path):
         ["evaluate", "cells.npz", "--models", "given.pt", "--out", "eval2", *statistics],
         ["info", "r.pt"],
     ]
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
     proc = subprocess.run(
         [sys.executable, "-c", GUARD, json.dumps(jobs)],

@@ -22,7 +22,7 @@ from src_training.metrics import build_metric
 from src_training.optimisation import OptimiseConfig, optimise_pair
 from src_training.spatial.transforms import affine_displacement, identity_grid, warp
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 BRAIN = DATA / "brain_mri_3d" / "test_scan.npz"
 MARGIN = 6  # interior: voxels this far from every edge
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))

@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("front_page", ROOT / "scripts" / "front_page.py")
 front_page = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(front_page)

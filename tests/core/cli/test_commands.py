@@ -19,7 +19,7 @@ from src_training.networks.modelio import load_model
 from src_training.networks.models import RegistrationNet
 from src_training.spatial.fieldio import load_field
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
 C2C12 = DATA / "small_timelapses" / "c2c12_phase_data_small.npz"
 BIN = Path(sys.executable).parent

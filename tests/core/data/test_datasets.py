@@ -17,7 +17,7 @@ from src_training.data.datasets import (
 )
 from src_training.data.normalise import resample
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from src_training.networks.models import FeatureExtractor, RegistrationNet
 from src_training.training.trainer import TrainConfig
 from src_training.training.trainers import RegistrationTrainer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
 T98G = DATA / "t98g_phase"
 needs_data = pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data is absent")

@@ -18,7 +18,7 @@ from src_training.optimisation.config import DEFAULT_LAMBDA, REFINE_ITERATIONS, 
 from src_training.optimisation.fields import bspline_field, control_shape, gaussian_smooth
 from src_training.spatial.transforms import affine_displacement, identity_grid, warp
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
 MARGIN = 12  # interior: voxels this far from every edge
 
