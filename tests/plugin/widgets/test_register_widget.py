@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -10,6 +11,7 @@ import pytest
 import torch
 from napari.layers import Image, Labels, Points, Vectors
 
+import napari_deepsim
 import napari_deepsim._widgets.register.widget as register_module
 from napari_deepsim._layers.choices import SOURCE
 from napari_deepsim._state.models import builtin_choices, trained_models
@@ -327,38 +329,17 @@ def test_screenshot_shows_the_deformation_grid(make_napari_viewer, qtbot, models
     assert np.median(red) > 150 and np.median(green) > 150 and np.median(blue) < 100
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "_widgets.register.widget",
-        "_widgets.register.fields",
-        "_widgets.model_panel",
-        "_widgets.bigstack.widget",
-        "_widgets.bigstack.layers",
-        "_widgets.register.pair",
-        "_widgets.register.layers",
-        "_jobs.register",
-        "_jobs.stack",
-        "_jobs.progress",
-        "_widgets.optimise_controls",
-        "_jobs.optimise",
-        "_widgets.compare.widget",
-        "_widgets.compare.rows",
-        "_widgets.compare.zoom",
-        "_widgets.train.widget",
-        "_widgets.train.base",
-        "_widgets.dock",
-        "_widgets.outputs",
-        "_layers.choices",
-        "_layers.stack",
-        "_widgets.controls",
-        "_state.models",
-        "_state.run",
-        "_widgets.subscriptions",
-        "_widgets.workers",
-    ],
+PLUGIN = Path(napari_deepsim.__file__).parent
+MODULES = sorted(
+    ".".join(path.relative_to(PLUGIN).with_suffix("").parts)
+    for path in PLUGIN.rglob("*.py")
+    if path.name != "__init__.py"
 )
-def test_importing_the_widgets_does_not_import_torch(module):
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_importing_any_plugin_module_does_not_import_torch(module):
+    # every module of the plugin, found on disk: napari imports them when it starts
     code = (
         f"import sys, napari_deepsim.{module}; "
         "sys.exit('torch' in sys.modules or 'src_training.registration.inference' in sys.modules)"
