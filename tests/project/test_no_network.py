@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from src_training.networks.modelio import save_model
 from src_training.networks.models import RegistrationNet
@@ -54,6 +55,7 @@ print("RESULT " + json.dumps({"codes": codes, "attempts": ours, "probe": attempt
 """
 
 
+@pytest.mark.slow
 def test_imports_and_commands_open_no_connection(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.random((4, 32, 32)).astype(np.float32)

@@ -11,6 +11,8 @@ import zarr
 
 from src_training.data.seriesstore import image_group
 
+pytestmark = pytest.mark.slow  # each test runs the installed command in fresh processes
+
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
 ENV_THREADS = {"OMP_NUM_THREADS": "1"}
 

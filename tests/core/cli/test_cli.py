@@ -120,6 +120,7 @@ def _tiny_pair(folder: Path) -> tuple[str, str, str]:
     return str(model), str(folder / "fixed.tif"), str(folder / "moving.tif")
 
 
+@pytest.mark.slow
 def test_register_moves_points_and_exports_the_field_for_itk(tmp_path):
     model, fixed, moving = _tiny_pair(tmp_path)
     points = tmp_path / "landmarks.csv"

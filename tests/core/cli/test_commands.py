@@ -231,6 +231,7 @@ def test_register_a_series_to_its_predecessors(trained, tmp_path):
     )
 
 
+@pytest.mark.slow
 @needs_data
 def test_user_errors_exit_2_with_one_sentence(trained, tmp_path, capsys):
     f, r = trained

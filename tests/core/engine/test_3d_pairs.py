@@ -168,6 +168,7 @@ def test_evaluate_landmarks_gives_the_centroid_distance_in_mm(tmp_path):
     assert " tre" in done.stdout.splitlines()[-3]
 
 
+@pytest.mark.slow
 def test_register_places_a_finer_moving_volume_by_voxel_size_not_corner_to_corner(tmp_path):
     # one ball of radius 4 mm: 10 voxels of 0.4 mm in the moving file, 5 of 0.8 mm in the fixed
     moving = _blob((40, 40, 40), (19.5, 19.5, 19.5), 10.0)

@@ -105,6 +105,7 @@ def test_the_cluster_path_gives_the_single_process_fields(model, raw, tmp_path, 
     )
 
 
+@pytest.mark.slow
 def test_a_killed_workers_frames_are_retried_once_and_written_once(model, tmp_path):
     raw = (np.random.default_rng(2).random((16, 128, 128)) * 255).astype(np.float32)
     log = tmp_path / "starts.log"

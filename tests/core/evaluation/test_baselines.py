@@ -79,6 +79,7 @@ def test_elastix_mi_aligns_a_disc_of_inverted_contrast(tmp_path, monkeypatch):
     assert abs(centre[0]) < 0.5 and 1.5 < centre[1] < 2.5
 
 
+@pytest.mark.slow
 def test_an_elastix_failure_is_a_failed_pair_named_with_elastixs_reason(tmp_path, monkeypatch):
     pytest.importorskip("itk", reason="itk-elastix is not installed (extra: baselines)")
     monkeypatch.chdir(tmp_path)

@@ -47,6 +47,7 @@ def _evaluate(data, frames, models, *options, out):
     return main([*args, "--out", str(out), "--device", "cpu"])
 
 
+@pytest.mark.slow
 @needs_data
 def test_statistics_hd95_noise_and_figures_on_real_em(tmp_path, capsys):
     models = [_model(tmp_path / "a.pt", "mse", 0), _model(tmp_path / "b.pt", "ncc", 1)]

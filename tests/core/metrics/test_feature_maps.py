@@ -52,6 +52,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_recovers_a_known_smooth_deformation(variant, extractor, section):

@@ -254,6 +254,7 @@ def _summary(outcomes: list[Outcome]) -> str:
     return "\n".join([head, *bad[:40]])
 
 
+@pytest.mark.slow
 def test_every_damaged_model_is_refused_in_one_line_and_writes_nothing(cases, capsys):
     variants = damaged_variants(cases.checkpoint)
     assert len(variants) >= 200
@@ -272,6 +273,7 @@ def test_the_intact_checkpoint_passes_every_command(cases, capsys):
     assert [o.code for o in outcomes] == [0, 0, 0], [o.err for o in outcomes]
 
 
+@pytest.mark.slow
 def test_the_installed_command_refuses_damaged_files_the_same_way(cases, capsys):
     variants = damaged_variants(cases.checkpoint)
     chosen = ["payload-flip-0", "header-pickle-flip-0", "directory-flip-0", "foreign-npz"]
