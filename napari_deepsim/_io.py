@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from src_training.spatial.fieldio import FieldFile, load_field, save_field
-from src_training.spatial.itkfield import itk_suffix
+from src_training.engine.public import FieldFile, itk_suffix, load_field, save_field
 
 LayerData = tuple[Any, dict[str, Any], str]
 MARK = "deepsim_displacement"

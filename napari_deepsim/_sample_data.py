@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from src_training.data.samples import noisy_cell_sequence
+from src_training.engine.public import noisy_cell_sequence
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -61,7 +61,7 @@ def phc_u373() -> list[LayerData]:
     """
     from napari.utils.notifications import show_info
 
-    from src_training.data.ctc import fetch, read_sequence
+    from src_training.engine.public import fetch, read_sequence
 
     folder = fetch("PhC-C2DH-U373", download=True, report=show_info)
     sequence = read_sequence(folder / "01")

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from src_training.engine.public import ModelFile
     from src_training.engine.registration import Progress
     from src_training.engine.stored import StoredSeries
-    from src_training.networks.modelio import ModelFile
 
 
 @dataclass
@@ -125,9 +125,9 @@ def run_store(
         What the store holds.
     """
     from src_training.engine.fullres import warp_store_at_full_resolution
+    from src_training.engine.public import resolve_device
     from src_training.engine.registration import Progress, load_registration_model
     from src_training.engine.stored import finished_frames, register_stack_to_store
-    from src_training.runtime.devices import resolve_device
 
     start = time.perf_counter()
     model = load_registration_model(job.model)

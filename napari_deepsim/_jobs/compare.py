@@ -19,10 +19,10 @@ from napari_deepsim._jobs.job import Job, Result
 from napari_deepsim._jobs.optimise import OptimiseSpec
 from napari_deepsim._jobs.progress import Step
 from napari_deepsim._jobs.register import run as register
-from src_training.spatial.grid import grid_lines
+from src_training.engine.public import grid_lines
 
 if TYPE_CHECKING:
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 # Grid colours: Shapes edge colours for 2D and single-hue napari colormaps for 3D.
 PALETTE = ("yellow", "cyan", "magenta", "green", "red", "blue")

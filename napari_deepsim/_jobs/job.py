@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from napari_deepsim._jobs.optimise import OptimiseSpec
     from src_training.engine.optimisation import OptimisationSummary
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 CHECKER_TILES = 8
 

@@ -18,7 +18,7 @@ from src_training.engine.options import OWN
 
 if TYPE_CHECKING:
     from src_training.engine.optimisation import Optimisation, OptimisationSummary
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 T = TypeVar("T")
 HOW_TO_GET_EXTRACTOR = (
@@ -97,8 +97,7 @@ def _article(word: str) -> str:
 
 def _extractor(spec: OptimiseSpec) -> ModelFile:
     """Load the chosen extractor and check it is one of the kind the metric compares."""
-    from src_training.metrics.registry import metric_spec
-    from src_training.networks.modelio import ModelFile, load_model
+    from src_training.engine.public import ModelFile, load_model, metric_spec
 
     source = spec.features
     assert source is not None

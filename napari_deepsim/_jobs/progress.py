@@ -19,7 +19,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from src_training.engine.optimisation import Optimisation
-    from src_training.optimisation import OptimiseEvent
+    from src_training.engine.public import OptimiseEvent
 
 T = TypeVar("T")
 THROTTLE = 0.05  # seconds between steps within a level, so the GUI thread is never flooded

@@ -23,7 +23,7 @@ from napari_deepsim._jobs.progress import Step, Tracker, watched
 from napari_deepsim._jobs.stack import register_stack_job
 
 if TYPE_CHECKING:
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 STAGES = 7  # progress units of a registration besides its frames and optimisation iterations
 
@@ -49,8 +49,8 @@ def run(job: Job, stop: Callable[[], bool] | None = None) -> Generator[Step, Non
     Result
         The field, the warped data, overlays and statistics.
     """
+    from src_training.engine.public import resolve_device
     from src_training.engine.registration import load_registration_model
-    from src_training.runtime.devices import resolve_device
 
     start = time.perf_counter()
     model = None if job.model is None else load_registration_model(job.model)

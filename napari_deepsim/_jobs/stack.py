@@ -17,7 +17,7 @@ from napari_deepsim._jobs.optimise import optimisation
 from napari_deepsim._jobs.progress import Step, Tracker
 
 if TYPE_CHECKING:
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 
 def register_stack_job(

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from src_training.data.datasets import Dataset
-    from src_training.networks.modelio import ModelFile
-    from src_training.training.trainer import Event, TrainConfig
-    from src_training.training.trainers import FeatureTrainer, RegistrationTrainer
+    from src_training.engine.public import (
+        Dataset,
+        Event,
+        FeatureTrainer,
+        ModelFile,
+        RegistrationTrainer,
+        TrainConfig,
+    )
 
 VALIDATION_FRAMES = 2  # registration with labels holds out the last frames to score Dice
 
@@ -164,8 +168,7 @@ def read_folder(job: TrainJob) -> tuple[Dataset, Dataset | None]:
     train, val : Dataset
         As the widget would have built them from layers.
     """
-    from src_training.data.datasets import load_dataset
-    from src_training.metrics import METRICS
+    from src_training.engine.public import METRICS, load_dataset
 
     if job.folder is None:
         raise ValueError("the job has neither data nor a dataset folder")
@@ -198,9 +201,8 @@ def train(job: TrainJob, stop: Callable[[], bool]) -> Generator[Event, None, Mod
         The trained network (on the CPU, in eval mode) and its metadata.
     """
     from src_training.engine.arrays import training_augment
+    from src_training.engine.public import TrainConfig, resolve_device
     from src_training.engine.training import SELF_SUPERVISED_NOISE
-    from src_training.runtime.devices import resolve_device
-    from src_training.training.trainer import TrainConfig
 
     device = resolve_device(job.device)
     data, val = (job.train, job.val) if job.train is not None else read_folder(job)
@@ -284,7 +286,7 @@ def save(model: ModelFile, path: str | Path) -> Path:
     Path
         The written file.
     """
-    from src_training.networks.modelio import save_model
+    from src_training.engine.public import save_model
 
     extra = {k: v for k, v in model.metadata.items() if k not in ("kind", "network")}
     return save_model(path, model.network, extra)

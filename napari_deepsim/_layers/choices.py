@@ -175,7 +175,7 @@ def on_fixed_grid(
     moving_data, moving_labels, extras
         On the fixed grid where they were on the moving one.
     """
-    from src_training.data.normalise import resample_onto
+    from src_training.engine.public import resample_onto
 
     own = tuple(np.shape(moving.data))
     fixed_scale, moving_scale = np.asarray(fixed.scale, float), np.asarray(moving.scale, float)

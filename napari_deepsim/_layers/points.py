@@ -17,7 +17,7 @@ import numpy as np
 from napari.layers import Layer, Points, Shapes, Tracks
 
 if TYPE_CHECKING:
-    from src_training.spatial.fieldio import FieldFile
+    from src_training.engine.public import FieldFile
 
 GEOMETRY = (Points, Shapes, Tracks)
 FAR = 0.5  # voxels: a point whose inversion leaves more is reported

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.events import EventedList
 
-from src_training.models import builtin_models
+from src_training.engine.public import builtin_models
 
 if TYPE_CHECKING:
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 
 def builtin_choices(part: str = "registration") -> list[tuple[str, str]]:

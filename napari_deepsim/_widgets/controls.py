@@ -18,7 +18,7 @@ from napari.layers import Labels, Layer
 
 from napari_deepsim._layers.choices import SOURCE, inputs
 from napari_deepsim._widgets.tips import EXTRACTOR_FILE_TIP, FIXED_TIP, LABELS_TIP, MOVING_TIP
-from src_training.runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
+from src_training.engine.public import DEVICE_CHOICES, PRECISION_CHOICES
 
 if TYPE_CHECKING:
     import napari

@@ -31,12 +31,12 @@ from napari_deepsim._state.models import (
     trained_models,
 )
 from napari_deepsim._widgets.workers import error_message
-from src_training.models import is_builtin
+from src_training.engine.public import is_builtin
 
 if TYPE_CHECKING:
     import napari
 
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 IN_USE = "The trained registration model is now used by the Register widget."
 

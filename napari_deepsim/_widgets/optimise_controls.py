@@ -22,11 +22,10 @@ from napari_deepsim._state.models import builtin_choices, trained_models
 from napari_deepsim._widgets.controls import extractor_pickers
 from napari_deepsim._widgets.tips import WEIGHTS_TIP
 from src_training.engine.options import OWN
-from src_training.models import resolve
+from src_training.engine.public import resolve
 
 if TYPE_CHECKING:
-    from src_training.metrics.registry import MetricSpec
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import MetricSpec, ModelFile
 
 ITERATIONS = "100,50,25,5"  # the optimiser's default: 4 levels, coarse to fine
 REFINE_ITERATIONS = "20,10,5"  # refining a model's field: the core's REFINE_ITERATIONS
@@ -38,7 +37,7 @@ OWN_CHOICE = "own (the model's metric)"
 
 def metric_specs() -> dict[str, MetricSpec]:
     """Return the metric registry, importing torch only when a widget needs it."""
-    from src_training.metrics import METRICS
+    from src_training.engine.public import METRICS
 
     return METRICS
 

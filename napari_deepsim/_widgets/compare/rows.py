@@ -37,7 +37,7 @@ from napari_deepsim._widgets.workers import error_message
 
 if TYPE_CHECKING:
     from napari_deepsim._jobs.optimise import OptimiseSpec
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import ModelFile
 
 
 def optimisation_name(spec: OptimiseSpec, model: str | None = None) -> str:

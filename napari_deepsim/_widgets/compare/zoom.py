@@ -191,6 +191,6 @@ def _on_grid(moving: Any, shape: tuple[int, ...]) -> np.ndarray:
     data = np.asarray(moving.data, np.float32)
     if data.shape == shape:
         return data
-    from src_training.data.normalise import resample
+    from src_training.engine.public import resample
 
     return resample(data, shape, order=1)

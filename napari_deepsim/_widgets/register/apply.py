@@ -20,7 +20,7 @@ from napari_deepsim._widgets.controls import add_output, like, remove_outputs
 if TYPE_CHECKING:
     import napari
 
-    from src_training.spatial.fieldio import FieldFile
+    from src_training.engine.public import FieldFile
 
 
 def move_layer(viewer: napari.Viewer, layer: Layer, field_file: FieldFile) -> Layer:

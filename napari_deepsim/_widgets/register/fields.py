@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import napari
     import numpy as np
 
-    from src_training.spatial.fieldio import FieldFile
+    from src_training.engine.public import FieldFile
 
 CURRENT = "last registration or loaded file"
 FORMATS = (
@@ -133,7 +133,7 @@ class FieldPanel(Container):
         """
         import numpy as np
 
-        from src_training.spatial.fieldio import provenance
+        from src_training.engine.public import provenance
 
         self.field = result.field
         self.stack = fixed is moving
@@ -152,7 +152,7 @@ class FieldPanel(Container):
             The field of the "field" picker: the current one or one opened in napari.
         """
         from napari_deepsim._io import field_from_layers
-        from src_training.spatial.fieldio import FieldFile
+        from src_training.engine.public import FieldFile
 
         chosen = self.field_source.value
         if chosen is not None and chosen in self._opened_fields():
@@ -211,7 +211,7 @@ class FieldPanel(Container):
         """
         import numpy as np
 
-        from src_training.spatial.fieldio import load_field
+        from src_training.engine.public import load_field
 
         try:
             loaded = load_field(path, allow_stack=True)

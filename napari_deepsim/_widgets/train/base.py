@@ -48,13 +48,12 @@ from napari_deepsim._widgets.layout import scrolled
 from napari_deepsim._widgets.loss_plot import LossPlot
 from napari_deepsim._widgets.subscriptions import watch_layers
 from src_training.engine.options import parse_channels
-from src_training.models import builtin_models
+from src_training.engine.public import builtin_models
 
 if TYPE_CHECKING:
     import napari
 
-    from src_training.networks.modelio import ModelFile
-    from src_training.training.trainer import Event
+    from src_training.engine.public import Event, ModelFile
 
 UNLABELLED = (
     "the validation frames have no labels, so no Dice is scored: the run is judged by the "

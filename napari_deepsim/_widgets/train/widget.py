@@ -32,14 +32,12 @@ from napari_deepsim._widgets.train.base import TrainWidget
 if TYPE_CHECKING:
     import napari
 
-    from src_training.data.datasets import Dataset
-    from src_training.metrics import MetricSpec
-    from src_training.networks.modelio import ModelFile
+    from src_training.engine.public import Dataset, MetricSpec, ModelFile
 
 
 def _metrics() -> dict[str, MetricSpec]:
     """Return the metric registry, importing torch only when a widget needs it."""
-    from src_training.metrics import METRICS
+    from src_training.engine.public import METRICS
 
     return METRICS
 
