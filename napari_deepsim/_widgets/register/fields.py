@@ -236,12 +236,13 @@ class FieldPanel(Container):
         )
         return self.field
 
-    def apply_field(self, layer: Layer) -> Layer | None:
+    def apply_field(self, layer: Layer) -> Any:
         """Apply the chosen field to a layer: warp images and labels, move geometry.
 
-        Images use linear and labels nearest-neighbour interpolation; points, shapes and
-        tracks of the moving image are moved onto the fixed image. The result is added
-        as ``"<layer> warped"`` (or ``"<layer> moved"``) and replaces an earlier one.
+        Images use linear and labels nearest-neighbour interpolation, in a worker; points,
+        shapes and tracks of the moving image are moved onto the fixed image at once. The
+        result is added as ``"<layer> warped"`` (or ``"<layer> moved"``) and replaces an
+        earlier one.
 
         Parameters
         ----------
@@ -251,8 +252,9 @@ class FieldPanel(Container):
 
         Returns
         -------
-        Layer or None
-            The added layer, or None when the field cannot be applied.
+        Layer, worker or None
+            The moved layer, the worker warping an image or labels, or None when the
+            field cannot be applied.
         """
         try:
             field_file = self.field_file()
@@ -267,7 +269,8 @@ class FieldPanel(Container):
                 lead = int(field_file.stack)
                 spacing, origin = [*field_file.spacing], [*field_file.origin]
                 grid = ([1.0] * lead + spacing, [0.0] * lead + origin)
-            return warp_layer(self.viewer, layer, field_file, grid)
+            said = f"applied the field to {layer.name!r}"
+            return warp_layer(self.viewer, layer, field_file, grid, lambda _: self.said.emit(said))
         except ValueError as err:
             show_error(error_message(err, "Applying the field"))
             return None

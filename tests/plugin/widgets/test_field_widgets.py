@@ -4,7 +4,14 @@ exported for ITK, and moving Points, Shapes and Tracks drawn on the moving image
 import numpy as np
 import pytest
 from napari.layers import Points, Shapes, Tracks
-from test_register_widget import SCALE, TRANSLATE, _pair_widget, _registration_model, _run
+from test_register_widget import (
+    SCALE,
+    TRANSLATE,
+    _applied,
+    _pair_widget,
+    _registration_model,
+    _run,
+)
 
 from src_training.spatial.fieldio import load_field
 from src_training.spatial.points import sample_field
@@ -44,7 +51,7 @@ def test_a_saved_field_reopened_by_napari_applies_like_the_registration(
     assert "field (opened)" in [choice[0] for choice in widget.field_controls.sources()]
     assert all(layer not in widget.field_controls.apply_target.choices for layer in axes)
     widget.field_controls.field_source.value = "field"
-    again = widget.apply_field(viewer.layers["moving"])
+    again = _applied(viewer, widget, viewer.layers["moving"], qtbot)
     np.testing.assert_allclose(again.data, viewer.layers["moving warped"].data, atol=1e-5)
     np.testing.assert_array_equal(again.scale, SCALE)  # on the fixed grid of the file
     assert errors == []

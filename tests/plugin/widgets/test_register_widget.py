@@ -131,12 +131,25 @@ def test_register_adds_every_output_on_the_fixed_grid(
     assert errors == []
 
 
+def _applied(viewer, widget, layer, qtbot):
+    """Apply the field to an image or labels layer; wait for the worker's warped copy."""
+    key = f"applied:{layer.unique_id}"
+
+    def added():
+        return [lay for lay in viewer.layers if lay.metadata.get(SOURCE) == key]
+
+    before = added()
+    assert widget.apply_field(layer) is not None  # a worker: the GUI thread does not warp
+    qtbot.waitUntil(lambda: any(lay not in before for lay in added()), timeout=30000)
+    return next(lay for lay in added() if lay not in before)
+
+
 def test_field_save_load_and_apply(make_napari_viewer, qtbot, models, errors, tmp_path):
     viewer, widget = _pair_widget(make_napari_viewer, models["2d"])
     widget.show_checkerboard.value = False
     _run(widget, qtbot)
     target = viewer.add_image(viewer.layers["moving"].data, name="other channel")
-    layer = widget.apply_field(target)
+    layer = _applied(viewer, widget, target, qtbot)
     np.testing.assert_allclose(layer.data, viewer.layers["moving warped"].data, atol=1e-5)
     np.testing.assert_array_equal(layer.scale, SCALE)  # the field's grid is the fixed layer's
     field = widget.field.copy()
@@ -145,11 +158,11 @@ def test_field_save_load_and_apply(make_napari_viewer, qtbot, models, errors, tm
     widget.field_controls.field = None
     np.testing.assert_array_equal(widget.load_field(saved), field)
     count = len(viewer.layers)
-    again = widget.apply_field(target)  # applying again replaces the earlier result
+    again = _applied(viewer, widget, target, qtbot)  # again: replaces the earlier result
     assert len(viewer.layers) == count
     np.testing.assert_allclose(again.data, layer.data)
     np.testing.assert_array_equal(again.scale, target.scale)  # a file has no grid: the target's
-    labels = widget.apply_field(viewer.layers["fixed labels"])
+    labels = _applied(viewer, widget, viewer.layers["fixed labels"], qtbot)
     assert isinstance(labels, Labels) and labels.data.dtype == viewer.layers["fixed labels"].dtype
     assert set(np.unique(labels.data)) <= {0, 1, 2}
     # The napari reader opens the saved field as one layer per axis.

@@ -177,16 +177,16 @@ def _tiny_folder(root, frames=4):
 
 
 def test_a_dataset_folder_is_read_in_the_worker(viewer, qtbot, errors, tmp_path, monkeypatch):
-    import src_training.data.datasets as datasets
+    import src_training.engine.public as public  # where the training job finds it
 
     threads = []
-    original = datasets.load_dataset
+    original = public.load_dataset
 
     def spy(*args, **kwargs):
         threads.append(threading.current_thread())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(datasets, "load_dataset", spy)
+    monkeypatch.setattr(public, "load_dataset", spy)
     widget = _dock(viewer, "Train registration model")
     _setup(widget, viewer, steps=2)
     widget.folder.value = _tiny_folder(tmp_path / "data")
