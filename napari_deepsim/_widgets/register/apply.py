@@ -87,6 +87,26 @@ def warp_layer(
     napari.qt.threading.GeneratorWorker
         The started worker.
     """
+    job = _warp_job(layer, field_file)
+    labels = job[2]
+
+    def add(warped: Any) -> None:
+        key = f"applied:{layer.unique_id}"
+        remove_outputs(viewer, key)
+        kind = "labels" if labels else "image"
+        where = grid or (layer.scale, layer.translate)
+        added = add_output(viewer, kind, warped, f"{layer.name} warped", key, where, **like(layer))
+        if done is not None:
+            done(added)
+
+    def failed(err: BaseException) -> None:
+        show_error(error_message(err, "Applying the field"))
+
+    return start_worker(_warped, job, 1, f"Warping {layer.name}", add, failed, lambda: None)
+
+
+def _warp_job(layer: Layer, field_file: FieldFile) -> tuple[Any, Any, bool, bool]:
+    """Check that the field fits the layer; return its data, the field, labels?, stack?."""
     if not isinstance(layer, (Image, Labels)):
         raise ValueError(f"{layer.name!r} is not an Image, Labels, Points, Shapes or Tracks layer")
     data = spatial_data(layer, "target")
@@ -101,22 +121,7 @@ def warp_layer(
             f"the layer {layer.name!r} has shape {data.shape} but the field is defined on a "
             f"grid of shape {tuple(shape)}; apply it to a layer of the fixed image's shape"
         )
-    labels = isinstance(layer, Labels)
-
-    def add(warped: Any) -> None:
-        key = f"applied:{layer.unique_id}"
-        remove_outputs(viewer, key)
-        kind = "labels" if labels else "image"
-        where = grid or (layer.scale, layer.translate)
-        added = add_output(viewer, kind, warped, f"{layer.name} warped", key, where, **like(layer))
-        if done is not None:
-            done(added)
-
-    def failed(err: BaseException) -> None:
-        show_error(error_message(err, "Applying the field"))
-
-    job = (data, field_, labels, not single)
-    return start_worker(_warped, job, 1, f"Warping {layer.name}", add, failed, lambda: None)
+    return data, field_, isinstance(layer, Labels), not single
 
 
 def _warped(job: tuple[Any, Any, bool, bool]) -> Generator[None, None, Any]:
