@@ -60,6 +60,7 @@ def register_layer(frames: int = FRAMES, size: int = SIZE) -> dict[str, Any]:
     import torch
 
     from napari_deepsim._jobs.bigstack import StoreJob, run_store
+    from src_training.engine.registration import run_to_end
 
     torch.set_num_threads(1)
     layer = lazy_layer(frames, size)
@@ -78,13 +79,7 @@ def register_layer(frames: int = FRAMES, size: int = SIZE) -> dict[str, Any]:
         )
         rss_before = start_peak()
         began = time.perf_counter()
-        steps = run_store(job)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as end:
-                result = end.value
-                break
+        result = run_to_end(run_store(job))
         seconds = time.perf_counter() - began
     return {
         "frames": frames,

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     from src_training.engine.public import ModelFile
     from src_training.engine.registration import Progress
@@ -127,7 +125,7 @@ def run_store(
     from src_training.engine.fullres import warp_store_at_full_resolution
     from src_training.engine.public import resolve_device
     from src_training.engine.registration import Progress, load_registration_model
-    from src_training.engine.stored import finished_frames, register_stack_to_store
+    from src_training.engine.stored import field_grid, finished_frames, register_stack_to_store
 
     start = time.perf_counter()
     model = load_registration_model(job.model)
@@ -141,7 +139,7 @@ def run_store(
         cluster=job.cluster,
         device=resolve_device(job.device),
         batch_size=job.batch_size,
-        grid=_grid(job.spacing),
+        grid=field_grid(job.spacing),
         method=f"the model {job.model if isinstance(job.model, str) else 'chosen'}",
         what=f"the layer {job.name!r}",
     )
@@ -161,17 +159,6 @@ def run_store(
         time.perf_counter() - start,
         [] if series is None else series.warnings,
     )
-
-
-def _grid(spacing: tuple[float, ...]) -> dict[str, Any]:
-    """Return the fields' grid: the layer's voxel size, no origin, array-axis order."""
-    ndim = len(spacing)
-    return {
-        "spacing": spacing,
-        "origin": (0.0,) * ndim,
-        "axes": "zyx"[3 - ndim :],
-        "direction": np.eye(ndim).tolist(),
-    }
 
 
 def _until_stopped(

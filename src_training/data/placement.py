@@ -45,13 +45,40 @@ def put_on_grid(
     image, label : numpy.ndarray
         On the grid (linear interpolation for the image, nearest for the labels).
     """
+    moved = None if label is None else array_on_grid(label, grid, spacing, grid_spacing, 0)
+    return array_on_grid(image, grid, spacing, grid_spacing, 1), moved
+
+
+def array_on_grid(
+    array: np.ndarray,
+    grid: Sequence[int],
+    spacing: Spacing | None,
+    grid_spacing: Spacing | None,
+    order: int,
+) -> np.ndarray:
+    """Resample one array onto a grid, as the module describes.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Spatial array.
+    grid : sequence of int
+        The grid's shape.
+    spacing, grid_spacing : tuple of float or None
+        Voxel size of the array and of the grid; None where unknown.
+    order : int
+        Spline order: 1 for images, 0 for label maps.
+
+    Returns
+    -------
+    numpy.ndarray
+        On the grid (the array itself where it already is).
+    """
     if spacing is None or grid_spacing is None:
-        moved = None if label is None else resample(label, grid, order=0)
-        return resample(image, grid, order=1), moved
-    if image.shape == grid and spacing == grid_spacing:
-        return image, label
-    moved = None if label is None else place_by_spacing(label, grid, spacing, grid_spacing, 0)
-    return place_by_spacing(image, grid, spacing, grid_spacing, 1), moved
+        return resample(array, grid, order=order)
+    if array.shape == tuple(grid) and spacing == grid_spacing:
+        return array
+    return place_by_spacing(array, grid, spacing, grid_spacing, order)
 
 
 def positions_on_grid(

@@ -23,9 +23,8 @@ from src_training.data.normalise import (
     check_spatial_size,
     normalise_intensity,
     one_value_warning,
-    place_by_spacing,
-    resample,
 )
+from src_training.data.placement import array_on_grid
 from src_training.data.profile import data_warnings
 from src_training.data.reading import Spacing
 from src_training.engine.optimisation import Optimisation, OptimisationSummary, run_optimisation
@@ -173,16 +172,10 @@ def _on_grid(
     With both voxel sizes known the array keeps its physical size, centres aligned;
     otherwise its corners land on the grid's corners.
     """
-    fixed_spacing, moving_spacing = spacings
-    physical = fixed_spacing is not None and moving_spacing is not None
-    if data.shape == shape and (not physical or fixed_spacing == moving_spacing):
-        return data
     if data.ndim != len(shape):
         raise ValueError(f"{what} has shape {data.shape}; it must match the moving image")
-    order = 0 if labels else 1
-    if not physical:
-        return resample(data, shape, order=order)
-    return place_by_spacing(data, shape, moving_spacing, fixed_spacing, order)
+    fixed_spacing, moving_spacing = spacings
+    return array_on_grid(data, shape, moving_spacing, fixed_spacing, 0 if labels else 1)
 
 
 def check_pair(

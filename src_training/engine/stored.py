@@ -144,7 +144,7 @@ def register_stack_to_store(
     check_registration_memory(model.network, spatial, n, device, batch_size)
     layout = SeriesLayout(n, channels, tuple(spatial), str(reference), what, method)
     made = provenance(method, what, what, reference=str(reference))
-    grid = grid or _unit_grid(source)
+    grid = grid or field_grid(source.spacing or (1.0,) * source.ndim)
     store = open_series_store(out, layout, grid, made, resume=resume, overwrite=overwrite)
     start = time.perf_counter()
     pending = store.pending()
@@ -197,11 +197,23 @@ def finished_frames(path: str | Path) -> list[int]:
     return [int(t) for t in np.flatnonzero(done == 1)]
 
 
-def _unit_grid(source: FrameSource) -> dict[str, Any]:
-    """Return the fields' grid when the caller gives none: the source's voxel size, C order."""
-    ndim = source.ndim
+def field_grid(spacing: tuple[float, ...]) -> dict[str, Any]:
+    """Return the grid of a store's fields: this voxel size, no origin, array-axis order.
+
+    Parameters
+    ----------
+    spacing : tuple of float
+        Voxel size per spatial axis.
+
+    Returns
+    -------
+    dict
+        ``spacing``, ``origin``, ``axes`` and ``direction``, as ``grid`` of
+        :func:`register_stack_to_store` takes them.
+    """
+    ndim = len(spacing)
     return {
-        "spacing": tuple(source.spacing or (1.0,) * ndim),
+        "spacing": tuple(spacing),
         "origin": (0.0,) * ndim,
         "axes": "zyx"[3 - ndim :],
         "direction": np.eye(ndim).tolist(),

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from napari_deepsim._jobs.bigstack import StoreResult
 
 
+def levels_of(layer: Image) -> list[Any]:
+    """Return a layer's arrays from finest to coarsest (one for a single-scale layer)."""
+    return list(layer.data) if layer.multiscale else [layer.data]
+
+
 def store_array(path: str, name: str) -> Any:
     """Return a store's array as a dask array with a name of its own.
 
@@ -69,7 +74,7 @@ def add_store_layers(
     key = f"store:{layer.unique_id}"
     done = "" if len(result.done) == result.frames else f" (frames {frame_ranges(result.done)})"
     path = str(result.path)
-    finest = (layer.data[0] if layer.multiscale else layer.data).shape
+    finest = levels_of(layer)[0].shape
     full = bool(result.full)
 
     def placed(data: Any) -> dict[str, Any]:

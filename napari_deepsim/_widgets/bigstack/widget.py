@@ -25,7 +25,7 @@ from qtpy.QtWidgets import QLabel
 
 from napari_deepsim._jobs.bigstack import StoreJob, frame_ranges, run_store
 from napari_deepsim._state.models import trained_models
-from napari_deepsim._widgets.bigstack.layers import add_store_layers
+from napari_deepsim._widgets.bigstack.layers import add_store_layers, levels_of
 from napari_deepsim._widgets.controls import device_picker, layer_choices
 from napari_deepsim._widgets.dock import JobDock
 from napari_deepsim._widgets.layout import scrolled
@@ -136,7 +136,7 @@ class BigStackWidget(JobDock):
         self.level.reset_choices()
         self.level.visible = layer is not None and layer.multiscale
         self.frame.visible = self.reference.value == "one frame"
-        frames = 0 if layer is None else int(_levels_of(layer)[0].shape[0])
+        frames = 0 if layer is None else int(levels_of(layer)[0].shape[0])
         self.frame.max = max(0, frames - 1)
 
     def register(self, *_args: Any) -> Any:
@@ -173,7 +173,7 @@ class BigStackWidget(JobDock):
         layer = self.stack.value
         if layer is None:
             raise ValueError("open a 2D+t or serial-section stack and choose it in 'stack'")
-        levels = _levels_of(layer)
+        levels = levels_of(layer)
         level = int(self.level.value or 0)
         frames = levels[level]
         if frames.ndim not in (3, 4):
@@ -250,8 +250,3 @@ class BigStackWidget(JobDock):
         self.add_layers(add_store_layers(self.viewer, layer, result))
         for line in result.warnings:
             show_warning(gui_wording(line))
-
-
-def _levels_of(layer: Image) -> list[Any]:
-    """Return a layer's arrays from finest to coarsest (one for a single-scale layer)."""
-    return list(layer.data) if layer.multiscale else [layer.data]
