@@ -190,7 +190,7 @@ def field_from_layers(layers: Sequence[tuple[np.ndarray, dict[str, Any]]]) -> Fi
     return field_from_info(stacked, info)
 
 
-def save_any(path: str | Path, field_file: FieldFile) -> str:
+def save_any(path: str | Path, field_file: FieldFile, grid: dict[str, Any] | None = None) -> str:
     """Save a field by the file's suffix: a field file, an ITK transform or a bare array.
 
     Parameters
@@ -198,9 +198,14 @@ def save_any(path: str | Path, field_file: FieldFile) -> str:
     path : str or Path
         ``.npz`` (the default, added when there is no known suffix), ``.nii.gz`` or
         ``.mha`` (an ITK displacement field) or ``.npy`` (the array alone).
-
     field_file : FieldFile
-        The field and its grid.
+        The field and its grid as napari shows it.
+    grid : dict, optional
+        The physical grid of the NIfTI file the fixed layer was read from (its layer
+        metadata ``deepsim_grid``) and, as ``moved``, how far the moving layer was moved
+        from where its own file's header puts it (``Align centres``): an ITK export
+        then lies in the files' physical space, the move included, so that ITK and
+        ANTs apply it to the original files.
 
     Returns
     -------
@@ -210,6 +215,17 @@ def save_any(path: str | Path, field_file: FieldFile) -> str:
     if itk_suffix(path) is not None:
         from src_training.engine.fields import export_itk
 
+        if grid and len(grid.get("axes", "")) == field_file.ndim and not field_file.stack:
+            moved = np.asarray(grid.get("moved", [0.0] * field_file.ndim), float)
+            step = moved / np.asarray(field_file.spacing or (1.0,) * field_file.ndim)
+            field_file = FieldFile(
+                field_file.displacement - step.reshape(-1, *[1] * field_file.ndim),
+                tuple(grid["spacing"]),
+                tuple(grid["origin"]),
+                axes=str(grid["axes"]),
+                direction=np.asarray(grid["direction"]),
+                provenance=field_file.provenance,
+            )
         return str(export_itk(field_file, path))
     if str(path).endswith(".npy"):
         if not Path(path).parent.is_dir():

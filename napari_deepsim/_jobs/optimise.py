@@ -47,6 +47,8 @@ class OptimiseSpec:
     refine : bool
         The optimisation starts from a model's field: the regulariser weight is the
         metric's λ times the core's refinement factor, as on the command line.
+    stiffness : float
+        Factor on the metric's default regulariser weight λ (1: the default).
     """
 
     metric: str
@@ -55,6 +57,7 @@ class OptimiseSpec:
     features: str | ModelFile | None = None
     weights: str | None = None
     refine: bool = False
+    stiffness: float = 1.0
 
     @property
     def label(self) -> str:
@@ -145,7 +148,10 @@ def optimisation(spec: OptimiseSpec, ndim: int, model: ModelFile | None = None) 
     from src_training.engine.training import registration_metric
 
     config = optimisation_config(
-        iterations=",".join(map(str, spec.iterations)), linear=spec.linear, refine=spec.refine
+        iterations=",".join(map(str, spec.iterations)),
+        linear=spec.linear,
+        refine=spec.refine,
+        stiffness=spec.stiffness,
     )
     if spec.metric == OWN:
         if model is None or not spec.refine:

@@ -3,11 +3,11 @@
 :class:`OptimisePicker` holds the metric picker (every metric of the registry, and for
 the Register widget's refinement the model's own metric, its default), the feature
 extractor (a built-in model's, one trained in this viewer, or a file) and the VGG16
-weights, shown only for a metric that needs them, the iterations per pyramid level and
-an optional rigid or affine stage. :meth:`OptimisePicker.spec` checks what can be
-checked without loading anything and returns the
-:class:`~napari_deepsim._jobs.optimise.OptimiseSpec` a job takes; messages name the
-controls, never command-line options.
+weights, shown only for a metric that needs them, the iterations per pyramid level, an
+optional rigid or affine stage and the field's smoothness (a factor on the metric's
+λ). :meth:`OptimisePicker.spec` checks what can be checked without loading anything
+and returns the :class:`~napari_deepsim._jobs.optimise.OptimiseSpec` a job takes;
+messages name the controls, never command-line options.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, FileEdit, LineEdit
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit
 
 from napari_deepsim._jobs.optimise import HOW_TO_GET_EXTRACTOR, OptimiseSpec, parse_iterations
 from napari_deepsim._state.models import builtin_choices, trained_models
@@ -106,6 +106,14 @@ class OptimisePicker:
         )
         self.linear = ComboBox(label="linear stage", choices=list(LINEAR), value="none")
         self.linear.tooltip = "A rigid or affine alignment optimised before the deformation"
+        self.stiffness = FloatSpinBox(
+            label="smoothness ×", value=1.0, min=0.05, max=100.0, step=0.5
+        )
+        self.stiffness.tooltip = (
+            "Factor on the metric's default regulariser weight λ: 1 keeps the default, "
+            "larger values give a smoother, stiffer field (e.g. 20 for NMI from MR to ultrasound), "
+            "smaller ones follow finer detail"
+        )
         self.widgets = [
             self.metric,
             self.extractor,
@@ -113,6 +121,7 @@ class OptimisePicker:
             self.weights,
             self.iterations,
             self.linear,
+            self.stiffness,
         ]
         self.metric.changed.connect(self.update_visibility)
 
@@ -189,9 +198,9 @@ class OptimisePicker:
         if refine and text.replace(" ", "") == ITERATIONS:
             text = REFINE_ITERATIONS
         iterations = parse_iterations(text)
-        linear = str(self.linear.value)
+        linear, stiffness = str(self.linear.value), float(self.stiffness.value)
         if self.metric.value == OWN:
-            return OptimiseSpec(OWN, iterations, linear, refine=refine)
+            return OptimiseSpec(OWN, iterations, linear, refine=refine, stiffness=stiffness)
         spec = metric_specs()[str(self.metric.value)]
         features: str | ModelFile | None = None
         weights = None
@@ -206,7 +215,7 @@ class OptimisePicker:
             if not path.is_file():
                 raise ValueError(f"the {spec.name} metric needs a VGG16 weights file; choose one")
             weights = str(path)
-        return OptimiseSpec(spec.name, iterations, linear, features, weights, refine)
+        return OptimiseSpec(spec.name, iterations, linear, features, weights, refine, stiffness)
 
     @staticmethod
     def _file(value: Any, metric: str) -> Path:

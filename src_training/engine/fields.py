@@ -44,7 +44,25 @@ def file_grid(path: str | Path, ndim: int, spacing: tuple[float, ...] | None) ->
         return {"spacing": spacing or (), "axes": "zyx"[3 - ndim :]}
     import nibabel as nib
 
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ nib.load(path).affine  # RAS to LPS
+    return affine_grid(nib.load(path).affine, ndim)
+
+
+def affine_grid(affine: np.ndarray, ndim: int) -> dict[str, Any]:
+    """Describe the grid of a NIfTI affine (RAS, voxel order ``x, y, z``) as a field records it.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray
+        ``(4, 4)`` voxel-to-RAS matrix.
+    ndim : int
+        Number of spatial axes.
+
+    Returns
+    -------
+    dict
+        ``spacing``, ``origin`` and ``direction`` in ITK's LPS, and ``axes`` ``"xyz"``.
+    """
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, float)  # RAS to LPS
     steps = affine[:ndim, :ndim]
     sizes = np.linalg.norm(steps, axis=0)
     return {

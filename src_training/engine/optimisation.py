@@ -181,6 +181,7 @@ def optimisation_config(
     diffeomorphic: bool = False,
     seed: int = 0,
     refine: bool = False,
+    stiffness: float = 1.0,
 ) -> OptimiseConfig:
     """Build the optimiser's settings from typed options (defaults where None).
 
@@ -207,6 +208,9 @@ def optimisation_config(
         Whether the run refines a model's field: then the defaults are
         :data:`~src_training.optimisation.config.REFINE_ITERATIONS` (3 levels) and the
         metric's λ times :data:`~src_training.optimisation.config.REFINE_LAM_SCALE`.
+    stiffness : float
+        Factor on the metric's default λ when ``lam`` is None (the widgets' smoothness
+        control; 1 keeps the default).
 
     Returns
     -------
@@ -222,11 +226,12 @@ def optimisation_config(
         "transform": transform,
         "diffeomorphic": diffeomorphic,
         "seed": seed,
+        "lam_scale": stiffness,
     }
     default = REFINE_ITERATIONS if refine else OptimiseConfig().iterations
     assert isinstance(default, tuple)
     if refine:
-        options["lam_scale"] = REFINE_LAM_SCALE
+        options["lam_scale"] = REFINE_LAM_SCALE * stiffness
         options["iterations"] = default
     if iterations is None and levels is not None:
         options["iterations"] = (default[0],) * max(0, levels - len(default)) + default[-levels:]

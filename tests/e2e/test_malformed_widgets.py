@@ -109,6 +109,12 @@ def _register_2d_with_3d(c):
     c.run(widget, widget.register)
 
 
+def _align_centres_2d_with_3d(c):
+    widget = c.register("2d")
+    widget.moving.value = c.viewer.add_image(np.zeros((8, 16, 16)), name="volume")
+    widget.pair.centre.changed.emit(True)
+
+
 def _register_labels_of_another_shape(c):
     widget = c.register("2d")
     widget.moving_labels.value = c.viewer.add_labels(np.zeros((20, 20), np.uint8), name="other")
@@ -407,6 +413,7 @@ CASES = {
     "napari-register-rgb-layer": _register_rgb_layer,
     "napari-register-4d-layer": _register_4d_layer,
     "napari-register-2d-with-3d": _register_2d_with_3d,
+    "napari-align-centres-2d-with-3d": _align_centres_2d_with_3d,
     "napari-register-labels-of-another-shape": _register_labels_of_another_shape,
     "napari-register-without-model": _register_without_model,
     "napari-register-missing-model-file": _register_missing_model_file,

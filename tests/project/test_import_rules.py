@@ -35,8 +35,9 @@ ROOMS = {
     "_jobs": ({"_jobs"}, False),
     "_state": ({"_state"}, True),
     "_layers": ({"_layers", "_jobs", "_state"}, True),
-    "_widgets": ({"_widgets", "_layers", "_jobs", "_state", "_io"}, True),
+    "_widgets": ({"_widgets", "_layers", "_jobs", "_state", "_io", "_volumes"}, True),
     "_io": (set(), True),
+    "_volumes": (set(), True),
     "_sample_data": (set(), True),
 }
 

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_deepsim._layers.choices import SOURCE
 from napari_deepsim._layers.points import GEOMETRY
+from napari_deepsim._volumes import GRID, moved_by
 from napari_deepsim._widgets.controls import layer_choices
 from napari_deepsim._widgets.register.apply import move_layer, warp_layer
 from napari_deepsim._widgets.tips import FIELD_TIPS
@@ -64,6 +65,7 @@ class FieldPanel(Container):
         self.viewer = viewer
         self.field: np.ndarray | None = None
         self.transform: tuple[np.ndarray, np.ndarray] | None = None
+        self.grid: dict[str, Any] = {}
         self.provenance: dict[str, str] | None = None
         self.stack = False
         self.save_button = PushButton(text="Save field…")
@@ -86,15 +88,8 @@ class FieldPanel(Container):
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
         self.apply_button.changed.connect(self._apply_clicked)
-        self.extend(
-            [
-                self.save_button,
-                self.load_button,
-                self.field_source,
-                self.apply_target,
-                self.apply_button,
-            ]
-        )
+        buttons = [self.save_button, self.load_button, self.field_source]
+        self.extend([*buttons, self.apply_target, self.apply_button])
 
     def _apply_targets(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         from napari_deepsim._io import MARK
@@ -138,6 +133,7 @@ class FieldPanel(Container):
         self.field = result.field
         self.stack = fixed is moving
         self.transform = (np.asarray(fixed.scale), np.asarray(fixed.translate))
+        self.grid = {**fixed.metadata.get(GRID, {}), "moved": moved_by(moving)}
         method = [str(key[0]) if key else "a model trained in napari"] if result.model else []
         if result.optimisation is not None:
             method.append(f"optimisation ({result.optimisation.metric})")
@@ -191,7 +187,8 @@ class FieldPanel(Container):
             if field_file is None:
                 show_error("There is no displacement field yet; press Register or load a field.")
                 return None
-            return save_any(path, field_file)
+            grid = {} if self.field_source.value in self._opened_fields() else self.grid
+            return save_any(path, field_file, grid)
         except (OSError, ValueError) as err:
             show_error(error_message(err, "Saving the field"))
             return None
@@ -220,13 +217,10 @@ class FieldPanel(Container):
             return None
         self.field = loaded.displacement
         self.stack = loaded.stack
-        lead = [1.0] * loaded.stack
-        self.transform = None
-        if str(path).endswith(".npz"):
-            self.transform = (
-                np.array([*lead, *loaded.spacing]),
-                np.array([*[0.0] * loaded.stack, *loaded.origin]),
-            )
+        npz, lead = str(path).endswith(".npz"), [1.0] * loaded.stack
+        spacing, origin = [*lead, *loaded.spacing], [*[0.0] * loaded.stack, *loaded.origin]
+        self.transform = (np.array(spacing), np.array(origin)) if npz else None
+        self.grid = {}
         self.provenance = loaded.provenance
         self.field_source.value = None
         made = loaded.provenance.get("method")

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Select
+from magicgui.widgets import ComboBox, PushButton, Select
 from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_error, show_info
 
 from napari_deepsim._layers.choices import guess_pair, on_fixed_grid, pair_arrays
+from napari_deepsim._layers.placement import align_centres
 from napari_deepsim._widgets.controls import layer_choices, pair_pickers
 
 if TYPE_CHECKING:
@@ -70,6 +72,13 @@ class PairPanel:
             "Fixed and moving are the same 2D+t stack: register every frame to this frame, or "
             "each frame to the previous one (fields composed, all aligned to frame 0)"
         )
+        self.centre = PushButton(text="Align centres")
+        self.centre.tooltip = (
+            "Move the moving layer (and the layers on its grid) so that its centre lies on "
+            "the fixed layer's: the usual start when two volumes' headers do not place them "
+            "relative to each other (e.g. MR and ultrasound), as deepsim register does"
+        )
+        self.centre.changed.connect(self.align_centres)
         self.extras = Select(label="carry along", choices=self._extras)
         self.extras.tooltip = "Layers of the moving layer's shape warped with the same field"
         self.extras.native.setMaximumHeight(80)
@@ -77,7 +86,8 @@ class PairPanel:
         for chooser in self.pickers:
             chooser.changed.connect(self._inputs_changed)
         labels = [self.moving_labels, self.fixed_labels]
-        self.widgets = [self.fixed, self.moving, self.reference, *labels, self.extras]
+        self.widgets = [self.fixed, self.moving, self.reference, self.centre, *labels]
+        self.widgets.append(self.extras)
 
     def _images(self, _widget: Any = None) -> list[tuple[str, Layer]]:
         return layer_choices(self.viewer, Image)
@@ -117,6 +127,27 @@ class PairPanel:
         fixed = self.fixed.value
         self.reference.visible = (
             fixed is not None and fixed is self.moving.value and fixed.ndim == 3
+        )
+        self.centre.visible = fixed is not None and fixed is not self.moving.value
+
+    def align_centres(self, *_args: Any) -> None:
+        """Shift the moving layer so that its centre lies on the fixed layer's, and say so."""
+        fixed, moving = self.fixed.value, self.moving.value
+        if fixed is None or moving is None:
+            show_error("Choose a fixed and a moving layer first, then press Align centres.")
+            return
+        try:
+            shift, moved = align_centres(self.viewer, fixed, moving)
+        except ValueError as err:
+            show_error(f"Cannot align centres: {err}.")
+            return
+        if not moved:
+            show_info(f"{moving.name!r} is already centred on {fixed.name!r}.")
+            return
+        text = ", ".join(f"{value:g}" for value in shift)
+        show_info(
+            f"Moved {', '.join(repr(name) for name in moved)} by ({text}) in world units so "
+            f"that its centre lies on {fixed.name!r}'s; registration starts from there."
         )
 
     def read(self) -> PairData:

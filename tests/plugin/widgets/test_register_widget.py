@@ -381,7 +381,10 @@ def test_every_widget_is_in_layers_register_and_opens(make_napari_viewer):
     for name, cls in WIDGETS.items():
         dock, widget = viewer.window.add_plugin_dock_widget("napari-deepsim", name)
         assert dock.name.startswith(name) and type(widget).__name__ == cls
-    assert {r.command for r in manifest.contributions.readers} == {"napari-deepsim.get_reader"}
+    assert {r.command for r in manifest.contributions.readers} == {
+        "napari-deepsim.get_reader",
+        "napari-deepsim.get_volume_reader",
+    }
     assert {w.command for w in manifest.contributions.writers} == {
         "napari-deepsim.write_displacement"
     }
