@@ -22,6 +22,7 @@ from src_training.metrics.features import VGG, DeepSim, DeepSimAE
 from src_training.metrics.intensity import MSE, NCC, SupervisedNCC
 from src_training.metrics.mind import MIND
 from src_training.metrics.nmi import NMI
+from src_training.metrics.semantic import SegmentationSimilarity
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,17 @@ METRICS: dict[str, MetricSpec] = {
             name="deepsim",
             description="cosine similarity of a segmentation network's features (DeepSim)",
             factory=DeepSim,
+            needs_labels=False,
+            needs_extractor=True,
+            needs_weights=False,
+            default_lambda=1.0,
+            extractor_kind="segmentation",
+        ),
+        MetricSpec(
+            name="deepsim-seg",
+            description="squared difference of a segmentation network's class probabilities "
+            "(DeepSim on the output: modality-invariant where the network segments both)",
+            factory=SegmentationSimilarity,
             needs_labels=False,
             needs_extractor=True,
             needs_weights=False,

@@ -29,6 +29,7 @@ DEFAULT_LAMBDA = {
     "vgg": 1.0,
     "deepsim": 1.0,
     "deepsim-ae": 1.0,
+    "deepsim-seg": 1.0,
     "deepsim-maps": 1.0,
     "deepsim+mse": 0.25,
     "deepsim+ncc": 1.0,

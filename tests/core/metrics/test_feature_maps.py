@@ -9,9 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src_training.data.datasets import load_image_file
 from src_training.engine.optimisation import user_optimisation
-from src_training.engine.training import load_extractor
 from src_training.metrics.feature_maps import FeatureMaps, FeatureOptions
 from src_training.metrics.registry import MetricInputs, build_metric
 from src_training.optimisation import OptimiseConfig, optimise_pair
@@ -22,17 +20,6 @@ DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
 ISBI = Path(__file__).resolve().parents[4] / "shared" / "data" / "isbi2012_em" / "images"
 needs_data = pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data is absent")
 MARGIN = 16  # interior: away from the border, where the image leaves the grid
-
-
-@pytest.fixture(scope="module")
-def extractor():
-    return load_extractor("em-2d", "deepsim", 2, 1)
-
-
-@pytest.fixture(scope="module")
-def section():
-    image, _ = load_image_file(ISBI / "00.png")  # (1, 512, 512), normalised
-    return torch.from_numpy(np.ascontiguousarray(image[:, 160:288, 160:288]))[None]
 
 
 def smooth_field(shape: tuple[int, int], amplitude: float = 1.5) -> torch.Tensor:

@@ -1,0 +1,150 @@
+"""DeepSim on a segmentation network's output: the distance between its class probabilities.
+
+DeepSim compares a segmentation network's encoder features. Across modalities (an MR and
+an ultrasound of one prostate) those features still carry each modality's texture: the
+first stages respond to intensities that differ between the two. The network's output,
+the probability of each class, is what it was trained to make the same in both: the
+gland is the gland whatever scanner showed it. :class:`SegmentationSimilarity` compares
+the softmax of both images' predictions by their mean squared difference over classes
+and positions. An optimiser computes both images' probabilities once, at full
+resolution, and warps the moving ones at every pyramid level (extract-then-warp: the
+network never sees a downsampled image it was not trained on); called as a loss on two
+images (training a model) it predicts through the warped image, the fixed image's
+prediction without gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from src_training.metrics._common import _check_pair
+from src_training.metrics.feature_pca import onto_grid
+from src_training.metrics.features import DeepSim
+
+
+class SegmentationSimilarity(DeepSim):
+    """Mean squared difference of the class probabilities of a frozen segmentation network.
+
+    ``sum_k mean_p (P_k(warped)_p - P_k(fixed)_p)^2 / 2``, in ``[0, 1]``: 0 where the two
+    images are segmented alike, 1 where every position changes class with certainty.
+
+    Parameters
+    ----------
+    extractor : nn.Module
+        A segmentation feature extractor (``forward`` gives the class logits).
+    eps : float
+        Unused here; kept for the DeepSim signature.
+    levels : sequence of int, optional
+        Refused: the output has no encoder stages to choose.
+    """
+
+    metric_name: ClassVar[str] = "deepsim-seg"
+    required_kind: ClassVar[str] = "segmentation"
+    static: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        extractor: nn.Module | None = None,
+        eps: float = 1e-6,
+        levels: Sequence[int] | None = None,
+    ) -> None:
+        if levels is not None:
+            raise ValueError(
+                "deepsim-seg compares the network's output, not encoder stages; "
+                "leave out --feature-levels"
+            )
+        super().__init__(extractor, eps)
+
+    def probabilities(self, image: Tensor) -> Tensor:
+        """Return the network's class probabilities of ``image``.
+
+        Parameters
+        ----------
+        image : Tensor
+            ``(B, C, *spatial)`` image.
+
+        Returns
+        -------
+        Tensor
+            ``(B, K, *spatial)`` softmax over the ``K`` classes, in float32.
+        """
+        return torch.softmax(self.network(image).float(), dim=1)
+
+    def stage_maps(self, image: Tensor) -> list[Tensor]:
+        """Return the class probabilities of a full-resolution image, without gradients.
+
+        Parameters
+        ----------
+        image : Tensor
+            ``(B, C, *spatial)`` image.
+
+        Returns
+        -------
+        list of Tensor
+            One ``(B, K, *spatial)`` map.
+        """
+        with torch.no_grad():
+            return [self.probabilities(image)]
+
+    def level_pair(
+        self,
+        stages: tuple[list[Tensor], list[Tensor]],
+        raws: tuple[Tensor, Tensor],
+        full_shape: tuple[int, ...],
+    ) -> tuple[Tensor, Tensor]:
+        """Return both images' probabilities on a pyramid level's grid (block averages).
+
+        Parameters
+        ----------
+        stages : tuple of list of Tensor
+            :meth:`stage_maps` of the full-resolution fixed and moving images.
+        raws : tuple of Tensor
+            The fixed and the moving image on the level's grid (their shape is used).
+        full_shape : tuple of int
+            The full-resolution spatial shape.
+
+        Returns
+        -------
+        tuple of Tensor
+            The fixed and the moving probabilities on the level's grid.
+        """
+        shape = tuple(raws[0].shape[2:])
+        fixed, moving = (onto_grid(own[0], 0, full_shape, shape) for own in stages)
+        return fixed, moving
+
+    def compare(self, warped: Tensor, fixed: Tensor) -> Tensor:
+        """Return the loss of two probability maps of one grid.
+
+        Parameters
+        ----------
+        warped, fixed : Tensor
+            ``(B, K, *spatial)`` probabilities.
+
+        Returns
+        -------
+        Tensor
+            Scalar loss in ``[0, 1]``.
+        """
+        return (warped - fixed).pow(2).sum(dim=1).mean() / 2
+
+    def forward(self, warped: Tensor, fixed: Tensor) -> Tensor:
+        """Return the loss.
+
+        Parameters
+        ----------
+        warped, fixed : Tensor
+            ``(B, C, *spatial)`` images of equal shape, prepared as the extractor expects.
+
+        Returns
+        -------
+        Tensor
+            Scalar loss in ``[0, 1]``.
+        """
+        _check_pair(warped, fixed)
+        with torch.no_grad():
+            target = self.probabilities(fixed)
+        return self.compare(self.probabilities(warped), target)

@@ -1,0 +1,74 @@
+"""DeepSim on a segmentation network's output (deepsim-seg): values, extract-then-warp, recovery."""
+
+import pytest
+import torch
+from test_feature_maps import MARGIN, needs_data, smooth_field
+
+from src_training.metrics.registry import MetricInputs, build_metric
+from src_training.metrics.semantic import SegmentationSimilarity
+from src_training.optimisation import OptimiseConfig, optimise_pair
+from src_training.optimisation.static import is_static
+from src_training.spatial.transforms import warp
+
+
+class Threshold(torch.nn.Module):
+    """A 'segmentation network' with a known output: class 1 where the image is bright."""
+
+    kind = "segmentation"
+
+    def features(self, x):
+        return [x]
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), 8.0 * (x - 0.5)], dim=1)
+
+
+def test_the_loss_is_the_mean_squared_difference_of_the_class_probabilities():
+    metric = SegmentationSimilarity(Threshold())
+    zeros, ones = torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8)
+    assert float(metric(zeros, zeros)) == pytest.approx(0.0, abs=1e-7)
+    p0, p1 = torch.sigmoid(torch.tensor(-4.0)), torch.sigmoid(torch.tensor(4.0))
+    # two classes: (p1 - p0)^2 on each, summed, halved
+    assert float(metric(zeros, ones)) == pytest.approx(float((p1 - p0) ** 2), rel=1e-5)
+    half = torch.cat([zeros[..., :4], ones[..., 4:]], dim=-1)
+    assert float(metric(half, ones)) == pytest.approx(float((p1 - p0) ** 2) / 2, rel=1e-5)
+
+
+def test_it_optimises_extract_then_warp_and_refuses_encoder_levels():
+    metric = build_metric("deepsim-seg", MetricInputs(Threshold()))
+    assert is_static(metric.loss)
+    with pytest.raises(ValueError, match="leave out --feature-levels"):
+        SegmentationSimilarity(Threshold(), levels=[1])
+
+
+@needs_data
+def test_extract_then_warp_equals_warp_then_extract_for_a_whole_cell_translation(
+    extractor, section
+):
+    metric = SegmentationSimilarity(extractor)
+    shape = tuple(section.shape[2:])
+    shift = torch.zeros(1, 2, *shape)
+    shift[:, 0] = 8.0  # a whole cell of the deepest stage: the network commutes with it
+    shifted = warp(section, shift)
+    (fixed,), (moving,) = metric.stage_maps(shifted), metric.stage_maps(section)
+    levels = metric.level_pair(([fixed], [moving]), (shifted, section), shape)
+    inner = (slice(None), slice(None), slice(MARGIN, -MARGIN - 8), slice(MARGIN, -MARGIN))
+    then_warped = warp(levels[1], shift)[inner]
+    assert (then_warped - levels[0][inner]).abs().mean() < 0.02
+    assert float(metric.compare(warp(levels[1], shift), levels[0])) < 0.2 * float(
+        metric.compare(levels[1], levels[0])
+    )
+
+
+@pytest.mark.slow
+@needs_data
+def test_it_recovers_a_known_smooth_deformation_of_a_real_section(extractor, section):
+    truth = smooth_field(tuple(section.shape[2:]))
+    fixed = warp(section, truth)
+    metric = build_metric("deepsim-seg", MetricInputs(extractor))
+    config = OptimiseConfig(levels=3, iterations=(60, 40, 20), lam=0.25, patience=20)
+    found = optimise_pair(fixed, section, metric, config).displacement
+    inner = (slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
+    error = torch.linalg.vector_norm(found - truth, dim=1)[inner].mean()
+    start = torch.linalg.vector_norm(truth, dim=1)[inner].mean()
+    assert error < 0.5 < start, (float(error), float(start))
