@@ -15,7 +15,10 @@ Stages (each skips work whose outputs exist, so an interrupted run continues):
    (affine + B-spline, MI), ANTs SyN (MI) and NCC, NMI and MSE optimised with an affine
    stage, scored by the Dice of grey and white matter (the template's probability maps
    thresholded at 0.5 against the subject's FreeSurfer labels grouped into the two).
-3. ``report``: ``docs/reproduction/3d.md`` from the summaries.
+3. ``learned`` (fold 0): small 3D registration models (8-16-32 channels, 32³ crops,
+   400 steps) trained with NMI, MIND and ``deepsim-seg`` (the fold's extractor) on the
+   fold's 15 training cases, scored alone and refined with their own metric.
+4. ``report``: ``docs/reproduction/3d.md`` from the summaries.
 
 The folders of both layouts (links to the shared data; the subject and the template's
 tissue classes written as NIfTI) live under ``--runs``. Usage::
@@ -44,6 +47,8 @@ EXTRACTOR = ["--labels", "foreground", "--dice-weight", "1", "--channels", "8,16
 EXTRACTOR += ["--crop", "40", "--batch-size", "2", "--steps", "1500", "--lr", "5e-4"]
 EXTRACTOR += ["--val-every", "250"]
 SCORE = ["--landmarks", "2,3", "--device", "cpu"]
+MODEL = ["--channels", "8,16,32", "--crop", "32", "--batch-size", "2", "--steps", "400"]
+MODEL += ["--lr", "1e-3", "--val-every", "100", "--device", "cpu"]
 # FreeSurfer aseg ids grouped as the template's tissue maps are: grey matter (cortex,
 # cerebellar cortex, deep grey nuclei, hippocampus, amygdala) and white matter (cerebral
 # and cerebellar white matter, brainstem, ventral DC, corpus callosum, hypointensities)
@@ -106,6 +111,22 @@ def score(fold: Path, name: str, options: list[str], log: Path) -> None:
     if not (out / "summary.csv").is_file():
         run(["evaluate", str(fold / "test"), *options, *SCORE,
              "--out", str(out), "--overwrite"], log)  # fmt: skip
+
+
+def stage_learned(runs: Path, log: Path) -> None:
+    """Train NMI, MIND and deepsim-seg models on fold 0 and score them, alone and refined."""
+    fold = prostate_folds(runs)[0]
+    models = []
+    for metric in ("nmi", "mind", "deepsim-seg"):
+        model = fold / "learned" / f"{metric}.pt"
+        model.parent.mkdir(exist_ok=True)
+        features = ["--features", str(fold / "gland.pt")] if metric == "deepsim-seg" else []
+        if not model.is_file():
+            run(["train", str(fold / "train"), "--frames", "0:15", "--val-frames", "15:18",
+                 "--metric", metric, *features, *MODEL, "--out", str(model)], log)  # fmt: skip
+        models.append(str(model))
+    options = ["--models", *models, "--refine", "own"]
+    score(fold, "learned", options, log)
 
 
 def brain_layout(runs: Path) -> Path:
@@ -200,7 +221,8 @@ def main() -> None:
     """Run the chosen stages."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "3d")
-    parser.add_argument("--stage", choices=("prostate", "brain", "report", "all"), default="all")
+    stages = ("prostate", "brain", "learned", "report", "all")
+    parser.add_argument("--stage", choices=stages, default="all")
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
     log = args.runs / "commands.log"
@@ -208,6 +230,8 @@ def main() -> None:
         stage_prostate(args.runs, log)
     if args.stage in ("brain", "all"):
         stage_brain(args.runs, log)
+    if args.stage in ("learned", "all"):
+        stage_learned(args.runs, log)
     if args.stage in ("report", "all"):
         stage_report(args.runs, ROOT / "docs" / "reproduction" / "3d.md")
 

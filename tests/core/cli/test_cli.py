@@ -27,8 +27,8 @@ def test_metrics_lists_every_registered_metric():
     out = subprocess.run([DEEPSIM, "metrics"], capture_output=True, text=True, check=True).stdout
     names = [line.split()[0] for line in out.splitlines()[1:]]
     assert names == [
-        *("mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae"),
-        *("deepsim-maps", "deepsim+mse", "deepsim+ncc"),
+        *("mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-seg"),
+        *("deepsim-ae", "deepsim-maps", "deepsim+mse", "deepsim+ncc"),
     ]
 
 

@@ -45,6 +45,10 @@ class TinyExtractor(nn.Module):
         self.stage1 = conv(1, 6, 4, stride=2, padding=1)
         self.stage2 = conv(6, 12, 4, stride=2, padding=1)
         self.dropout = nn.Dropout(0.5)
+        self.head = conv(1, 2, 3, padding=1)  # two classes, for deepsim-seg
+
+    def forward(self, x):
+        return self.head(x)
 
     def features(self, x):
         first = F.leaky_relu(self.dropout(self.stage1(x)), 0.2)
@@ -78,11 +82,12 @@ def evaluate(name, metric, warped, fixed, warped_ids=None, fixed_ids=None):
 
 def test_registry_lists_the_metrics_in_order():
     maps = ["deepsim-maps", "deepsim+mse", "deepsim+ncc"]
-    expected = ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-ae", *maps]
+    features = ["deepsim", "deepsim-seg", "deepsim-ae", *maps]
+    expected = ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", *features]
     assert metric_names() == expected
     assert list(METRICS) == expected
     assert [n for n in expected if METRICS[n].needs_labels] == ["ncc-sup"]
-    assert [n for n in expected if METRICS[n].needs_extractor] == ["deepsim", "deepsim-ae", *maps]
+    assert [n for n in expected if METRICS[n].needs_extractor] == features
     assert [n for n in expected if METRICS[n].feature_maps] == maps
     assert [n for n in expected if METRICS[n].needs_weights] == ["vgg"]
     assert METRICS["mse"].default_lambda == 0.02
