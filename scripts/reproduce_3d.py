@@ -191,6 +191,7 @@ def rows_of(paths: list[Path]) -> dict[str, list[dict[str, str]]]:
     rows: dict[str, list[dict[str, str]]] = {}
     for path in paths:
         variant = {"longer": " (extractor 3000 steps)", "nmi-stiff": " (λ 5)"}
+        variant |= {"learned": " (learned model, fold 0)", "elastix": " (fold 0)"}
         name = variant.get(path.parent.name, "")
         with path.open() as handle:
             for row in csv.DictReader(handle):
@@ -210,13 +211,15 @@ def stage_report(runs: Path, out: Path) -> None:
     prostate = rows_of(sorted(runs.glob("fold*/eval/*/pairs.csv")))
     if prostate:
         lines += ["## Prostate MR → US, 3-fold cross-validation (held-out pairs of all folds)",
-                  "", "| row | pairs | gland Dice | better than identity | TRE (mm) | "
-                  "folding % | s/pair |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "", "| row | pairs | failed | gland Dice | better than identity | TRE (mm) | "
+                  "folding % | s/pair |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         start = {r["moving_name"]: float(r["dice_1"]) for r in prostate["identity"]}
         for name, rows in prostate.items():
-            better = sum(float(r["dice_1"]) > start[r["moving_name"]] for r in rows)
+            done = [r for r in rows if r["dice_1"] not in ("", "nan")]
+            better = sum(float(r["dice_1"]) > start[r["moving_name"]] for r in done)
             lines.append(
-                f"| {name} | {len(rows)} | {mean(rows, 'dice_1'):.3f} | {better}/{len(rows)} | "
+                f"| {name} | {len(rows)} | {len(rows) - len(done)} | {mean(rows, 'dice_1'):.3f} | "
+                f"{better}/{len(done)} | "
                 f"{mean(rows, 'tre'):.2f} | {mean(rows, 'folding_percent'):.2f} | "
                 f"{mean(rows, 'seconds'):.1f} |"
             )
