@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from src_training.data.layouts import NIFTI_SUFFIXES, label_map
+from src_training.data.layouts import NIFTI_SUFFIXES, check_finite, label_map
 from src_training.data.reading import file_suffix, read_image_ras
 
 LABEL_WORDS = ("label", "seg", "mask", "aseg")
@@ -105,13 +105,13 @@ def read_volume(path: str | Path) -> Volume:
     spacing = tuple(float(z) for z in (zooms or (1.0,) * 3)[:3])
     affine = _ras_affine(header.affine, shape[:3])
     origin = tuple(float(str(np.float32(value))) for value in affine[:3, 3])
-    grid = affine_grid(affine, 3)
-    grid = {key: np.asarray(value).tolist() for key, value in grid.items() if key != "axes"}
-    grid["axes"] = "xyz"
+    grid = {
+        key: value if isinstance(value, str) else np.asarray(value).tolist()
+        for key, value in affine_grid(affine, 3).items()
+    }
     if masks:
         return Volume(label_map(raw, raw.shape[:3], path), spacing, origin, True, grid)
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        raise ValueError(f"{path.name} contains NaN or inf values; replace them first")
+    check_finite(raw, path)
     named = any(word in path.name.lower() for word in LABEL_WORDS)
     if named and raw.dtype.kind in "iu":
         return Volume(raw.astype(np.int64), spacing, origin, True, grid)
