@@ -12,6 +12,13 @@ from src_training.cli.common import optimisation, optimisation_flags_used
 from src_training.cli.register_store import read_series, register_store, writes_store
 from src_training.data.datasets import load_dataset, load_image_file, load_label_file
 from src_training.data.lazy import is_zarr
+from src_training.data.orientation import (
+    axis_codes,
+    orientation_change,
+    reorient_array,
+    reorient_points,
+    reorient_spacing,
+)
 from src_training.data.placement import positions_on_grid
 from src_training.data.points import PointsTable, read_points_csv, write_points_csv
 from src_training.data.reading import file_stem
@@ -70,7 +77,7 @@ def register(args: argparse.Namespace) -> None:
         raise ValueError("register needs two images, FIXED and MOVING (or --series STACK)")
     fixed_path, moving_path = args.images
     fixed, spacing = load_image_file(fixed_path, normalise=False)
-    moving, moving_spacing = load_image_file(moving_path, normalise=False)
+    moving, moving_spacing, change = _read_moving(moving_path, fixed_path)
     names = (f"the fixed image {fixed_path}", f"the moving image {moving_path}")
     check_pair(model, fixed, moving, names)
     shape = tuple(fixed.shape[1:])
@@ -80,7 +87,7 @@ def register(args: argparse.Namespace) -> None:
         optimised = optimisation(
             args, spec, len(shape), fixed.shape[0], shape, refine=model is not None
         )
-    labels = [_moving_labels(p, moving.shape[1:], fixed.shape[1:]) for p in args.labels]
+    labels = [_moving_labels(p, moving.shape[1:], shape, fixed_path) for p in args.labels]
     fixed_labels = None
     if args.fixed_labels:
         fixed_labels = load_label_file(args.fixed_labels)
@@ -94,6 +101,7 @@ def register(args: argparse.Namespace) -> None:
     label_names = [f"warped_{Path(p).name.split('.')[0]}{suffix}" for p in args.labels]
     files = [f"warped{suffix}", "displacement.npz", f"displacement{suffix}", f"jacobian{suffix}"]
     points = {f"moved_{file_stem(p)}.csv": read_points_csv(p, ndim) for p in args.points}
+    read_shape = () if change is None else tuple(moving.shape[1:][int(a)] for a in change[:, 0])
     files += list(points)
     if args.itk_field:
         files.append(f"displacement_itk.{args.itk_field}")
@@ -134,9 +142,8 @@ def register(args: argparse.Namespace) -> None:
     if args.itk_field:
         export_itk(field_file, out / files[-1])
     for name, table in points.items():
-        on_grid = positions_on_grid(
-            table.coordinates, moving.shape[1:], shape, moving_spacing, spacing
-        )
+        as_read = reorient_points(table.coordinates, read_shape, change)
+        on_grid = positions_on_grid(as_read, moving.shape[1:], shape, moving_spacing, spacing)
         _move_points(out / name, table, on_grid, field_file)
     write_image(out / files[2], result.field, ndim)
     write_image(out / files[3], result.jacobian, ndim)
@@ -197,9 +204,29 @@ def _how(model: ModelFile | None, result: PairRegistration | SeriesRegistration)
     )
 
 
-def _moving_labels(path: str, moving_shape: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """Read moving labels, which must be on the moving (or already the fixed) grid."""
-    labels = load_label_file(path)
+def _read_moving(
+    moving_path: str, fixed_path: str
+) -> tuple[np.ndarray, tuple[float, ...] | None, np.ndarray | None]:
+    """Read the moving image in the fixed file's voxel order.
+
+    A NIfTI volume stored in another voxel order is flipped and permuted as the two
+    affines say; returns the image, its voxel size and the change made (None if none).
+    """
+    moving, spacing = load_image_file(moving_path, normalise=False)
+    change = orientation_change(moving_path, fixed_path)
+    if change is not None:
+        print(
+            f"reading the moving volume (voxel axes {axis_codes(moving_path)}) in the fixed "
+            f"volume's voxel order ({axis_codes(fixed_path)})"
+        )
+    return reorient_array(moving, change), reorient_spacing(spacing, change), change
+
+
+def _moving_labels(
+    path: str, moving_shape: tuple[int, ...], shape: tuple[int, ...], fixed_path: str
+) -> np.ndarray:
+    """Read moving labels (on the moving or already the fixed grid) in the fixed's order."""
+    labels = reorient_array(load_label_file(path), orientation_change(path, fixed_path))
     if labels.shape in (tuple(shape), tuple(moving_shape)):
         return labels
     raise ValueError(

@@ -168,6 +168,20 @@ def test_evaluate_landmarks_gives_the_centroid_distance_in_mm(tmp_path):
     assert " tre" in done.stdout.splitlines()[-3]
 
 
+def _register(
+    files: dict[str, Path], point: Path, tmp_path: Path, iterations: int
+) -> subprocess.CompletedProcess:
+    """``deepsim register`` the pair by MSE, with its labels and a point; check it ran."""
+    done = subprocess.run(
+        [DEEPSIM, "register", files["fixed"], files["moving"], "--optimise", "--metric", "mse",
+         "--iterations", str(iterations), "--labels", files["moving_labels"], "--fixed-labels",
+         files["fixed_labels"], "--points", point, "--out", tmp_path / "out", "--device", "cpu"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 @pytest.mark.slow
 def test_register_places_a_finer_moving_volume_by_voxel_size_not_corner_to_corner(tmp_path):
     # one ball of radius 4 mm: 10 voxels of 0.4 mm in the moving file, 5 of 0.8 mm in the fixed
@@ -181,13 +195,7 @@ def test_register_places_a_finer_moving_volume_by_voxel_size_not_corner_to_corne
             nib.save(nib.Nifti1Image(data, affine), files[name + kind])
     point = tmp_path / "point.csv"
     point.write_text("axis-0,axis-1,axis-2\n29.5,19.5,19.5\n")  # 4 mm off centre
-    done = subprocess.run(
-        [DEEPSIM, "register", files["fixed"], files["moving"], "--optimise", "--metric", "mse",
-         "--iterations", "1", "--labels", files["moving_labels"], "--fixed-labels",
-         files["fixed_labels"], "--points", point, "--out", tmp_path / "out", "--device", "cpu"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    done = _register(files, point, tmp_path, iterations=1)
     assert "by voxel size, centres aligned" in done.stdout
     said = done.stdout.split("Dice (moving_labels.nii.gz vs fixed_labels.nii.gz): ")[1]
     before = float(said.split()[0])
@@ -195,3 +203,36 @@ def test_register_places_a_finer_moving_volume_by_voxel_size_not_corner_to_corne
     with open(tmp_path / "out" / "moved_point.csv") as handle:
         moved = [float(v) for v in next(iter(csv.DictReader(handle))).values()]
     np.testing.assert_allclose(moved, [16.5, 11.5, 11.5], atol=0.3)  # corners: 17.4
+
+
+@needs_data
+@pytest.mark.slow
+def test_register_reads_a_moving_volume_stored_in_another_voxel_order_in_the_fixed_order(
+    volume, tmp_path
+):
+    # the moving file stores the fixed volume with its first axis reversed and the other
+    # two swapped; its affine says so, so both are one volume at one place
+    n0 = volume.shape[0]
+    affine = np.diag([0.8, 0.5, 1.2, 1.0])
+    affine[:3, 3] = (-10.0, 4.0, 7.0)
+    swap = np.array([[-1, 0, 0, n0 - 1], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)
+    label = _blob(volume.shape, (12.0, 15.0, 10.0), 5.0)
+    files = {}
+    for role, image, seg, matrix in (
+        ("fixed", volume, label, affine),
+        ("moving", volume[::-1].transpose(0, 2, 1), label[::-1].transpose(0, 2, 1), affine @ swap),
+    ):
+        for kind, data in (("", image.astype(np.float32)), ("_labels", seg)):
+            files[role + kind] = tmp_path / f"{role}{kind}.nii.gz"
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(data), matrix), files[role + kind])
+    point = tmp_path / "point.csv"  # the ball's centre, in the moving file's voxels
+    point.write_text(f"axis-0,axis-1,axis-2\n{n0 - 1 - 12},10,15\n")
+    done = _register(files, point, tmp_path, iterations=5)
+    assert "voxel axes LSA) in the fixed volume's voxel order (RAS)" in done.stdout
+    said = done.stdout.split("Dice (moving_labels.nii.gz vs fixed_labels.nii.gz): ")[1]
+    assert float(said.split()[0]) == pytest.approx(1.0)  # read as stored: about 0.1
+    warped = nib.load(tmp_path / "out" / "warped.nii.gz").get_fdata()
+    np.testing.assert_allclose(warped, volume, atol=0.02)  # the identity in physical space
+    with open(tmp_path / "out" / "moved_point.csv") as handle:
+        moved = [float(v) for v in next(iter(csv.DictReader(handle))).values()]
+    np.testing.assert_allclose(moved, [12.0, 15.0, 10.0], atol=0.2)
