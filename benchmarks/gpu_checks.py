@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from src_training.data.datasets import Dataset
-from src_training.engine.training import features_trainer, registration_metric, registration_trainer
+from src_training.engine.metrics import registration_metric
+from src_training.engine.training import features_trainer, registration_trainer
 from src_training.metrics import build_metric
 from src_training.metrics.dice import mean_dice
 from src_training.networks.models import RegistrationNet

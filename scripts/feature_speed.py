@@ -133,7 +133,7 @@ def main() -> None:
 
     from src_training.data.datasets import load_dataset, parse_frames
     from src_training.engine.evaluation import evaluation_pairs
-    from src_training.engine.training import load_extractor
+    from src_training.engine.metrics import load_extractor
     from src_training.evaluation.scoring import add_noise, score_pairs
 
     torch.set_num_threads(1)

@@ -58,8 +58,8 @@ def score_row(split: object, data: Path, noise: float, name: str) -> dict[str, o
         evaluate_methods,
         evaluation_pairs,
     )
+    from src_training.engine.metrics import load_extractor
     from src_training.engine.optimisation import Optimisation, optimisation_method
-    from src_training.engine.training import load_extractor
     from src_training.metrics.feature_maps import FeatureOptions
     from src_training.metrics.registry import MetricInputs, build_metric, metric_spec
     from src_training.optimisation import OptimiseConfig

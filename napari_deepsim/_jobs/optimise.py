@@ -140,12 +140,12 @@ def optimisation(spec: OptimiseSpec, ndim: int, model: ModelFile | None = None) 
     Optimisation
         The metric and the optimiser's settings.
     """
+    from src_training.engine.metrics import registration_metric
     from src_training.engine.optimisation import (
         optimisation_config,
         own_refinement,
         user_optimisation,
     )
-    from src_training.engine.training import registration_metric
 
     config = optimisation_config(
         iterations=",".join(map(str, spec.iterations)),

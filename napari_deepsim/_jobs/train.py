@@ -226,9 +226,9 @@ def _trainer(
     job: TrainJob, data: Dataset, val: Dataset | None, config: TrainConfig, device: Any
 ) -> FeatureTrainer | RegistrationTrainer:
     """Build the engine's trainer of the job's network on its data."""
+    from src_training.engine.metrics import registration_metric
     from src_training.engine.training import (
         features_trainer,
-        registration_metric,
         registration_trainer,
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from src_training.data.atlas import with_atlas
 from src_training.data.datasets import Dataset, load_dataset, parse_frames
+from src_training.engine.metrics import registration_metric
 from src_training.engine.optimisation import (
     Optimisation,
     OptimiseConfig,
@@ -18,7 +19,6 @@ from src_training.engine.optimisation import (
     own_refinement,
     user_optimisation,
 )
-from src_training.engine.training import registration_metric
 from src_training.metrics.feature_maps import FeatureOptions
 from src_training.metrics.registry import Similarity
 from src_training.networks.modelio import ModelFile
@@ -107,11 +107,13 @@ def optimisation(
         Checked before any work.
     """
     name, _, features = spec.partition(":")
+    fixed, moving = extractor_pair(features or getattr(args, "features", None))
     metric = registration_metric(
         name,
         ndim=ndim,
         channels=channels,
-        features=features or getattr(args, "features", None),
+        features=fixed,
+        moving_features=moving,
         vgg_weights=getattr(args, "vgg_weights", None),
         how_to_get_extractor=(
             "train one with `deepsim train-features` and give it as "
@@ -120,6 +122,31 @@ def optimisation(
         feature_options=feature_options(args),
     )
     return optimiser(args, metric, shape, refine)
+
+
+def extractor_pair(text: str | None) -> tuple[str | None, str | None]:
+    """Split ``F.pt`` or ``FIXED.pt,MOVING.pt`` (one extractor per image) into the two.
+
+    Parameters
+    ----------
+    text : str or None
+        What follows the metric's colon, or ``--features``.
+
+    Returns
+    -------
+    tuple
+        The fixed image's extractor (or the one for both) and the moving image's (None
+        for one extractor).
+    """
+    if not text or "," not in text:
+        return text or None, None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(
+            f"{text!r} is neither one extractor nor two separated by a comma; give F.pt, or "
+            "FIXED.pt,MOVING.pt for one extractor per image"
+        )
+    return parts[0], parts[1]
 
 
 def feature_options(args: argparse.Namespace) -> FeatureOptions | None:

@@ -230,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--metric", help="similarity to optimise (default ncc; see `deepsim metrics`)")
     g.add_argument(
-        "--features", metavar="NAME|F.pt", help="feature extractor (deepsim, deepsim-ae)"
+        "--features",
+        metavar="NAME|F.pt",
+        help="feature extractor (deepsim, deepsim-ae, ...); deepsim-seg also takes "
+        "FIXED.pt,MOVING.pt, one extractor per image",
     )
     g.add_argument("--vgg-weights", metavar="FILE", help="torchvision VGG16 state dict (vgg)")
     g.add_argument("--seed", type=int, default=0, help="seed of the optimisation (default 0)")
@@ -284,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METRIC[:F.pt]",
-        help="a row optimising each pair from the identity, e.g. ncc or deepsim:features.pt",
+        help="a row optimising each pair from the identity, e.g. ncc, deepsim:features.pt or "
+        "deepsim-seg:FIXED.pt,MOVING.pt (one extractor per image)",
     )
     g.add_argument(
         "--refine",

@@ -11,11 +11,11 @@ from src_training.data.augment import NO_AUGMENTATION, AugmentConfig
 from src_training.data.datasets import Dataset
 from src_training.data.pairs import read_pairs_csv
 from src_training.data.writing import check_writable
+from src_training.engine.metrics import registration_metric
 from src_training.engine.options import parse_channels
 from src_training.engine.training import (
     SELF_SUPERVISED_NOISE,
     features_trainer,
-    registration_metric,
     registration_trainer,
 )
 from src_training.metrics.registry import metric_spec

@@ -26,6 +26,7 @@ from src_training.data.datasets import Dataset
 from src_training.data.normalise import normalise_intensity
 from src_training.data.samples import CLASS_NAMES, noisy_cell_sequence
 from src_training.engine.evaluation import EvaluatedMethod, evaluate_methods, evaluation_methods
+from src_training.engine.metrics import registration_metric
 from src_training.engine.optimisation import (
     optimisation_config,
     own_refinement,
@@ -33,7 +34,6 @@ from src_training.engine.optimisation import (
 )
 from src_training.engine.training import (
     features_trainer,
-    registration_metric,
     registration_trainer,
 )
 from src_training.evaluation.overview import MethodPanel, overview_figure

@@ -57,12 +57,14 @@ class _FrozenNetworkMetric(nn.Module):
     """Base of metrics that hold a network: frozen, and in eval mode whatever happens."""
 
     network: nn.Module
+    _frozen: tuple[str, ...] = ()
 
-    def _freeze(self, network: nn.Module) -> None:
-        self.network = network.requires_grad_(False).eval()
+    def _freeze(self, network: nn.Module, name: str = "network") -> None:
+        setattr(self, name, network.requires_grad_(False).eval())
+        self._frozen = (*self._frozen, name)
 
     def train(self, mode: bool = True) -> _FrozenNetworkMetric:
-        """Set the training flag of this module but keep the network in eval mode.
+        """Set the training flag of this module but keep its networks in eval mode.
 
         Parameters
         ----------
@@ -75,7 +77,8 @@ class _FrozenNetworkMetric(nn.Module):
             This module.
         """
         super().train(mode)
-        self.network.eval()
+        for name in self._frozen:
+            getattr(self, name).eval()
         return self
 
 

@@ -273,6 +273,8 @@ class MetricInputs:
     how_to_get_extractor : str
         The end of the message when the extractor is missing, in the words of the
         interface the user is in.
+    moving_extractor : nn.Module, optional
+        deepsim-seg only: a second extractor, for the moving image.
     """
 
     extractor: nn.Module | None = None
@@ -280,6 +282,7 @@ class MetricInputs:
     feature_levels: Sequence[int] | None = None
     how_to_get_extractor: str = "train one with `deepsim train-features` and pass --features F.pt"
     feature_options: FeatureOptions | None = None
+    moving_extractor: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,13 @@ def build_metric(name: str, inputs: MetricInputs | None = None) -> Similarity:
                 f"{inputs.how_to_get_extractor}"
             )
         options["extractor"] = inputs.extractor
+        if inputs.moving_extractor is not None:
+            if name != "deepsim-seg":
+                raise ValueError(
+                    f"one extractor per image applies to deepsim-seg, not {name}; give {name} "
+                    "one extractor"
+                )
+            options["moving_extractor"] = inputs.moving_extractor
         if inputs.feature_levels:
             options["levels"] = list(inputs.feature_levels)
     elif inputs.feature_levels:

@@ -10,7 +10,9 @@ and positions. An optimiser computes both images' probabilities once, at full
 resolution, and warps the moving ones at every pyramid level (extract-then-warp: the
 network never sees a downsampled image it was not trained on); called as a loss on two
 images (training a model) it predicts through the warped image, the fixed image's
-prediction without gradients.
+prediction without gradients. A second network (``moving_extractor``) may segment the
+moving image instead: one network per modality, each trained on its own, with the same
+classes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class SegmentationSimilarity(DeepSim):
         Unused here; kept for the DeepSim signature.
     levels : sequence of int, optional
         Refused: the output has no encoder stages to choose.
+    moving_extractor : nn.Module, optional
+        A segmentation extractor with the same classes for the moving image (the warped
+        image when called as a loss); ``extractor`` then segments the fixed image only.
     """
 
     metric_name: ClassVar[str] = "deepsim-seg"
@@ -51,6 +56,7 @@ class SegmentationSimilarity(DeepSim):
         extractor: nn.Module | None = None,
         eps: float = 1e-6,
         levels: Sequence[int] | None = None,
+        moving_extractor: nn.Module | None = None,
     ) -> None:
         if levels is not None:
             raise ValueError(
@@ -58,21 +64,36 @@ class SegmentationSimilarity(DeepSim):
                 "leave out --feature-levels"
             )
         super().__init__(extractor, eps)
+        self.moving_network = None
+        if moving_extractor is not None:
+            classes = [getattr(n, "num_classes", None) for n in (extractor, moving_extractor)]
+            if classes[0] != classes[1]:
+                raise ValueError(
+                    f"the two extractors of deepsim-seg segment {classes[0]} and {classes[1]} "
+                    "classes; train both on the same labels"
+                )
+            self._freeze(moving_extractor, "moving_network")
 
-    def probabilities(self, image: Tensor) -> Tensor:
+    def probabilities(self, image: Tensor, moving: bool = False) -> Tensor:
         """Return the network's class probabilities of ``image``.
 
         Parameters
         ----------
         image : Tensor
             ``(B, C, *spatial)`` image.
+        moving : bool
+            The image is the moving one: segment it with the moving image's extractor,
+            if there is one.
 
         Returns
         -------
         Tensor
             ``(B, K, *spatial)`` softmax over the ``K`` classes, in float32.
         """
-        return torch.softmax(self.network(image).float(), dim=1)
+        network = self.network
+        if moving and self.moving_network is not None:
+            network = self.moving_network
+        return torch.softmax(network(image).float(), dim=1)
 
     def stage_maps(self, image: Tensor) -> list[Tensor]:
         """Return the class probabilities of a full-resolution image, without gradients.
@@ -89,6 +110,11 @@ class SegmentationSimilarity(DeepSim):
         """
         with torch.no_grad():
             return [self.probabilities(image)]
+
+    def moving_stage_maps(self, image: Tensor) -> list[Tensor]:
+        """Return :meth:`stage_maps` of the moving image (its own extractor, if any)."""
+        with torch.no_grad():
+            return [self.probabilities(image, moving=True)]
 
     def level_pair(
         self,
@@ -147,4 +173,4 @@ class SegmentationSimilarity(DeepSim):
         _check_pair(warped, fixed)
         with torch.no_grad():
             target = self.probabilities(fixed)
-        return self.compare(self.probabilities(warped), target)
+        return self.compare(self.probabilities(warped, moving=True), target)

@@ -2,7 +2,8 @@
 
 A metric with a ``static`` flag set and ``stage_maps``/``level_pair``/``compare`` methods
 (:class:`src_training.metrics.feature_maps.FeatureMaps`) has the encoder stages of both
-full-resolution images computed once; each level then holds both images' stacks on its
+full-resolution images computed once (the moving image's by ``moving_stage_maps`` where
+the metric has one: its own network); each level then holds both images' stacks on its
 grid, and the optimiser warps the moving stack, so no network runs per iteration.
 """
 
@@ -51,7 +52,7 @@ def feature_pyramid(
     """
     full = pyramid[-1]
     fixed_stages = loss.stage_maps(full.fixed)
-    moving_stages = loss.stage_maps(full.moving)
+    moving_stages = getattr(loss, "moving_stage_maps", loss.stage_maps)(full.moving)
     levels = []
     for level in pyramid:
         stages, raws = (fixed_stages, moving_stages), (level.fixed, level.moving)

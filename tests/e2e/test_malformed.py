@@ -821,6 +821,19 @@ def _(w: Workspace) -> Case:
     return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
 
 
+@case("three-extractors")
+def _(w: Workspace) -> Case:
+    args = ["register", "--optimise", "--metric", "deepsim-seg:a.pt,b.pt,c.pt", w.image()]
+    return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
+
+
+@case("an-extractor-per-image-for-another-metric")
+def _(w: Workspace) -> Case:
+    features = w.features()
+    args = ["register", "--optimise", "--metric", f"deepsim:{features},{features}", w.image()]
+    return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
+
+
 @case("resume-without-checkpoint")
 def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "mse", "--resume"))

@@ -12,9 +12,9 @@ from src_training.engine.arrays import (
     register_frames,
     warp_with_field,
 )
+from src_training.engine.metrics import registration_metric
 from src_training.engine.optimisation import Optimisation, optimisation_config
 from src_training.engine.series import register_stack
-from src_training.engine.training import registration_metric
 from src_training.networks.modelio import load_model, save_model
 from src_training.networks.models import RegistrationNet
 from src_training.optimisation.pyramid import MIN_LEVEL_SIZE

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src_training.data.datasets import load_image_file
-from src_training.engine.training import load_extractor
+from src_training.engine.metrics import load_extractor
 
 ISBI = Path(__file__).resolve().parents[4] / "shared" / "data" / "isbi2012_em" / "images"
 

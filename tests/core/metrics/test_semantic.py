@@ -15,6 +15,7 @@ class Threshold(torch.nn.Module):
     """A 'segmentation network' with a known output: class 1 where the image is bright."""
 
     kind = "segmentation"
+    num_classes = 2
 
     def features(self, x):
         return [x]
@@ -72,3 +73,50 @@ def test_it_recovers_a_known_smooth_deformation_of_a_real_section(extractor, sec
     error = torch.linalg.vector_norm(found - truth, dim=1)[inner].mean()
     start = torch.linalg.vector_norm(truth, dim=1)[inner].mean()
     assert error < 0.5 < start, (float(error), float(start))
+
+
+class Inverted(Threshold):
+    """The same segmentation in a modality of inverted contrast: class 1 where it is dark."""
+
+    def forward(self, x):
+        return super().forward(1.0 - x)
+
+
+def test_one_extractor_per_image_segments_each_image_with_its_own():
+    metric = SegmentationSimilarity(Threshold(), moving_extractor=Inverted())
+    image = torch.zeros(1, 1, 8, 8)
+    image[..., 2:6, 2:6] = 1.0
+    # the moving image shows the same square in inverted contrast: alike for the pair of
+    # extractors, opposite for the fixed image's extractor alone
+    assert float(metric(1.0 - image, image)) == pytest.approx(0.0, abs=1e-7)
+    p0, p1 = torch.sigmoid(torch.tensor(-4.0)), torch.sigmoid(torch.tensor(4.0))
+    alone = SegmentationSimilarity(Threshold())(1.0 - image, image)
+    assert float(alone) == pytest.approx(float((p1 - p0) ** 2), rel=1e-5)
+    torch.testing.assert_close(
+        metric.moving_stage_maps(1.0 - image)[0], metric.stage_maps(image)[0]
+    )
+    assert not metric.moving_network.training and not metric.train().moving_network.training
+
+
+def test_one_extractor_per_image_recovers_a_shift_across_inverted_contrast():
+    grid = torch.stack(torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij"))
+
+    def blob(centre):
+        return torch.exp(-((grid - torch.tensor(centre).view(2, 1, 1)) ** 2).sum(0) / 60)
+
+    fixed = blob((24.0, 24.0))[None, None]
+    moving = 1.0 - blob((26.0, 21.0))[None, None]  # shifted by (2, -3) px, contrast inverted
+    metric = build_metric("deepsim-seg", MetricInputs(Threshold(), moving_extractor=Inverted()))
+    config = OptimiseConfig(levels=2, iterations=(60, 60), grid_spacing=8, lam=0.1)
+    shift = optimise_pair(fixed, moving, metric, config).displacement
+    centre = shift[0, :, 20:29, 20:29].mean(dim=(1, 2))
+    torch.testing.assert_close(centre, torch.tensor([2.0, -3.0]), atol=0.5, rtol=0)
+
+
+def test_a_second_extractor_is_refused_for_other_metrics_and_other_classes():
+    with pytest.raises(ValueError, match="one extractor per image applies to deepsim-seg"):
+        build_metric("deepsim", MetricInputs(Threshold(), moving_extractor=Threshold()))
+    other = Threshold()
+    other.num_classes = 3
+    with pytest.raises(ValueError, match="segment 2 and 3 classes"):
+        SegmentationSimilarity(Threshold(), moving_extractor=other)

@@ -16,11 +16,8 @@ from src_training.data.datasets import load_image_file, load_label_file
 from src_training.data.profile import profile_distance
 from src_training.engine.demo import sample_dataset
 from src_training.engine.registration import load_registration_model, register_pair, run_to_end
-from src_training.engine.training import (
-    load_extractor,
-    registration_metric,
-    registration_trainer,
-)
+from src_training.engine.metrics import load_extractor, registration_metric
+from src_training.engine.training import registration_trainer
 from src_training.metrics.dice import mean_dice
 from src_training.models import ENV, REINSTALL, builtin_file, builtin_models, resolve
 from src_training.networks.models import FeatureExtractor, RegistrationNet

@@ -16,11 +16,10 @@ import torch
 
 from src_training.data.augment import AugmentConfig
 from src_training.data.datasets import Dataset, load_dataset
+from src_training.engine.metrics import load_extractor, registration_metric
 from src_training.engine.training import (
     SELF_SUPERVISED_NOISE,
     features_trainer,
-    load_extractor,
-    registration_metric,
 )
 from src_training.networks.modelio import load_model
 from src_training.training.trainer import TrainConfig
