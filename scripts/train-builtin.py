@@ -1,6 +1,8 @@
 """Train, evaluate and package the built-in models shipped in ``src_training/models/``.
 
-For each built-in model (``em-2d``, ``phase-contrast-2d``):
+For each built-in model (``em-2d``, ``phase-contrast-2d``, and the feature extractor
+alone ``prostate-mr-us-3d``, whose registration step is left out and whose held-out
+row is the optimisation with its metric):
 
 1. ``train``: a segmentation feature extractor, then a DeepSim registration model with
    that extractor at the chosen λ, on the training frames only (``deepsim
@@ -35,16 +37,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builtin_cards import card  # noqa: E402  (scripts/builtin_cards.py, beside this file)
+from builtin_cards import card, extractor_card  # noqa: E402  (scripts/builtin_cards.py, beside this file)
 from builtin_recipe import RECIPES, Recipe  # noqa: E402
 from reproduction_commands import finished  # noqa: E402  (scripts/reproduction_commands.py)
 
-from src_training.data.datasets import load_dataset, parse_frames  # noqa: E402
+from src_training.data.datasets import load_dataset, load_image_file, parse_frames  # noqa: E402
 from src_training.data.profile import intensity_profile  # noqa: E402
 from src_training.data.reading import read_image  # noqa: E402
 from src_training.models import REGISTRY, models_folder, sha256_of  # noqa: E402
@@ -83,13 +86,15 @@ def run(args: list[str], log: Path, threads: int) -> float:
 def train(recipe: Recipe, data: Path, folder: Path, log: Path, threads: int) -> None:
     """Train the extractor, then the registration model, unless finished."""
     source = [str(data / recipe.folder), *recipe.label_options, "--frames", recipe.train_frames]
+    if recipe.val_frames:
+        source += ["--val-frames", recipe.val_frames]
     common = [*recipe.common, "--device", "cpu", "--seed", str(recipe.seed), "--overwrite"]
     features = folder / "features.pt"
     if not finished(features, recipe.feature_steps):
         command = ["train-features", *source, "--steps", str(recipe.feature_steps), *common]
         run([*command, "--out", str(features)], log, threads)
     registration = folder / "registration.pt"
-    if not finished(registration, recipe.steps):
+    if not recipe.metric and not finished(registration, recipe.steps):
         command = [
             "train",
             *source,
@@ -130,8 +135,48 @@ def float16_change(recipe: Recipe, data: Path, model: ModelFile, path: Path) -> 
     return float((before - after).abs().max())
 
 
+def probability_change(recipe: Recipe, data: Path, model: ModelFile, path: Path) -> float:
+    """Largest class-probability change of the 16-bit file on a held-out volume."""
+    first = sorted((data / recipe.test_folder / "moving_images").iterdir())[0]
+    image = torch.from_numpy(load_image_file(first)[0][None])
+    with torch.no_grad():
+        before, after = (
+            torch.softmax(network(image), dim=1)
+            for network in (model.network, load_model(path).network)
+        )
+    return float((before - after).abs().max())
+
+
+def package_extractor(recipe: Recipe, data: Path, folder: Path, threads: int) -> dict[str, Any]:
+    """Write a feature extractor alone with 16-bit weights; return its entry and facts."""
+    features = load_model(folder / "features.pt")
+    common = {"builtin": recipe.name, "train_data": f"{recipe.folder} cases {recipe.train_frames}"}
+    target = MODELS / f"{recipe.name}.features.pt"
+    entry = {
+        "modality": recipe.modality,
+        "summary": recipe.summary,
+        "ndim": features.ndim,
+        "channels": 1,
+        "network": recipe.channels,
+        "files": {"features": write_compact(features, target, common)},
+        "card": f"{recipe.name}.md",
+        "heldout": {},
+        "metric": recipe.metric,
+    }
+    facts = {
+        "threads": threads,
+        "features_seconds": training_seconds(folder / "features.pt"),
+        "best_step": int(features.metadata["steps_trained"]),
+        "best_dice": float(features.metadata["best_validation"]),
+        "float16_change": probability_change(recipe, data, features, target),
+    }
+    return {"entry": entry, "facts": facts}
+
+
 def package(recipe: Recipe, data: Path, folder: Path, threads: int) -> dict[str, Any]:
     """Write both files with 16-bit weights; return the registry entry and card facts."""
+    if recipe.metric:
+        return package_extractor(recipe, data, folder, threads)
     frames = sorted((data / recipe.folder / "images").iterdir())[parse_frames(recipe.train_frames)]
     profile = intensity_profile(read_image(path)[0] for path in frames)
     common = {
@@ -179,25 +224,16 @@ def write_registry(entries: dict[str, dict[str, Any]]) -> None:
 def evaluate(recipe: Recipe, data: Path, folder: Path, log: Path, threads: int) -> dict[str, Any]:
     """Score the shipped model (by its name) against identity and elastix; return the table."""
     out = folder / "eval"
-    command = [
-        "evaluate",
-        str(data / recipe.folder),
-        *recipe.label_options,
-        "--frames",
-        recipe.test_frames,
-        "--models",
-        recipe.name,
-        "--baseline",
-        "identity",
-        "--baseline",
-        "elastix",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-        "--overwrite",
-    ]
-    run(command, log, threads)
+    if recipe.metric:
+        method = ["--optimise", f"{recipe.metric}:{recipe.name}"]
+        source = [str(data / recipe.test_folder), *method]
+    else:
+        source = [str(data / recipe.folder), *recipe.label_options, "--frames", recipe.test_frames]
+        source += ["--models", recipe.name]
+    command = ["evaluate", *source, *recipe.score, "--device", "cpu", "--out", str(out)]
+    run([*command, "--overwrite"], log, threads)
+    if recipe.metric:
+        return gland_scores(recipe, out)
     with (out / "summary.csv").open() as handle:
         rows = {r["model"]: r for r in csv.DictReader(handle)}
     keys = ("dice", "dice_sd", "folding_percent", "seconds_per_pair")
@@ -208,6 +244,27 @@ def evaluate(recipe: Recipe, data: Path, folder: Path, log: Path, threads: int) 
         for name, row in rows.items()
     }
     return {"data": f"{recipe.folder} {recipe.test_frames}", "pairs": pairs, **table}
+
+
+def gland_scores(recipe: Recipe, out: Path) -> dict[str, Any]:
+    """Return the held-out table of a feature extractor alone: gland Dice and TRE."""
+    with (out / "pairs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    table: dict[str, Any] = {"data": f"{recipe.test_folder}, gland"}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        values = {k: [float(r[k]) for r in mine] for k in ("dice_1", "tre", "folding_percent")}
+        values["seconds"] = [float(r["seconds"]) for r in mine]
+        key = "model" if name == f"opt-{recipe.metric}" else name
+        table[key] = {
+            "dice": round(float(np.mean(values["dice_1"])), 4),
+            "dice_sd": round(float(np.std(values["dice_1"])), 4),
+            "tre_mm": round(float(np.mean(values["tre"])), 3),
+            "folding_percent": round(float(np.mean(values["folding_percent"])), 4),
+            "seconds_per_pair": round(float(np.mean(values["seconds"])), 4),
+        }
+        table["pairs"] = len(mine)
+    return table
 
 
 def main() -> None:
@@ -236,7 +293,8 @@ def main() -> None:
         threads = os.cpu_count() or 1
         entry["heldout"] = evaluate(recipe, args.data, folder, log, threads)
         facts = {**packed[recipe.name]["facts"], "eval_threads": threads}
-        (MODELS / entry["card"]).write_text(card(recipe, entry, facts["profile"], facts))
+        text = extractor_card(recipe, entry, facts) if recipe.metric else card(recipe, entry, facts)
+        (MODELS / entry["card"]).write_text(text)
         print(f"{recipe.name}: held-out Dice {entry['heldout']['model']['dice']:.3f}")
     write_registry({name: p["entry"] for name, p in packed.items()})
 

@@ -35,8 +35,8 @@ def builtin_choices(part: str = "registration") -> list[tuple[str, str]]:
     Returns
     -------
     list of (str, str)
-        In the registry's order; empty when the registry cannot be read (the command
-        line reports why).
+        In the registry's order (for registration, only those with a registration
+        model); empty when the registry cannot be read (the command line reports why).
     """
     try:
         models = builtin_models()
@@ -44,7 +44,7 @@ def builtin_choices(part: str = "registration") -> list[tuple[str, str]]:
         return []
     if part == "features":
         return [(f"{name} extractor (built-in)", name) for name in models]
-    return [(model.description(), name) for name, model in models.items()]
+    return [(model.description(), name) for name, model in models.items() if model.registers]
 
 
 @dataclass(frozen=True)

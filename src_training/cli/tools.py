@@ -36,17 +36,21 @@ def models(args: argparse.Namespace) -> None:
     if not found:
         print("no built-in models are installed; reinstall napari-deepsim to get them")
         return
-    rows = [("name", "modality", "ndim", "size", "held-out Dice")]
+    rows = [("name", "modality", "ndim", "parts", "size", "held-out Dice")]
     for model in found.values():
         dice = model.heldout_dice
         data = model.heldout.get("data", "")
         scored = "-" if dice is None else f"{dice:.3f} ({data})"
         size = f"{model.size_bytes / 1e6:.2f} MB"
-        rows.append((model.name, model.modality, f"{model.ndim}D", size, scored))
+        parts = "model+extractor" if model.registers else "extractor"
+        rows.append((model.name, model.modality, f"{model.ndim}D", parts, size, scored))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print("use a name wherever a model file goes: --model, --models, --features, --init;")
+    for model in found.values():
+        if not model.registers:
+            print(f"{model.name} is a feature extractor alone: `{model.use}`")
     print("`deepsim info NAME` shows a model's card")
 
 

@@ -2,7 +2,9 @@
 
 A built-in model is a pair of model files in this folder, a registration model and
 the feature extractor it was trained with (``NAME.pt`` and ``NAME.features.pt``, with
-16-bit weights that loading restores to float32), listed in ``registry.json`` with
+16-bit weights that loading restores to float32), or a feature extractor alone, made
+for optimising a pair with one metric (``metric`` in the registry, such as
+``deepsim-seg``: ``--optimise --metric deepsim-seg:NAME``); each is listed in ``registry.json`` with
 their SHA-256, what data they are for, their held-out scores and the intensity
 profile of their training data, and described by a model card ``NAME.md``.
 ``scripts/train-builtin.py`` writes all of them; nothing is downloaded at run time.
@@ -54,9 +56,12 @@ class BuiltinModel:
     heldout : dict
         Scores on held-out pairs: ``data``, ``pairs``, and per method (``model``,
         ``identity``, ``elastix``) ``dice``, ``dice_sd``, ``folding_percent``,
-        ``seconds_per_pair``.
+        ``seconds_per_pair``; for a feature extractor alone, ``model`` is the
+        optimisation with its metric.
     folder : Path
         Where the files are.
+    metric : str
+        For a feature extractor alone: the metric it is made for; empty otherwise.
     """
 
     name: str
@@ -69,6 +74,17 @@ class BuiltinModel:
     card: str
     heldout: dict[str, Any]
     folder: Path
+    metric: str = ""
+
+    @property
+    def registers(self) -> bool:
+        """Whether it has a registration model (else it is a feature extractor alone)."""
+        return "registration" in self.files
+
+    @property
+    def use(self) -> str:
+        """How a feature extractor alone is used on the command line."""
+        return f"deepsim register FIXED MOVING --optimise --metric {self.metric}:{self.name}"
 
     @property
     def size_bytes(self) -> int:
@@ -85,7 +101,8 @@ class BuiltinModel:
         """Return one line for pickers: name, modality, dimensionality and held-out Dice."""
         dice = self.heldout_dice
         scored = "" if dice is None else f", held-out Dice {dice:.3f}"
-        return f"{self.name}: {self.modality}, {self.ndim}D (built-in{scored})"
+        kind = "" if self.registers else f" extractor for {self.metric}"
+        return f"{self.name}: {self.modality}, {self.ndim}D{kind} (built-in{scored})"
 
 
 def models_folder() -> Path:
@@ -172,6 +189,11 @@ def builtin_file(name: str, part: str = "registration") -> Path:
     if part not in PARTS:
         raise ValueError(f"a built-in model has the parts {', '.join(PARTS)}, not {part!r}")
     model = builtin_model(name)
+    if part not in model.files:
+        raise ValueError(
+            f"{name} is a built-in feature extractor, not a registration model; register by "
+            f"optimisation with it instead: `{model.use}`"
+        )
     entry = model.files[part]
     path = model.folder / entry["file"]
     if not path.is_file():

@@ -55,7 +55,7 @@ def test_built_wheel_ships_the_root_manifest_and_the_builtin_models(tmp_path):
         shipped = zf.read("napari_deepsim/napari.yaml")
         names = zf.namelist()
         registry = json.loads(zf.read("src_training/models/registry.json"))
-        assert set(registry["models"]) == {"em-2d", "phase-contrast-2d"}
+        assert set(registry["models"]) == {"em-2d", "phase-contrast-2d", "prostate-mr-us-3d"}
         for name, entry in registry["models"].items():
             assert f"src_training/models/{entry['card']}" in names
             for part in entry["files"].values():

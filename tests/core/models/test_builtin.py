@@ -15,8 +15,8 @@ from src_training.cli import main
 from src_training.data.datasets import load_image_file, load_label_file
 from src_training.data.profile import profile_distance
 from src_training.engine.demo import sample_dataset
-from src_training.engine.registration import load_registration_model, register_pair, run_to_end
 from src_training.engine.metrics import load_extractor, registration_metric
+from src_training.engine.registration import load_registration_model, register_pair, run_to_end
 from src_training.engine.training import registration_trainer
 from src_training.metrics.dice import mean_dice
 from src_training.models import ENV, REINSTALL, builtin_file, builtin_models, resolve
@@ -28,15 +28,18 @@ DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 ISBI = DATA / "isbi2012_em"
 T98G = DATA / "t98g_phase"
 needs_data = pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data is absent")
-NAMES = ("em-2d", "phase-contrast-2d")
+NAMES = ("em-2d", "phase-contrast-2d")  # registration model and extractor
+EXTRACTOR = "prostate-mr-us-3d"  # a feature extractor alone (tests/core/models/test_builtin_3d.py)
 
 
-def test_the_registry_lists_both_models_with_their_scores_and_cards():
+def test_the_registry_lists_every_model_with_their_scores_and_cards():
     models = builtin_models()
-    assert list(models) == list(NAMES)
+    assert list(models) == [*NAMES, EXTRACTOR]
     for model in models.values():
-        assert model.ndim == 2 and model.channels == 1
-        assert model.heldout_dice is not None and model.heldout["pairs"] >= 3
+        assert model.ndim == (3 if model.name == EXTRACTOR else 2) and model.channels == 1
+        assert model.registers == (model.name != EXTRACTOR)
+        assert model.heldout_dice is not None
+        assert model.heldout["pairs"] >= (2 if model.name == EXTRACTOR else 3)
         assert 0 < model.size_bytes < 5e6  # a few MB at most: 16-bit weights
         assert (model.folder / model.card).is_file()
         assert model.name in model.description() and "built-in" in model.description()
@@ -87,11 +90,14 @@ def test_the_cli_refuses_a_damaged_builtin_with_one_line_and_exit_2(tmp_path, mo
 def test_deepsim_models_lists_name_modality_ndim_size_and_dice(capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "modality", "ndim", "size", "held-out", "Dice"]
-    for name, line in zip(NAMES, lines[1:3], strict=True):
+    assert lines[0].split() == ["name", "modality", "ndim", "parts", "size", "held-out", "Dice"]
+    for name, line in zip([*NAMES, EXTRACTOR], lines[1:4], strict=True):
         model = builtin_models()[name]
-        assert line.startswith(name) and model.modality in line and "2D" in line
+        assert line.startswith(name) and model.modality in line and f"{model.ndim}D" in line
         assert f"{model.heldout_dice:.3f}" in line and " MB" in line
+        assert ("model+extractor" if model.registers else " extractor ") in line
+    used = f"{EXTRACTOR} is a feature extractor alone: `{builtin_models()[EXTRACTOR].use}`"
+    assert used in lines
 
 
 def test_deepsim_info_shows_the_card(capsys):
@@ -219,7 +225,7 @@ def test_an_unknown_name_is_neither_a_file_nor_a_builtin(capsys):
     with pytest.raises(FileNotFoundError, match="em-3d is neither a model file nor a built-in"):
         load_registration_model("em-3d")
     assert main(["register", "--model", "em-3d", "a.png", "b.png"]) == 2
-    assert "built-in: em-2d, phase-contrast-2d" in capsys.readouterr().err
+    assert f"built-in: em-2d, phase-contrast-2d, {EXTRACTOR}" in capsys.readouterr().err
 
 
 def test_the_registry_module_imports_no_torch():
