@@ -66,7 +66,7 @@ class SegmentationSimilarity(DeepSim):
         super().__init__(extractor, eps)
         self.moving_network = None
         if moving_extractor is not None:
-            classes = [getattr(n, "num_classes", None) for n in (extractor, moving_extractor)]
+            classes = [_classes(network) for network in (extractor, moving_extractor)]
             if classes[0] != classes[1]:
                 raise ValueError(
                     f"the two extractors of deepsim-seg segment {classes[0]} and {classes[1]} "
@@ -174,3 +174,11 @@ class SegmentationSimilarity(DeepSim):
         with torch.no_grad():
             target = self.probabilities(fixed)
         return self.compare(self.probabilities(warped, moving=True), target)
+
+
+def _classes(network: nn.Module | None) -> int | None:
+    """Return the number of classes a segmentation network predicts, where it says."""
+    config = getattr(network, "config", None)
+    if callable(config):
+        return config().get("num_classes")
+    return getattr(network, "num_classes", None)

@@ -107,9 +107,11 @@ class Workspace:
         torch.manual_seed(0)
         return str(save_model(self.root / name, RegistrationNet(ndim, in_channels, SMALL), {}))
 
-    def features(self, name: str = "f.pt", ndim: int = 2, in_channels: int = 1) -> str:
+    def features(
+        self, name: str = "f.pt", ndim: int = 2, in_channels: int = 1, classes: int = 2
+    ) -> str:
         torch.manual_seed(0)
-        network = FeatureExtractor(ndim, in_channels, 2, SMALL)
+        network = FeatureExtractor(ndim, in_channels, classes, SMALL)
         return str(save_model(self.root / name, network, {}))
 
     def train(self, *options: str, data: str | None = None, out: str = "out.pt") -> list[str]:
@@ -831,6 +833,13 @@ def _(w: Workspace) -> Case:
 def _(w: Workspace) -> Case:
     features = w.features()
     args = ["register", "--optimise", "--metric", f"deepsim:{features},{features}", w.image()]
+    return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
+
+
+@case("extractors-per-image-of-other-classes")
+def _(w: Workspace) -> Case:
+    fixed, moving = w.features("us.pt"), w.features("mr.pt", classes=3)
+    args = ["register", "--optimise", "--metric", f"deepsim-seg:{fixed},{moving}", w.image()]
     return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
 
 
