@@ -19,7 +19,11 @@ Stages (each skips work whose outputs exist, so an interrupted run continues):
    fold's 15 training cases, scored alone and refined with their own metric.
 4. ``longer``: each fold's extractor trained for 3000 steps instead of 1500, scored by
    ``deepsim-seg``: what more training of the extractor buys.
-5. ``report``: ``docs/reproduction/3d.md`` from the summaries.
+5. ``modality``: one extractor per modality instead (each fold's MR cases and its
+   ultrasound cases in an ``images/``/``labels/`` layout of their own, 3000 steps
+   each), scored by ``deepsim-seg:US.pt,MR.pt``: one network for both modalities
+   against one per modality.
+6. ``report``: ``docs/reproduction/3d.md`` from the summaries.
 
 The folders of both layouts (links to the shared data; the subject and the template's
 tissue classes written as NIfTI) live under ``--runs``. Usage::
@@ -120,6 +124,35 @@ def stage_longer(runs: Path, log: Path) -> None:
         score(fold, "longer", ["--optimise", f"deepsim-seg:{extractor}"], log)
 
 
+def modality_layout(fold: Path, side: str) -> Path:
+    """Link one modality of a fold's training cases into ``images/`` and ``labels/``."""
+    kind = {"moving": "mr", "fixed": "us"}[side]
+    folder = fold / "modality" / kind
+    for name in sorted((fold / "train" / f"{side}_images").glob("*.nii.gz")):
+        for part in ("images", "labels"):
+            link = folder / part / name.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to((fold / "train" / f"{side}_{part}" / name.name).resolve())
+    return folder
+
+
+def stage_modality(runs: Path, log: Path) -> None:
+    """One extractor per modality per fold (3000 steps), scored by deepsim-seg with both."""
+    for fold in prostate_folds(runs):
+        extractors = {}
+        for side in ("fixed", "moving"):
+            layout = modality_layout(fold, side)
+            extractors[side] = fold / f"gland-{layout.name}.pt"
+            train = len(list((layout / "images").glob("*.nii.gz")))
+            if not extractors[side].is_file():
+                frames = ["--frames", f"0:{train - 3}", "--val-frames", f"{train - 3}:{train}"]
+                run(["train-features", str(layout), *frames, *EXTRACTOR, *LONGER,
+                     "--device", "cpu", "--out", str(extractors[side])], log)  # fmt: skip
+        pair = f"deepsim-seg:{extractors['fixed']},{extractors['moving']}"
+        score(fold, "modality", ["--optimise", pair], log)
+
+
 def score(fold: Path, name: str, options: list[str], log: Path) -> None:
     """Evaluate a fold's held-out pairs with the given rows, unless done."""
     out = fold / "eval" / name
@@ -191,6 +224,7 @@ def rows_of(paths: list[Path]) -> dict[str, list[dict[str, str]]]:
     rows: dict[str, list[dict[str, str]]] = {}
     for path in paths:
         variant = {"longer": " (extractor 3000 steps)", "nmi-stiff": " (λ 5)"}
+        variant |= {"modality": " (an extractor per modality, 3000 steps)"}
         variant |= {"learned": " (learned model, fold 0)"}
         name = variant.get(path.parent.name, "")
         with path.open() as handle:
@@ -241,7 +275,7 @@ def main() -> None:
     """Run the chosen stages."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "3d")
-    stages = ("prostate", "brain", "learned", "longer", "report", "all")
+    stages = ("prostate", "brain", "learned", "longer", "modality", "report", "all")
     parser.add_argument("--stage", choices=stages, default="all")
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -254,6 +288,8 @@ def main() -> None:
         stage_learned(args.runs, log)
     if args.stage in ("longer", "all"):
         stage_longer(args.runs, log)
+    if args.stage in ("modality", "all"):
+        stage_modality(args.runs, log)
     if args.stage in ("report", "all"):
         stage_report(args.runs, ROOT / "docs" / "reproduction" / "3d.md")
 

@@ -44,3 +44,15 @@ def test_the_subject_lies_in_the_templates_axis_order_with_grey_and_white_matter
             k: np.linalg.norm(np.argwhere(labels == k) - centre, axis=1).mean() for k in (1, 2)
         }
         assert distance[2] < distance[1]
+
+
+@needs_data
+def test_a_modality_layout_holds_one_modality_of_the_training_cases_only(tmp_path):
+    fold = reproduce_3d.prostate_folds(tmp_path)[0]
+    trained = sorted(p.name for p in (fold / "train" / "moving_images").iterdir())
+    for side, shape in (("moving", (64, 64, 60)), ("fixed", (44, 59, 41))):
+        layout = reproduce_3d.modality_layout(fold, side)
+        for part in ("images", "labels"):
+            assert sorted(p.name for p in (layout / part).iterdir()) == trained
+        first = nibabel.load(layout / "images" / trained[0])
+        assert first.shape == shape  # MR volumes for the moving side, ultrasound for fixed
