@@ -244,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         nargs="+",
+        action="extend",
         default=[],
         metavar="NAME|R.pt",
-        help="built-in names or model files (a row is named by the name or file stem)",
+        help="built-in names or model files (a row is named by the name or file stem); "
+        "repeat --models to add more",
     )
     p.add_argument(
         "--baseline",

@@ -109,6 +109,8 @@ def test_evaluate_writes_the_tables_with_the_identity_row(trained, tmp_path, cap
                 "--frames",
                 "25:28",
                 "--models",
+                "em-2d",
+                "--models",  # repeated: adds to the first (it used to replace it)
                 str(r),
                 "--baseline",
                 "identity",
@@ -121,7 +123,7 @@ def test_evaluate_writes_the_tables_with_the_identity_row(trained, tmp_path, cap
         == 0
     )
     summary = _rows(out / "summary.csv")
-    assert [row["model"] for row in summary] == ["identity", "r"]
+    assert [row["model"] for row in summary] == ["identity", "em-2d", "r"]
     for column in (
         "model",
         "metric",
@@ -135,7 +137,7 @@ def test_evaluate_writes_the_tables_with_the_identity_row(trained, tmp_path, cap
     ):
         assert column in summary[0]
     pairs = _rows(out / "pairs.csv")
-    assert len(pairs) == 4 and {p["moving_name"] for p in pairs} == {"26", "27"}
+    assert len(pairs) == 6 and {p["moving_name"] for p in pairs} == {"26", "27"}
     identity = [p for p in pairs if p["model"] == "identity"]
     # the identity Dice is the plain overlap of consecutive label images
     from src_training.data.datasets import load_dataset
