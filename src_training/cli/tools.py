@@ -48,10 +48,10 @@ def models(args: argparse.Namespace) -> None:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print("use a name wherever a model file goes: --model, --models, --features, --init;")
+    print("`deepsim info NAME` shows a model's card")
     for model in found.values():
         if not model.registers:
             print(f"{model.name} is a feature extractor alone: `{model.use}`")
-    print("`deepsim info NAME` shows a model's card")
 
 
 def curves(args: argparse.Namespace) -> None:
