@@ -100,7 +100,7 @@ def fetch(args: argparse.Namespace) -> None:
 def info(args: argparse.Namespace) -> None:
     """``deepsim info``: print a built-in model's card, or what a model file holds."""
     if is_builtin(args.model):
-        for part in ("registration", "features"):
+        for part in builtin_models()[args.model].files:
             builtin_file(args.model, part)  # refuses a damaged file before showing the card
         print(card_text(args.model).rstrip())
         return

@@ -37,6 +37,13 @@ def test_it_loads_as_a_3d_gland_extractor_for_deepsim_seg():
     assert model.heldout["model"]["dice"] > model.heldout["identity"]["dice"]
 
 
+def test_deepsim_info_shows_its_card(capsys):
+    assert main(["info", NAME]) == 0
+    card = capsys.readouterr().out
+    for words in ("Apache-2.0", "DeepReg", "prostate_mr_us_3d/test", "--metric deepsim-seg:"):
+        assert words in card
+
+
 def test_it_is_refused_as_a_registration_model_naming_how_to_use_it(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a registration model"):
         load_registration_model(NAME)
