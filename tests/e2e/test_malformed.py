@@ -843,6 +843,11 @@ def _(w: Workspace) -> Case:
     return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
 
 
+@case("feature-extractor-as-registration-model")
+def _(w: Workspace) -> Case:
+    return Case(w.register(w.image(), w.image("moving.tif"), model="prostate-mr-us-3d"))
+
+
 @case("resume-without-checkpoint")
 def _(w: Workspace) -> Case:
     return Case(w.train("--metric", "mse", "--resume"))
