@@ -85,16 +85,27 @@ def prostate_folds(runs: Path) -> list[Path]:
     return folds
 
 
+def train_extractor(
+    layout: Path, images: str, out: Path, log: Path, extra: list[str] | None = None
+) -> Path:
+    """Train a gland extractor on a layout's cases, the last 3 for validation, unless done.
+
+    ``images`` is the layout's folder whose files count the cases; ``extra`` options
+    follow :data:`EXTRACTOR` (and override it).
+    """
+    if not out.is_file():
+        train = len(list((layout / images).glob("*.nii.gz")))
+        frames = ["--frames", f"0:{train - 3}", "--val-frames", f"{train - 3}:{train}"]
+        run(["train-features", str(layout), *frames, *EXTRACTOR, *(extra or []),
+             "--device", "cpu", "--out", str(out)], log)  # fmt: skip
+    return out
+
+
 def stage_prostate(runs: Path, log: Path) -> None:
     """Train each fold's gland extractor and score its held-out pairs; elastix last."""
     folds = prostate_folds(runs)
     for fold in folds:
-        extractor = fold / "gland.pt"
-        train = len(list((fold / "train" / "fixed_images").glob("*.nii.gz")))
-        if not extractor.is_file():
-            frames = ["--frames", f"0:{train - 3}", "--val-frames", f"{train - 3}:{train}"]
-            run(["train-features", str(fold / "train"), *frames, *EXTRACTOR,
-                 "--device", "cpu", "--out", str(extractor)], log)  # fmt: skip
+        extractor = train_extractor(fold / "train", "fixed_images", fold / "gland.pt", log)
         rows = {
             "base": ["--baseline", "identity", "--baseline", "ants", "--ants-metric", "mi"],
             "nmi": ["--optimise", "nmi", "--optimise", "mind", "--optimise", "ncc"],
@@ -115,12 +126,8 @@ def stage_prostate(runs: Path, log: Path) -> None:
 def stage_longer(runs: Path, log: Path) -> None:
     """Each fold's extractor trained twice as long, scored by deepsim-seg alone."""
     for fold in prostate_folds(runs):
-        extractor = fold / "gland-long.pt"
-        train = len(list((fold / "train" / "fixed_images").glob("*.nii.gz")))
-        if not extractor.is_file():
-            frames = ["--frames", f"0:{train - 3}", "--val-frames", f"{train - 3}:{train}"]
-            run(["train-features", str(fold / "train"), *frames, *EXTRACTOR,
-                 *LONGER, "--device", "cpu", "--out", str(extractor)], log)  # fmt: skip
+        out = fold / "gland-long.pt"
+        extractor = train_extractor(fold / "train", "fixed_images", out, log, LONGER)
         score(fold, "longer", ["--optimise", f"deepsim-seg:{extractor}"], log)
 
 
@@ -143,12 +150,8 @@ def stage_modality(runs: Path, log: Path) -> None:
         extractors = {}
         for side in ("fixed", "moving"):
             layout = modality_layout(fold, side)
-            extractors[side] = fold / f"gland-{layout.name}.pt"
-            train = len(list((layout / "images").glob("*.nii.gz")))
-            if not extractors[side].is_file():
-                frames = ["--frames", f"0:{train - 3}", "--val-frames", f"{train - 3}:{train}"]
-                run(["train-features", str(layout), *frames, *EXTRACTOR, *LONGER,
-                     "--device", "cpu", "--out", str(extractors[side])], log)  # fmt: skip
+            out = fold / f"gland-{layout.name}.pt"
+            extractors[side] = train_extractor(layout, "images", out, log, LONGER)
         pair = f"deepsim-seg:{extractors['fixed']},{extractors['moving']}"
         score(fold, "modality", ["--optimise", pair], log)
 
