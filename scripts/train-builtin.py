@@ -147,22 +147,29 @@ def probability_change(recipe: Recipe, data: Path, model: ModelFile, path: Path)
     return float((before - after).abs().max())
 
 
+def registry_entry(
+    recipe: Recipe, model: ModelFile, files: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Return a model's registry entry before evaluation (its held-out scores empty)."""
+    entry = {
+        "modality": recipe.modality,
+        "summary": recipe.summary,
+        "ndim": model.ndim,
+        "channels": int(model.network.in_channels),
+        "network": recipe.channels,
+        "files": files,
+        "card": f"{recipe.name}.md",
+        "heldout": {},
+    }
+    return {**entry, "metric": recipe.metric} if recipe.metric else entry
+
+
 def package_extractor(recipe: Recipe, data: Path, folder: Path, threads: int) -> dict[str, Any]:
     """Write a feature extractor alone with 16-bit weights; return its entry and facts."""
     features = load_model(folder / "features.pt")
     common = {"builtin": recipe.name, "train_data": f"{recipe.folder} cases {recipe.train_frames}"}
     target = MODELS / f"{recipe.name}.features.pt"
-    entry = {
-        "modality": recipe.modality,
-        "summary": recipe.summary,
-        "ndim": features.ndim,
-        "channels": 1,
-        "network": recipe.channels,
-        "files": {"features": write_compact(features, target, common)},
-        "card": f"{recipe.name}.md",
-        "heldout": {},
-        "metric": recipe.metric,
-    }
+    entry = registry_entry(recipe, features, {"features": write_compact(features, target, common)})
     facts = {
         "threads": threads,
         "features_seconds": training_seconds(folder / "features.pt"),
@@ -191,16 +198,7 @@ def package(recipe: Recipe, data: Path, folder: Path, threads: int) -> dict[str,
         "registration": write_compact(registration, target, {**common, "features": recipe.name}),
         "features": write_compact(features, MODELS / f"{recipe.name}.features.pt", common),
     }
-    entry = {
-        "modality": recipe.modality,
-        "summary": recipe.summary,
-        "ndim": registration.ndim,
-        "channels": int(registration.network.in_channels),
-        "network": recipe.channels,
-        "files": files,
-        "card": f"{recipe.name}.md",
-        "heldout": {},
-    }
+    entry = registry_entry(recipe, registration, files)
     facts = {
         "profile": profile,
         "threads": threads,
