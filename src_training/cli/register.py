@@ -219,7 +219,7 @@ def _read_moving(
             f"reading the moving volume (voxel axes {axis_codes(moving_path)}) in the fixed "
             f"volume's voxel order ({axis_codes(fixed_path)})"
         )
-    return reorient_array(moving, change), reorient_spacing(spacing, change), change
+    return reorient_array(moving[0], change)[None], reorient_spacing(spacing, change), change
 
 
 def _moving_labels(

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from src_training.data.layouts import NIFTI_SUFFIXES
 from src_training.data.reading import file_suffix
 
-NIFTI = (".nii", ".nii.gz")
 LETTERS = {(0, 1): "R", (0, -1): "L", (1, 1): "A", (1, -1): "P", (2, 1): "S", (2, -1): "I"}
 
 
 def _orientation(path: str | Path) -> np.ndarray | None:
     """Return the ``(3, 2)`` nibabel orientation of a 3D NIfTI file's voxel axes, or None."""
-    if file_suffix(path) not in NIFTI:
+    if file_suffix(path) not in NIFTI_SUFFIXES:
         return None
     import nibabel
 
@@ -65,14 +65,13 @@ def orientation_change(moving: str | Path, fixed: str | Path) -> np.ndarray | No
     return nibabel.orientations.ornt_transform(start, end)
 
 
-def reorient_array(array: np.ndarray, change: np.ndarray | None) -> np.ndarray:
-    """Flip and permute the last three (spatial) axes of an array as ``change`` says."""
+def reorient_array(volume: np.ndarray, change: np.ndarray | None) -> np.ndarray:
+    """Flip and permute the axes of a 3D volume as ``change`` says (nibabel's rule)."""
     if change is None:
-        return array
-    lead = array.ndim - 3
-    flipped = np.flip(array, axis=[lead + k for k in range(3) if change[k, 1] < 0])
-    order = [lead + int(k) for k in np.argsort(change[:, 0])]
-    return np.ascontiguousarray(np.transpose(flipped, [*range(lead), *order]))
+        return volume
+    import nibabel
+
+    return np.ascontiguousarray(nibabel.apply_orientation(volume, change))
 
 
 def reorient_spacing(
