@@ -49,6 +49,11 @@ def load_extractor(
             f"channel(s) but the data is {ndim}D with {channels}; train features on this data"
         )
     wanted = metric_spec(metric).extractor_kind
+    if wanted is None:
+        raise ValueError(
+            f"{metric} takes no feature extractor; remove {name}, or choose a metric that "
+            "compares features (see `deepsim metrics`)"
+        )
     if network.kind != wanted:
         other = "deepsim-ae" if network.kind == "autoencoder" else "deepsim"
         raise ValueError(

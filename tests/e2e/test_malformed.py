@@ -836,6 +836,13 @@ def _(w: Workspace) -> Case:
     return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
 
 
+@case("extractors-per-image-for-a-metric-without-one")
+def _(w: Workspace) -> Case:
+    features = w.features()
+    args = ["register", "--optimise", "--metric", f"ncc:{features},{features}", w.image()]
+    return Case([*args, w.image("moving.tif"), "--out", w.path("out")])
+
+
 @case("extractors-per-image-of-other-classes")
 def _(w: Workspace) -> Case:
     fixed, moving = w.features("us.pt"), w.features("mr.pt", classes=3)
