@@ -31,6 +31,7 @@ from src_training.optimisation import (
 )
 from src_training.optimisation.config import (
     DEEPSIM_OPTIMISED,
+    DEEPSIM_STAGES_OPTIMISED,
     MIN_LEVEL_SIZE,
     REFINE_ITERATIONS,
     REFINE_LAM_SCALE,
@@ -101,11 +102,13 @@ def user_optimisation(
     """Pair a metric a user picked with settings; DeepSim runs as its measured best variant.
 
     A user who picks ``deepsim`` to optimise a field from the identity gets
-    :data:`~src_training.optimisation.config.DEEPSIM_OPTIMISED` on the same extractor
-    and encoder stages (the features compared once per pyramid level), which beat the
-    warp-then-extract cosine of training on the held-out pairs of docs/optimisation.md;
-    refining a model's field keeps that cosine, which refines better (see
-    :data:`~src_training.optimisation.config.DEEPSIM_OPTIMISED`).
+    :data:`~src_training.optimisation.config.DEEPSIM_OPTIMISED` on the same extractor (its
+    class probabilities and NCC), or
+    :data:`~src_training.optimisation.config.DEEPSIM_STAGES_OPTIMISED` where they chose
+    encoder stages; both compare what the network computed once per pyramid level, which
+    beat the warp-then-extract cosine of training on the held-out pairs of
+    docs/optimisation.md. Refining a model's field keeps that cosine, which refines better
+    (see :data:`~src_training.optimisation.config.DEEPSIM_OPTIMISED`).
 
     Parameters
     ----------
@@ -124,8 +127,11 @@ def user_optimisation(
     if metric.name != "deepsim" or refine:
         return Optimisation(metric, config)
     loss = metric.loss
-    inputs = MetricInputs(loss.network, feature_levels=loss.levels)
-    winner = build_metric(DEEPSIM_OPTIMISED, inputs)
+    if loss.levels is None:
+        winner = build_metric(DEEPSIM_OPTIMISED, MetricInputs(loss.network))
+    else:
+        inputs = MetricInputs(loss.network, feature_levels=loss.levels)
+        winner = build_metric(DEEPSIM_STAGES_OPTIMISED, inputs)
     winner.metadata.update(metric.metadata)
     return Optimisation(winner, config)
 

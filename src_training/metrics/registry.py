@@ -22,7 +22,7 @@ from src_training.metrics.features import VGG, DeepSim, DeepSimAE
 from src_training.metrics.intensity import MSE, NCC, SupervisedNCC
 from src_training.metrics.mind import MIND
 from src_training.metrics.nmi import NMI
-from src_training.metrics.semantic import SegmentationSimilarity
+from src_training.metrics.semantic import segmentation_metric
 
 
 @dataclass(frozen=True)
@@ -51,17 +51,40 @@ class MetricSpec:
         feature levels.
     feature_maps : bool
         Whether it compares feature stacks and takes :class:`FeatureOptions`.
+    probabilities : bool
+        Whether it compares the extractor's class probabilities (``deepsim-seg`` and its
+        combinations): one extractor per image allowed, and of the feature options only
+        the weight.
     """
 
     name: str
     description: str
     factory: Callable[..., nn.Module]
-    needs_labels: bool
-    needs_extractor: bool
-    needs_weights: bool
-    default_lambda: float
+    needs_labels: bool = False
+    needs_extractor: bool = False
+    needs_weights: bool = False
+    default_lambda: float = 1.0
     extractor_kind: str | None = None
     feature_maps: bool = False
+    probabilities: bool = False
+
+
+def _extractor_metric(
+    name: str,
+    factory: Callable[..., nn.Module],
+    description: str,
+    kind: str = "segmentation",
+    **flags: bool,
+) -> MetricSpec:
+    """Return the entry of a metric that compares a feature extractor's maps (λ 1)."""
+    return MetricSpec(
+        name=name,
+        description=description,
+        factory=factory,
+        needs_extractor=True,
+        extractor_kind=kind,
+        **flags,
+    )
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -71,18 +94,12 @@ METRICS: dict[str, MetricSpec] = {
             name="mse",
             description="mean squared intensity difference",
             factory=MSE,
-            needs_labels=False,
-            needs_extractor=False,
-            needs_weights=False,
             default_lambda=0.02,
         ),
         MetricSpec(
             name="ncc",
             description="local squared normalised cross-correlation in a 9-voxel window",
             factory=NCC,
-            needs_labels=False,
-            needs_extractor=False,
-            needs_weights=False,
             default_lambda=0.5,
         ),
         MetricSpec(
@@ -90,96 +107,66 @@ METRICS: dict[str, MetricSpec] = {
             description="NCC plus the overlap of warped one-hot labels (needs label images)",
             factory=SupervisedNCC,
             needs_labels=True,
-            needs_extractor=False,
-            needs_weights=False,
             default_lambda=0.5,
         ),
         MetricSpec(
             name="nmi",
             description="normalised mutual information with Parzen-window histograms",
             factory=NMI,
-            needs_labels=False,
-            needs_extractor=False,
-            needs_weights=False,
             default_lambda=0.5,
         ),
         MetricSpec(
             name="mind",
             description="MIND-SSC self-similarity context descriptors",
             factory=MIND,
-            needs_labels=False,
-            needs_extractor=False,
-            needs_weights=False,
             default_lambda=0.5,
         ),
         MetricSpec(
             name="vgg",
             description="cosine similarity of ImageNet VGG16 features (needs VGG16 weights)",
             factory=VGG,
-            needs_labels=False,
-            needs_extractor=False,
             needs_weights=True,
             default_lambda=1.0,
         ),
-        MetricSpec(
-            name="deepsim",
-            description="cosine similarity of a segmentation network's features (DeepSim)",
-            factory=DeepSim,
-            needs_labels=False,
-            needs_extractor=True,
-            needs_weights=False,
-            default_lambda=1.0,
-            extractor_kind="segmentation",
+        _extractor_metric(
+            "deepsim",
+            DeepSim,
+            "cosine similarity of a segmentation network's features (DeepSim)",
         ),
-        MetricSpec(
-            name="deepsim-seg",
-            description="squared difference of a segmentation network's class probabilities "
+        _extractor_metric(
+            "deepsim-seg",
+            segmentation_metric,
+            "squared difference of a segmentation network's class probabilities "
             "(DeepSim on the output: modality-invariant where the network segments both)",
-            factory=SegmentationSimilarity,
-            needs_labels=False,
-            needs_extractor=True,
-            needs_weights=False,
-            default_lambda=1.0,
-            extractor_kind="segmentation",
+            probabilities=True,
         ),
-        MetricSpec(
-            name="deepsim-ae",
-            description="cosine similarity of an autoencoder's features (DeepSim-AE)",
-            factory=DeepSimAE,
-            needs_labels=False,
-            needs_extractor=True,
-            needs_weights=False,
-            default_lambda=1.0,
-            extractor_kind="autoencoder",
+        _extractor_metric(
+            "deepsim-seg+ncc",
+            partial(segmentation_metric, intensity="ncc"),
+            "ncc plus the deepsim-seg class-probability term",
+            probabilities=True,
+        ),
+        _extractor_metric(
+            "deepsim-ae",
+            DeepSimAE,
+            "cosine similarity of an autoencoder's features (DeepSim-AE)",
+            kind="autoencoder",
+        ),
+        _extractor_metric(
+            "deepsim-maps",
+            feature_metric,
+            "distance of a segmentation network's normalised feature maps, "
+            "extracted once per pyramid level",
+            feature_maps=True,
         ),
         *(
-            MetricSpec(
-                name=name,
-                description=description,
-                factory=factory,
-                needs_labels=False,
-                needs_extractor=True,
-                needs_weights=False,
-                default_lambda=1.0,
-                extractor_kind="segmentation",
+            _extractor_metric(
+                f"deepsim+{term}",
+                partial(feature_metric, intensity=term),
+                f"{term} plus the deepsim-maps feature term",
                 feature_maps=True,
             )
-            for name, factory, description in (
-                (
-                    "deepsim-maps",
-                    feature_metric,
-                    "distance of a segmentation network's normalised feature maps, "
-                    "extracted once per pyramid level",
-                ),
-                *(
-                    (
-                        f"deepsim+{term}",
-                        partial(feature_metric, intensity=term),
-                        f"{term} plus the deepsim-maps feature term",
-                    )
-                    for term in ("mse", "ncc")
-                ),
-            )
+            for term in ("mse", "ncc")
         ),
     )
 }
@@ -351,7 +338,7 @@ def build_metric(name: str, inputs: MetricInputs | None = None) -> Similarity:
             )
         options["extractor"] = inputs.extractor
         if inputs.moving_extractor is not None:
-            if name != "deepsim-seg":
+            if not spec.probabilities:
                 raise ValueError(
                     f"one extractor per image applies to deepsim-seg, not {name}; give {name} "
                     "one extractor"
@@ -367,12 +354,16 @@ def build_metric(name: str, inputs: MetricInputs | None = None) -> Similarity:
     if spec.feature_maps and inputs.feature_options is not None:
         options["options"] = inputs.feature_options
         metadata["feature_options"] = inputs.feature_options.kwargs()
+    elif spec.probabilities and inputs.feature_options is not None:
+        options["weight"] = _weight_only(name, inputs.feature_options)
+        metadata["feature_options"] = {"weight": options["weight"]}
     elif inputs.feature_options is not None:
         names = ", ".join(n for n, entry in METRICS.items() if entry.feature_maps)
+        weighted = ", ".join(n for n, entry in METRICS.items() if entry.probabilities)
         raise ValueError(
             f"the feature-map options (--feature-weight, --pca, --feature-distance, "
-            f"--feature-stages, --warp-then-extract) apply to {names}, not {name}; "
-            "choose one of those metrics or remove them"
+            f"--feature-stages, --warp-then-extract) apply to {names} (--feature-weight "
+            f"also to {weighted}), not {name}; choose one of those metrics or remove them"
         )
     if spec.needs_weights:
         options["weights"] = inputs.weights
@@ -380,3 +371,14 @@ def build_metric(name: str, inputs: MetricInputs | None = None) -> Similarity:
     if "levels" in options:
         metadata["feature_levels"] = loss.levels
     return Similarity(spec, loss, metadata)
+
+
+def _weight_only(name: str, given: FeatureOptions) -> float | None:
+    """Return the weight of feature options that set nothing else; refuse the others."""
+    if given != FeatureOptions(weight=given.weight):
+        raise ValueError(
+            f"{name} compares class probabilities, so of the feature-map options it takes "
+            "--feature-weight alone; give no --pca, --feature-distance, --feature-stages "
+            "or --warp-then-extract"
+        )
+    return given.weight

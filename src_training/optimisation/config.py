@@ -30,6 +30,7 @@ DEFAULT_LAMBDA = {
     "deepsim": 1.0,
     "deepsim-ae": 1.0,
     "deepsim-seg": 1.0,
+    "deepsim-seg+ncc": 2.0,
     "deepsim-maps": 1.0,
     "deepsim+mse": 0.25,
     "deepsim+ncc": 1.0,
@@ -43,18 +44,25 @@ left to tune ncc-sup on; no trained feature extractor) and take 1, as for NCC, w
 loss range the cosine losses share.
 """
 
-DEEPSIM_OPTIMISED = "deepsim+ncc"
+DEEPSIM_OPTIMISED = "deepsim-seg+ncc"
 """The metric that runs when a user picks ``deepsim`` to optimise a field from the identity.
 
-The best on the ISBI 2012 validation pairs 20:25 (Dice 0.829 clean, 0.813 at σ = 0.3,
-against 0.827 / 0.811 for the feature term alone, 0.828 / 0.809 for ``deepsim+mse``, NCC
-0.820 / 0.703 and MSE 0.812 / 0.797; rerun with the sampled components, 0.830 / 0.813
-against ``deepsim+mse``'s 0.828 / 0.807); on
-the test pairs of docs/optimisation.md, with its defaults (4 principal components from
-8192 positions per level), it leads the best intensity optimisation by 0.015 / 0.016 on
-ISBI and 0.004 / 0.000 on T98G, in 1.1-1.8× NCC's time. Refining a model's field keeps the
-cosine of the warped image's features: ``em-2d`` refined on the ISBI test pairs reached
+NCC plus the extractor's class probabilities compared once per pyramid level. On the
+validation pairs (docs/optimisation.md) it beat the feature-map combination
+``deepsim+ncc`` on ISBI 20:25 (Dice 0.841 / 0.825 against 0.830 / 0.814, clean / σ = 0.3)
+and on T98G 16:20 clean (0.960 against 0.954), and tied it at σ = 0.3 (0.944 against 0.945).
+A user who chose encoder stages (``--feature-levels``) gets :data:`DEEPSIM_STAGES_OPTIMISED`
+on them instead: the class probabilities have no stages. Refining a model's field keeps
+the cosine of the warped image's features: ``em-2d`` refined on the ISBI test pairs reached
 Dice 0.779 (0.38 % folding) with it against 0.759 (0.56 %) with ``deepsim+ncc``.
+"""
+
+DEEPSIM_STAGES_OPTIMISED = "deepsim+ncc"
+"""What optimises from the identity when a user picks ``deepsim`` with chosen encoder stages.
+
+The feature maps of those stages, compared once per pyramid level, plus NCC: the best
+stage-based variant on the ISBI validation pairs 20:25 (0.830 / 0.813 clean / σ = 0.3,
+against 0.828 / 0.807 for ``deepsim+mse`` and NCC's 0.820 / 0.703).
 """
 
 REFINE_ITERATIONS = (20, 10, 5)

@@ -817,6 +817,11 @@ def _(w: Workspace) -> Case:
     return _optimise_features(w, "deepsim+ncc", "--pca", "20")
 
 
+@case("feature-options-for-the-class-probabilities")
+def _(w: Workspace) -> Case:
+    return _optimise_features(w, "deepsim-seg+ncc", "--pca", "4")
+
+
 @case("feature-options-for-another-metric")
 def _(w: Workspace) -> Case:
     args = ["register", "--optimise", "--metric", "ncc", "--pca", "4", w.image()]

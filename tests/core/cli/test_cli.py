@@ -28,7 +28,7 @@ def test_metrics_lists_every_registered_metric():
     names = [line.split()[0] for line in out.splitlines()[1:]]
     assert names == [
         *("mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", "deepsim", "deepsim-seg"),
-        *("deepsim-ae", "deepsim-maps", "deepsim+mse", "deepsim+ncc"),
+        *("deepsim-seg+ncc", "deepsim-ae", "deepsim-maps", "deepsim+mse", "deepsim+ncc"),
     ]
 
 

@@ -13,7 +13,7 @@ from src_training.engine.optimisation import user_optimisation
 from src_training.metrics.feature_maps import FeatureMaps, FeatureOptions
 from src_training.metrics.registry import MetricInputs, build_metric
 from src_training.optimisation import OptimiseConfig, optimise_pair
-from src_training.optimisation.config import DEEPSIM_OPTIMISED
+from src_training.optimisation.config import DEEPSIM_OPTIMISED, DEEPSIM_STAGES_OPTIMISED
 from src_training.spatial.transforms import warp
 
 DEEPSIM = str(Path(sys.executable).with_name("deepsim"))
@@ -159,12 +159,17 @@ def test_feature_options_on_another_metric_are_refused():
 
 
 def test_picking_deepsim_to_optimise_runs_the_measured_variant_on_the_same_extractor(extractor):
-    picked = build_metric("deepsim", MetricInputs(extractor, feature_levels=[2, 3]))
+    picked = build_metric("deepsim", MetricInputs(extractor))
     picked.metadata["features"] = "em-2d"
     runs = user_optimisation(picked, OptimiseConfig())
-    assert runs.metric.name == DEEPSIM_OPTIMISED
-    assert runs.metric.loss.network is extractor and runs.metric.loss.levels == [2, 3]
+    assert runs.metric.name == DEEPSIM_OPTIMISED == "deepsim-seg+ncc"
+    assert runs.metric.loss.network is extractor and runs.metric.loss.intensity is not None
     assert runs.metric.loss.static and runs.metric.metadata["features"] == "em-2d"
+    # chosen encoder stages are honoured by the stage-based variant
+    staged = build_metric("deepsim", MetricInputs(extractor, feature_levels=[2, 3]))
+    runs = user_optimisation(staged, OptimiseConfig())
+    assert runs.metric.name == DEEPSIM_STAGES_OPTIMISED
+    assert runs.metric.loss.network is extractor and runs.metric.loss.levels == [2, 3]
     ncc = build_metric("ncc")
     assert user_optimisation(ncc, OptimiseConfig()).metric is ncc  # others run as picked
     # refining a model's field keeps the cosine (Dice 0.779 against 0.759 on ISBI 25:30)

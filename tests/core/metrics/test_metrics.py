@@ -82,13 +82,15 @@ def evaluate(name, metric, warped, fixed, warped_ids=None, fixed_ids=None):
 
 def test_registry_lists_the_metrics_in_order():
     maps = ["deepsim-maps", "deepsim+mse", "deepsim+ncc"]
-    features = ["deepsim", "deepsim-seg", "deepsim-ae", *maps]
+    seg = ["deepsim-seg", "deepsim-seg+ncc"]
+    features = ["deepsim", *seg, "deepsim-ae", *maps]
     expected = ["mse", "ncc", "ncc-sup", "nmi", "mind", "vgg", *features]
     assert metric_names() == expected
     assert list(METRICS) == expected
     assert [n for n in expected if METRICS[n].needs_labels] == ["ncc-sup"]
     assert [n for n in expected if METRICS[n].needs_extractor] == features
     assert [n for n in expected if METRICS[n].feature_maps] == maps
+    assert [n for n in expected if METRICS[n].probabilities] == seg
     assert [n for n in expected if METRICS[n].needs_weights] == ["vgg"]
     assert METRICS["mse"].default_lambda == 0.02
     assert METRICS["deepsim"].default_lambda == 1.0

@@ -4,8 +4,10 @@ import pytest
 import torch
 from test_feature_maps import MARGIN, needs_data, smooth_field
 
+from src_training.metrics.feature_maps import FeatureOptions
+from src_training.metrics.intensity import NCC
 from src_training.metrics.registry import MetricInputs, build_metric
-from src_training.metrics.semantic import SegmentationSimilarity
+from src_training.metrics.semantic import SEGMENTATION_WEIGHT, SegmentationSimilarity
 from src_training.optimisation import OptimiseConfig, optimise_pair
 from src_training.optimisation.static import is_static
 from src_training.spatial.transforms import warp
@@ -61,12 +63,47 @@ def test_extract_then_warp_equals_warp_then_extract_for_a_whole_cell_translation
     )
 
 
+def test_the_combined_metric_adds_the_intensity_term_to_the_weighted_probability_term():
+    torch.manual_seed(0)
+    a, b = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    alone = float(SegmentationSimilarity(Threshold())(a, b))
+    combined = build_metric("deepsim-seg+ncc", MetricInputs(Threshold()))
+    expected = float(NCC()(a, b)) + SEGMENTATION_WEIGHT * alone
+    assert float(combined(a, b)) == pytest.approx(expected, rel=1e-5)
+    # extract-then-warp: the level stacks carry the raw image first, then the probabilities
+    metric = combined.loss
+    stages = (metric.stage_maps(b), metric.stage_maps(a))
+    fixed, moving = metric.level_pair(stages, (b, a), (16, 16))
+    assert fixed.shape[1] == 3 and torch.equal(fixed[:, :1], b)
+    assert float(metric.compare(moving, fixed)) == pytest.approx(expected, rel=1e-5)
+    weighted = FeatureOptions(weight=0.5)
+    half = build_metric("deepsim-seg+ncc", MetricInputs(Threshold(), feature_options=weighted))
+    assert float(half(a, b)) == pytest.approx(float(NCC()(a, b)) + 0.5 * alone, rel=1e-5)
+
+
+def test_the_combined_metric_takes_only_a_weight_of_the_feature_options():
+    pca = FeatureOptions(pca=2)
+    with pytest.raises(ValueError, match="it takes --feature-weight alone"):
+        build_metric("deepsim-seg+ncc", MetricInputs(Threshold(), feature_options=pca))
+    with pytest.raises(ValueError, match="must be > 0"):
+        build_metric(
+            "deepsim-seg", MetricInputs(Threshold(), feature_options=FeatureOptions(weight=0))
+        )
+    negative = FeatureOptions(weight=-1)
+    with pytest.raises(
+        ValueError,
+        match=r"term \(--feature-weight\) must be > 0 \(>= 0 with an intensity term\); got -1",
+    ):
+        build_metric("deepsim-seg+ncc", MetricInputs(Threshold(), feature_options=negative))
+
+
 @pytest.mark.slow
 @needs_data
-def test_it_recovers_a_known_smooth_deformation_of_a_real_section(extractor, section):
+@pytest.mark.parametrize("name", ["deepsim-seg", "deepsim-seg+ncc"])
+def test_it_recovers_a_known_smooth_deformation_of_a_real_section(extractor, section, name):
     truth = smooth_field(tuple(section.shape[2:]))
     fixed = warp(section, truth)
-    metric = build_metric("deepsim-seg", MetricInputs(extractor))
+    metric = build_metric(name, MetricInputs(extractor))
     config = OptimiseConfig(levels=3, iterations=(60, 40, 20), lam=0.25, patience=20)
     found = optimise_pair(fixed, section, metric, config).displacement
     inner = (slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
