@@ -192,8 +192,8 @@ core); other jobs may have shared the machine, so compare the seconds within a t
 Rows: `opt-METRIC` optimises each pair from the identity (an affine stage on the coarse
 levels, then a B-spline grid every 8 pixels on 4 pyramid levels, 100/50/25/5 Adam
 steps); `opt-deepsim` uses the built-in feature extractor alone (no registration
-network; since issue 23 `--optimise deepsim` runs `deepsim+ncc`, its row `opt-deepsim+ncc`,
-and so does `MODEL+deepsim`); the built-in model is `{BUILTIN["isbi"]}` / `{BUILTIN["t98g"]}`, and
+network; `--optimise deepsim` runs `deepsim-seg+ncc`, its row `opt-deepsim-seg+ncc`, while
+`MODEL+deepsim` refines with the feature cosine of training); the built-in model is `{BUILTIN["isbi"]}` / `{BUILTIN["t98g"]}`, and
 `MODEL+METRIC` refines its prediction
 (in a second run per table, so its seconds compare with that run's elastix row; the
 scatter plots put the refinement rows beside the first run's).

@@ -93,7 +93,7 @@ def test_the_demo_prints_its_table_and_conclusion_and_draws_the_figure(tmp_path)
         "identity",
         "opt-ncc",
         "opt-mse",
-        "opt-deepsim+ncc",
+        "opt-deepsim-seg+ncc",
         "phase-contrast-2d",
         "phase-contrast-2d+own",
         "trained ncc",

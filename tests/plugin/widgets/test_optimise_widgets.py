@@ -339,7 +339,8 @@ def test_deepsim_uses_an_extractor_trained_here_and_refuses_none(viewer, qtbot, 
     widget.optimise.iterations.value = "5"
     _run(widget, qtbot)
     assert errors == [EXTRACTOR_MESSAGE]
-    assert "iterations of deepsim" in widget.results.text()
+    # picking deepsim optimises with the measured best variant, named in the results
+    assert "iterations of deepsim-seg+ncc" in widget.results.text()
     widget.optimise.metric.value = "deepsim-ae"
     _run(widget, qtbot)
     assert "compares the features of an autoencoder extractor" in errors[-1]
@@ -357,7 +358,7 @@ def test_the_extractor_picker_offers_the_builtin_extractors(viewer, qtbot, error
     widget.optimise.iterations.value = "3"
     _run(widget, qtbot)
     assert errors == []
-    assert "iterations of deepsim" in widget.results.text()
+    assert "iterations of deepsim-seg+ncc" in widget.results.text()
     assert "moving warped" in viewer.layers
 
 
