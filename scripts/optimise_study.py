@@ -193,8 +193,8 @@ Rows: `opt-METRIC` optimises each pair from the identity (an affine stage on the
 levels, then a B-spline grid every 8 pixels on 4 pyramid levels, 100/50/25/5 Adam
 steps); `opt-deepsim` uses the built-in feature extractor alone (no registration
 network; `--optimise deepsim` runs `deepsim-seg+ncc`, its row `opt-deepsim-seg+ncc`, while
-`MODEL+deepsim` refines with the feature cosine of training); the built-in model is `{BUILTIN["isbi"]}` / `{BUILTIN["t98g"]}`, and
-`MODEL+METRIC` refines its prediction
+`MODEL+deepsim` refines with the feature cosine of training); the built-in model is
+`{BUILTIN["isbi"]}` / `{BUILTIN["t98g"]}`, and `MODEL+METRIC` refines its prediction
 (in a second run per table, so its seconds compare with that run's elastix row; the
 scatter plots put the refinement rows beside the first run's).
 

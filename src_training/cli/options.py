@@ -64,7 +64,7 @@ def add_optimisation_options(p: argparse.ArgumentParser) -> argparse._ArgumentGr
         type=float,
         metavar="W",
         help="weight of the feature term of deepsim-maps, deepsim+mse, deepsim+ncc (default 1, "
-        "0.1, 0.5) and of the class-probability term of deepsim-seg, deepsim-seg+ncc (1, 3)",
+        "0.1, 0.5) and of the class-probability term of deepsim-seg, deepsim-seg+ncc (1, 9)",
     )
     g.add_argument(
         "--pca",

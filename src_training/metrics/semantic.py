@@ -30,13 +30,15 @@ from src_training.metrics.feature_maps import INTENSITY_TERMS
 from src_training.metrics.feature_pca import onto_grid
 from src_training.metrics.features import DeepSim
 
-SEGMENTATION_WEIGHT = 3.0
+SEGMENTATION_WEIGHT = 9.0
 """Weight of the class-probability term when an intensity term is added (``deepsim-seg+ncc``).
 
-Chosen on the ISBI validation pairs 20:25, NCC at λ 1 (docs/optimisation.md): Dice 0.824 /
-0.838 / 0.843 for weights 0.3 / 3 / 10 clean, 0.807 / 0.825 / 0.826 at σ = 0.3, with 0.03-0.17 %
-folding at 3 against 0.34-0.46 % at 10. The same weight with MSE in place of NCC (λ 0.25)
-reached 0.843 / 0.822 but folded 0.57-0.59 %, so only ``deepsim-seg+ncc`` is offered.
+Chosen on the ISBI validation pairs 20:25 (docs/optimisation.md): with NCC at λ 1, Dice
+0.824 / 0.831 / 0.838 / 0.843 / 0.844 for weights 0.3 / 1 / 3 / 10 / 30 clean (0.807 / 0.817
+/ 0.825 / 0.826 / 0.822 at σ = 0.3), folding rising to 0.34-0.46 % at 10 and 1.2 % at 30;
+weight 9 at λ 2 (the default λ) reached 0.841 / 0.825 with 0.11 / 0.07 % folding. MSE in
+place of NCC (weight 3, λ 0.25) reached 0.843 / 0.822 with 0.57-0.59 % folding, so only
+``deepsim-seg+ncc`` is offered.
 """
 
 

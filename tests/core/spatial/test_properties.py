@@ -98,7 +98,7 @@ SYMMETRIC = ("mse", "ncc", "nmi", "mind", "vgg", "deepsim", "deepsim-ae")
 RANGES = {"ncc": (0.0, 1.0), "nmi": (0.0, 1.0), "vgg": (0.0, 2.0), "deepsim": (0.0, 2.0)}
 RANGES |= {"deepsim-ae": (0.0, 2.0), "mse": (0.0, np.inf), "mind": (0.0, np.inf)}
 RANGES |= {"ncc-sup": (0.0, np.inf), "deepsim-seg": (0.0, 1.0)}
-RANGES |= {"deepsim-seg+ncc": (0.0, 4.0)}
+RANGES |= {"deepsim-seg+ncc": (0.0, 10.0)}  # NCC in [0, 1] plus 9 times deepsim-seg
 RANGES |= {name: (0.0, np.inf) for name in ("deepsim-maps", "deepsim+mse", "deepsim+ncc")}
 NETWORKS: dict[tuple[str, int, torch.dtype], torch.nn.Module] = {}
 
