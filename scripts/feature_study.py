@@ -294,8 +294,9 @@ Written by `.venv/bin/python scripts/feature_study.py` (finished rows are kept i
 σ = 0.3 (noise seed 0 on both images); every row optimises each pair from the identity
 with the same schedule (an affine stage, then a B-spline grid every 8 pixels, 4 levels of
 100/50/25/5 Adam steps), one torch thread on a 2-core CPU ({machine}). The rows of a
-table ran one after the other in one process, two tables' processes side by side; the
-load average (1 min) was {load} over the rows, so compare seconds within a table.
+table ran one after the other in one process, up to three tables' processes side by side
+(a restarted process reuses the rows finished before); the load average (1 min) was
+{load} over the rows, so compare seconds within a table.
 Intensity rows: MSE, NCC (at its λ of 1, and at 2, the λ of `deepsim-seg+ncc`), NMI and
 MIND at their default λ. The feature rows use the built-in extractor (`em-2d` /
 `phase-contrast-2d`) unless marked. `deepsim-maps` compares the extractor's three encoder
