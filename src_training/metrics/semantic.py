@@ -187,10 +187,10 @@ class SegmentationSimilarity(DeepSim):
             Scalar loss (in ``[0, 1]`` without an intensity term).
         """
         if self.intensity is None:
-            return self.weight * _distance(warped, fixed)
+            return self._loss(None, (warped, fixed))
         raw = self.channels
-        term = _distance(warped[:, raw:], fixed[:, raw:])
-        return self.intensity(warped[:, :raw], fixed[:, :raw]) + self.weight * term
+        images = (warped[:, :raw], fixed[:, :raw])
+        return self._loss(images, (warped[:, raw:], fixed[:, raw:]))
 
     def forward(self, warped: Tensor, fixed: Tensor) -> Tensor:
         """Return the loss.
@@ -208,10 +208,20 @@ class SegmentationSimilarity(DeepSim):
         _check_pair(warped, fixed)
         with torch.no_grad():
             target = self.probabilities(fixed)
-        term = self.weight * _distance(self.probabilities(warped, moving=True), target)
+        return self._loss((warped, fixed), (self.probabilities(warped, moving=True), target))
+
+    def _loss(
+        self, images: tuple[Tensor, Tensor] | None, probabilities: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """Return the weighted probability term, plus the images' intensity term if any.
+
+        ``images`` (the warped and the fixed raw images) is read only with an intensity term.
+        """
+        term = self.weight * _distance(*probabilities)
         if self.intensity is None:
             return term
-        return self.intensity(warped, fixed) + term
+        assert images is not None
+        return self.intensity(*images) + term
 
 
 def segmentation_metric(
