@@ -25,12 +25,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from builtin_recipe import COMMON, RECIPES
+from reproduction_commands import run
 from reproduction_plan import ROOT, SPLITS
 
 LONGER_STEPS = 4000
@@ -76,10 +75,9 @@ def extractor_for(split: object, name: str, data: Path, runs: Path) -> str:
     recipe = next(r for r in RECIPES if r.name == BUILTIN[split.key])
     out = runs / f"{split.key}-extractor-{LONGER_STEPS}.pt"
     if not out.is_file():
-        command = [str(Path(sys.executable).with_name("deepsim")), "train-features"]
-        command += [str(data / split.folder), "--frames", recipe.train_frames]
-        command += [*recipe.label_options, *COMMON, "--steps", str(LONGER_STEPS)]
-        subprocess.run([*command, "--seed", "0", "--device", "cpu", "--out", str(out)], check=True)
+        command = ["train-features", str(data / split.folder), "--frames", recipe.train_frames]
+        command += [*recipe.label_options, *COMMON, "--steps", str(LONGER_STEPS), "--seed", "0"]
+        run([*command, "--device", "cpu", "--out", str(out)], runs / "commands.log")
     return str(out)
 
 
