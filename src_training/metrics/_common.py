@@ -1,7 +1,8 @@
-"""Shared pieces of the metrics: shape checks, separable box filters, standardisation."""
+"""Shared pieces of the metrics: shape and weight checks, separable box filters, standardisation."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,3 +96,26 @@ def _standardise(x: Tensor) -> Tensor:
 def _at_least_float32(x: Tensor) -> Tensor:
     """Return ``x`` in float32 if it is in a half precision (float64 stays float64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def check_weight(weight: float, combined: bool) -> None:
+    """Refuse a feature weight that is not finite, or not > 0 (>= 0 beside an intensity term).
+
+    Parameters
+    ----------
+    weight : float
+        The weight of a metric's feature (or class-probability) term.
+    combined : bool
+        Whether the metric adds an intensity term, which makes a weight of 0 meaningful.
+
+    Raises
+    ------
+    ValueError
+        In the words of ``--feature-weight``.
+    """
+    low_ok = weight >= 0 if combined else weight > 0
+    if not (math.isfinite(weight) and low_ok):
+        raise ValueError(
+            f"--feature-weight must be a finite number {'>= 0' if combined else '> 0'}, "
+            f"got {weight}; e.g. --feature-weight 1"
+        )

@@ -13,7 +13,6 @@ two images it computes both images' maps (warp-then-extract).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src_training.metrics._common import _check_pair
+from src_training.metrics._common import _check_pair, check_weight
 from src_training.metrics.feature_pca import (
     PCA_POSITIONS,
     check_positions,
@@ -348,12 +347,7 @@ def _check_options(
         )
     if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
         raise ValueError(f"--pca must be a whole number of components >= 1, got {pca!r}")
-    low_ok = weight >= 0 if combined else weight > 0
-    if not (math.isfinite(weight) and low_ok):
-        raise ValueError(
-            f"--feature-weight must be a finite number {'>= 0' if combined else '> 0'}, "
-            f"got {weight}; e.g. --feature-weight 1"
-        )
+    check_weight(weight, combined)
 
 
 INTENSITY_TERMS = {"mse": MSE, "ncc": NCC}

@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from src_training.metrics._common import _check_pair
+from src_training.metrics._common import _check_pair, check_weight
 from src_training.metrics.feature_maps import INTENSITY_TERMS
 from src_training.metrics.feature_pca import onto_grid
 from src_training.metrics.features import DeepSim
@@ -78,11 +78,7 @@ class SegmentationSimilarity(DeepSim):
         intensity: nn.Module | None = None,
         weight: float = 1.0,
     ) -> None:
-        if not (weight > 0 or (intensity is not None and weight == 0)):
-            raise ValueError(
-                f"the weight of the class-probability term (--feature-weight) must be > 0 "
-                f"(>= 0 with an intensity term); got {weight}"
-            )
+        check_weight(weight, intensity is not None)
         if levels is not None:
             raise ValueError(
                 "deepsim-seg compares the network's output, not encoder stages; "

@@ -817,6 +817,11 @@ def _(w: Workspace) -> Case:
     return _optimise_features(w, "deepsim+ncc", "--pca", "20")
 
 
+@case("infinite-class-probability-weight")
+def _(w: Workspace) -> Case:
+    return _optimise_features(w, "deepsim-seg+ncc", "--feature-weight", "inf")
+
+
 @case("feature-options-for-the-class-probabilities")
 def _(w: Workspace) -> Case:
     return _optimise_features(w, "deepsim-seg+ncc", "--pca", "4")

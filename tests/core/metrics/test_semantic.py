@@ -85,16 +85,22 @@ def test_the_combined_metric_takes_only_a_weight_of_the_feature_options():
     pca = FeatureOptions(pca=2)
     with pytest.raises(ValueError, match="it takes --feature-weight alone"):
         build_metric("deepsim-seg+ncc", MetricInputs(Threshold(), feature_options=pca))
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(ValueError, match="--feature-weight must be a finite number > 0, got 0"):
         build_metric(
             "deepsim-seg", MetricInputs(Threshold(), feature_options=FeatureOptions(weight=0))
         )
-    negative = FeatureOptions(weight=-1)
-    with pytest.raises(
-        ValueError,
-        match=r"term \(--feature-weight\) must be > 0 \(>= 0 with an intensity term\); got -1",
-    ):
-        build_metric("deepsim-seg+ncc", MetricInputs(Threshold(), feature_options=negative))
+    for bad in (-1.0, float("inf")):
+        given = FeatureOptions(weight=bad)
+        with pytest.raises(
+            ValueError, match=rf"--feature-weight must be a finite number >= 0, got {bad}"
+        ):
+            build_metric("deepsim-seg+ncc", MetricInputs(Threshold(), feature_options=given))
+    # 0 beside NCC is NCC alone
+    zero = build_metric(
+        "deepsim-seg+ncc", MetricInputs(Threshold(), feature_options=FeatureOptions(weight=0))
+    )
+    a, b = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    assert float(zero(a, b)) == pytest.approx(float(NCC()(a, b)), rel=1e-6)
 
 
 @pytest.mark.slow
